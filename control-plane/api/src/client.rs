@@ -1,0 +1,238 @@
+//! HTTP client for the control plane's API, shared by the CLI, node agents
+//! and DNS servers. Every call is bounded by a timeout.
+
+use crate::error::ApiError;
+use crate::resource::{Kind, Object};
+use crate::snapshot::Snapshot;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::{Client as HyperClient, connect::HttpConnector};
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Largest response body the client reads (a full listing of 10,000 services
+/// is about 10 MiB).
+const MAX_RESPONSE_BYTES: usize = 256 << 20;
+
+#[derive(Debug, Error)]
+pub enum ClientError {
+    #[error("invalid server URL {0:?}: {1}")]
+    Url(String, String),
+    #[error("cannot reach the control plane at {0}: {1}")]
+    Connect(String, String),
+    #[error("no answer from the control plane at {0} within {1:?}")]
+    Timeout(String, Duration),
+    #[error("{}", .error.message)]
+    Api { status: StatusCode, error: ApiError },
+    #[error("unexpected answer from the control plane ({status}): {detail}")]
+    Protocol { status: StatusCode, detail: String },
+}
+
+/// What an apply did (or, on a dry run, would do) to one object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeAction {
+    Created,
+    Configured,
+    Unchanged,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Change {
+    pub kind: Kind,
+    pub name: String,
+    pub action: ChangeAction,
+    /// Dry runs only: the stored spec before and the spec after.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub before: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<Value>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyResponse {
+    /// The store revision after the apply (unchanged when nothing changed).
+    pub revision: u64,
+    pub changes: Vec<Change>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyRequest {
+    pub documents: Vec<Value>,
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct List {
+    pub items: Vec<Object>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeleteResponse {
+    pub revision: u64,
+}
+
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    timeout: Duration,
+    http: HyperClient<HttpConnector, Full<Bytes>>,
+}
+
+impl Client {
+    pub fn new(
+        base: &str,
+        token: Option<String>,
+        timeout: Duration,
+    ) -> Result<Client, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        let uri: Uri = base
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| ClientError::Url(base.clone(), e.to_string()))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(ClientError::Url(base, "expected http://HOST:PORT".into()));
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout));
+        connector.set_nodelay(true);
+        let http = HyperClient::builder(TokioExecutor::new()).build(connector);
+        Ok(Client {
+            base,
+            token,
+            timeout,
+            http,
+        })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub async fn apply(
+        &self,
+        documents: Vec<Value>,
+        dry_run: bool,
+    ) -> Result<ApplyResponse, ClientError> {
+        let body = serde_json::to_vec(&ApplyRequest { documents, dry_run }).unwrap_or_default();
+        let (_, bytes) = self
+            .call(Method::POST, "/v1/apply", Some(body), self.timeout)
+            .await?;
+        decode(&bytes)
+    }
+
+    pub async fn list(&self, kind: Kind) -> Result<List, ClientError> {
+        let path = format!("/v1/{}", kind.plural());
+        let (_, bytes) = self.call(Method::GET, &path, None, self.timeout).await?;
+        decode(&bytes)
+    }
+
+    pub async fn get(&self, kind: Kind, name: &str) -> Result<Object, ClientError> {
+        let path = format!("/v1/{}/{}", kind.plural(), name);
+        let (_, bytes) = self.call(Method::GET, &path, None, self.timeout).await?;
+        decode(&bytes)
+    }
+
+    pub async fn delete(&self, kind: Kind, name: &str) -> Result<DeleteResponse, ClientError> {
+        let path = format!("/v1/{}/{}", kind.plural(), name);
+        let (_, bytes) = self.call(Method::DELETE, &path, None, self.timeout).await?;
+        decode(&bytes)
+    }
+
+    /// Fetches `network`'s snapshot. With `since`, waits up to `wait` for a
+    /// snapshot newer than that revision and returns `None` if none came.
+    pub async fn snapshot(
+        &self,
+        network: &str,
+        since: Option<u64>,
+        wait: Duration,
+    ) -> Result<Option<Snapshot>, ClientError> {
+        let path = match since {
+            Some(rev) => format!(
+                "/v1/networks/{network}/snapshot?since={rev}&waitSeconds={}",
+                wait.as_secs()
+            ),
+            None => format!("/v1/networks/{network}/snapshot"),
+        };
+        let (status, bytes) = self
+            .call(Method::GET, &path, None, wait + self.timeout)
+            .await?;
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        decode(&bytes).map(Some)
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Bytes), ClientError> {
+        let url = format!("{}{}", self.base, path);
+        let mut req = Request::builder().method(method).uri(&url);
+        if let Some(token) = &self.token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
+        if body.is_some() {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| ClientError::Url(url.clone(), e.to_string()))?;
+        let exchange = async {
+            let resp = self
+                .http
+                .request(req)
+                .await
+                .map_err(|e| ClientError::Connect(self.base.clone(), error_chain(&e)))?;
+            let status = resp.status();
+            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?
+                .to_bytes();
+            Ok::<_, ClientError>((status, bytes))
+        };
+        let (status, bytes) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| ClientError::Timeout(self.base.clone(), timeout))??;
+        if status.is_success() || status == StatusCode::NOT_MODIFIED {
+            return Ok((status, bytes));
+        }
+        match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(error) => Err(ClientError::Api { status, error }),
+            Err(_) => Err(ClientError::Protocol {
+                status,
+                detail: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            }),
+        }
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {
+    serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol {
+        status: StatusCode::OK,
+        detail: e.to_string(),
+    })
+}
+
+/// hyper's errors say "client error (Connect)" at the top; the cause is below.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        msg = format!("{msg}: {s}");
+        source = s.source();
+    }
+    msg
+}

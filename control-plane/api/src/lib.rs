@@ -1,0 +1,17 @@
+//! The shared vocabulary of Trellis: the declarative resource types operators
+//! write in YAML, the per-network config snapshot the control plane compiles
+//! for node agents and DNS servers, the IAM-style policy grammar, and the HTTP
+//! client for the control plane's API.
+//!
+//! Node-side crates depend on this crate only; they never link the control
+//! plane's store.
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod error;
+pub mod policy;
+pub mod resource;
+pub mod snapshot;
+
+pub use error::{ApiError, FieldError};
+pub use resource::{API_VERSION, Kind, Object, Resource, Spec};

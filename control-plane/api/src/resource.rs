@@ -1,0 +1,738 @@
+//! The declarative resource model: `Network`, `ServiceNetwork`, `Service`,
+//! `TargetGroup` and `Identity`.
+//!
+//! Specs are strict (unknown fields are rejected) and defaults are filled in on
+//! decode, so a stored spec is the normalized, effective one: what `get -o
+//! yaml` shows is what nodes run. Field-level and cross-reference validation
+//! live in the control plane; this module only decodes.
+
+use crate::error::FieldError;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+pub const API_VERSION: &str = "trellis.dev/v1alpha1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    Network,
+    ServiceNetwork,
+    Service,
+    TargetGroup,
+    Identity,
+}
+
+impl Kind {
+    /// In dependency order: a kind only references kinds listed before it
+    /// (Identity is referenced by policies, by name, not structurally).
+    pub const ALL: [Kind; 5] = [
+        Kind::Network,
+        Kind::ServiceNetwork,
+        Kind::TargetGroup,
+        Kind::Service,
+        Kind::Identity,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Network => "Network",
+            Kind::ServiceNetwork => "ServiceNetwork",
+            Kind::Service => "Service",
+            Kind::TargetGroup => "TargetGroup",
+            Kind::Identity => "Identity",
+        }
+    }
+
+    /// The path segment of the kind in the API (`/v1/servicenetworks`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Network => "networks",
+            Kind::ServiceNetwork => "servicenetworks",
+            Kind::Service => "services",
+            Kind::TargetGroup => "targetgroups",
+            Kind::Identity => "identities",
+        }
+    }
+
+    /// Parses the names users type: `Service`, `service`, `services`, `svc`.
+    pub fn parse(s: &str) -> Option<Kind> {
+        let k = match s.to_ascii_lowercase().as_str() {
+            "network" | "networks" | "net" => Kind::Network,
+            "servicenetwork" | "servicenetworks" | "sn" => Kind::ServiceNetwork,
+            "service" | "services" | "svc" => Kind::Service,
+            "targetgroup" | "targetgroups" | "tg" => Kind::TargetGroup,
+            "identity" | "identities" | "id" => Kind::Identity,
+            _ => return None,
+        };
+        Some(k)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A resource as declared by an operator: what `apply` takes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resource {
+    pub metadata: Metadata,
+    pub spec: Spec,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Spec {
+    Network(NetworkSpec),
+    ServiceNetwork(ServiceNetworkSpec),
+    Service(ServiceSpec),
+    TargetGroup(TargetGroupSpec),
+    Identity(IdentitySpec),
+}
+
+impl Spec {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Spec::Network(_) => Kind::Network,
+            Spec::ServiceNetwork(_) => Kind::ServiceNetwork,
+            Spec::Service(_) => Kind::Service,
+            Spec::TargetGroup(_) => Kind::TargetGroup,
+            Spec::Identity(_) => Kind::Identity,
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        let v = match self {
+            Spec::Network(s) => serde_json::to_value(s),
+            Spec::ServiceNetwork(s) => serde_json::to_value(s),
+            Spec::Service(s) => serde_json::to_value(s),
+            Spec::TargetGroup(s) => serde_json::to_value(s),
+            Spec::Identity(s) => serde_json::to_value(s),
+        };
+        // Serializing plain data structs with string keys cannot fail.
+        v.unwrap_or(Value::Null)
+    }
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        self.spec.kind()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata.name
+    }
+
+    /// Decodes one document (`apiVersion`, `kind`, `metadata`, `spec`; a
+    /// `status` is accepted and ignored so that `get -o yaml` output can be
+    /// applied again). Every problem found is returned, each with its path.
+    pub fn from_value(document: usize, value: &Value) -> Result<Resource, Vec<FieldError>> {
+        let err = |path: &str, msg: String| FieldError::new(document, path, msg);
+        let Some(obj) = value.as_object() else {
+            return Err(vec![err("", "a document must be a mapping".into())]);
+        };
+        let mut errors = Vec::new();
+        for key in obj.keys() {
+            if !matches!(
+                key.as_str(),
+                "apiVersion" | "kind" | "metadata" | "spec" | "status"
+            ) {
+                errors.push(err(
+                    key,
+                    format!(
+                        "unknown field `{key}`, expected one of `apiVersion`, `kind`, `metadata`, `spec`"
+                    ),
+                ));
+            }
+        }
+        match obj.get("apiVersion") {
+            Some(Value::String(v)) if v == API_VERSION => {}
+            Some(other) => errors.push(err(
+                "apiVersion",
+                format!("unsupported apiVersion {other}, expected \"{API_VERSION}\""),
+            )),
+            None => errors.push(err("apiVersion", "missing field `apiVersion`".into())),
+        }
+        let kind = match obj.get("kind") {
+            Some(Value::String(k)) => match Kind::ALL.iter().find(|c| c.as_str() == k) {
+                Some(kind) => Some(*kind),
+                None => {
+                    errors.push(err(
+                        "kind",
+                        format!(
+                            "unknown kind \"{k}\", expected one of Network, ServiceNetwork, Service, TargetGroup, Identity"
+                        ),
+                    ));
+                    None
+                }
+            },
+            Some(other) => {
+                errors.push(err("kind", format!("expected a string, found {other}")));
+                None
+            }
+            None => {
+                errors.push(err("kind", "missing field `kind`".into()));
+                None
+            }
+        };
+        let metadata = match obj.get("metadata") {
+            Some(m) => decode::<Metadata>(document, "metadata", m)
+                .map_err(|e| errors.push(e))
+                .ok(),
+            None => {
+                errors.push(err("metadata", "missing field `metadata`".into()));
+                None
+            }
+        };
+        let spec = match (kind, obj.get("spec")) {
+            (None, _) => None,
+            (Some(_), None) => {
+                errors.push(err("spec", "missing field `spec`".into()));
+                None
+            }
+            (Some(kind), Some(v)) => {
+                let spec = match kind {
+                    Kind::Network => decode(document, "spec", v).map(Spec::Network),
+                    Kind::ServiceNetwork => decode(document, "spec", v).map(Spec::ServiceNetwork),
+                    Kind::Service => decode(document, "spec", v).map(Spec::Service),
+                    Kind::TargetGroup => decode(document, "spec", v).map(Spec::TargetGroup),
+                    Kind::Identity => decode(document, "spec", v).map(Spec::Identity),
+                };
+                spec.map_err(|e| errors.push(e)).ok()
+            }
+        };
+        match (metadata, spec) {
+            (Some(metadata), Some(spec)) if errors.is_empty() => Ok(Resource { metadata, spec }),
+            _ => Err(errors),
+        }
+    }
+
+    /// The document form, as `apply` sends it.
+    pub fn to_value(&self) -> Value {
+        serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": self.kind().as_str(),
+            "metadata": self.metadata,
+            "spec": self.spec.to_value(),
+        })
+    }
+}
+
+/// Decodes `value` as `T`, naming the failing field by its full path.
+fn decode<T: DeserializeOwned>(
+    document: usize,
+    prefix: &str,
+    value: &Value,
+) -> Result<T, FieldError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{inner}")
+        };
+        FieldError::new(document, path, e.into_inner().to_string())
+    })
+}
+
+/// What the control plane writes about an object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// Store revision at which the object was created.
+    pub created_revision: u64,
+    /// Store revision at which the object last changed.
+    pub revision: u64,
+    /// Creation time, seconds since the Unix epoch.
+    pub created_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip_v6: Option<Ipv6Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_name: Option<String>,
+}
+
+/// A stored resource: the declared resource plus the control plane's status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Object {
+    pub resource: Resource,
+    pub status: Status,
+}
+
+impl Object {
+    pub fn to_value(&self) -> Value {
+        let mut v = self.resource.to_value();
+        v["status"] = serde_json::to_value(&self.status).unwrap_or(Value::Null);
+        v
+    }
+
+    pub fn from_value(value: &Value) -> Result<Object, Vec<FieldError>> {
+        let resource = Resource::from_value(0, value)?;
+        let status = match value.get("status") {
+            Some(s) => decode::<Status>(0, "status", s).map_err(|e| vec![e])?,
+            None => Status::default(),
+        };
+        Ok(Object { resource, status })
+    }
+}
+
+impl Serialize for Object {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Object {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        Object::from_value(&v).map_err(|errs| {
+            let msg: Vec<String> = errs
+                .iter()
+                .map(|e| format!("{}: {}", e.path, e.message))
+                .collect();
+            serde::de::Error::custom(msg.join("; "))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Specs
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Where other networks' proxies reach this network's targets.
+    #[serde(default)]
+    pub gateways: Vec<Gateway>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Gateway {
+    /// `HOST:PORT`.
+    pub address: String,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AuthType {
+    #[default]
+    #[serde(rename = "NONE")]
+    None,
+    #[serde(rename = "SIGV4")]
+    SigV4,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceNetworkSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Networks whose clients may reach the services of this service network.
+    #[serde(default)]
+    pub networks: Vec<String>,
+    #[serde(default)]
+    pub auth_type: AuthType,
+    /// An IAM-grammar policy document, as a mapping or a JSON string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_policy: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServiceSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub service_networks: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_domain_name: Option<String>,
+    #[serde(default)]
+    pub auth_type: AuthType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_policy: Option<Value>,
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ListenerProtocol {
+    Http,
+    Https,
+    TlsPassthrough,
+    Tcp,
+}
+
+impl ListenerProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ListenerProtocol::Http => "HTTP",
+            ListenerProtocol::Https => "HTTPS",
+            ListenerProtocol::TlsPassthrough => "TLS_PASSTHROUGH",
+            ListenerProtocol::Tcp => "TCP",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            ListenerProtocol::Http => 80,
+            ListenerProtocol::Https | ListenerProtocol::TlsPassthrough => 443,
+            ListenerProtocol::Tcp => 0,
+        }
+    }
+
+    pub fn is_http(self) -> bool {
+        matches!(self, ListenerProtocol::Http | ListenerProtocol::Https)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listener {
+    pub name: String,
+    pub protocol: ListenerProtocol,
+    /// Defaults to 80 for HTTP and 443 for HTTPS and TLS_PASSTHROUGH;
+    /// required for TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub default_action: Action,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<Rule>,
+}
+
+impl Listener {
+    /// The port the listener answers on, after defaults.
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.protocol.default_port())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rule {
+    pub name: String,
+    /// Lower is evaluated first; unique per listener; 1..=100.
+    pub priority: u32,
+    #[serde(rename = "match")]
+    pub matches: RuleMatch,
+    pub action: Action,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<HeaderMatch>,
+    /// A host name, or `*.example.com` for any name below example.com.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default = "yes")]
+    pub case_sensitive: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contains: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default)]
+    pub case_sensitive: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Action {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<Vec<WeightedTargetGroup>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fixed_response: Option<FixedResponse>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedTargetGroup {
+    pub target_group: String,
+    /// 0..=999; a share of the sum of the action's weights.
+    #[serde(default = "one")]
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FixedResponse {
+    pub status_code: u16,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TargetProtocol {
+    #[default]
+    Http,
+    Https,
+    Tcp,
+}
+
+impl TargetProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TargetProtocol::Http => "HTTP",
+            TargetProtocol::Https => "HTTPS",
+            TargetProtocol::Tcp => "TCP",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            TargetProtocol::Http => 80,
+            TargetProtocol::Https => 443,
+            TargetProtocol::Tcp => 0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProtocolVersion {
+    #[default]
+    #[serde(rename = "HTTP1")]
+    Http1,
+    #[serde(rename = "HTTP2")]
+    Http2,
+    Grpc,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetGroupSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The network the targets live in.
+    pub network: String,
+    #[serde(default)]
+    pub protocol: TargetProtocol,
+    #[serde(default)]
+    pub protocol_version: ProtocolVersion,
+    /// Default port of the targets: 80 for HTTP, 443 for HTTPS; required for TCP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub health_check: HealthCheck,
+    #[serde(default)]
+    pub targets: Vec<Target>,
+}
+
+impl TargetGroupSpec {
+    pub fn effective_port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.protocol.default_port())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum HealthCheckProtocol {
+    Http,
+    Https,
+    Tcp,
+}
+
+fn default_hc_path() -> String {
+    "/".into()
+}
+fn default_interval() -> u32 {
+    30
+}
+fn default_timeout() -> u32 {
+    5
+}
+fn default_healthy() -> u32 {
+    5
+}
+fn default_unhealthy() -> u32 {
+    2
+}
+
+/// Active health checking; defaults are VPC Lattice's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Defaults to the target group's protocol.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<HealthCheckProtocol>,
+    #[serde(default = "default_hc_path")]
+    pub path: String,
+    /// Defaults to the target's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "default_interval")]
+    pub interval_seconds: u32,
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: u32,
+    #[serde(default = "default_healthy")]
+    pub healthy_threshold: u32,
+    #[serde(default = "default_unhealthy")]
+    pub unhealthy_threshold: u32,
+    #[serde(default)]
+    pub matcher: Matcher,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            enabled: true,
+            protocol: None,
+            path: default_hc_path(),
+            port: None,
+            interval_seconds: default_interval(),
+            timeout_seconds: default_timeout(),
+            healthy_threshold: default_healthy(),
+            unhealthy_threshold: default_unhealthy(),
+            matcher: Matcher::default(),
+        }
+    }
+}
+
+/// HTTP status codes that count as healthy: `"200"`, `"200,204"`, `"200-299"`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Matcher {
+    pub http_code: String,
+}
+
+impl Default for Matcher {
+    fn default() -> Self {
+        Matcher {
+            http_code: "200".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Target {
+    /// An IPv4 or IPv6 address in the target group's network.
+    pub address: String,
+    /// Defaults to the target group's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IdentitySpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Other principal names (e.g. IAM role ARNs) that policies may use for
+    /// this identity, so that pasted VPC Lattice policies match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Principal tags, matched by `aws:PrincipalTag/KEY` conditions.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn decodes_with_defaults_filled_in() {
+        let doc = json!({
+            "apiVersion": API_VERSION, "kind": "TargetGroup",
+            "metadata": {"name": "blue"},
+            "spec": {"network": "east", "targets": [{"address": "10.0.0.1"}]}
+        });
+        let r = Resource::from_value(0, &doc).unwrap();
+        let Spec::TargetGroup(tg) = &r.spec else {
+            panic!("wrong kind")
+        };
+        assert_eq!(tg.health_check.interval_seconds, 30);
+        assert_eq!(tg.health_check.matcher.http_code, "200");
+        assert_eq!(tg.effective_port(), 80);
+        // The normalized form decodes to the same resource.
+        assert_eq!(Resource::from_value(0, &r.to_value()).unwrap(), r);
+    }
+
+    #[test]
+    fn unknown_field_is_reported_with_its_path() {
+        let doc = json!({
+            "apiVersion": API_VERSION, "kind": "Service",
+            "metadata": {"name": "a"},
+            "spec": {"listeners": [{"name": "l", "protocol": "HTTP",
+                "defaultAction": {"fixedResponse": {"statusCode": 404}}, "colour": 1}]}
+        });
+        let errs = Resource::from_value(3, &doc).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].document, Some(3));
+        assert_eq!(errs[0].path, "spec.listeners[0].colour");
+        assert!(
+            errs[0].message.starts_with("unknown field `colour`"),
+            "{}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn envelope_errors_are_all_reported() {
+        let doc = json!({"apiVersion": "v2", "kind": "Gizmo", "spec": {}});
+        let errs = Resource::from_value(0, &doc).unwrap_err();
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["apiVersion", "kind", "metadata"]);
+    }
+
+    #[test]
+    fn status_is_ignored_on_input_and_kept_on_objects() {
+        let doc = json!({
+            "apiVersion": API_VERSION, "kind": "Network", "metadata": {"name": "east"},
+            "spec": {}, "status": {"createdRevision": 1, "revision": 2, "createdAt": 5}
+        });
+        let obj = Object::from_value(&doc).unwrap();
+        assert_eq!(obj.status.revision, 2);
+        assert_eq!(obj.to_value()["status"]["createdRevision"], 1);
+        assert!(Resource::from_value(0, &doc).is_ok());
+    }
+}

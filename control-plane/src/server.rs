@@ -1,0 +1,347 @@
+//! The control plane's HTTP/JSON API on hyper.
+//!
+//! | method and path                          | what                                        |
+//! |------------------------------------------|---------------------------------------------|
+//! | `POST /v1/apply`                         | batch apply (`{"documents": [...], "dryRun": bool}`) |
+//! | `GET /v1/{kinds}`                        | `{"items": [...]}`                          |
+//! | `GET /v1/{kinds}/{name}`                 | one object                                  |
+//! | `PUT /v1/{kinds}/{name}`                 | create or replace one object                |
+//! | `DELETE /v1/{kinds}/{name}`              | delete, refused while referenced            |
+//! | `GET /v1/networks/{name}/snapshot`       | the network's snapshot; with `since=REV` a long-poll of up to `waitSeconds` (304 if nothing changed) |
+//! | `GET /healthz`                           | liveness                                    |
+
+use crate::ControlPlane;
+use crate::state::DeleteError;
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use trellis_api::client::{ApplyRequest, DeleteResponse};
+use trellis_api::{ApiError, FieldError, Kind};
+
+/// Longest a watch may wait before answering 304.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// A client must send its request headers within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body must arrive within this time.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Every way a request can fail, mapped to a status in one place.
+#[derive(Debug)]
+pub enum HttpError {
+    BadRequest(String),
+    Unauthorized,
+    NotFound(String),
+    MethodNotAllowed,
+    Conflict(String),
+    TooLarge(usize),
+    Invalid(Vec<FieldError>),
+    Unavailable(String),
+    Internal(String),
+}
+
+impl HttpError {
+    fn parts(self) -> (StatusCode, ApiError) {
+        let e = |code: &str, message: String| ApiError {
+            code: code.into(),
+            message,
+            errors: Vec::new(),
+        };
+        match self {
+            HttpError::BadRequest(m) => (StatusCode::BAD_REQUEST, e("bad_request", m)),
+            HttpError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                e(
+                    "unauthorized",
+                    "missing or wrong bearer token; pass --token-file <data-dir>/api-token or TRELLIS_TOKEN".into(),
+                ),
+            ),
+            HttpError::NotFound(m) => (StatusCode::NOT_FOUND, e("not_found", m)),
+            HttpError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                e("method_not_allowed", "method not allowed on this path".into()),
+            ),
+            HttpError::Conflict(m) => (StatusCode::CONFLICT, e("conflict", m)),
+            HttpError::TooLarge(limit) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                e("too_large", format!("request body is larger than {limit} bytes")),
+            ),
+            HttpError::Invalid(errors) => {
+                let n = errors.len();
+                let message = match errors.first() {
+                    Some(first) if n == 1 => format!("invalid input: {first}"),
+                    _ => format!("invalid input: {n} problems; nothing was applied"),
+                };
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    ApiError {
+                        code: "invalid".into(),
+                        message,
+                        errors,
+                    },
+                )
+            }
+            HttpError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, e("unavailable", m)),
+            HttpError::Internal(m) => (StatusCode::INTERNAL_SERVER_ERROR, e("internal", m)),
+        }
+    }
+
+    fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, body) = self.parts();
+        json_response(status, &body)
+    }
+}
+
+impl From<DeleteError> for HttpError {
+    fn from(e: DeleteError) -> Self {
+        match e {
+            DeleteError::NotFound(..) => HttpError::NotFound(e.to_string()),
+            DeleteError::InUse { .. } => HttpError::Conflict(e.to_string()),
+        }
+    }
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    raw_json(
+        status,
+        Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+    )
+}
+
+fn raw_json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Serves the API on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish (up to 10 s).
+pub async fn serve(
+    cp: Arc<ControlPlane>,
+    listener: TcpListener,
+    token: Option<String>,
+    max_connections: usize,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(max_connections));
+    let token: Option<Arc<str>> = token.map(Into::into);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, max_connections, "connection limit reached, closing new connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let cp = cp.clone();
+        let token = token.clone();
+        let svc = service_fn(move |req| {
+            let cp = cp.clone();
+            let token = token.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(cp, token, peer, req).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after 10 s; closing them");
+    }
+}
+
+async fn handle(
+    cp: Arc<ControlPlane>,
+    token: Option<Arc<str>>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    if let Some(token) = &token {
+        if !authorized(&req, token) {
+            tracing::info!(%peer, %method, %path, "rejected request without a valid token");
+            return HttpError::Unauthorized.into_response();
+        }
+    }
+    let result = route(&cp, req).await;
+    let resp = result.unwrap_or_else(HttpError::into_response);
+    tracing::debug!(%peer, %method, %path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    // Constant time in the token's length.
+    let (a, b) = (given.as_bytes(), token.as_bytes());
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn route(
+    cp: &Arc<ControlPlane>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, HttpError> {
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (method, segments.as_slice()) {
+        (Method::GET, ["healthz"]) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok"}),
+        )),
+        (Method::POST, ["v1", "apply"]) => {
+            let body: ApplyRequest = read_json(cp, req).await?;
+            let applied = cp.apply(body.documents, body.dry_run).await?;
+            Ok(json_response(StatusCode::OK, &applied))
+        }
+        (Method::GET, ["v1", "networks", name, "snapshot"]) => {
+            let query = Query::parse(req.uri().query())?;
+            let wait = Duration::from_secs(query.wait_seconds.unwrap_or(30)).min(MAX_WAIT);
+            match cp.watch_snapshot(name, query.since, wait).await? {
+                Some(body) => Ok(raw_json(StatusCode::OK, body)),
+                None => Ok(raw_json(StatusCode::NOT_MODIFIED, Bytes::new())),
+            }
+        }
+        (Method::GET, ["v1", kind]) => {
+            let kind = parse_kind(kind)?;
+            Ok(raw_json(StatusCode::OK, cp.list(kind)))
+        }
+        (Method::GET, ["v1", kind, name]) => {
+            let kind = parse_kind(kind)?;
+            let obj = cp
+                .get(kind, name)
+                .ok_or_else(|| HttpError::NotFound(format!("{kind} \"{name}\" does not exist")))?;
+            Ok(json_response(StatusCode::OK, obj.as_ref()))
+        }
+        (Method::PUT, ["v1", kind, name]) => {
+            let kind = parse_kind(kind)?;
+            let doc: serde_json::Value = read_json(cp, req).await?;
+            if doc.get("kind").and_then(|k| k.as_str()) != Some(kind.as_str())
+                || doc.pointer("/metadata/name").and_then(|n| n.as_str()) != Some(*name)
+            {
+                return Err(HttpError::BadRequest(format!(
+                    "the body must be a {kind} named \"{name}\", as the path says"
+                )));
+            }
+            let applied = cp.apply(vec![doc], false).await?;
+            Ok(json_response(StatusCode::OK, &applied))
+        }
+        (Method::DELETE, ["v1", kind, name]) => {
+            let kind = parse_kind(kind)?;
+            let revision = cp.delete(kind, name).await?;
+            Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
+        }
+        (_, ["healthz"] | ["v1", ..]) if !segments.is_empty() && known_path(&segments) => {
+            Err(HttpError::MethodNotAllowed)
+        }
+        _ => Err(HttpError::NotFound(format!("no such path {path}"))),
+    }
+}
+
+fn known_path(segments: &[&str]) -> bool {
+    match segments {
+        ["healthz"] | ["v1", "apply"] => true,
+        ["v1", kind] | ["v1", kind, _] => Kind::parse(kind).is_some(),
+        ["v1", "networks", _, "snapshot"] => true,
+        _ => false,
+    }
+}
+
+fn parse_kind(s: &str) -> Result<Kind, HttpError> {
+    Kind::parse(s).ok_or_else(|| {
+        HttpError::NotFound(format!(
+            "unknown kind \"{s}\"; use networks, servicenetworks, services, targetgroups or identities"
+        ))
+    })
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    cp: &ControlPlane,
+    req: Request<Incoming>,
+) -> Result<T, HttpError> {
+    let limit = cp.config.max_body_bytes;
+    let collect = Limited::new(req.into_body(), limit).collect();
+    let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, collect).await {
+        Err(_) => {
+            return Err(HttpError::BadRequest(
+                "request body did not arrive in time".into(),
+            ));
+        }
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            return Err(HttpError::TooLarge(limit));
+        }
+        Ok(Err(e)) => return Err(HttpError::BadRequest(format!("reading the body: {e}"))),
+        Ok(Ok(c)) => c.to_bytes(),
+    };
+    serde_json::from_slice(&bytes)
+        .map_err(|e| HttpError::BadRequest(format!("body is not valid JSON for this call: {e}")))
+}
+
+#[derive(Default)]
+struct Query {
+    since: Option<u64>,
+    wait_seconds: Option<u64>,
+}
+
+impl Query {
+    fn parse(q: Option<&str>) -> Result<Query, HttpError> {
+        let mut out = Query::default();
+        for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let n = v.parse::<u64>().map_err(|_| {
+                HttpError::BadRequest(format!("query parameter {k}: \"{v}\" is not a number"))
+            })?;
+            match k {
+                "since" => out.since = Some(n),
+                "waitSeconds" => out.wait_seconds = Some(n),
+                _ => {
+                    return Err(HttpError::BadRequest(format!(
+                        "unknown query parameter {k}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}

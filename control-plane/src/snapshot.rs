@@ -1,0 +1,106 @@
+//! Compiles one network's view of the state: the services it may reach
+//! (those of the service networks it belongs to), the target groups they
+//! forward to, and the gateways of the other networks hosting those groups.
+//! Visibility is decided here, once, not on every node.
+
+use crate::state::State;
+use std::collections::{BTreeMap, BTreeSet};
+use trellis_api::Kind;
+use trellis_api::resource::Spec;
+use trellis_api::snapshot::{ServiceNetworkView, ServiceView, Snapshot, TargetGroupView};
+
+/// `None` when the network does not exist. `revision` is left 0: the caller
+/// sets it to the revision at which the content last changed.
+pub fn compile(state: &State, network: &str, zone: &str, region: &str) -> Option<Snapshot> {
+    state.get(Kind::Network, network)?;
+    let mut service_networks = Vec::new();
+    for obj in state.list(Kind::ServiceNetwork) {
+        if let Spec::ServiceNetwork(sn) = &obj.resource.spec {
+            if sn.networks.iter().any(|n| n == network) {
+                service_networks.push(ServiceNetworkView {
+                    name: obj.resource.name().to_string(),
+                    auth_type: sn.auth_type,
+                    auth_policy: sn.auth_policy.clone(),
+                });
+            }
+        }
+    }
+    let joined: BTreeSet<&str> = service_networks.iter().map(|s| s.name.as_str()).collect();
+
+    let mut services = Vec::new();
+    let mut groups = BTreeSet::new();
+    for obj in state.list(Kind::Service) {
+        let Spec::Service(s) = &obj.resource.spec else {
+            continue;
+        };
+        let via: Vec<String> = s
+            .service_networks
+            .iter()
+            .filter(|sn| joined.contains(sn.as_str()))
+            .cloned()
+            .collect();
+        let (Some(vip), Some(vip_v6)) = (obj.status.vip, obj.status.vip_v6) else {
+            continue;
+        };
+        if via.is_empty() {
+            continue;
+        }
+        for l in &s.listeners {
+            let actions =
+                std::iter::once(&l.default_action).chain(l.rules.iter().map(|r| &r.action));
+            for a in actions {
+                groups.extend(a.forward.iter().flatten().map(|w| w.target_group.as_str()));
+            }
+        }
+        let mut dns_names = vec![crate::state::dns_name(obj.resource.name(), zone)];
+        dns_names.extend(
+            s.custom_domain_name
+                .iter()
+                .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+        );
+        services.push(ServiceView {
+            name: obj.resource.name().to_string(),
+            vip,
+            vip_v6,
+            dns_names,
+            via,
+            auth_type: s.auth_type,
+            auth_policy: s.auth_policy.clone(),
+            listeners: s.listeners.clone(),
+        });
+    }
+
+    let mut target_groups = Vec::new();
+    let mut gateways = BTreeMap::new();
+    for name in groups {
+        let Some(obj) = state.get(Kind::TargetGroup, name) else {
+            continue;
+        };
+        let Spec::TargetGroup(tg) = &obj.resource.spec else {
+            continue;
+        };
+        if tg.network != network && !gateways.contains_key(&tg.network) {
+            if let Some(Spec::Network(n)) = state
+                .get(Kind::Network, &tg.network)
+                .map(|o| &o.resource.spec)
+            {
+                gateways.insert(tg.network.clone(), n.gateways.clone());
+            }
+        }
+        target_groups.push(TargetGroupView {
+            name: name.to_string(),
+            spec: tg.clone(),
+        });
+    }
+
+    Some(Snapshot {
+        network: network.to_string(),
+        revision: 0,
+        region: region.to_string(),
+        dns_zone: zone.trim_end_matches('.').to_string(),
+        services,
+        service_networks,
+        target_groups,
+        gateways,
+    })
+}

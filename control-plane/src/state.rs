@@ -1,0 +1,371 @@
+//! The control plane's state and the two ways it changes: apply and delete.
+//!
+//! Both are pure functions from the current state to a candidate state plus
+//! the [`Commit`] that makes it durable; nothing is visible until the commit
+//! succeeded and the caller swaps the candidate in. A rejected apply changes
+//! nothing, and an apply that changes nothing does not bump the revision.
+
+use crate::store::{Commit, Loaded, StoreError};
+use crate::validate::{Problem, validate};
+use crate::vip::{Allocations, VipAllocator};
+use ipnet::{Ipv4Net, Ipv6Net};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use thiserror::Error;
+use trellis_api::client::{Change, ChangeAction};
+use trellis_api::resource::{Spec, Status};
+use trellis_api::{FieldError, Kind, Object, Resource};
+
+/// All objects, by kind and name. `Arc` so that a candidate state is a cheap
+/// copy of the current one.
+pub type Objects = BTreeMap<(Kind, String), Arc<Object>>;
+
+/// Settings that shape the state but are not part of it.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub zone: String,
+    pub vip_pool_v4: Ipv4Net,
+    pub vip_pool_v6: Ipv6Net,
+    /// How long a deleted service's VIPs are held back, in seconds.
+    pub vip_hold_secs: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct State {
+    pub revision: u64,
+    pub objects: Objects,
+    pub vips: VipAllocator,
+}
+
+/// The outcome of an apply that passed validation.
+#[derive(Debug)]
+pub struct Applied {
+    pub state: State,
+    pub changes: Vec<Change>,
+    /// `None` when nothing changed.
+    pub commit: Option<Commit>,
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DeleteError {
+    #[error("{0} \"{1}\" does not exist")]
+    NotFound(Kind, String),
+    #[error("{kind} \"{name}\" is still used by {}; change or delete those first", referrers.join(", "))]
+    InUse {
+        kind: Kind,
+        name: String,
+        referrers: Vec<String>,
+    },
+}
+
+fn key_string(kind: Kind, name: &str) -> String {
+    format!("{kind}/{name}")
+}
+
+impl State {
+    pub fn empty(settings: &Settings) -> State {
+        State {
+            revision: 0,
+            objects: Objects::new(),
+            vips: VipAllocator::new(
+                settings.vip_pool_v4,
+                settings.vip_pool_v6,
+                settings.vip_hold_secs,
+                Allocations::default(),
+            ),
+        }
+    }
+
+    pub fn load(loaded: Loaded, settings: &Settings) -> Result<State, StoreError> {
+        let allocations = match &loaded.vips {
+            Some(bytes) => serde_json::from_slice(bytes)
+                .map_err(|e| StoreError::Corrupt(format!("VIP allocations: {e}")))?,
+            None => Allocations::default(),
+        };
+        let mut objects = Objects::new();
+        for (key, bytes) in loaded.objects {
+            let mut obj: Object = serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+            if obj.resource.kind() == Kind::Service {
+                // The zone is a setting and may have changed since the write.
+                obj.status.dns_name = Some(dns_name(obj.resource.name(), &settings.zone));
+            }
+            objects.insert(
+                (obj.resource.kind(), obj.resource.name().to_string()),
+                Arc::new(obj),
+            );
+        }
+        Ok(State {
+            revision: loaded.revision,
+            objects,
+            vips: VipAllocator::new(
+                settings.vip_pool_v4,
+                settings.vip_pool_v6,
+                settings.vip_hold_secs,
+                allocations,
+            ),
+        })
+    }
+
+    pub fn get(&self, kind: Kind, name: &str) -> Option<&Arc<Object>> {
+        self.objects.get(&(kind, name.to_string()))
+    }
+
+    pub fn list(&self, kind: Kind) -> impl Iterator<Item = &Arc<Object>> {
+        self.objects
+            .range((kind, String::new())..)
+            .take_while(move |((k, _), _)| *k == kind)
+            .map(|(_, o)| o)
+    }
+
+    /// Creates or updates every document in `documents`, all or nothing.
+    pub fn apply(
+        &self,
+        documents: &[Value],
+        settings: &Settings,
+        now: u64,
+        dry_run: bool,
+    ) -> Result<Applied, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let mut resources = Vec::with_capacity(documents.len());
+        let mut batch: HashMap<(Kind, String), usize> = HashMap::with_capacity(documents.len());
+        for (i, doc) in documents.iter().enumerate() {
+            match Resource::from_value(i, doc) {
+                Ok(r) => {
+                    let key = (r.kind(), r.name().to_string());
+                    if let Some(first) = batch.insert(key, i) {
+                        errors.push(FieldError::new(
+                            i,
+                            "metadata.name",
+                            format!(
+                                "{} \"{}\" is also declared in document {first}",
+                                r.kind(),
+                                r.name()
+                            ),
+                        ));
+                    }
+                    resources.push((i, r));
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+
+        let revision = self.revision + 1;
+        let mut next = self.clone();
+        let mut changes = Vec::with_capacity(resources.len());
+        let mut created_services = Vec::new();
+        let mut changed = Vec::new();
+        for (i, resource) in resources {
+            let key = (resource.kind(), resource.name().to_string());
+            let (action, before, status) = match next.objects.get(&key) {
+                Some(old) if old.resource == resource => {
+                    changes.push(change(
+                        &key,
+                        ChangeAction::Unchanged,
+                        dry_run,
+                        Some(&old.resource),
+                        None,
+                    ));
+                    continue;
+                }
+                Some(old) => {
+                    let status = Status {
+                        revision,
+                        ..old.status.clone()
+                    };
+                    (ChangeAction::Configured, Some(old.resource.clone()), status)
+                }
+                None => {
+                    if key.0 == Kind::Service {
+                        created_services.push((i, key.1.clone()));
+                    }
+                    let status = Status {
+                        created_revision: revision,
+                        revision,
+                        created_at: now,
+                        ..Status::default()
+                    };
+                    (ChangeAction::Created, None, status)
+                }
+            };
+            changes.push(change(
+                &key,
+                action,
+                dry_run,
+                before.as_ref(),
+                Some(&resource),
+            ));
+            changed.push(key.clone());
+            next.objects
+                .insert(key, Arc::new(Object { resource, status }));
+        }
+
+        let problems = validate(&next.objects, &settings.zone);
+        errors.extend(problems.into_iter().map(|p| locate(p, &batch)));
+        for (i, name) in &created_services {
+            match next.vips.allocate(name, now) {
+                Ok(vips) => {
+                    let key = (Kind::Service, name.clone());
+                    if let Some(obj) = next.objects.get_mut(&key) {
+                        let status = &mut Arc::make_mut(obj).status;
+                        status.vip = Some(vips.v4);
+                        status.vip_v6 = Some(vips.v6);
+                        status.dns_name = Some(dns_name(name, &settings.zone));
+                    }
+                }
+                Err(e) => errors.push(FieldError::new(
+                    *i,
+                    "metadata.name",
+                    format!("cannot allocate a VIP: {e}"),
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            errors.sort_by_key(|e| e.document.unwrap_or(usize::MAX));
+            return Err(errors);
+        }
+        if changed.is_empty() {
+            return Ok(Applied {
+                state: self.clone(),
+                changes,
+                commit: None,
+            });
+        }
+        next.revision = revision;
+        let put = changed
+            .iter()
+            .filter_map(|key| {
+                let obj = next.objects.get(key)?;
+                Some((
+                    key_string(key.0, &key.1),
+                    serde_json::to_vec(obj.as_ref()).ok()?,
+                ))
+            })
+            .collect();
+        let commit = Commit {
+            revision,
+            put,
+            delete: Vec::new(),
+            vips: serde_json::to_vec(next.vips.allocations()).unwrap_or_default(),
+        };
+        Ok(Applied {
+            state: next,
+            changes,
+            commit: Some(commit),
+        })
+    }
+
+    /// Deletes one object, unless other objects still reference it.
+    pub fn delete(&self, kind: Kind, name: &str, now: u64) -> Result<(State, Commit), DeleteError> {
+        let key = (kind, name.to_string());
+        if !self.objects.contains_key(&key) {
+            return Err(DeleteError::NotFound(kind, name.to_string()));
+        }
+        let referrers = self.referrers(kind, name);
+        if !referrers.is_empty() {
+            return Err(DeleteError::InUse {
+                kind,
+                name: name.to_string(),
+                referrers,
+            });
+        }
+        let mut next = self.clone();
+        next.objects.remove(&key);
+        if kind == Kind::Service {
+            next.vips.release(name, now);
+        }
+        next.revision += 1;
+        let commit = Commit {
+            revision: next.revision,
+            put: Vec::new(),
+            delete: vec![key_string(kind, name)],
+            vips: serde_json::to_vec(next.vips.allocations()).unwrap_or_default(),
+        };
+        Ok((next, commit))
+    }
+
+    /// Objects that reference `kind/name`, each with where it does.
+    fn referrers(&self, kind: Kind, name: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for ((k, n), obj) in &self.objects {
+            match (&obj.resource.spec, kind) {
+                (Spec::ServiceNetwork(s), Kind::Network)
+                    if s.networks.iter().any(|x| x == name) =>
+                {
+                    out.push(key_string(*k, n))
+                }
+                (Spec::TargetGroup(s), Kind::Network) if s.network == name => {
+                    out.push(key_string(*k, n))
+                }
+                (Spec::Service(s), Kind::ServiceNetwork)
+                    if s.service_networks.iter().any(|x| x == name) =>
+                {
+                    out.push(key_string(*k, n))
+                }
+                (Spec::Service(s), Kind::TargetGroup) => {
+                    for l in &s.listeners {
+                        let actions = std::iter::once((None, &l.default_action))
+                            .chain(l.rules.iter().map(|r| (Some(&r.name), &r.action)));
+                        for (rule, action) in actions {
+                            let uses = action
+                                .forward
+                                .iter()
+                                .flatten()
+                                .any(|w| w.target_group == name);
+                            if uses {
+                                let place = match rule {
+                                    Some(r) => format!("listener {}, rule {r}", l.name),
+                                    None => format!("listener {}, default action", l.name),
+                                };
+                                out.push(format!("{} ({place})", key_string(*k, n)));
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+pub fn dns_name(service: &str, zone: &str) -> String {
+    format!("{service}.{}", zone.trim_end_matches('.'))
+}
+
+fn change(
+    key: &(Kind, String),
+    action: ChangeAction,
+    dry_run: bool,
+    before: Option<&Resource>,
+    after: Option<&Resource>,
+) -> Change {
+    let spec = |r: Option<&Resource>| r.map(|r| r.to_value());
+    Change {
+        kind: key.0,
+        name: key.1.clone(),
+        action,
+        before: if dry_run { spec(before) } else { None },
+        after: if dry_run {
+            spec(after.or(before))
+        } else {
+            None
+        },
+    }
+}
+
+/// A problem on a submitted object points at its document; one on a stored
+/// object that the batch would break names the object.
+fn locate(p: Problem, batch: &HashMap<(Kind, String), usize>) -> FieldError {
+    let object = key_string(p.kind, &p.name);
+    FieldError {
+        document: batch.get(&(p.kind, p.name)).copied(),
+        object,
+        path: p.path,
+        message: p.message,
+    }
+}

@@ -1,0 +1,605 @@
+//! Validation of a whole candidate state, before anything is stored.
+//!
+//! Every object is checked on its own (names, ranges, formats, policies) and
+//! against the others (references exist, custom domain names are unique).
+//! Each problem names the object and the field path; the apply maps them to
+//! the submitted documents. All problems are returned, not just the first.
+
+use crate::state::Objects;
+use regex::RegexBuilder;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use trellis_api::Kind;
+use trellis_api::policy::PolicyDocument;
+use trellis_api::resource::*;
+
+pub const MAX_PRIORITY: u32 = 100;
+pub const MAX_WEIGHT: u32 = 999;
+pub const MAX_FORWARD_TARGET_GROUPS: usize = 10;
+pub const MAX_HEADER_MATCHES: usize = 5;
+pub const MAX_TARGETS: usize = 1000;
+pub const MAX_REGEX_BYTES: usize = 1 << 20;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub kind: Kind,
+    pub name: String,
+    pub path: String,
+    pub message: String,
+}
+
+/// Checks everything. `zone` is the service DNS zone (custom domain names
+/// must not fall inside it, or they would shadow generated names).
+pub fn validate(objects: &Objects, zone: &str) -> Vec<Problem> {
+    let mut v = Validator {
+        objects,
+        zone,
+        problems: Vec::new(),
+        kind: Kind::Network,
+        name: "",
+    };
+    let mut domains: BTreeMap<String, &str> = BTreeMap::new();
+    for ((kind, name), obj) in objects {
+        v.kind = *kind;
+        v.name = name;
+        v.check_name("metadata.name", name);
+        match &obj.resource.spec {
+            Spec::Network(s) => v.network(s),
+            Spec::ServiceNetwork(s) => v.service_network(s),
+            Spec::Service(s) => {
+                v.service(s);
+                if let Some(d) = &s.custom_domain_name {
+                    let d = d.to_ascii_lowercase();
+                    if let Some(other) = domains.get(&d) {
+                        v.problem(
+                            "spec.customDomainName",
+                            format!(
+                                "\"{d}\" is already the custom domain name of service \"{other}\""
+                            ),
+                        );
+                    } else {
+                        domains.insert(d, name);
+                    }
+                }
+            }
+            Spec::TargetGroup(s) => v.target_group(s),
+            Spec::Identity(s) => v.identity(s),
+        }
+    }
+    v.problems
+}
+
+struct Validator<'a> {
+    objects: &'a Objects,
+    zone: &'a str,
+    problems: Vec<Problem>,
+    kind: Kind,
+    name: &'a str,
+}
+
+impl Validator<'_> {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            kind: self.kind,
+            name: self.name.to_string(),
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn exists(&self, kind: Kind, name: &str) -> bool {
+        self.objects.contains_key(&(kind, name.to_string()))
+    }
+
+    fn reference(&mut self, path: String, kind: Kind, name: &str) {
+        if !self.exists(kind, name) {
+            self.problem(path, format!("{kind} \"{name}\" does not exist"));
+        }
+    }
+
+    /// Names are DNS labels: they become part of DNS names and API paths.
+    fn check_name(&mut self, path: &str, name: &str) {
+        if let Err(why) = dns_label(name) {
+            self.problem(path, format!("\"{name}\" is not a valid name: {why}"));
+        }
+    }
+
+    fn unique<'s>(&mut self, path: &str, items: impl Iterator<Item = &'s str>, what: &str) {
+        let mut seen = BTreeSet::new();
+        for (i, item) in items.enumerate() {
+            if !seen.insert(item) {
+                self.problem(
+                    format!("{path}[{i}]"),
+                    format!("{what} \"{item}\" is listed twice"),
+                );
+            }
+        }
+    }
+
+    fn network(&mut self, s: &NetworkSpec) {
+        let mut seen = BTreeSet::new();
+        for (i, g) in s.gateways.iter().enumerate() {
+            let path = format!("spec.gateways[{i}].address");
+            if let Err(why) = host_port(&g.address) {
+                self.problem(path, format!("\"{}\" is not HOST:PORT: {why}", g.address));
+            } else if !seen.insert(g.address.as_str()) {
+                self.problem(path, format!("gateway \"{}\" is listed twice", g.address));
+            }
+        }
+    }
+
+    fn service_network(&mut self, s: &ServiceNetworkSpec) {
+        for (i, n) in s.networks.iter().enumerate() {
+            self.reference(format!("spec.networks[{i}]"), Kind::Network, n);
+        }
+        self.unique(
+            "spec.networks",
+            s.networks.iter().map(String::as_str),
+            "network",
+        );
+        self.auth(s.auth_type, s.auth_policy.as_ref());
+    }
+
+    fn auth(&mut self, auth_type: AuthType, policy: Option<&serde_json::Value>) {
+        let Some(policy) = policy else { return };
+        if auth_type == AuthType::None {
+            self.problem(
+                "spec.authPolicy",
+                "an auth policy is only enforced with authType SIGV4; set authType: SIGV4 or remove the policy",
+            );
+        }
+        if let Err(e) = PolicyDocument::parse(policy) {
+            let path = if e.path.is_empty() {
+                "spec.authPolicy".to_string()
+            } else {
+                format!("spec.authPolicy.{}", e.path)
+            };
+            self.problem(path, e.message);
+        }
+    }
+
+    fn service(&mut self, s: &ServiceSpec) {
+        for (i, n) in s.service_networks.iter().enumerate() {
+            self.reference(
+                format!("spec.serviceNetworks[{i}]"),
+                Kind::ServiceNetwork,
+                n,
+            );
+        }
+        self.unique(
+            "spec.serviceNetworks",
+            s.service_networks.iter().map(String::as_str),
+            "service network",
+        );
+        if let Some(d) = &s.custom_domain_name {
+            if let Err(why) = domain_name(d) {
+                self.problem(
+                    "spec.customDomainName",
+                    format!("\"{d}\" is not a valid domain name: {why}"),
+                );
+            } else if in_zone(d, self.zone) {
+                self.problem(
+                    "spec.customDomainName",
+                    format!(
+                        "\"{d}\" is inside the service zone {}; pick a name outside it",
+                        self.zone
+                    ),
+                );
+            }
+        }
+        self.auth(s.auth_type, s.auth_policy.as_ref());
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut ports: BTreeMap<u16, &str> = BTreeMap::new();
+        for (i, l) in s.listeners.iter().enumerate() {
+            let path = format!("spec.listeners[{i}]");
+            self.check_name(&format!("{path}.name"), &l.name);
+            if names.insert(&l.name, i).is_some() {
+                self.problem(
+                    format!("{path}.name"),
+                    format!("listener \"{}\" is declared twice", l.name),
+                );
+            }
+            match l.port {
+                Some(0) => self.problem(format!("{path}.port"), "port must be 1..=65535"),
+                None if l.protocol == ListenerProtocol::Tcp => {
+                    self.problem(format!("{path}.port"), "a TCP listener needs a port")
+                }
+                _ => {}
+            }
+            let port = l.effective_port();
+            if port != 0 {
+                if let Some(other) = ports.insert(port, &l.name) {
+                    self.problem(
+                        format!("{path}.port"),
+                        format!("port {port} is already used by listener \"{other}\""),
+                    );
+                }
+            }
+            self.listener(l, &path);
+        }
+    }
+
+    fn listener(&mut self, l: &Listener, path: &str) {
+        self.action(
+            l.protocol,
+            &l.default_action,
+            &format!("{path}.defaultAction"),
+        );
+        if !l.protocol.is_http() && !l.rules.is_empty() {
+            self.problem(
+                format!("{path}.rules"),
+                format!(
+                    "{} listeners route by their default action only; rules need HTTP or HTTPS",
+                    l.protocol.as_str()
+                ),
+            );
+            return;
+        }
+        let mut priorities: BTreeMap<u32, &str> = BTreeMap::new();
+        let mut names = BTreeSet::new();
+        for (i, r) in l.rules.iter().enumerate() {
+            let rp = format!("{path}.rules[{i}]");
+            self.check_name(&format!("{rp}.name"), &r.name);
+            if !names.insert(r.name.as_str()) {
+                self.problem(
+                    format!("{rp}.name"),
+                    format!("rule \"{}\" is declared twice", r.name),
+                );
+            }
+            if !(1..=MAX_PRIORITY).contains(&r.priority) {
+                self.problem(
+                    format!("{rp}.priority"),
+                    format!("{} is out of range 1..={MAX_PRIORITY}", r.priority),
+                );
+            } else if let Some(other) = priorities.insert(r.priority, &r.name) {
+                self.problem(
+                    format!("{rp}.priority"),
+                    format!("{} is already used by rule \"{other}\"", r.priority),
+                );
+            }
+            self.rule_match(&r.matches, &format!("{rp}.match"));
+            self.action(l.protocol, &r.action, &format!("{rp}.action"));
+        }
+    }
+
+    fn rule_match(&mut self, m: &RuleMatch, path: &str) {
+        if m.path.is_none() && m.method.is_none() && m.headers.is_empty() && m.host.is_none() {
+            self.problem(
+                path,
+                "a match needs at least one of path, method, headers, host",
+            );
+        }
+        if let Some(p) = &m.path {
+            let pp = format!("{path}.path");
+            match (&p.exact, &p.prefix) {
+                (Some(v), None) | (None, Some(v)) => {
+                    if !v.starts_with('/') || v.len() > 2048 {
+                        self.problem(
+                            pp,
+                            format!("\"{v}\" must start with / and be at most 2048 bytes"),
+                        );
+                    }
+                }
+                _ => self.problem(pp, "set exactly one of exact, prefix"),
+            }
+        }
+        if let Some(method) = &m.method {
+            if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+                self.problem(
+                    format!("{path}.method"),
+                    format!("\"{method}\" is not an HTTP method such as GET"),
+                );
+            }
+        }
+        if m.headers.len() > MAX_HEADER_MATCHES {
+            self.problem(
+                format!("{path}.headers"),
+                format!(
+                    "{} header matches, at most {MAX_HEADER_MATCHES} allowed",
+                    m.headers.len()
+                ),
+            );
+        }
+        for (i, h) in m.headers.iter().enumerate() {
+            let hp = format!("{path}.headers[{i}]");
+            if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+                self.problem(
+                    format!("{hp}.name"),
+                    format!("\"{}\" is not a valid header name", h.name),
+                );
+            }
+            let set = [&h.exact, &h.prefix, &h.contains, &h.regex]
+                .iter()
+                .filter(|v| v.is_some())
+                .count();
+            if set != 1 {
+                self.problem(
+                    hp.clone(),
+                    "set exactly one of exact, prefix, contains, regex",
+                );
+            }
+            if let Some(re) = &h.regex {
+                let built = RegexBuilder::new(re)
+                    .size_limit(MAX_REGEX_BYTES)
+                    .case_insensitive(!h.case_sensitive)
+                    .build();
+                if let Err(e) = built {
+                    let first = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string();
+                    self.problem(format!("{hp}.regex"), format!("invalid regex: {first}"));
+                }
+            }
+        }
+        if let Some(host) = &m.host {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            if let Err(why) = domain_name(name) {
+                self.problem(
+                    format!("{path}.host"),
+                    format!("\"{host}\" is not a host name: {why}"),
+                );
+            }
+        }
+    }
+
+    fn action(&mut self, protocol: ListenerProtocol, a: &Action, path: &str) {
+        match (&a.forward, &a.fixed_response) {
+            (Some(fwd), None) => self.forward(protocol, fwd, &format!("{path}.forward")),
+            (None, Some(fixed)) => {
+                if !protocol.is_http() {
+                    self.problem(
+                        format!("{path}.fixedResponse"),
+                        "fixed responses need an HTTP or HTTPS listener",
+                    );
+                } else if !(200..=599).contains(&fixed.status_code) {
+                    self.problem(
+                        format!("{path}.fixedResponse.statusCode"),
+                        format!("{} is out of range 200..=599", fixed.status_code),
+                    );
+                }
+            }
+            _ => self.problem(path, "set exactly one of forward, fixedResponse"),
+        }
+    }
+
+    fn forward(&mut self, protocol: ListenerProtocol, fwd: &[WeightedTargetGroup], path: &str) {
+        if fwd.is_empty() || fwd.len() > MAX_FORWARD_TARGET_GROUPS {
+            self.problem(
+                path,
+                format!("forward to 1..={MAX_FORWARD_TARGET_GROUPS} target groups"),
+            );
+            return;
+        }
+        if fwd.iter().all(|w| w.weight == 0) {
+            self.problem(
+                path,
+                "all weights are 0; at least one target group must get traffic",
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, w) in fwd.iter().enumerate() {
+            let wp = format!("{path}[{i}]");
+            if w.weight > MAX_WEIGHT {
+                self.problem(
+                    format!("{wp}.weight"),
+                    format!("{} is out of range 0..={MAX_WEIGHT}", w.weight),
+                );
+            }
+            if !seen.insert(w.target_group.as_str()) {
+                self.problem(
+                    format!("{wp}.targetGroup"),
+                    format!("target group \"{}\" is listed twice", w.target_group),
+                );
+            }
+            let key = (Kind::TargetGroup, w.target_group.clone());
+            let Some(tg) = self.objects.get(&key) else {
+                self.reference(
+                    format!("{wp}.targetGroup"),
+                    Kind::TargetGroup,
+                    &w.target_group,
+                );
+                continue;
+            };
+            let Spec::TargetGroup(tg) = &tg.resource.spec else {
+                continue;
+            };
+            let fits = match protocol {
+                ListenerProtocol::Http | ListenerProtocol::Https => {
+                    tg.protocol != TargetProtocol::Tcp
+                }
+                ListenerProtocol::Tcp | ListenerProtocol::TlsPassthrough => {
+                    tg.protocol == TargetProtocol::Tcp
+                }
+            };
+            if !fits {
+                self.problem(
+                    format!("{wp}.targetGroup"),
+                    format!(
+                        "target group \"{}\" speaks {}, which this listener cannot forward to",
+                        w.target_group,
+                        tg.protocol.as_str()
+                    ),
+                );
+            }
+        }
+    }
+
+    fn target_group(&mut self, s: &TargetGroupSpec) {
+        self.reference("spec.network".into(), Kind::Network, &s.network);
+        match s.port {
+            Some(0) => self.problem("spec.port", "port must be 1..=65535"),
+            None if s.protocol == TargetProtocol::Tcp => {
+                self.problem("spec.port", "a TCP target group needs a port")
+            }
+            _ => {}
+        }
+        let hc = &s.health_check;
+        let ranges = [
+            ("intervalSeconds", hc.interval_seconds, 5, 300),
+            ("timeoutSeconds", hc.timeout_seconds, 1, 120),
+            ("healthyThreshold", hc.healthy_threshold, 2, 10),
+            ("unhealthyThreshold", hc.unhealthy_threshold, 2, 10),
+        ];
+        for (field, value, lo, hi) in ranges {
+            if !(lo..=hi).contains(&value) {
+                self.problem(
+                    format!("spec.healthCheck.{field}"),
+                    format!("{value} is out of range {lo}..={hi}"),
+                );
+            }
+        }
+        if hc.timeout_seconds >= hc.interval_seconds {
+            self.problem(
+                "spec.healthCheck.timeoutSeconds",
+                format!(
+                    "{} must be less than intervalSeconds ({})",
+                    hc.timeout_seconds, hc.interval_seconds
+                ),
+            );
+        }
+        if !hc.path.starts_with('/') || hc.path.len() > 2048 {
+            self.problem(
+                "spec.healthCheck.path",
+                format!(
+                    "\"{}\" must start with / and be at most 2048 bytes",
+                    hc.path
+                ),
+            );
+        }
+        if hc.port == Some(0) {
+            self.problem("spec.healthCheck.port", "port must be 1..=65535");
+        }
+        if let Err(why) = status_matcher(&hc.matcher.http_code) {
+            self.problem("spec.healthCheck.matcher.httpCode", why);
+        }
+        if s.targets.len() > MAX_TARGETS {
+            self.problem(
+                "spec.targets",
+                format!("{} targets, at most {MAX_TARGETS} allowed", s.targets.len()),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, t) in s.targets.iter().enumerate() {
+            let tp = format!("spec.targets[{i}]");
+            match t.address.parse::<IpAddr>() {
+                Err(_) => self.problem(
+                    format!("{tp}.address"),
+                    format!("\"{}\" is not an IP address", t.address),
+                ),
+                Ok(ip) if ip.is_unspecified() || ip.is_multicast() => self.problem(
+                    format!("{tp}.address"),
+                    format!("{ip} cannot be a target (unspecified or multicast)"),
+                ),
+                Ok(ip) => {
+                    let port = t.port.unwrap_or_else(|| s.effective_port());
+                    if t.port == Some(0) {
+                        self.problem(format!("{tp}.port"), "port must be 1..=65535");
+                    } else if !seen.insert((ip, port)) {
+                        self.problem(
+                            tp,
+                            format!("target {} is listed twice", SocketAddr::new(ip, port)),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn identity(&mut self, s: &IdentitySpec) {
+        for (i, a) in s.aliases.iter().enumerate() {
+            if a.is_empty() || a.len() > 2048 || a.contains(char::is_whitespace) {
+                self.problem(
+                    format!("spec.aliases[{i}]"),
+                    "an alias is a principal name such as an IAM role ARN",
+                );
+            }
+        }
+        for (k, v) in &s.tags {
+            if k.is_empty() || k.len() > 128 || v.len() > 256 {
+                self.problem(
+                    format!("spec.tags.{k}"),
+                    "tag keys are 1..=128 bytes, values at most 256",
+                );
+            }
+        }
+    }
+}
+
+/// RFC 1123 label, lowercase: `a-z`, `0-9`, `-`, 1..=63 bytes, no leading or
+/// trailing hyphen.
+pub fn dns_label(s: &str) -> Result<(), &'static str> {
+    if s.is_empty() || s.len() > 63 {
+        return Err("must be 1 to 63 characters");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("use lowercase letters, digits and '-'");
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Err("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// A fully qualified name of at least two labels, with an optional trailing dot.
+pub fn domain_name(s: &str) -> Result<(), &'static str> {
+    let s = s.strip_suffix('.').unwrap_or(s);
+    if s.len() > 253 {
+        return Err("longer than 253 characters");
+    }
+    let labels: Vec<&str> = s.split('.').collect();
+    if labels.len() < 2 {
+        return Err("needs at least two labels, e.g. checkout.example.com");
+    }
+    for l in labels {
+        dns_label(&l.to_ascii_lowercase())
+            .map_err(|_| "each label is 1 to 63 letters, digits or '-'")?;
+    }
+    Ok(())
+}
+
+fn in_zone(name: &str, zone: &str) -> bool {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+    name == zone || name.ends_with(&format!(".{zone}"))
+}
+
+fn host_port(s: &str) -> Result<(), &'static str> {
+    if s.parse::<SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let (host, port) = s.rsplit_once(':').ok_or("missing :PORT")?;
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => {}
+        _ => return Err("port must be 1..=65535"),
+    }
+    domain_name(host)
+        .or_else(|_| dns_label(host))
+        .map_err(|_| "host is neither an IP address nor a DNS name")
+}
+
+/// `"200"`, `"200,204"` or `"200-299"`, codes 200..=599.
+fn status_matcher(s: &str) -> Result<(), String> {
+    let code = |c: &str| match c.trim().parse::<u16>() {
+        Ok(n) if (200..=599).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "\"{s}\" is not a status code list such as \"200\", \"200,204\" or \"200-299\""
+        )),
+    };
+    if let Some((lo, hi)) = s.split_once('-') {
+        if code(lo)? > code(hi)? {
+            return Err(format!("\"{s}\": the range is empty"));
+        }
+        return Ok(());
+    }
+    s.split(',').try_for_each(|c| code(c).map(|_| ()))
+}
+
+#[cfg(test)]
+mod tests;

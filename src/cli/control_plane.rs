@@ -1,0 +1,108 @@
+//! `trellis control-plane`.
+
+use anyhow::{Context, Result};
+use ipnet::{Ipv4Net, Ipv6Net};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use trellis_control_plane::state::Settings;
+use trellis_control_plane::store::RedbStore;
+use trellis_control_plane::{Config, ControlPlane, server, token};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Directory of the embedded store and the API token (created if missing).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// API address. Off loopback, every request needs the bearer token.
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// DNS zone of service names.
+    #[arg(long, default_value = "trellis.internal")]
+    dns_zone: String,
+    /// IPv4 pool of service VIPs.
+    #[arg(long, default_value = "169.254.171.0/24")]
+    vip_pool_v4: Ipv4Net,
+    /// IPv6 pool of service VIPs.
+    #[arg(long, default_value = "fd00:7472:6c73::/112")]
+    vip_pool_v6: Ipv6Net,
+    /// How long a deleted service's VIPs are held back before reuse, in seconds.
+    #[arg(long, default_value_t = 900)]
+    vip_hold_seconds: u64,
+    /// The region SigV4 clients sign for.
+    #[arg(long, default_value = "us-east-1")]
+    sigv4_region: String,
+    /// Largest accepted request body, in bytes.
+    #[arg(long, default_value_t = 64 << 20)]
+    max_body_bytes: usize,
+    /// Most concurrent API connections (node watches hold one each).
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    trellis_control_plane::validate::domain_name(&args.dns_zone)
+        .map_err(|why| anyhow::anyhow!("--dns-zone {:?}: {why}", args.dns_zone))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
+    let token = token::load_or_create(&args.data_dir).with_context(|| {
+        format!(
+            "reading or creating {}",
+            token::path(&args.data_dir).display()
+        )
+    })?;
+    let store = RedbStore::open(&args.data_dir)?;
+    let config = Config {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        settings: Settings {
+            zone: args.dns_zone.trim_end_matches('.').to_ascii_lowercase(),
+            vip_pool_v4: args.vip_pool_v4,
+            vip_pool_v6: args.vip_pool_v6,
+            vip_hold_secs: args.vip_hold_seconds,
+        },
+        region: args.sigv4_region,
+        max_body_bytes: args.max_body_bytes,
+        max_connections: args.max_connections,
+    };
+    let cp = Arc::new(ControlPlane::open(config, Arc::new(store))?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let require_token = !addr.ip().is_loopback();
+    tracing::info!(
+        %addr,
+        data_dir = %args.data_dir.display(),
+        revision = cp.current().revision,
+        token_required = require_token,
+        "control plane listening"
+    );
+    // Scripts and tests started with port 0 learn the port from this line.
+    println!("trellis control plane listening on http://{addr}");
+    server::serve(
+        cp,
+        listener,
+        require_token.then_some(token),
+        args.max_connections,
+        shutdown(),
+    )
+    .await;
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,70 @@
+//! `trellis`: one binary for every Trellis role and the operator CLI.
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "trellis",
+    version,
+    about = "Trellis service-network overlay",
+    propagate_version = true
+)]
+struct Cli {
+    /// Log filter (tracing EnvFilter syntax), e.g. `info` or `trellis_control_plane=debug`.
+    #[arg(long, global = true, env = "TRELLIS_LOG", default_value = "info")]
+    log: String,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = cli::LogFormat::Text)]
+    log_format: cli::LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane (embedded store in --data-dir).
+    ControlPlane(cli::control_plane::Args),
+    /// Create or update the resources in YAML files or directories.
+    Apply(cli::resources::ApplyArgs),
+    /// Show what `apply` would change, without changing anything.
+    Diff(cli::resources::DiffArgs),
+    /// List resources of a kind, or show one.
+    Get(cli::resources::GetArgs),
+    /// Delete one resource (refused while others reference it).
+    Delete(cli::resources::DeleteArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli::init_logging(&cli.log, cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::ControlPlane(args) => cli::control_plane::run(args).await,
+            Command::Apply(args) => cli::resources::apply(args).await,
+            Command::Diff(args) => cli::resources::diff(args).await,
+            Command::Get(args) => cli::resources::get(args).await,
+            Command::Delete(args) => cli::resources::delete(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line: the reason, with its causes.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
