@@ -369,3 +369,120 @@ fn locate(p: Problem, batch: &HashMap<(Kind, String), usize>) -> FieldError {
         message: p.message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest;
+    use crate::validate::tests::settings;
+
+    const SAMPLE: &str = include_str!("../../samples/blue-green.yaml");
+
+    fn docs(text: &str) -> Vec<Value> {
+        manifest::parse("x.yaml", text)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.value)
+            .collect()
+    }
+
+    fn applied(state: &State, text: &str, now: u64) -> State {
+        let s = settings("169.254.171.0/24");
+        let a = state.apply(&docs(text), &s, now, false).unwrap();
+        a.state
+    }
+
+    #[test]
+    fn reapplying_changes_nothing_and_keeps_the_revision() {
+        let s = settings("169.254.171.0/24");
+        let one = applied(&State::empty(&s), SAMPLE, 0);
+        assert_eq!(one.revision, 1);
+        let again = one.apply(&docs(SAMPLE), &s, 5, false).unwrap();
+        assert!(again.commit.is_none());
+        assert_eq!(again.state.revision, 1);
+        assert!(
+            again
+                .changes
+                .iter()
+                .all(|c| c.action == ChangeAction::Unchanged)
+        );
+    }
+
+    #[test]
+    fn a_change_bumps_only_the_changed_objects() {
+        let s = settings("169.254.171.0/24");
+        let one = applied(&State::empty(&s), SAMPLE, 0);
+        let vip = one.get(Kind::Service, "checkout").unwrap().status.vip;
+        let two = applied(&one, &SAMPLE.replace("weight: 90", "weight: 50"), 10);
+        assert_eq!(two.revision, 2);
+        let svc = two.get(Kind::Service, "checkout").unwrap();
+        assert_eq!((svc.status.created_revision, svc.status.revision), (1, 2));
+        assert_eq!(svc.status.vip, vip, "VIP is stable across re-applies");
+        assert_eq!(
+            two.get(Kind::TargetGroup, "checkout-blue")
+                .unwrap()
+                .status
+                .revision,
+            1
+        );
+    }
+
+    #[test]
+    fn breaking_a_stored_object_is_refused_and_names_it() {
+        let s = settings("169.254.171.0/24");
+        let one = applied(&State::empty(&s), SAMPLE, 0);
+        let tcp = "apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: checkout-green}
+spec: {network: east, protocol: TCP, port: 8080}
+";
+        let errs = one.apply(&docs(tcp), &s, 0, false).unwrap_err();
+        assert_eq!(errs.len(), 1);
+        assert_eq!(errs[0].document, None);
+        assert_eq!(errs[0].object, "Service/checkout");
+        assert_eq!(
+            errs[0].path,
+            "spec.listeners[0].defaultAction.forward[1].targetGroup"
+        );
+    }
+
+    #[test]
+    fn delete_keeps_references_whole() {
+        let s = settings("169.254.171.0/24");
+        let one = applied(&State::empty(&s), SAMPLE, 0);
+        let err = one.delete(Kind::Network, "east", 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Network \"east\" is still used by ServiceNetwork/shop, TargetGroup/checkout-blue, \
+             TargetGroup/checkout-green; change or delete those first"
+        );
+        assert_eq!(
+            one.delete(Kind::Service, "nope", 0).unwrap_err(),
+            DeleteError::NotFound(Kind::Service, "nope".into())
+        );
+        let (two, commit) = one.delete(Kind::Service, "checkout", 0).unwrap();
+        assert_eq!(
+            (two.revision, commit.delete.as_slice()),
+            (2, &["Service/checkout".to_string()][..])
+        );
+        assert!(two.delete(Kind::TargetGroup, "checkout-blue", 0).is_ok());
+    }
+
+    #[test]
+    fn a_recreated_service_gets_its_vip_back_within_the_hold() {
+        let s = settings("169.254.171.0/24");
+        let one = applied(&State::empty(&s), SAMPLE, 0);
+        let vip = one.get(Kind::Service, "checkout").unwrap().status.vip;
+        let (two, _) = one.delete(Kind::Service, "checkout", 100).unwrap();
+        let other =
+            "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: other}\nspec: {}\n";
+        let three = applied(&two, other, 110);
+        assert_ne!(
+            three.get(Kind::Service, "other").unwrap().status.vip,
+            vip,
+            "held back"
+        );
+        let four = applied(&three, SAMPLE, 120);
+        assert_eq!(four.get(Kind::Service, "checkout").unwrap().status.vip, vip);
+    }
+}

@@ -38,7 +38,8 @@ pub fn validate(objects: &Objects, zone: &str) -> Vec<Problem> {
         kind: Kind::Network,
         name: "",
     };
-    let mut domains: BTreeMap<String, &str> = BTreeMap::new();
+    // Custom domain name -> (created revision, service): the oldest keeps it.
+    let mut domains: BTreeMap<String, Vec<(u64, &str)>> = BTreeMap::new();
     for ((kind, name), obj) in objects {
         v.kind = *kind;
         v.name = name;
@@ -49,21 +50,27 @@ pub fn validate(objects: &Objects, zone: &str) -> Vec<Problem> {
             Spec::Service(s) => {
                 v.service(s);
                 if let Some(d) = &s.custom_domain_name {
-                    let d = d.to_ascii_lowercase();
-                    if let Some(other) = domains.get(&d) {
-                        v.problem(
-                            "spec.customDomainName",
-                            format!(
-                                "\"{d}\" is already the custom domain name of service \"{other}\""
-                            ),
-                        );
-                    } else {
-                        domains.insert(d, name);
-                    }
+                    let d = d.trim_end_matches('.').to_ascii_lowercase();
+                    domains
+                        .entry(d)
+                        .or_default()
+                        .push((obj.status.created_revision, name));
                 }
             }
             Spec::TargetGroup(s) => v.target_group(s),
             Spec::Identity(s) => v.identity(s),
+        }
+    }
+    v.kind = Kind::Service;
+    for (domain, mut owners) in domains {
+        owners.sort();
+        let (_, first) = owners[0];
+        for (_, name) in &owners[1..] {
+            v.name = name;
+            v.problem(
+                "spec.customDomainName",
+                format!("\"{domain}\" is already the custom domain name of service \"{first}\""),
+            );
         }
     }
     v.problems
@@ -602,4 +609,4 @@ fn status_matcher(s: &str) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

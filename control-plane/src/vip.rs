@@ -296,9 +296,12 @@ mod tests {
                                         "{} reused for {} at {} (released by {} at {})", v.v4, name, now, owner, at);
                                 }
                                 // Coming back within the hold restores the old VIP.
-                                if before.is_none() {
-                                    if let (Some(old), Some((owner, at))) = (last.get(&name), released_at.get(&last.get(&name).unwrap().v4)) {
-                                        if owner == &name && now < at + HOLD { prop_assert_eq!(*old, v); }
+                                let old = last.get(&name).filter(|_| before.is_none());
+                                if let Some(old) = old {
+                                    if let Some((owner, at)) = released_at.get(&old.v4) {
+                                        if owner == &name && now < at + HOLD {
+                                            prop_assert_eq!(*old, v);
+                                        }
                                     }
                                 }
                                 prop_assert!(a.v4.contains(&v.v4) && a.v6.contains(&v.v6));

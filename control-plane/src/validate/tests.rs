@@ -1,1 +1,509 @@
+//! Every validation error kind, each with its exact location and message, as
+//! the CLI prints them. BASE is applied first, as a user would have; each
+//! case is then applied on its own, so line numbers count from its first line.
 
+use crate::manifest;
+use crate::state::{Settings, State};
+
+/// Valid objects the cases refer to.
+const BASE: &str = "
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {name: east}
+spec: {}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: shop}
+spec: {networks: [east]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: blue}
+spec: {network: east, targets: [{address: 10.0.0.1}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: pool}
+spec: {network: east, protocol: TCP, port: 5432}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: taken}
+spec: {serviceNetworks: [shop], customDomainName: taken.example.com, listeners: []}
+";
+
+pub(crate) fn settings(pool: &str) -> Settings {
+    Settings {
+        zone: "trellis.internal".into(),
+        vip_pool_v4: pool.parse().unwrap(),
+        vip_pool_v6: "fd00:7472:6c73::/112".parse().unwrap(),
+        vip_hold_secs: 60,
+    }
+}
+
+fn values(docs: &[manifest::Document]) -> Vec<serde_json::Value> {
+    docs.iter().map(|d| d.value.clone()).collect()
+}
+
+fn errors_with_pool(case: &str, pool: &str) -> Vec<String> {
+    let s = settings(pool);
+    let base = manifest::parse("base.yaml", BASE).expect("BASE is valid YAML");
+    let state = State::empty(&s)
+        .apply(&values(&base), &s, 0, false)
+        .expect("BASE is valid")
+        .state;
+    let docs = manifest::parse("t.yaml", case).expect("cases are valid YAML");
+    match state.apply(&values(&docs), &s, 0, false) {
+        Ok(_) => Vec::new(),
+        Err(errs) => errs
+            .iter()
+            .map(|e| {
+                docs[e.document.expect("submitted")]
+                    .error(&e.path, e.message.clone())
+                    .to_string()
+            })
+            .collect(),
+    }
+}
+
+fn errors(case: &str) -> Vec<String> {
+    errors_with_pool(case, "169.254.171.0/24")
+}
+
+/// A service with one HTTP listener whose default action is `action`.
+fn service(listener_extra: &str) -> String {
+    format!(
+        "apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata:
+  name: checkout
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: web
+      protocol: HTTP
+{listener_extra}"
+    )
+}
+
+const FORWARD_BLUE: &str = "      defaultAction: {forward: [{targetGroup: blue}]}\n";
+
+fn check(cases: &[(&str, String, &[&str])]) {
+    for (what, yaml, expected) in cases {
+        assert_eq!(errors(yaml), *expected, "case: {what}\n{yaml}");
+    }
+}
+
+#[test]
+fn base_is_valid() {
+    assert_eq!(errors(""), Vec::<String>::new());
+}
+
+#[test]
+fn envelope_and_decoding() {
+    check(&[
+        (
+            "wrong apiVersion and kind",
+            "apiVersion: v1\nkind: Gizmo\nmetadata: {name: a}\nspec: {}\n".into(),
+            &[
+                "t.yaml:1:1: apiVersion: unsupported apiVersion \"v1\", expected \"trellis.dev/v1alpha1\"",
+                "t.yaml:2:1: kind: unknown kind \"Gizmo\", expected one of Network, ServiceNetwork, Service, TargetGroup, Identity",
+            ],
+        ),
+        (
+            "unknown field",
+            service(&format!("{FORWARD_BLUE}      colour: red\n")),
+            &["t.yaml:11:7: spec.listeners[0].colour: unknown field `colour`, expected one of `name`, `protocol`, `port`, `defaultAction`, `rules`"],
+        ),
+        (
+            "wrong type",
+            service(&format!("{FORWARD_BLUE}      port: eighty\n")),
+            &["t.yaml:11:7: spec.listeners[0].port: invalid type: string \"eighty\", expected u16"],
+        ),
+        (
+            "missing field is placed at its parent",
+            "apiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {name: x}\nspec:\n  port: 80\n".into(),
+            &["t.yaml:4:1: spec: missing field `network`"],
+        ),
+        (
+            "same object twice in one batch",
+            "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: west}\nspec: {}\n---\n\
+             apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: west}\nspec: {}\n"
+                .into(),
+            &["t.yaml:8:12: metadata.name: Network \"west\" is also declared in document 0"],
+        ),
+        (
+            "name is not a DNS label",
+            "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata:\n  name: West_1\nspec: {}\n".into(),
+            &["t.yaml:4:3: metadata.name: \"West_1\" is not a valid name: use lowercase letters, digits and '-'"],
+        ),
+    ]);
+}
+
+#[test]
+fn references() {
+    check(&[
+        (
+            "missing service network and target group",
+            "apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: checkout}
+spec:
+  serviceNetworks: [shop, nope]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction:
+        forward:
+          - targetGroup: ghost
+"
+            .into(),
+            &[
+                "t.yaml:5:27: spec.serviceNetworks[1]: ServiceNetwork \"nope\" does not exist",
+                "t.yaml:11:13: spec.listeners[0].defaultAction.forward[0].targetGroup: TargetGroup \"ghost\" does not exist",
+            ],
+        ),
+        (
+            "missing network of a target group and of a service network",
+            "apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: red}
+spec:
+  network: west
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: sn2}
+spec:
+  networks: [east, east, west]
+"
+            .into(),
+            &[
+                "t.yaml:5:3: spec.network: Network \"west\" does not exist",
+                "t.yaml:11:26: spec.networks[2]: Network \"west\" does not exist",
+                "t.yaml:11:20: spec.networks[1]: network \"east\" is listed twice",
+            ],
+        ),
+    ]);
+}
+
+#[test]
+fn rules_and_actions() {
+    check(&[
+        (
+            "priority already used (the example in the issue)",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: latest
+          priority: 10
+          match: {{path: {{prefix: /v2}}}}
+          action: {{forward: [{{targetGroup: blue}}]}}
+        - name: beta
+          priority: 10
+          match: {{method: POST}}
+          action: {{fixedResponse: {{statusCode: 404}}}}
+"
+            )),
+            &["t.yaml:17:11: spec.listeners[0].rules[1].priority: 10 is already used by rule \"latest\""],
+        ),
+        (
+            "priority out of range, empty match, bad path and method",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: a
+          priority: 101
+          match: {{}}
+          action: {{fixedResponse: {{statusCode: 404}}}}
+        - name: b
+          priority: 2
+          match: {{path: {{exact: v2}}, method: get}}
+          action: {{fixedResponse: {{statusCode: 404}}}}
+"
+            )),
+            &[
+                "t.yaml:13:11: spec.listeners[0].rules[0].priority: 101 is out of range 1..=100",
+                "t.yaml:14:11: spec.listeners[0].rules[0].match: a match needs at least one of path, method, headers, host",
+                "t.yaml:18:19: spec.listeners[0].rules[1].match.path: \"v2\" must start with / and be at most 2048 bytes",
+                "t.yaml:18:38: spec.listeners[0].rules[1].match.method: \"get\" is not an HTTP method such as GET",
+            ],
+        ),
+        (
+            "header matches",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: a
+          priority: 1
+          match:
+            headers:
+              - {{name: x-canary, exact: \"1\", prefix: \"1\"}}
+              - {{name: \"bad header\", exact: a}}
+              - {{name: x-re, regex: \"(\"}}
+          action: {{forward: [{{targetGroup: blue}}]}}
+"
+            )),
+            &[
+                "t.yaml:16:17: spec.listeners[0].rules[0].match.headers[0]: set exactly one of exact, prefix, contains, regex",
+                "t.yaml:17:18: spec.listeners[0].rules[0].match.headers[1].name: \"bad header\" is not a valid header name",
+                "t.yaml:18:30: spec.listeners[0].rules[0].match.headers[2].regex: invalid regex: error: unclosed group",
+            ],
+        ),
+        (
+            "too many header matches and a bad host",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: a
+          priority: 1
+          match:
+            host: \"*.-bad\"
+            headers: [{{name: a, exact: x}}, {{name: b, exact: x}}, {{name: c, exact: x}}, {{name: d, exact: x}}, {{name: e, exact: x}}, {{name: f, exact: x}}]
+          action: {{forward: [{{targetGroup: blue}}]}}
+"
+            )),
+            &[
+                "t.yaml:16:13: spec.listeners[0].rules[0].match.headers: 6 header matches, at most 5 allowed",
+                "t.yaml:15:13: spec.listeners[0].rules[0].match.host: \"*.-bad\" is not a host name: needs at least two labels, e.g. checkout.example.com",
+            ],
+        ),
+        (
+            "weights",
+            service(
+                "      defaultAction:
+        forward:
+          - {targetGroup: blue, weight: 0}
+          - {targetGroup: blue, weight: 1000}
+",
+            ),
+            &[
+                "t.yaml:13:33: spec.listeners[0].defaultAction.forward[1].weight: 1000 is out of range 0..=999",
+                "t.yaml:13:14: spec.listeners[0].defaultAction.forward[1].targetGroup: target group \"blue\" is listed twice",
+            ],
+        ),
+        (
+            "all weights zero",
+            service("      defaultAction: {forward: [{targetGroup: blue, weight: 0}]}\n"),
+            &["t.yaml:10:23: spec.listeners[0].defaultAction.forward: all weights are 0; at least one target group must get traffic"],
+        ),
+        (
+            "forward and fixed response together",
+            service("      defaultAction: {forward: [{targetGroup: blue}], fixedResponse: {statusCode: 700}}\n"),
+            &["t.yaml:10:7: spec.listeners[0].defaultAction: set exactly one of forward, fixedResponse"],
+        ),
+        (
+            "fixed response status out of range",
+            service("      defaultAction: {fixedResponse: {statusCode: 700}}\n"),
+            &["t.yaml:10:39: spec.listeners[0].defaultAction.fixedResponse.statusCode: 700 is out of range 200..=599"],
+        ),
+    ]);
+}
+
+#[test]
+fn listeners() {
+    let yaml = "apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: db}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: pg
+      protocol: TCP
+      defaultAction: {forward: [{targetGroup: blue}]}
+      rules:
+        - {name: r, priority: 1, match: {method: GET}, action: {fixedResponse: {statusCode: 404}}}
+    - name: web
+      protocol: HTTP
+      defaultAction: {fixedResponse: {statusCode: 404}}
+    - name: web
+      protocol: HTTPS
+      port: 80
+      defaultAction: {forward: [{targetGroup: pool}]}
+    - name: raw
+      protocol: TLS_PASSTHROUGH
+      defaultAction: {fixedResponse: {statusCode: 404}}
+";
+    check(&[(
+        "ports, names, protocols",
+        yaml.into(),
+        &[
+            "t.yaml:7:7: spec.listeners[0].port: a TCP listener needs a port",
+            "t.yaml:9:34: spec.listeners[0].defaultAction.forward[0].targetGroup: target group \"blue\" speaks HTTP, which this listener cannot forward to",
+            "t.yaml:10:7: spec.listeners[0].rules: TCP listeners route by their default action only; rules need HTTP or HTTPS",
+            "t.yaml:15:7: spec.listeners[2].name: listener \"web\" is declared twice",
+            "t.yaml:17:7: spec.listeners[2].port: port 80 is already used by listener \"web\"",
+            "t.yaml:18:34: spec.listeners[2].defaultAction.forward[0].targetGroup: target group \"pool\" speaks TCP, which this listener cannot forward to",
+            "t.yaml:21:23: spec.listeners[3].defaultAction.fixedResponse: fixed responses need an HTTP or HTTPS listener",
+        ],
+    )]);
+}
+
+#[test]
+fn domains() {
+    let svc = |name: &str, domain: &str| {
+        format!(
+            "apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  customDomainName: {domain}
+---
+"
+        )
+    };
+    check(&[
+        (
+            "invalid",
+            svc("a", "nodots"),
+            &[
+                "t.yaml:5:3: spec.customDomainName: \"nodots\" is not a valid domain name: needs at least two labels, e.g. checkout.example.com",
+            ],
+        ),
+        (
+            "inside the service zone",
+            svc("a", "x.trellis.internal"),
+            &[
+                "t.yaml:5:3: spec.customDomainName: \"x.trellis.internal\" is inside the service zone trellis.internal; pick a name outside it",
+            ],
+        ),
+        (
+            "already used",
+            svc("a", "Taken.Example.com."),
+            &[
+                "t.yaml:5:3: spec.customDomainName: \"taken.example.com\" is already the custom domain name of service \"taken\"",
+            ],
+        ),
+    ]);
+}
+
+#[test]
+fn target_groups() {
+    let yaml = "apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: red}
+spec:
+  network: east
+  protocol: TCP
+  healthCheck:
+    intervalSeconds: 4
+    timeoutSeconds: 5
+    healthyThreshold: 11
+    path: healthz
+    matcher: {httpCode: \"300-200\"}
+  targets:
+    - address: web-1
+    - address: 224.0.0.1
+      port: 80
+    - address: 10.0.0.1
+      port: 80
+    - {address: 10.0.0.1, port: 80}
+";
+    check(&[(
+        "ports, health check, targets",
+        yaml.into(),
+        &[
+            "t.yaml:4:1: spec.port: a TCP target group needs a port",
+            "t.yaml:8:5: spec.healthCheck.intervalSeconds: 4 is out of range 5..=300",
+            "t.yaml:10:5: spec.healthCheck.healthyThreshold: 11 is out of range 2..=10",
+            "t.yaml:9:5: spec.healthCheck.timeoutSeconds: 5 must be less than intervalSeconds (4)",
+            "t.yaml:11:5: spec.healthCheck.path: \"healthz\" must start with / and be at most 2048 bytes",
+            "t.yaml:12:15: spec.healthCheck.matcher.httpCode: \"300-200\": the range is empty",
+            "t.yaml:14:7: spec.targets[0].address: \"web-1\" is not an IP address",
+            "t.yaml:15:7: spec.targets[1].address: 224.0.0.1 cannot be a target (unspecified or multicast)",
+            "t.yaml:19:7: spec.targets[3]: target 10.0.0.1:80 is listed twice",
+        ],
+    )]);
+}
+
+#[test]
+fn networks_and_identities() {
+    check(&[
+        (
+            "gateway addresses",
+            "apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {name: west}
+spec:
+  gateways:
+    - address: 10.1.0.1
+    - address: gw.west.example:15008
+    - address: gw.west.example:15008
+"
+            .into(),
+            &[
+                "t.yaml:6:7: spec.gateways[0].address: \"10.1.0.1\" is not HOST:PORT: missing :PORT",
+                "t.yaml:8:7: spec.gateways[2].address: gateway \"gw.west.example:15008\" is listed twice",
+            ],
+        ),
+        (
+            "identity alias",
+            "apiVersion: trellis.dev/v1alpha1
+kind: Identity
+metadata: {name: ci}
+spec:
+  aliases: [\"arn:aws:iam::123456789012:role/ci\", \"two words\"]
+"
+            .into(),
+            &["t.yaml:5:50: spec.aliases[1]: an alias is a principal name such as an IAM role ARN"],
+        ),
+    ]);
+}
+
+#[test]
+fn auth_policies() {
+    check(&[
+        (
+            "policy without SIGV4, and a grammar error",
+            "apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: sn2}
+spec:
+  networks: [east]
+  authPolicy:
+    Version: \"2012-10-17\"
+    Statement:
+      - Effect: Allow
+        Principal: \"*\"
+        Action: s3:GetObject
+        Resource: \"*\"
+"
+            .into(),
+            &[
+                "t.yaml:6:3: spec.authPolicy: an auth policy is only enforced with authType SIGV4; set authType: SIGV4 or remove the policy",
+                "t.yaml:11:9: spec.authPolicy.Statement[0].Action[0]: action \"s3:GetObject\" is not a service-network action; use \"vpc-lattice-svcs:Invoke\"",
+            ],
+        ),
+        (
+            "policy as a JSON string",
+            "apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: a}
+spec:
+  authType: SIGV4
+  authPolicy: '{\"Version\": \"2012-10-17\", \"Statement\": {\"Effect\": \"Allow\", \"Action\": \"*\", \"Resource\": \"*\"}}'
+"
+            .into(),
+            &["t.yaml:6:3: spec.authPolicy.Statement: needs Principal or NotPrincipal"],
+        ),
+    ]);
+}
+
+#[test]
+fn vip_pool_exhaustion_rejects_the_apply() {
+    // A /30 has two usable addresses; BASE's service takes one.
+    let two = "apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: a}
+spec: {}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: b}
+spec: {}
+";
+    assert_eq!(
+        errors_with_pool(two, "169.254.171.0/30"),
+        [
+            "t.yaml:8:12: metadata.name: cannot allocate a VIP: VIP pool 169.254.171.0/30 is exhausted: 2 addresses, 2 assigned, 0 held back after deletes (the next is free at unix time 0); widen the pool or wait"
+        ]
+    );
+}
