@@ -1,0 +1,141 @@
+//! Test harness: a real `trellis control-plane` process in a temporary data
+//! dir, stopped (and its dir removed) when the test ends, pass or fail.
+
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+
+pub struct ControlPlane {
+    pub url: String,
+    pub data_dir: tempfile::TempDir,
+    listen: String,
+    extra: Vec<String>,
+    child: Option<Child>,
+}
+
+impl ControlPlane {
+    pub fn start(extra: &[&str]) -> ControlPlane {
+        ControlPlane::start_at("127.0.0.1:0", extra)
+    }
+
+    pub fn start_at(listen: &str, extra: &[&str]) -> ControlPlane {
+        let mut cp = ControlPlane {
+            url: String::new(),
+            data_dir: tempfile::tempdir().expect("temp dir"),
+            listen: listen.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            child: None,
+        };
+        cp.start_again();
+        cp
+    }
+
+    /// Starts the process on the same data dir (and the same port, once known).
+    pub fn start_again(&mut self) {
+        let listen = match self.url.strip_prefix("http://") {
+            Some(addr) if !self.listen.starts_with("0.0.0.0") => addr.to_string(),
+            _ => self.listen.clone(),
+        };
+        let mut child = Command::new(BIN)
+            .args(["control-plane", "--data-dir"])
+            .arg(self.data_dir.path())
+            .args(["--listen", &listen])
+            .args(&self.extra)
+            .env("TRELLIS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn trellis control-plane");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
+        let addr = line
+            .trim()
+            .strip_prefix("trellis control plane listening on ")
+            .unwrap_or_else(|| panic!("control plane did not start: {line:?}"));
+        // 0.0.0.0 is reached through loopback.
+        self.url = addr.replace("0.0.0.0", "127.0.0.1");
+        self.child = Some(child);
+    }
+
+    /// SIGTERM, wait, start again.
+    pub fn restart(&mut self) {
+        self.stop("-TERM");
+        self.start_again();
+    }
+
+    pub fn kill9(&mut self) {
+        self.stop("-KILL");
+    }
+
+    fn stop(&mut self, signal: &str) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args([signal, &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        self.stop("-KILL");
+    }
+}
+
+fn command(cp: &ControlPlane, args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env("TRELLIS_SERVER", &cp.url)
+        .env_remove("TRELLIS_TOKEN")
+        .env("TRELLIS_LOG", "warn");
+    c
+}
+
+/// Runs the CLI against `cp`.
+pub fn trellis(cp: &ControlPlane, args: &[&str]) -> Output {
+    command(cp, args).output().expect("run trellis")
+}
+
+pub fn trellis_env(cp: &ControlPlane, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = command(cp, args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run trellis")
+}
+
+pub fn spawn_trellis(cp: &ControlPlane, args: &[&str]) -> Child {
+    command(cp, args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn trellis")
+}
+
+pub fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed by this test (see README setup): {e}"))
+}
+
+/// Documents of a YAML text, through the real front end.
+pub fn documents(text: &str) -> Vec<serde_json::Value> {
+    trellis_control_plane::manifest::parse("test.yaml", text)
+        .expect("valid YAML")
+        .into_iter()
+        .map(|d| d.value)
+        .collect()
+}

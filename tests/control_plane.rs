@@ -1,0 +1,367 @@
+//! The real `trellis control-plane` binary on a free port, driven by the real
+//! CLI (`trellis apply/get/delete/diff`), curl and the API client.
+
+mod common;
+
+use common::{ControlPlane, run, trellis};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use trellis_api::client::Client;
+
+const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/blue-green.yaml");
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+#[test]
+fn apply_is_idempotent_and_a_restart_keeps_revision_and_vips() {
+    let mut cp = ControlPlane::start(&[]);
+    let out = trellis(&cp, &["apply", "-f", SAMPLE]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.contains("service/checkout created"), "{stdout}");
+    assert!(stdout.ends_with("revision 1\n"), "{stdout}");
+
+    let svc = json(&trellis(&cp, &["get", "service", "checkout", "-o", "json"]));
+    let vip = svc["status"]["vip"].as_str().unwrap().to_string();
+    assert!(vip.starts_with("169.254.171."), "{vip}");
+    assert_eq!(svc["status"]["dnsName"], "checkout.trellis.internal");
+    assert_eq!(svc["kind"], "Service");
+    let list = json(&trellis(&cp, &["get", "tg", "-o", "json"]));
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+
+    // The same file again: nothing changes, the revision stays.
+    let again = trellis(&cp, &["apply", "-f", SAMPLE]);
+    let stdout = String::from_utf8_lossy(&again.stdout);
+    assert!(
+        stdout.contains("service/checkout unchanged") && stdout.ends_with("revision 1\n"),
+        "{stdout}"
+    );
+
+    let table = String::from_utf8_lossy(&trellis(&cp, &["get", "svc"]).stdout).into_owned();
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(
+        table.contains(&vip) && table.contains("checkout.trellis.internal"),
+        "{table}"
+    );
+
+    cp.restart();
+    let after = json(&trellis(&cp, &["get", "service", "checkout", "-o", "json"]));
+    assert_eq!(after["status"]["vip"], vip.as_str());
+    assert_eq!(after["status"]["revision"], 1);
+    let yaml =
+        String::from_utf8_lossy(&trellis(&cp, &["get", "svc", "checkout", "-o", "yaml"]).stdout)
+            .into_owned();
+    assert!(
+        yaml.starts_with("apiVersion: trellis.dev/v1alpha1\nkind: Service\n"),
+        "{yaml}"
+    );
+}
+
+#[test]
+fn errors_are_located_and_nothing_is_applied() {
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata:
+  name: orders
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction:
+        forward: [{targetGroup: checkout-blue}]
+      rules:
+        - name: latest
+          priority: 10
+          match: {path: {prefix: /v2}}
+          action: {forward: [{targetGroup: checkout-green}]}
+        - name: beta
+          priority: 10
+          match: {method: POST}
+          action: {forward: [{targetGroup: nowhere}]}
+",
+    )
+    .unwrap();
+    let out = trellis(&cp, &["apply", "-f", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let f = bad.display();
+    assert!(
+        stderr.contains(&format!(
+            "{f}:18:11: spec.listeners[0].rules[1].priority: 10 is already used by rule \"latest\"\n"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "{f}:20:31: spec.listeners[0].rules[1].action.forward[0].targetGroup: TargetGroup \"nowhere\" does not exist\n"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: 2 problem(s) in the input; nothing was applied"),
+        "{stderr}"
+    );
+    // Nothing changed.
+    let list = json(&trellis(&cp, &["get", "svc", "-o", "json"]));
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+
+    // A YAML syntax error is located too.
+    std::fs::write(&bad, "kind: [Service\nmetadata: x\n").unwrap();
+    let out = trellis(&cp, &["apply", "-f", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.starts_with(&format!("{f}:")),
+        "{stderr}"
+    );
+
+    // Deleting something still referenced is refused with the referrers named.
+    let out = trellis(&cp, &["delete", "tg", "checkout-blue"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr,
+        "error: TargetGroup \"checkout-blue\" is still used by Service/checkout (listener web, default action); \
+         change or delete those first\n"
+    );
+}
+
+#[test]
+fn diff_shows_a_weight_shift_without_applying_it() {
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let shifted = dir.path().join("shifted.yaml");
+    let text = std::fs::read_to_string(SAMPLE).unwrap();
+    std::fs::write(
+        &shifted,
+        text.replace("weight: 90", "weight: 0")
+            .replace("weight: 10", "weight: 100"),
+    )
+    .unwrap();
+    let out = trellis(&cp, &["diff", "-f", shifted.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("-            weight: 90\n+            weight: 0\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with("1 to change, 4 unchanged (at revision 1)\n"),
+        "{stdout}"
+    );
+    let svc = json(&trellis(&cp, &["get", "svc", "checkout", "-o", "json"]));
+    assert_eq!(
+        svc["spec"]["listeners"][0]["defaultAction"]["forward"][0]["weight"],
+        90
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let client = Client::new(&cp.url, None, Duration::from_secs(10)).unwrap();
+    let first = client
+        .snapshot("east", None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.services.len(), 1);
+    assert_eq!(first.services[0].dns_names, ["checkout.trellis.internal"]);
+
+    // A change that east cannot see does not wake east's watchers.
+    let west =
+        "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: west}\nspec: {}\n";
+    let docs = common::documents(west);
+    let watcher = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .snapshot("east", Some(first.revision), Duration::from_secs(1))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client.apply(docs, false).await.unwrap();
+    assert_eq!(
+        watcher.await.unwrap().unwrap(),
+        None,
+        "east's view did not change"
+    );
+
+    // A weight change does, at once.
+    let text = std::fs::read_to_string(SAMPLE)
+        .unwrap()
+        .replace("weight: 90", "weight: 0");
+    let docs = common::documents(&text);
+    let watcher = {
+        let client = client.clone();
+        let since = first.revision;
+        tokio::spawn(async move {
+            let snap = client
+                .snapshot("east", Some(since), Duration::from_secs(10))
+                .await;
+            (Instant::now(), snap)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let applied = client.apply(docs, false).await.unwrap();
+    let applied_at = Instant::now();
+    let (woke_at, snap) = watcher.await.unwrap();
+    let snap = snap.unwrap().expect("a new snapshot");
+    let lag = woke_at.saturating_duration_since(applied_at);
+    assert!(
+        lag < Duration::from_millis(100),
+        "watch returned {lag:?} after the apply"
+    );
+    assert_eq!(snap.revision, applied.revision);
+    let fwd = snap.services[0].listeners[0]
+        .default_action
+        .forward
+        .as_ref()
+        .unwrap();
+    assert_eq!(fwd[0].weight, 0);
+}
+
+#[test]
+fn api_answers_bad_requests_with_4xx_and_a_message() {
+    let cp = ControlPlane::start(&["--max-body-bytes", "2000"]);
+    let curl = |args: &[&str]| -> (String, String) {
+        let out = run("curl", &[&["-sS", "-w", "\n%{http_code}"], args].concat());
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let url = |p: &str| format!("{}{p}", cp.url);
+
+    let (code, body) = curl(&["-X", "POST", "--data", "{not json", &url("/v1/apply")]);
+    assert_eq!(code, "400", "{body}");
+    assert!(body.contains("\"code\":\"bad_request\""), "{body}");
+
+    let big = format!("{{\"documents\": [\"{}\"]}}", "x".repeat(5000));
+    let (code, body) = curl(&["-X", "POST", "--data", &big, &url("/v1/apply")]);
+    assert_eq!(code, "413", "{body}");
+    assert!(body.contains("larger than 2000 bytes"), "{body}");
+
+    let (code, body) = curl(&[&url("/v1/gizmos")]);
+    assert_eq!(code, "404", "{body}");
+    assert!(body.contains("unknown kind \\\"gizmos\\\""), "{body}");
+
+    let (code, _) = curl(&["-X", "PATCH", &url("/v1/services")]);
+    assert_eq!(code, "405");
+
+    let doc = r#"{"documents":[{"apiVersion":"trellis.dev/v1alpha1","kind":"Network","metadata":{"name":"e"},"spec":{"gateways":[{"adress":"x"}]}}]}"#;
+    let (code, body) = curl(&["-X", "POST", "--data", doc, &url("/v1/apply")]);
+    assert_eq!(code, "422", "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["errors"][0]["path"], "spec.gateways[0].adress");
+    assert_eq!(v["errors"][0]["document"], 0);
+
+    let (code, body) = curl(&[&url("/v1/networks/nowhere/snapshot")]);
+    assert_eq!(code, "404", "{body}");
+    let (code, body) = curl(&[&url("/v1/networks/nowhere/snapshot?since=x")]);
+    assert_eq!(code, "400", "{body}");
+}
+
+#[test]
+fn off_loopback_every_request_needs_the_token() {
+    let cp = ControlPlane::start_at("0.0.0.0:0", &[]);
+    let token_file = cp.data_dir.path().join("api-token");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let out = trellis(&cp, &["get", "svc"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing or wrong bearer token"), "{stderr}");
+
+    let out = trellis(
+        &cp,
+        &["get", "svc", "--token-file", token_file.to_str().unwrap()],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    let out = common::trellis_env(&cp, &["get", "svc"], &[("TRELLIS_TOKEN", token.trim())]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn kill_9_mid_apply_leaves_the_old_or_the_new_state() {
+    // A batch big enough that the kill lands inside it: 3,000 services.
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.yaml");
+    let mut text = std::fs::read_to_string(SAMPLE).unwrap();
+    for i in 0..3000 {
+        text.push_str(&format!(
+            "---\napiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {{name: s{i}}}\n\
+             spec: {{serviceNetworks: [shop], listeners: [{{name: web, protocol: HTTP, \
+             defaultAction: {{forward: [{{targetGroup: checkout-blue}}]}}}}]}}\n"
+        ));
+    }
+    std::fs::write(&big, &text).unwrap();
+    let pool = ["--vip-pool-v4", "169.254.0.0/16"];
+    // Time one full apply, then kill at fractions of that time, so that kills
+    // land while the CLI parses, while the server validates, and around the commit.
+    let full = {
+        let cp = ControlPlane::start(&pool);
+        assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+        let t = Instant::now();
+        let out = trellis(&cp, &["apply", "-f", big.to_str().unwrap()]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        t.elapsed().as_millis() as u64
+    };
+    let mut outcomes = Vec::new();
+    for pct in [30u64, 60, 80, 90, 95, 100, 110] {
+        let delay_ms = full * pct / 100;
+        let mut cp = ControlPlane::start(&pool);
+        assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+        let mut apply = common::spawn_trellis(&cp, &["apply", "-f", big.to_str().unwrap()]);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        cp.kill9();
+        let _ = apply.wait();
+        cp.start_again();
+        let list = json(&trellis(&cp, &["get", "svc", "-o", "json"]));
+        let n = list["items"].as_array().unwrap().len();
+        let revisions: std::collections::BTreeSet<u64> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["status"]["revision"].as_u64().unwrap())
+            .collect();
+        match n {
+            1 => assert_eq!(revisions.into_iter().collect::<Vec<_>>(), [1]),
+            3001 => assert_eq!(revisions.into_iter().collect::<Vec<_>>(), [1, 2]),
+            n => panic!("after kill -9 at {delay_ms} ms: {n} services, a mix of old and new"),
+        }
+        outcomes.push((delay_ms, n));
+    }
+    eprintln!("full apply {full} ms; (kill at ms, services after restart): {outcomes:?}");
+}
