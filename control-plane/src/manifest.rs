@@ -8,6 +8,7 @@ use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 /// The largest manifest file read, so a mistaken `-f /dev/zero` fails fast.
 pub const MAX_FILE_BYTES: u64 = 64 << 20;
@@ -42,23 +43,86 @@ impl fmt::Display for Located {
     }
 }
 
+/// The text of one file, kept so that positions can be found when an error
+/// needs one: the common, error-free path never builds the position index.
+#[derive(Debug)]
+struct Source {
+    file: String,
+    text: String,
+    /// Per YAML node of the file: field path to position. Built on first use.
+    positions: OnceLock<Vec<HashMap<String, Position>>>,
+}
+
+impl Source {
+    fn positions(&self) -> &[HashMap<String, Position>] {
+        self.positions.get_or_init(|| {
+            // The text parsed once already; a failure here cannot happen.
+            let nodes = MarkedYaml::load_from_str(&self.text).unwrap_or_default();
+            nodes
+                .iter()
+                .map(|node| {
+                    let mut map = HashMap::new();
+                    map.insert(String::new(), position(node));
+                    index(node, "", &mut map);
+                    map
+                })
+                .collect()
+        })
+    }
+}
+
+/// Records the position of every field path below `node`: the key's for
+/// mapping entries, the item's for sequence elements.
+fn index(node: &MarkedYaml<'_>, path: &str, map: &mut HashMap<String, Position>) {
+    match &node.data {
+        YamlData::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let p = format!("{path}[{i}]");
+                map.insert(p.clone(), position(item));
+                index(item, &p, map);
+            }
+        }
+        YamlData::Mapping(entries) => {
+            for (k, v) in entries {
+                let YamlData::Value(key) = &k.data else {
+                    continue;
+                };
+                let key = scalar_text(key);
+                let p = if path.is_empty() {
+                    key
+                } else {
+                    format!("{path}.{key}")
+                };
+                map.insert(p.clone(), position(k));
+                index(v, &p, map);
+            }
+        }
+        YamlData::Tagged(_, inner) => index(inner, path, map),
+        _ => {}
+    }
+}
+
 /// One document of a manifest.
 #[derive(Debug)]
 pub struct Document {
-    pub file: String,
     pub value: Value,
-    /// Field path (`spec.listeners[0].name`) to the position of its key, or
-    /// of the item for sequence elements. `""` is the document itself.
-    positions: HashMap<String, Position>,
+    source: Arc<Source>,
+    /// Index of the document's node among the file's YAML documents.
+    node: usize,
 }
 
 impl Document {
+    pub fn file(&self) -> &str {
+        &self.source.file
+    }
+
     /// Where `path` is written, or failing that its closest written parent
     /// (a missing field is reported where its parent mapping is).
     pub fn locate(&self, path: &str) -> Option<Position> {
+        let positions = self.source.positions().get(self.node)?;
         let mut p = path;
         loop {
-            if let Some(pos) = self.positions.get(p) {
+            if let Some(pos) = positions.get(p) {
                 return Some(*pos);
             }
             let cut = p.rfind(['.', '['])?;
@@ -68,10 +132,8 @@ impl Document {
 
     pub fn error(&self, path: &str, message: impl Into<String>) -> Located {
         Located {
-            file: self.file.clone(),
-            position: self
-                .locate(path)
-                .or_else(|| self.positions.get("").copied()),
+            file: self.source.file.clone(),
+            position: self.locate(path).or_else(|| self.locate("")),
             path: path.to_string(),
             message: message.into(),
         }
@@ -173,24 +235,26 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Located>> {
             message: e.info().to_string(),
         }]
     })?;
+    let source = Arc::new(Source {
+        file: file.to_string(),
+        text: text.to_string(),
+        positions: OnceLock::new(),
+    });
     let mut docs = Vec::new();
     let mut errors = Vec::new();
-    for node in &nodes {
+    for (i, node) in nodes.iter().enumerate() {
         if matches!(node.data, YamlData::Value(Scalar::Null)) {
             continue;
         }
-        let mut positions = HashMap::new();
-        positions.insert(String::new(), position(node));
         let mut conv = Converter {
             file,
-            positions: &mut positions,
             errors: &mut errors,
         };
         let value = conv.convert(node, "");
         docs.push(Document {
-            file: file.to_string(),
             value,
-            positions,
+            source: source.clone(),
+            node: i,
         });
     }
     if errors.is_empty() {
@@ -209,7 +273,6 @@ fn position(node: &MarkedYaml<'_>) -> Position {
 
 struct Converter<'a> {
     file: &'a str,
-    positions: &'a mut HashMap<String, Position>,
     errors: &'a mut Vec<Located>,
 }
 
@@ -240,11 +303,7 @@ impl Converter<'_> {
                 items
                     .iter()
                     .enumerate()
-                    .map(|(i, item)| {
-                        let p = format!("{path}[{i}]");
-                        self.positions.insert(p.clone(), position(item));
-                        self.convert(item, &p)
-                    })
+                    .map(|(i, item)| self.convert(item, &format!("{path}[{i}]")))
                     .collect(),
             ),
             YamlData::Mapping(map) => {
@@ -262,7 +321,6 @@ impl Converter<'_> {
                     } else {
                         format!("{path}.{key}")
                     };
-                    self.positions.insert(p.clone(), position(k));
                     let value = self.convert(v, &p);
                     out.insert(key, value);
                 }

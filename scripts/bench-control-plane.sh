@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Whole-program scale benchmark of the control plane (issue 2's targets):
+# 10,000 services with two target groups each, applied with the real CLI
+# (YAML parsing, HTTP, validation, VIP allocation, fsync'ed commit), one
+# network's snapshot fetched over HTTP, and the control plane's RSS.
+# Targets: apply < 5 s, snapshot < 200 ms, RSS < 300 MB.
+# Usage: bash scripts/bench-control-plane.sh [SERVICES]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-10000}
+bash scripts/setup.sh
+cargo build --release --locked -q
+bin=$PWD/target/release/trellis
+
+work=$(mktemp -d /tmp/trellis-bench.XXXXXX)
+pid=""
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+
+python3 - "$n" >"$work/big.yaml" <<'PY'
+import sys
+n = int(sys.argv[1])
+out = sys.stdout
+out.write("apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: east}\nspec: {}\n---\n")
+out.write("apiVersion: trellis.dev/v1alpha1\nkind: ServiceNetwork\nmetadata: {name: shop}\nspec: {networks: [east]}\n")
+for i in range(n):
+    a, b = i // 250, i % 250
+    for c in ("blue", "green"):
+        out.write(f"---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: s{i}-{c}}}\n"
+                  f"spec: {{network: east, port: 8080, targets: [{{address: 10.{a}.{b}.10}}, {{address: 10.{a}.{b}.11}}]}}\n")
+    out.write(f"""---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: s{i}}}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction: {{forward: [{{targetGroup: s{i}-blue, weight: 90}}, {{targetGroup: s{i}-green, weight: 10}}]}}
+      rules:
+        - {{name: v2, priority: 10, match: {{path: {{prefix: /v2}}}}, action: {{forward: [{{targetGroup: s{i}-green}}]}}}}
+""")
+PY
+echo "generated $(grep -c '^kind:' "$work/big.yaml") documents, $(du -h "$work/big.yaml" | cut -f1)" >&2
+
+"$bin" control-plane --data-dir "$work/data" --listen 127.0.0.1:0 --vip-pool-v4 169.254.128.0/17 \
+  >"$work/stdout" 2>"$work/log" &
+pid=$!
+for _ in $(seq 100); do grep -q listening "$work/stdout" 2>/dev/null && break; sleep 0.1; done
+export TRELLIS_SERVER=$(sed -n 's/.*listening on //p' "$work/stdout")
+rss() { awk -v k="$1:" '$1 == k {print int($2/1024)}' /proc/$pid/status; }
+echo "idle RSS: $(rss VmRSS) MB" >&2
+
+ms() { local t0=$(date +%s%N); "$@" >/dev/null; echo $(( ($(date +%s%N) - t0) / 1000000 )); }
+apply_ms=$(ms "$bin" apply -f "$work/big.yaml")
+reapply_ms=$(ms "$bin" apply -f "$work/big.yaml")
+snap_url="$TRELLIS_SERVER/v1/networks/east/snapshot"
+snap_cold=$(curl -s -o "$work/snap.json" -w '%{time_total}' "$snap_url")
+snap_warm=$(curl -s -o /dev/null -w '%{time_total}' "$snap_url")
+services=$(jq '.services | length' "$work/snap.json")
+[ "$services" = "$n" ] || { echo "snapshot has $services services, expected $n" >&2; exit 1; }
+
+printf '%-44s %s\n' "documents" "$(grep -c '^kind:' "$work/big.yaml")"
+printf '%-44s %s ms\n' "apply (CLI, new objects)" "$apply_ms"
+printf '%-44s %s ms\n' "re-apply (CLI, all unchanged)" "$reapply_ms"
+printf '%-44s %.0f ms (%s bytes)\n' "snapshot GET, first (compile + serialize)" "$(echo "$snap_cold*1000" | bc -l)" "$(stat -c %s "$work/snap.json")"
+printf '%-44s %.0f ms\n' "snapshot GET, cached" "$(echo "$snap_warm*1000" | bc -l)"
+printf '%-44s %s MB\n' "control plane peak RSS (VmHWM)" "$(rss VmHWM)"
+sleep 2
+printf '%-44s %s MB\n' "control plane RSS, 2 s idle after" "$(rss VmRSS)"
+printf '%-44s %s\n' "store size" "$(du -h "$work/data/state.redb" | cut -f1)"
