@@ -204,6 +204,21 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
         "east's view did not change"
     );
 
+    // Clients that stall (half-sent headers; a watch whose answer is never
+    // read) must not hold up anyone else.
+    use std::io::Write;
+    let addr = cp.url.trim_start_matches("http://").to_string();
+    let mut half = std::net::TcpStream::connect(&addr).unwrap();
+    half.write_all(b"GET /v1/networks/east/snapshot?since=0 HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut deaf = std::net::TcpStream::connect(&addr).unwrap();
+    let since = first.revision;
+    write!(
+        deaf,
+        "GET /v1/networks/east/snapshot?since={since}&waitSeconds=60 HTTP/1.1\r\nHost: x\r\n\r\n"
+    )
+    .unwrap();
+
     // A weight change does, at once.
     let text = std::fs::read_to_string(SAMPLE)
         .unwrap()
@@ -236,6 +251,7 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
         .as_ref()
         .unwrap();
     assert_eq!(fwd[0].weight, 0);
+    drop((half, deaf));
 }
 
 #[test]
@@ -364,4 +380,60 @@ fn kill_9_mid_apply_leaves_the_old_or_the_new_state() {
         outcomes.push((delay_ms, n));
     }
     eprintln!("full apply {full} ms; (kill at ms, services after restart): {outcomes:?}");
+}
+
+#[test]
+fn every_sample_applies_cleanly_and_reapplies_unchanged() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/samples");
+    let mut samples: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    samples.sort();
+    assert!(samples.len() >= 4, "{samples:?}");
+    for sample in samples {
+        let cp = ControlPlane::start(&[]);
+        let path = sample.to_str().unwrap();
+        let out = trellis(&cp, &["apply", "-f", path]);
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let again =
+            String::from_utf8_lossy(&trellis(&cp, &["apply", "-f", path]).stdout).into_owned();
+        assert!(
+            again
+                .lines()
+                .filter(|l| l.contains('/'))
+                .all(|l| l.ends_with(" unchanged")),
+            "{path}: {again}"
+        );
+    }
+}
+
+#[test]
+fn multi_cluster_snapshots_carry_the_other_networks_gateways() {
+    let cp = ControlPlane::start(&[]);
+    let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/multi-cluster.yaml");
+    assert!(trellis(&cp, &["apply", "-f", sample]).status.success());
+    let east = run(
+        "curl",
+        &["-s", &format!("{}/v1/networks/east/snapshot", cp.url)],
+    );
+    let east: Value = serde_json::from_slice(&east.stdout).unwrap();
+    let names: Vec<&str> = east["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["checkout", "orders"]);
+    // east reaches orders-west through west's gateways; its own are not listed.
+    assert_eq!(
+        east["gateways"]["west"][1]["address"],
+        "198.51.100.11:15008"
+    );
+    assert!(east["gateways"].get("east").is_none());
 }

@@ -507,3 +507,71 @@ spec: {}
         ]
     );
 }
+
+#[test]
+fn remaining_ranges_and_duplicates() {
+    let many_targets: String = (0..1001)
+        .map(|i| format!("{{address: 10.1.{}.{}}}, ", i / 250, i % 250))
+        .collect();
+    let eleven: String = (0..11)
+        .map(|i| format!("{{targetGroup: g{i}}}, "))
+        .collect();
+    check(&[
+        (
+            "zero ports",
+            "apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: red}
+spec:
+  network: east
+  port: 0
+  healthCheck: {port: 0}
+  targets: [{address: 10.0.0.1, port: 0}]
+"
+            .into(),
+            &[
+                "t.yaml:6:3: spec.port: port must be 1..=65535",
+                "t.yaml:7:17: spec.healthCheck.port: port must be 1..=65535",
+                "t.yaml:8:33: spec.targets[0].port: port must be 1..=65535",
+            ],
+        ),
+        (
+            "too many targets",
+            format!("apiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: red}}\nspec:\n  network: east\n  targets: [{many_targets}]\n"),
+            &["t.yaml:6:3: spec.targets: 1001 targets, at most 1000 allowed"],
+        ),
+        (
+            "listener port 0, rule named twice, path with exact and prefix",
+            service(&format!(
+                "      port: 0
+{FORWARD_BLUE}      rules:
+        - {{name: a, priority: 1, match: {{path: {{exact: /a, prefix: /a}}}}, action: {{forward: [{{targetGroup: blue}}]}}}}
+        - {{name: a, priority: 2, match: {{method: GET}}, action: {{forward: [{{targetGroup: blue}}]}}}}
+"
+            )),
+            &[
+                "t.yaml:10:7: spec.listeners[0].port: port must be 1..=65535",
+                "t.yaml:13:42: spec.listeners[0].rules[0].match.path: set exactly one of exact, prefix",
+                "t.yaml:14:12: spec.listeners[0].rules[1].name: rule \"a\" is declared twice",
+            ],
+        ),
+        (
+            "forward to no target group",
+            service("      defaultAction: {forward: []}\n"),
+            &["t.yaml:10:23: spec.listeners[0].defaultAction.forward: forward to 1..=10 target groups"],
+        ),
+        (
+            "forward to eleven target groups",
+            service(&format!("      defaultAction: {{forward: [{eleven}]}}\n")),
+            &["t.yaml:10:23: spec.listeners[0].defaultAction.forward: forward to 1..=10 target groups"],
+        ),
+        (
+            "identity tag too long",
+            format!(
+                "apiVersion: trellis.dev/v1alpha1\nkind: Identity\nmetadata: {{name: ci}}\nspec:\n  tags: {{team: {}}}\n",
+                "x".repeat(257)
+            ),
+            &["t.yaml:5:10: spec.tags.team: tag keys are 1..=128 bytes, values at most 256"],
+        ),
+    ]);
+}
