@@ -9,6 +9,13 @@ command -v curl >/dev/null 2>&1 || need+=(curl)
 command -v jq >/dev/null 2>&1 || need+=(jq)
 command -v bc >/dev/null 2>&1 || need+=(bc)
 command -v cc >/dev/null 2>&1 || need+=(gcc)
+# The eBPF datapath: clang compiles bpf/*.c at build time against libbpf's
+# headers; the root tests use bpftool, iproute2 and python3.
+command -v clang-19 >/dev/null 2>&1 || command -v "${CLANG:-clang-19}" >/dev/null 2>&1 || need+=(clang-19)
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+command -v bpftool >/dev/null 2>&1 || need+=(bpftool)
+command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

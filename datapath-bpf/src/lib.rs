@@ -1,0 +1,41 @@
+//! The Trellis eBPF datapath: makes a TCP connection to a service VIP land
+//! on the node-local proxy, at connect() time, for the processes of one
+//! cgroup v2 subtree, and lets the proxy recover the original VIP:port with
+//! `getsockopt(SO_ORIGINAL_DST)` as it would after an nftables redirect.
+//!
+//! The kernel side is C (`bpf/`, compiled by `build.rs` with clang); this
+//! crate loads it with aya, pins maps and links under a bpffs directory so
+//! that redirection survives a restart of the agent, and reconciles the
+//! services map with each snapshot. See docs/datapath.md.
+#![forbid(unsafe_code)]
+
+pub mod abi;
+mod ebpf;
+pub mod mounts;
+
+pub use ebpf::{EbpfDatapath, Options, Reconciled, ServiceEntry};
+
+use std::path::PathBuf;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum Error {
+    #[error("cannot mount bpffs on {0}: {1}")]
+    Mount(PathBuf, String),
+    #[error(
+        "{0} is not a cgroup v2 directory (it is on {1}); mount one with `mount -t cgroup2 none DIR` and pass that"
+    )]
+    NotCgroup2(PathBuf, String),
+    #[error("{0}: {1}")]
+    Io(PathBuf, #[source] std::io::Error),
+    #[error("loading the eBPF object: {0}")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("eBPF program {0}: {1}")]
+    Program(&'static str, #[source] Box<aya::programs::ProgramError>),
+    #[error("eBPF map {0}: {1}")]
+    Map(&'static str, #[source] Box<aya::maps::MapError>),
+    #[error("pinning {0}: {1}")]
+    Pin(PathBuf, String),
+    #[error("more than {0} services")]
+    TooManyServices(u32),
+}
