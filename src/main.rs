@@ -35,6 +35,9 @@ enum Command {
     Get(cli::resources::GetArgs),
     /// Delete one resource (refused while others reference it).
     Delete(cli::resources::DeleteArgs),
+    /// Attach or remove the eBPF datapath by hand.
+    #[command(subcommand)]
+    Datapath(cli::datapath::Command),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +60,7 @@ fn main() -> ExitCode {
             Command::Diff(args) => cli::resources::diff(args).await,
             Command::Get(args) => cli::resources::get(args).await,
             Command::Delete(args) => cli::resources::delete(args).await,
+            Command::Datapath(cmd) => cli::datapath::run(cmd),
         }
     });
     match result {

@@ -1,6 +1,7 @@
 //! Subcommands of the `trellis` binary.
 
 pub mod control_plane;
+pub mod datapath;
 pub mod resources;
 
 use std::time::{SystemTime, UNIX_EPOCH};
