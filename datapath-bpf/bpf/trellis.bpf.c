@@ -21,6 +21,35 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
+/* Shared by both connect hooks: decide, then rewrite the destination.
+ * `family` is a literal at each call so that, once inlined, the other
+ * family's branch is gone: connect4 may not even mention user_ip6. */
+static __always_inline int trellis_connect(struct bpf_sock_addr *ctx, const struct trellis_svc_key *key,
+					   const __u8 family)
+{
+	struct trellis_config *cfg = trellis_cfg_get();
+
+	if (ctx->type != SOCK_STREAM || !cfg || !ctx->sk)
+		return 1;
+	switch (trellis_redirect(key, cfg, ctx->sk->mark, bpf_get_socket_cookie(ctx))) {
+	case TRELLIS_REDIRECT:
+		if (family == AF_INET) {
+			ctx->user_ip4 = cfg->proxy4;
+		} else {
+			ctx->user_ip6[0] = cfg->proxy6[0];
+			ctx->user_ip6[1] = cfg->proxy6[1];
+			ctx->user_ip6[2] = cfg->proxy6[2];
+			ctx->user_ip6[3] = cfg->proxy6[3];
+		}
+		ctx->user_port = cfg->proxy_port;
+		return 1;
+	case TRELLIS_REFUSE:
+		return 0; /* connect() fails with EPERM */
+	default:
+		return 1;
+	}
+}
+
 SEC("cgroup/connect4")
 int trellis_connect4(struct bpf_sock_addr *ctx)
 {
@@ -29,20 +58,8 @@ int trellis_connect4(struct bpf_sock_addr *ctx)
 		.port = (__be16)ctx->user_port,
 		.family = AF_INET,
 	};
-	struct trellis_config *cfg = trellis_cfg_get();
 
-	if (ctx->type != SOCK_STREAM || !cfg || !ctx->sk)
-		return 1;
-	switch (trellis_redirect(&key, cfg, ctx->sk->mark, bpf_get_socket_cookie(ctx))) {
-	case TRELLIS_REDIRECT:
-		ctx->user_ip4 = cfg->proxy4;
-		ctx->user_port = cfg->proxy_port;
-		return 1;
-	case TRELLIS_REFUSE:
-		return 0; /* connect() fails with EPERM */
-	default:
-		return 1;
-	}
+	return trellis_connect(ctx, &key, AF_INET);
 }
 
 SEC("cgroup/connect6")
@@ -53,23 +70,8 @@ int trellis_connect6(struct bpf_sock_addr *ctx)
 		.port = (__be16)ctx->user_port,
 		.family = AF_INET6,
 	};
-	struct trellis_config *cfg = trellis_cfg_get();
 
-	if (ctx->type != SOCK_STREAM || !cfg || !ctx->sk)
-		return 1;
-	switch (trellis_redirect(&key, cfg, ctx->sk->mark, bpf_get_socket_cookie(ctx))) {
-	case TRELLIS_REDIRECT:
-		ctx->user_ip6[0] = cfg->proxy6[0];
-		ctx->user_ip6[1] = cfg->proxy6[1];
-		ctx->user_ip6[2] = cfg->proxy6[2];
-		ctx->user_ip6[3] = cfg->proxy6[3];
-		ctx->user_port = cfg->proxy_port;
-		return 1;
-	case TRELLIS_REFUSE:
-		return 0; /* connect() fails with EPERM */
-	default:
-		return 1;
-	}
+	return trellis_connect(ctx, &key, AF_INET6);
 }
 
 SEC("cgroup/getpeername4")
