@@ -15,12 +15,12 @@
 //! maps too. The getsockopt program is attached for as long as the
 //! [`EbpfDatapath`] lives: it serves the proxy, which lives as long.
 
-use crate::Error;
 use crate::abi::{
     self, Config, ConfigBytes, Meta, MetaBytes, Stats, StatsBytes, SvcKey, SvcKeyBytes, SvcValue,
     SvcValueBytes,
 };
 use crate::mounts;
+use crate::{Datapath, Error, Reconciled, ServiceEntry};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockopt, SockOps};
@@ -60,20 +60,6 @@ pub struct Options {
     pub proxy_v6: SocketAddrV6,
     /// SO_MARK of the proxy's upstream sockets: never redirected. 0 = none.
     pub proxy_mark: u32,
-}
-
-/// One service as the datapath sees it: a VIP and the ports it listens on.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ServiceEntry {
-    pub vip: IpAddr,
-    pub ports: Vec<u16>,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Reconciled {
-    pub added: usize,
-    pub removed: usize,
-    pub unchanged: usize,
 }
 
 pub struct EbpfDatapath {
@@ -205,9 +191,54 @@ impl EbpfDatapath {
         })
     }
 
+    /// Counters per VIP.
+    pub fn stats(&self) -> Result<BTreeMap<IpAddr, Stats>, Error> {
+        let mut out = BTreeMap::new();
+        for entry in self.svc.iter() {
+            let (k, v) = entry.map_err(map_err("trellis_svc"))?;
+            let (Some(key), value) = (SvcKey::decode(&k), SvcValue::decode(&v)) else {
+                continue;
+            };
+            if key.port == 0 {
+                let s = self
+                    .stats
+                    .get(&value.id, 0)
+                    .map_err(map_err("trellis_stats"))?;
+                out.insert(key.vip, Stats::decode(&s));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Detaches everything pinned under `pin_dir` and removes the pins.
+    pub fn cleanup(pin_dir: &Path) -> Result<(), Error> {
+        if !pin_dir.exists() {
+            return Ok(());
+        }
+        unpin_links(&pin_dir.join("links"))?;
+        remove_files(&pin_dir.join("maps"))?;
+        for d in [
+            pin_dir.join("links"),
+            pin_dir.join("maps"),
+            pin_dir.to_path_buf(),
+        ] {
+            if d.exists() {
+                std::fs::remove_dir(&d).map_err(|e| Error::Io(d.clone(), e))?;
+            }
+        }
+        tracing::info!(pins = %pin_dir.display(), "eBPF datapath detached and unpinned");
+        Ok(())
+    }
+}
+
+impl Datapath for EbpfDatapath {
+    fn name(&self) -> &'static str {
+        "ebpf"
+    }
+
     /// Makes the services map hold exactly `services`. New entries are added
     /// before stale ones are removed; established connections are untouched.
-    pub fn reconcile(&mut self, services: &[ServiceEntry]) -> Result<Reconciled, Error> {
+    fn reconcile(&mut self, services: &[ServiceEntry]) -> Result<Reconciled, Error> {
         let mut current: BTreeMap<SvcKey, SvcValue> = BTreeMap::new();
         for entry in self.svc.iter() {
             let (k, v) = entry.map_err(map_err("trellis_svc"))?;
@@ -283,45 +314,6 @@ impl EbpfDatapath {
             out.removed += 1;
         }
         Ok(out)
-    }
-
-    /// Counters per VIP.
-    pub fn stats(&self) -> Result<BTreeMap<IpAddr, Stats>, Error> {
-        let mut out = BTreeMap::new();
-        for entry in self.svc.iter() {
-            let (k, v) = entry.map_err(map_err("trellis_svc"))?;
-            let (Some(key), value) = (SvcKey::decode(&k), SvcValue::decode(&v)) else {
-                continue;
-            };
-            if key.port == 0 {
-                let s = self
-                    .stats
-                    .get(&value.id, 0)
-                    .map_err(map_err("trellis_stats"))?;
-                out.insert(key.vip, Stats::decode(&s));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Detaches everything pinned under `pin_dir` and removes the pins.
-    pub fn cleanup(pin_dir: &Path) -> Result<(), Error> {
-        if !pin_dir.exists() {
-            return Ok(());
-        }
-        unpin_links(&pin_dir.join("links"))?;
-        remove_files(&pin_dir.join("maps"))?;
-        for d in [
-            pin_dir.join("links"),
-            pin_dir.join("maps"),
-            pin_dir.to_path_buf(),
-        ] {
-            if d.exists() {
-                std::fs::remove_dir(&d).map_err(|e| Error::Io(d.clone(), e))?;
-            }
-        }
-        tracing::info!(pins = %pin_dir.display(), "eBPF datapath detached and unpinned");
-        Ok(())
     }
 }
 

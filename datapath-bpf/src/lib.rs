@@ -12,8 +12,36 @@
 pub mod abi;
 mod ebpf;
 pub mod mounts;
+mod nft;
 
-pub use ebpf::{EbpfDatapath, Options, Reconciled, ServiceEntry};
+pub use ebpf::{EbpfDatapath, Options};
+pub use nft::{NftDatapath, NftOptions};
+
+use std::net::IpAddr;
+
+/// One service as the datapath sees it: a VIP and the ports it listens on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub vip: IpAddr,
+    pub ports: Vec<u16>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub added: usize,
+    pub removed: usize,
+    pub unchanged: usize,
+}
+
+/// What the node agent needs from a datapath, whichever it is: connections
+/// to the services' VIP:ports reach the proxy, which recovers the original
+/// destination with SO_ORIGINAL_DST.
+pub trait Datapath: Send {
+    fn name(&self) -> &'static str;
+    /// Makes the datapath redirect exactly `services`; established
+    /// connections are never disturbed.
+    fn reconcile(&mut self, services: &[ServiceEntry]) -> Result<Reconciled, Error>;
+}
 
 use std::path::PathBuf;
 use thiserror::Error;
@@ -38,4 +66,6 @@ pub enum Error {
     Pin(PathBuf, String),
     #[error("more than {0} services")]
     TooManyServices(u32),
+    #[error("nftables: {0}")]
+    Nft(String),
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
-use trellis_datapath::{EbpfDatapath, Options, ServiceEntry};
+use trellis_datapath::{Datapath, EbpfDatapath, Options, ServiceEntry};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
