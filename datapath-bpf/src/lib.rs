@@ -13,9 +13,11 @@ pub mod abi;
 mod ebpf;
 pub mod mounts;
 mod nft;
+mod select;
 
 pub use ebpf::{EbpfDatapath, Options};
 pub use nft::{NftDatapath, NftOptions};
+pub use select::{Choice, MIN_KERNEL, open, probe_ebpf, probe_nftables};
 
 use std::net::IpAddr;
 
@@ -68,4 +70,6 @@ pub enum Error {
     TooManyServices(u32),
     #[error("nftables: {0}")]
     Nft(String),
+    #[error("the {0} datapath cannot run here: {1}")]
+    Unsupported(&'static str, String),
 }

@@ -27,11 +27,39 @@ pub struct NftOptions {
     pub proxy_port: u16,
     /// SO_MARK of the proxy's upstream sockets: never redirected.
     pub proxy_mark: u32,
+    /// VIP pools (CIDRs) routed `local` on lo, so that connects to VIPs reach
+    /// the nat hook at all; added on attach, removed on cleanup.
+    pub vip_pools: Vec<String>,
 }
 
 pub struct NftDatapath {
     opts: NftOptions,
     current: BTreeSet<(IpAddr, u16)>,
+}
+
+/// Runs `ip ARGS`, inside the options' netns if any.
+fn ip(opts: &NftOptions, args: &[&str]) -> Result<(), Error> {
+    let mut cmd = Command::new("ip");
+    if let Some(ns) = &opts.netns {
+        cmd.args(["-n", ns]);
+    }
+    let out = cmd
+        .args(args)
+        .output()
+        .map_err(|e| Error::Nft(format!("running ip: {e}")))?;
+    if !out.status.success() {
+        return Err(Error::Nft(format!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn route(opts: &NftOptions, verb: &str, pool: &str) -> Result<(), Error> {
+    let family = if pool.contains(':') { "-6" } else { "-4" };
+    ip(opts, &[family, "route", verb, "local", pool, "dev", "lo"])
 }
 
 fn nft(opts: &NftOptions, script: &str) -> Result<(), Error> {
@@ -77,6 +105,9 @@ impl NftDatapath {
             current: BTreeSet::new(),
         };
         nft(opts, &dp.ruleset(&BTreeSet::new()))?;
+        for pool in &opts.vip_pools {
+            route(opts, "replace", pool)?;
+        }
         tracing::info!(table = %opts.table, "nftables datapath attached");
         Ok(dp)
     }

@@ -4,27 +4,22 @@
 
 mod common;
 
-use common::{Netns, PROXY_MARK, PROXY_PORT, VIP4, VIP6, must, output, root, sh, unique};
+use common::{Netns, PROXY_MARK, PROXY_PORT, VIP4, VIP6, output, root, sh, unique};
 use std::time::Duration;
-use trellis_datapath::{Datapath, NftDatapath, NftOptions, ServiceEntry};
+use trellis_datapath::{Choice, Datapath, NftDatapath, NftOptions, Options, ServiceEntry};
 
 fn setup(test: &str) -> Option<(Netns, NftOptions)> {
     if !root(test) {
         return None;
     }
     let mut ns = Netns::new(&unique());
-    // For local traffic the route lookup precedes the nat hook: the VIP pools
-    // are local routes on lo (what the agent sets up in nftables mode).
-    must(&format!(
-        "ip -n {n} route add local 169.254.171.0/24 dev lo && ip -n {n} -6 route add local fd00:7472:6c73::/112 dev lo",
-        n = ns.name
-    ));
     ns.start_proxy(None);
     let opts = NftOptions {
         table: "trellis".into(),
         netns: Some(ns.name.clone()),
         proxy_port: PROXY_PORT,
         proxy_mark: PROXY_MARK,
+        vip_pools: vec!["169.254.171.0/24".into(), "fd00:7472:6c73::/112".into()],
     };
     Some((ns, opts))
 }
@@ -95,4 +90,44 @@ fn nftables_removal_spares_established_connections_and_cleanup_removes_the_table
         !String::from_utf8_lossy(&tables.stdout).contains("trellis"),
         "table left behind"
     );
+}
+
+#[test]
+fn auto_falls_back_to_nftables_when_ebpf_cannot_run_and_ebpf_says_why() {
+    let Some((ns, nft)) =
+        setup("auto_falls_back_to_nftables_when_ebpf_cannot_run_and_ebpf_says_why")
+    else {
+        return;
+    };
+    // A cgroup path that is not cgroup v2: eBPF cannot attach there.
+    let ebpf = Options {
+        cgroup: ns.run.clone(),
+        proxy_cgroup: ns.run.clone(),
+        pin_dir: ns.run.join("bpf").join("trellis"),
+        proxy_v4: format!("127.0.0.1:{PROXY_PORT}").parse().unwrap(),
+        proxy_v6: format!("[::1]:{PROXY_PORT}").parse().unwrap(),
+        proxy_mark: PROXY_MARK,
+    };
+    let err = trellis_datapath::open(Choice::Ebpf, &ebpf, &nft)
+        .err()
+        .expect("ebpf must refuse");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("the ebpf datapath cannot run here: "),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("is not a cgroup v2 directory") && msg.contains("mount -t cgroup2"),
+        "{msg}"
+    );
+
+    let mut dp = trellis_datapath::open(Choice::Auto, &ebpf, &nft).unwrap();
+    assert_eq!(dp.name(), "nftables");
+    dp.reconcile(&services()).unwrap();
+    assert_eq!(
+        ns.client(VIP4, 80, None),
+        format!("peer={VIP4}:80 orig={VIP4}:80 said=hello")
+    );
+    drop(dp);
+    NftDatapath::cleanup(&nft).unwrap();
 }

@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
-use trellis_datapath::{Datapath, EbpfDatapath, Options, ServiceEntry};
+use trellis_datapath::{Choice, EbpfDatapath, NftDatapath, NftOptions, Options, ServiceEntry};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -14,16 +14,51 @@ pub enum Command {
     /// SO_ORIGINAL_DST is answered only while a process holding the datapath
     /// (the node agent) runs.
     Attach(AttachArgs),
-    /// Detach everything pinned under --pin-dir and remove the pins.
+    /// Remove both datapaths: detach and unpin everything under --pin-dir,
+    /// and delete the nftables table and VIP-pool routes.
     Cleanup {
         #[arg(long, default_value = "/sys/fs/bpf/trellis")]
         pin_dir: PathBuf,
+        #[command(flatten)]
+        nft: NftArgs,
     },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum DatapathKind {
+    Ebpf,
+    Nftables,
+    /// eBPF when every probe passes, else nftables (the log says why).
+    Auto,
+}
+
+#[derive(clap::Args)]
+pub struct NftArgs {
+    /// nftables table (family inet) of the fallback datapath.
+    #[arg(long, default_value = "trellis")]
+    nft_table: String,
+    /// VIP pools routed `local` on lo in nftables mode (repeatable).
+    #[arg(long = "vip-pool", default_values = ["169.254.171.0/24", "fd00:7472:6c73::/112"])]
+    vip_pools: Vec<String>,
+}
+
+impl NftArgs {
+    fn options(&self, proxy_port: u16, proxy_mark: u32) -> NftOptions {
+        NftOptions {
+            table: self.nft_table.clone(),
+            netns: None,
+            proxy_port,
+            proxy_mark,
+            vip_pools: self.vip_pools.clone(),
+        }
+    }
 }
 
 #[derive(clap::Args)]
 pub struct AttachArgs {
-    /// cgroup v2 directory whose processes' connections are redirected.
+    #[arg(long, value_enum, default_value_t = DatapathKind::Auto)]
+    datapath: DatapathKind,
+    /// cgroup v2 directory whose processes' connections are redirected (eBPF).
     #[arg(long)]
     cgroup: PathBuf,
     /// cgroup v2 directory of the proxy; defaults to --cgroup.
@@ -44,13 +79,19 @@ pub struct AttachArgs {
     /// measure the cost of a large map.
     #[arg(long, default_value_t = 0)]
     dummy_vips: u32,
+    #[command(flatten)]
+    nft: NftArgs,
 }
 
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Cleanup { pin_dir } => {
+        Command::Cleanup { pin_dir, nft } => {
             EbpfDatapath::cleanup(&pin_dir)?;
             println!("detached and unpinned {}", pin_dir.display());
+            if trellis_datapath::probe_nftables().is_empty() {
+                NftDatapath::cleanup(&nft.options(0, 0))?;
+                println!("removed nftables table inet {}", nft.nft_table);
+            }
             Ok(())
         }
         Command::Attach(a) => attach(a),
@@ -81,11 +122,17 @@ fn attach(a: AttachArgs) -> Result<()> {
         proxy_v6: SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, a.proxy.port(), 0, 0),
         proxy_mark: a.proxy_mark,
     };
-    let mut dp = EbpfDatapath::attach(&opts).context("attaching the eBPF datapath")?;
+    let choice = match a.datapath {
+        DatapathKind::Ebpf => Choice::Ebpf,
+        DatapathKind::Nftables => Choice::Nftables,
+        DatapathKind::Auto => Choice::Auto,
+    };
+    let nft = a.nft.options(a.proxy.port(), a.proxy_mark);
+    let mut dp = trellis_datapath::open(choice, &opts, &nft).context("attaching the datapath")?;
     let r = dp.reconcile(&services)?;
     println!(
-        "attached to {} ({} services: {} map entries added, {} removed, {} unchanged)",
-        opts.cgroup.display(),
+        "{} datapath attached ({} services: {} entries added, {} removed, {} unchanged)",
+        dp.name(),
         services.len(),
         r.added,
         r.removed,
