@@ -3,7 +3,14 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const SOURCES: [&str; 3] = ["bpf/trellis.bpf.c", "bpf/trellis_lb.h", "bpf/trellis.h"];
+const SOURCES: [&str; 4] = [
+    "bpf/trellis.bpf.c",
+    "bpf/trellis_test.bpf.c",
+    "bpf/trellis_lb.h",
+    "bpf/trellis.h",
+];
+/// Each program object: the datapath, and the test program of its logic.
+const OBJECTS: [&str; 2] = ["trellis", "trellis_test"];
 
 fn main() {
     for s in SOURCES {
@@ -30,17 +37,17 @@ fn main() {
     if !std::path::Path::new("/usr/include/bpf/bpf_helpers.h").exists() {
         panic!("bpf/bpf_helpers.h is missing: install libbpf-dev (apt-get install -y libbpf-dev)");
     }
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("trellis.bpf.o");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let arch_include = format!("/usr/include/{}-linux-gnu", std::env::consts::ARCH);
-    let status = Command::new(&clang)
-        .args(["-g", "-O2", "-target", "bpf", "-Wall", "-Werror"])
-        .arg(format!("-I{arch_include}"))
-        .args(["-c", "bpf/trellis.bpf.c", "-o"])
-        .arg(&out)
-        .status()
-        .unwrap_or_else(|e| panic!("running {clang}: {e}"));
-    assert!(
-        status.success(),
-        "{clang} failed to compile bpf/trellis.bpf.c"
-    );
+    for obj in OBJECTS {
+        let src = format!("bpf/{obj}.bpf.c");
+        let status = Command::new(&clang)
+            .args(["-g", "-O2", "-target", "bpf", "-Wall", "-Werror"])
+            .arg(format!("-I{arch_include}"))
+            .args(["-c", &src, "-o"])
+            .arg(out_dir.join(format!("{obj}.bpf.o")))
+            .status()
+            .unwrap_or_else(|e| panic!("running {clang}: {e}"));
+        assert!(status.success(), "{clang} failed to compile {src}");
+    }
 }

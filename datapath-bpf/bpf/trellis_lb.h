@@ -16,6 +16,12 @@
 /* SO_ORIGINAL_DST (linux/netfilter_ipv4.h) == IP6T_SO_ORIGINAL_DST */
 #define TRELLIS_SO_ORIGINAL_DST 80
 
+/* Maps are pinned by name; the test object (trellis_test.bpf.c) turns that
+ * off so that its maps never meet the real ones. */
+#ifndef TRELLIS_PIN
+#define TRELLIS_PIN LIBBPF_PIN_BY_NAME
+#endif
+
 /* Set on the (VIP, port 0) entry the loader adds for every VIP: a connect to
  * a port the service does not listen on fails at once instead of hanging. */
 #define TRELLIS_SVC_VIP_ONLY 1
@@ -25,7 +31,7 @@ struct {
 	__uint(max_entries, TRELLIS_MAX_SERVICES);
 	__type(key, struct trellis_svc_key);
 	__type(value, struct trellis_svc_value);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, TRELLIS_PIN);
 } trellis_svc SEC(".maps");
 
 struct {
@@ -33,7 +39,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct trellis_config);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, TRELLIS_PIN);
 } trellis_cfg SEC(".maps");
 
 /* socket cookie -> original destination, for getpeername and sockops. */
@@ -42,7 +48,7 @@ struct {
 	__uint(max_entries, TRELLIS_MAX_FLOWS);
 	__type(key, __u64);
 	__type(value, struct trellis_orig);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, TRELLIS_PIN);
 } trellis_cookie SEC(".maps");
 
 /* client (address, port) -> original destination, for SO_ORIGINAL_DST. */
@@ -51,7 +57,7 @@ struct {
 	__uint(max_entries, TRELLIS_MAX_FLOWS);
 	__type(key, struct trellis_peer);
 	__type(value, struct trellis_orig);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, TRELLIS_PIN);
 } trellis_peer_orig SEC(".maps");
 
 /* Per-service counters, indexed by trellis_svc_value.id. */
@@ -60,7 +66,7 @@ struct {
 	__uint(max_entries, TRELLIS_MAX_SERVICES);
 	__type(key, __u32);
 	__type(value, struct trellis_stats);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, TRELLIS_PIN);
 } trellis_stats SEC(".maps");
 
 /* Never read by the programs; it travels with the pins (see trellis.h). */
@@ -69,7 +75,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct trellis_meta);
-	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(pinning, TRELLIS_PIN);
 } trellis_meta SEC(".maps");
 
 struct trellis_sockaddr_in {

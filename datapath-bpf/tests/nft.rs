@@ -64,6 +64,13 @@ fn nftables_redirects_with_the_same_proxy_call() {
 
     let again = dp.reconcile(&services()).unwrap();
     assert_eq!((again.added, again.removed, again.unchanged), (0, 0, 2));
+
+    // The agent gone, the table stays and keeps redirecting.
+    drop(dp);
+    assert_eq!(
+        ns.client(VIP4, 80, None),
+        format!("peer={VIP4}:80 orig={VIP4}:80 said=hello")
+    );
 }
 
 #[test]

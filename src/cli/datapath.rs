@@ -14,9 +14,12 @@ pub enum Command {
     /// SO_ORIGINAL_DST is answered only while a process holding the datapath
     /// (the node agent) runs.
     Attach(AttachArgs),
-    /// Remove both datapaths: detach and unpin everything under --pin-dir,
-    /// and delete the nftables table and VIP-pool routes.
+    /// Remove a datapath: eBPF detaches and unpins everything under
+    /// --pin-dir; nftables deletes the table and the VIP-pool routes; auto
+    /// does both.
     Cleanup {
+        #[arg(long, value_enum, default_value_t = DatapathKind::Auto)]
+        datapath: DatapathKind,
         #[arg(long, default_value = "/sys/fs/bpf/trellis")]
         pin_dir: PathBuf,
         #[command(flatten)]
@@ -58,9 +61,10 @@ impl NftArgs {
 pub struct AttachArgs {
     #[arg(long, value_enum, default_value_t = DatapathKind::Auto)]
     datapath: DatapathKind,
-    /// cgroup v2 directory whose processes' connections are redirected (eBPF).
+    /// cgroup v2 directory whose processes' connections are redirected
+    /// (eBPF); default the unified hierarchy's root, mounted if absent.
     #[arg(long)]
-    cgroup: PathBuf,
+    cgroup: Option<PathBuf>,
     /// cgroup v2 directory of the proxy; defaults to --cgroup.
     #[arg(long)]
     proxy_cgroup: Option<PathBuf>,
@@ -85,10 +89,18 @@ pub struct AttachArgs {
 
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
-        Command::Cleanup { pin_dir, nft } => {
-            EbpfDatapath::cleanup(&pin_dir)?;
-            println!("detached and unpinned {}", pin_dir.display());
-            if trellis_datapath::probe_nftables().is_empty() {
+        Command::Cleanup {
+            datapath,
+            pin_dir,
+            nft,
+        } => {
+            if !matches!(datapath, DatapathKind::Nftables) {
+                EbpfDatapath::cleanup(&pin_dir)?;
+                println!("detached and unpinned {}", pin_dir.display());
+            }
+            if !matches!(datapath, DatapathKind::Ebpf)
+                && trellis_datapath::probe_nftables().is_empty()
+            {
                 NftDatapath::cleanup(&nft.options(0, 0))?;
                 println!("removed nftables table inet {}", nft.nft_table);
             }
@@ -114,9 +126,13 @@ fn attach(a: AttachArgs) -> Result<()> {
         .into_iter()
         .map(|(vip, ports)| ServiceEntry { vip, ports })
         .collect();
+    let cgroup = match a.cgroup {
+        Some(c) => c,
+        None => trellis_datapath::mounts::default_cgroup2()?,
+    };
     let opts = Options {
-        proxy_cgroup: a.proxy_cgroup.clone().unwrap_or_else(|| a.cgroup.clone()),
-        cgroup: a.cgroup,
+        proxy_cgroup: a.proxy_cgroup.clone().unwrap_or_else(|| cgroup.clone()),
+        cgroup,
         pin_dir: a.pin_dir,
         proxy_v4: a.proxy,
         proxy_v6: SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, a.proxy.port(), 0, 0),
