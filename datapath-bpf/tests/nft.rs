@@ -4,9 +4,9 @@
 
 mod common;
 
-use common::{Netns, PROXY_MARK, PROXY_PORT, VIP4, VIP6, output, root, sh, unique};
+use common::{Netns, PROXY_MARK, PROXY_PORT, VIP4, VIP6, output, root, services, sh, unique};
 use std::time::Duration;
-use trellis_datapath::{Choice, Datapath, NftDatapath, NftOptions, Options, ServiceEntry};
+use trellis_datapath::{Choice, Datapath, NftDatapath, NftOptions, Options};
 
 fn setup(test: &str) -> Option<(Netns, NftOptions)> {
     if !root(test) {
@@ -24,26 +24,13 @@ fn setup(test: &str) -> Option<(Netns, NftOptions)> {
     Some((ns, opts))
 }
 
-fn services() -> Vec<ServiceEntry> {
-    vec![
-        ServiceEntry {
-            vip: VIP4.parse().unwrap(),
-            ports: vec![80],
-        },
-        ServiceEntry {
-            vip: VIP6.parse().unwrap(),
-            ports: vec![8080],
-        },
-    ]
-}
-
 #[test]
 fn nftables_redirects_with_the_same_proxy_call() {
     let Some((ns, opts)) = setup("nftables_redirects_with_the_same_proxy_call") else {
         return;
     };
     let mut dp = NftDatapath::attach(&opts).unwrap();
-    assert_eq!(dp.reconcile(&services()).unwrap().added, 2);
+    assert_eq!(dp.reconcile(&services()).unwrap().added, 3);
 
     assert_eq!(
         ns.client(VIP4, 80, None),
@@ -63,7 +50,7 @@ fn nftables_redirects_with_the_same_proxy_call() {
     );
 
     let again = dp.reconcile(&services()).unwrap();
-    assert_eq!((again.added, again.removed, again.unchanged), (0, 0, 2));
+    assert_eq!((again.added, again.removed, again.unchanged), (0, 0, 3));
 
     // The agent gone, the table stays and keeps redirecting.
     drop(dp);
@@ -83,7 +70,7 @@ fn nftables_removal_spares_established_connections_and_cleanup_removes_the_table
     dp.reconcile(&services()).unwrap();
     let established = ns.spawn_client(VIP4, 80, None, 1.5, 0);
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(dp.reconcile(&[]).unwrap().removed, 2);
+    assert_eq!(dp.reconcile(&[]).unwrap().removed, 3);
     assert_eq!(ns.client(VIP4, 80, None), "error=ECONNREFUSED");
     assert_eq!(
         output(established),

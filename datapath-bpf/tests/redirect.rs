@@ -5,10 +5,10 @@
 
 mod common;
 
-use common::{Netns, PROXY_MARK, PROXY_PORT, VIP4, VIP6, must, output, root, sh, unique};
+use common::{Netns, PROXY_MARK, PROXY_PORT, VIP4, VIP6, must, output, root, services, sh, unique};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use trellis_datapath::{Datapath, EbpfDatapath, Options, ServiceEntry};
+use trellis_datapath::{Datapath, EbpfDatapath, Options};
 
 /// The namespace plus the cgroups and pins of one test, removed on drop.
 struct Env {
@@ -78,19 +78,6 @@ impl Drop for Env {
         }
         let _ = sh(&format!("umount {}", self.cg_mount.display()));
     }
-}
-
-fn services() -> Vec<ServiceEntry> {
-    vec![
-        ServiceEntry {
-            vip: VIP4.parse().unwrap(),
-            ports: vec![80],
-        },
-        ServiceEntry {
-            vip: VIP6.parse().unwrap(),
-            ports: vec![80, 8080],
-        },
-    ]
 }
 
 fn bpftool_cgroup(cg: &Path) -> String {

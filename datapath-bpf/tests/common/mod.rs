@@ -62,6 +62,22 @@ s.sendall(b'hello\n')
 print('peer=%s:%d %s' % (peer[0], peer[1], s.makefile().readline().strip()))
 "#;
 
+/// The services both datapaths are tested with: 5 map entries for eBPF
+/// (a VIP entry per VIP, plus one per port), 3 set elements for nftables.
+pub fn services() -> Vec<trellis_datapath::ServiceEntry> {
+    use trellis_datapath::ServiceEntry;
+    vec![
+        ServiceEntry {
+            vip: VIP4.parse().unwrap(),
+            ports: vec![80],
+        },
+        ServiceEntry {
+            vip: VIP6.parse().unwrap(),
+            ports: vec![80, 8080],
+        },
+    ]
+}
+
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").args(["-c", cmd]).output().expect("sh")
 }
