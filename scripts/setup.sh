@@ -16,6 +16,8 @@ command -v clang-19 >/dev/null 2>&1 || command -v "${CLANG:-clang-19}" >/dev/nul
 command -v bpftool >/dev/null 2>&1 || need+=(bpftool)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v nft >/dev/null 2>&1 || need+=(nftables)
+# DNS tests query with the real dig.
+command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -35,6 +35,8 @@ enum Command {
     Get(cli::resources::GetArgs),
     /// Delete one resource (refused while others reference it).
     Delete(cli::resources::DeleteArgs),
+    /// Run the authoritative DNS server for one or more networks.
+    Dns(cli::dns::Args),
     /// Attach or remove the eBPF datapath by hand.
     #[command(subcommand)]
     Datapath(cli::datapath::Command),
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Get(args) => cli::resources::get(args).await,
             Command::Delete(args) => cli::resources::delete(args).await,
             Command::Datapath(cmd) => cli::datapath::run(cmd),
+            Command::Dns(args) => cli::dns::run(args).await,
         }
     });
     match result {

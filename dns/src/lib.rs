@@ -1,6 +1,14 @@
 //! The Trellis authoritative DNS server: answers service names with their
 //! VIPs, to each network only the services it may see, from snapshots the
 //! control plane compiles, swapped in whole as they change.
+//!
+//! `view` holds the answer rules (a pure function of a snapshot and a
+//! question), `handler` picks the asking network, `server` runs UDP and TCP,
+//! `feed` follows the control plane.
 #![forbid(unsafe_code)]
 
+pub mod feed;
+pub mod handler;
+pub mod metrics;
+pub mod server;
 pub mod view;

@@ -92,7 +92,8 @@ pub async fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown() {
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

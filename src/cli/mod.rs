@@ -2,9 +2,24 @@
 
 pub mod control_plane;
 pub mod datapath;
+pub mod dns;
 pub mod resources;
 
+use anyhow::Context;
+use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The API token: from `--token-file`, else `TRELLIS_TOKEN`, else none.
+pub fn read_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
+    if let Some(file) = file {
+        let t = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the token file {}", file.display()))?;
+        return Ok(Some(t.trim().to_string()));
+    }
+    Ok(std::env::var("TRELLIS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty()))
+}
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum LogFormat {
@@ -14,7 +29,13 @@ pub enum LogFormat {
 
 /// Logs go to stderr, so that command output on stdout stays machine-readable.
 pub fn init_logging(filter: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+    // hickory logs every query at info; our own per-query line is at debug.
+    let filter = if filter.contains("hickory") {
+        filter.to_string()
+    } else {
+        format!("{filter},hickory_server=warn")
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

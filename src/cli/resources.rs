@@ -1,6 +1,6 @@
 //! `trellis apply | diff | get | delete`: the operator's side of the API.
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,16 +25,7 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     fn client(&self) -> Result<Client> {
-        let token = match (&self.token_file, std::env::var("TRELLIS_TOKEN")) {
-            (Some(file), _) => Some(
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("reading the token file {}", file.display()))?
-                    .trim()
-                    .to_string(),
-            ),
-            (None, Ok(t)) if !t.is_empty() => Some(t),
-            _ => None,
-        };
+        let token = super::read_token(self.token_file.as_deref())?;
         Ok(Client::new(
             &self.server,
             token,

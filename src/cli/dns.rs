@@ -1,0 +1,120 @@
+//! `trellis dns`: the authoritative DNS server on its own.
+
+use anyhow::{Context, Result, anyhow};
+use ipnet::IpNet;
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use trellis_api::client::Client;
+use trellis_dns::handler::{Networks, Views};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Address to answer on (UDP and TCP). `ADDR=NETWORK` answers queries
+    /// received there as NETWORK. Repeatable.
+    #[arg(long, required = true)]
+    listen: Vec<String>,
+    /// The network queries are answered as, unless --listen or --source says otherwise.
+    #[arg(long)]
+    network: Option<String>,
+    /// `CIDR=NETWORK`: queries from this source prefix are answered as
+    /// NETWORK (the longest prefix wins). Repeatable.
+    #[arg(long = "source")]
+    sources: Vec<String>,
+    /// Control plane URL.
+    #[arg(long, env = "TRELLIS_SERVER", default_value = "http://127.0.0.1:7070")]
+    control_plane: String,
+    /// File holding the API token (or TRELLIS_TOKEN).
+    #[arg(long, env = "TRELLIS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Where the last snapshot of each network is kept, so that a restart
+    /// with the control plane down serves it.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// TTL of answers, and of negative answers (SOA minimum), in seconds.
+    #[arg(long, default_value_t = 30)]
+    ttl: u32,
+}
+
+fn split(s: &str) -> (&str, Option<&str>) {
+    match s.split_once('=') {
+        Some((a, n)) => (a, Some(n)),
+        None => (s, None),
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let mut sources = Vec::new();
+    for s in &args.sources {
+        let (cidr, net) = split(s);
+        let net = net.ok_or_else(|| anyhow!("--source {s:?}: expected CIDR=NETWORK"))?;
+        let cidr: IpNet = cidr.parse().with_context(|| format!("--source {s:?}"))?;
+        sources.push((cidr, net.to_string()));
+    }
+    let mut listeners = Vec::new();
+    for l in &args.listen {
+        let (addr, net) = split(l);
+        let addr: SocketAddr = addr
+            .parse()
+            .with_context(|| format!("--listen {l:?}: expected ADDR:PORT[=NETWORK]"))?;
+        let net = net.map(str::to_string).or_else(|| args.network.clone());
+        listeners.push((addr, net));
+    }
+    let networks: BTreeSet<String> = listeners
+        .iter()
+        .filter_map(|(_, n)| n.clone())
+        .chain(sources.iter().map(|(_, n)| n.clone()))
+        .collect();
+    if networks.is_empty() {
+        return Err(anyhow!(
+            "no network to answer as: pass --network, --listen ADDR=NETWORK or --source CIDR=NETWORK"
+        ));
+    }
+    if let Some(dir) = &args.data_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let token = super::read_token(args.token_file.as_deref())?;
+    let client = Client::new(&args.control_plane, token, Duration::from_secs(10))?;
+    let (tx, rx) = watch::channel(Arc::new(Views::new()));
+    let follow = trellis_dns::feed::follow(
+        client,
+        networks.into_iter().collect(),
+        args.data_dir,
+        args.ttl,
+        tx,
+    );
+    tokio::spawn(follow);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut servers = tokio::task::JoinSet::new();
+    for (addr, network) in listeners {
+        let (udp, tcp) = trellis_dns::server::bind(addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
+        let bound = udp.local_addr()?;
+        tracing::info!(%bound, network = network.as_deref().unwrap_or("-"), "DNS listening (UDP and TCP)");
+        // Scripts and tests started with port 0 learn the port from this line.
+        println!("trellis dns listening on {bound}");
+        let networks = Networks {
+            listener: network,
+            sources: sources.clone(),
+        };
+        let mut stop = stop_rx.clone();
+        servers.spawn(trellis_dns::server::serve(
+            udp,
+            tcp,
+            rx.clone(),
+            networks,
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
+    }
+    super::control_plane::shutdown().await;
+    let _ = stop_tx.send(true);
+    while servers.join_next().await.is_some() {}
+    Ok(())
+}
