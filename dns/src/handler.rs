@@ -116,7 +116,7 @@ impl RequestHandler for Handler {
         crate::metrics::record(network.unwrap_or("-"), qtype, meta.response_code);
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let msg = builder.build(
-            meta.clone(),
+            meta,
             answers,
             Vec::<&Record>::new(),
             soa,
