@@ -1,0 +1,344 @@
+//! `trellis dns` as a real process, fed by a real control plane, queried
+//! with the real `dig` over UDP and TCP.
+
+mod common;
+
+use common::{BIN, ControlPlane, trellis};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const SAMPLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/samples/path-and-header-routing.yaml"
+);
+
+/// A `trellis dns` process, killed on drop.
+struct Dns {
+    child: Child,
+    addrs: Vec<String>,
+    data_dir: tempfile::TempDir,
+}
+
+impl Dns {
+    fn start(cp: &ControlPlane, args: &[&str], data_dir: Option<tempfile::TempDir>) -> Dns {
+        let data_dir = data_dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let mut child = Command::new(BIN)
+            .arg("dns")
+            .args(args)
+            .args(["--control-plane", &cp.url, "--data-dir"])
+            .arg(data_dir.path())
+            .env("TRELLIS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn trellis dns");
+        let listeners = args.iter().filter(|a| **a == "--listen").count();
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let mut addrs = Vec::new();
+        for _ in 0..listeners {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            let addr = line
+                .trim()
+                .strip_prefix("trellis dns listening on ")
+                .expect("listening line");
+            addrs.push(addr.to_string());
+        }
+        Dns {
+            child,
+            addrs,
+            data_dir,
+        }
+    }
+
+    fn stop(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What dig saw: status, flags, and the answer and authority sections.
+#[derive(Debug)]
+struct Reply {
+    status: String,
+    flags: String,
+    answer: Vec<String>,
+    authority: Vec<String>,
+}
+
+fn dig(addr: &str, args: &[&str]) -> Reply {
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let out = Command::new("dig")
+        .args([
+            &format!("@{host}"),
+            "-p",
+            port,
+            "+tries=1",
+            "+time=2",
+            "+norecurse",
+        ])
+        .args(args)
+        .output()
+        .expect("dig is needed (bind9-dnsutils; scripts/setup.sh installs it)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut reply = Reply {
+        status: String::new(),
+        flags: String::new(),
+        answer: vec![],
+        authority: vec![],
+    };
+    let mut section = "";
+    for line in text.lines() {
+        if let Some(rest) = line.split("status: ").nth(1) {
+            reply.status = rest.split(',').next().unwrap_or_default().to_string();
+        } else if let Some(rest) = line.strip_prefix(";; flags: ") {
+            reply.flags = rest.split(';').next().unwrap_or_default().to_string();
+        } else if line.starts_with(";; ANSWER SECTION") {
+            section = "answer";
+        } else if line.starts_with(";; AUTHORITY SECTION") {
+            section = "authority";
+        } else if line.starts_with(";;") || line.is_empty() {
+            section = if line.is_empty() { "" } else { section };
+        } else if !line.starts_with(';') {
+            let rr = line.split_whitespace().collect::<Vec<_>>().join(" ");
+            match section {
+                "answer" => reply.answer.push(rr),
+                "authority" => reply.authority.push(rr),
+                _ => {}
+            }
+        }
+    }
+    assert!(!reply.status.is_empty(), "no answer from {addr}: {text}");
+    reply
+}
+
+#[test]
+fn answers_over_udp_and_tcp() {
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let dns = Dns::start(&cp, &["--listen", "127.0.0.1:0", "--network", "east"], None);
+    let at = &dns.addrs[0];
+    wait_for(at, "catalog.trellis.internal", "NOERROR");
+
+    for transport in ["+notcp", "+tcp"] {
+        let r = dig(at, &[transport, "catalog.trellis.internal", "A"]);
+        assert_eq!(r.status, "NOERROR", "{transport}");
+        assert!(r.flags.contains("aa"), "authoritative: {r:?}");
+        assert_eq!(
+            r.answer,
+            ["catalog.trellis.internal. 30 IN A 169.254.171.1"],
+            "{transport}"
+        );
+
+        let r = dig(at, &[transport, "catalog.trellis.internal", "AAAA"]);
+        assert_eq!(
+            r.answer,
+            ["catalog.trellis.internal. 30 IN AAAA fd00:7472:6c73::1"]
+        );
+    }
+    // Case-insensitive (answered with the name as declared, as hickory's
+    // own store does); the custom domain name is answered too.
+    let r = dig(at, &["CaTaLoG.ExAmPlE.CoM", "A"]);
+    assert_eq!(r.answer, ["catalog.example.com. 30 IN A 169.254.171.1"]);
+    // Apex: SOA and NS.
+    let r = dig(at, &["trellis.internal", "SOA"]);
+    assert_eq!(r.answer.len(), 1);
+    assert!(
+        r.answer[0].contains("SOA ns.trellis.internal. hostmaster.trellis.internal."),
+        "{r:?}"
+    );
+    let r = dig(at, &["trellis.internal", "NS"]);
+    assert_eq!(
+        r.answer,
+        ["trellis.internal. 30 IN NS ns.trellis.internal."]
+    );
+    // No such name: NXDOMAIN with the SOA for negative caching.
+    let r = dig(at, &["nope.trellis.internal", "A"]);
+    assert_eq!(r.status, "NXDOMAIN");
+    assert!(
+        r.flags.contains("aa") && r.authority[0].contains(" SOA "),
+        "{r:?}"
+    );
+    // The name exists, not with that type: NODATA with the SOA.
+    let r = dig(at, &["catalog.trellis.internal", "MX"]);
+    assert_eq!((r.status.as_str(), r.answer.len()), ("NOERROR", 0));
+    assert!(r.authority[0].contains(" SOA "), "{r:?}");
+    // Outside every zone: REFUSED.
+    assert_eq!(dig(at, &["example.org", "A"]).status, "REFUSED");
+    // Without EDNS too.
+    assert_eq!(
+        dig(at, &["+noedns", "catalog.trellis.internal", "A"])
+            .answer
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn a_service_exists_only_for_networks_that_may_see_it() {
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let west =
+        "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: west}\nspec: {}\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("west.yaml"), west).unwrap();
+    assert!(
+        trellis(
+            &cp,
+            &[
+                "apply",
+                "-f",
+                dir.path().join("west.yaml").to_str().unwrap()
+            ]
+        )
+        .status
+        .success()
+    );
+    // One server, answering as east on one address and as west on another.
+    let dns = Dns::start(
+        &cp,
+        &[
+            "--listen",
+            "127.0.0.1:0=east",
+            "--listen",
+            "127.0.0.2:0=west",
+        ],
+        None,
+    );
+    let (east, west) = (&dns.addrs[0], &dns.addrs[1]);
+    wait_for(east, "catalog.trellis.internal", "NOERROR");
+    wait_for(west, "catalog.trellis.internal", "NXDOMAIN");
+    let r = dig(west, &["catalog.trellis.internal", "A"]);
+    // Exactly as for a name never declared: NXDOMAIN with the zone's SOA.
+    assert_eq!(r.status, "NXDOMAIN");
+    assert!(r.authority[0].contains(" SOA "), "{r:?}");
+    // Its custom domain is not a zone of west's at all, like any undeclared domain.
+    assert_eq!(dig(west, &["catalog.example.com", "A"]).status, "REFUSED");
+    assert_eq!(dig(east, &["catalog.example.com", "A"]).status, "NOERROR");
+}
+
+/// Polls until `name` gets `status`, for at most 5 s; returns how long it took.
+fn wait_for(at: &str, name: &str, status: &str) -> Duration {
+    let t = Instant::now();
+    loop {
+        if dig(at, &[name, "A"]).status == status {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{name} never became {status}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn applies_and_deletes_show_within_a_second_and_the_last_snapshot_survives() {
+    let mut cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let dns = Dns::start(&cp, &["--listen", "127.0.0.1:0", "--network", "east"], None);
+    let at = dns.addrs[0].clone();
+    wait_for(&at, "catalog.trellis.internal", "NOERROR");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("orders.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: orders}\n\
+         spec: {serviceNetworks: [shop], listeners: [{name: web, protocol: HTTP, \
+         defaultAction: {fixedResponse: {statusCode: 404}}}]}\n",
+    )
+    .unwrap();
+    assert!(
+        trellis(&cp, &["apply", "-f", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let appeared = wait_for(&at, "orders.trellis.internal", "NOERROR");
+    assert!(
+        appeared < Duration::from_secs(1),
+        "resolved after {appeared:?}"
+    );
+    assert!(trellis(&cp, &["delete", "svc", "orders"]).status.success());
+    let gone = wait_for(&at, "orders.trellis.internal", "NXDOMAIN");
+    assert!(gone < Duration::from_secs(1), "NXDOMAIN after {gone:?}");
+
+    // Control plane down: the last snapshot keeps being served...
+    cp.kill9();
+    assert_eq!(dig(&at, &["catalog.trellis.internal", "A"]).answer.len(), 1);
+    // ...and after a restart of the DNS server too, from the persisted copy.
+    let data_dir = dns.stop();
+    let dns = Dns::start(
+        &cp,
+        &["--listen", "127.0.0.1:0", "--network", "east"],
+        Some(data_dir),
+    );
+    let r = dig(&dns.addrs[0], &["catalog.trellis.internal", "A"]);
+    assert_eq!(
+        r.answer,
+        ["catalog.trellis.internal. 30 IN A 169.254.171.1"]
+    );
+}
+
+#[test]
+fn malformed_packets_never_stop_the_server() {
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let dns = Dns::start(&cp, &["--listen", "127.0.0.1:0", "--network", "east"], None);
+    let at = dns.addrs[0].clone();
+    wait_for(&at, "catalog.trellis.internal", "NOERROR");
+
+    // A valid query for catalog.trellis.internal A, then 3,000 variants:
+    // random bytes, truncations and single-byte mutations (fixed seed).
+    let mut query = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in ["catalog", "trellis", "internal"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label.as_bytes());
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&query, &at).unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("an answer to the valid query");
+    assert!(n > query.len() && buf[..2] == query[..2]);
+
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..3000 {
+        let packet: Vec<u8> = match i % 3 {
+            0 => (0..(next() % 600) as usize).map(|_| next() as u8).collect(),
+            1 => query[..(next() as usize % query.len())].to_vec(),
+            _ => {
+                let mut p = query.clone();
+                let at = next() as usize % p.len();
+                p[at] = next() as u8;
+                p
+            }
+        };
+        sock.send_to(&packet, &at).unwrap();
+    }
+    // Still answering, over UDP and TCP.
+    assert_eq!(dig(&at, &["catalog.trellis.internal", "A"]).answer.len(), 1);
+    assert_eq!(
+        dig(&at, &["+tcp", "catalog.trellis.internal", "A"])
+            .answer
+            .len(),
+        1
+    );
+}
