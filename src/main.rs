@@ -19,6 +19,9 @@ struct Cli {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = cli::LogFormat::Text)]
     log_format: cli::LogFormat,
+    /// Runtime worker threads (default: one per CPU).
+    #[arg(long, global = true, env = "TRELLIS_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }

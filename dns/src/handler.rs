@@ -113,7 +113,7 @@ impl RequestHandler for Handler {
             rcode = %meta.response_code,
             "query"
         );
-        crate::metrics::record(network.unwrap_or("-"), qtype, meta.response_code);
+        crate::metrics::record(network, qtype, meta.response_code);
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let msg = builder.build(
             meta,

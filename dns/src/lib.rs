@@ -3,7 +3,7 @@
 //! control plane compiles, swapped in whole as they change.
 //!
 //! `view` holds the answer rules (a pure function of a snapshot and a
-//! question), `handler` picks the asking network, `server` runs UDP and TCP,
+//! question), `handler` picks the asking network, `server` runs UDP (`udp`, an inline loop) and TCP (hickory),
 //! `feed` follows the control plane.
 #![forbid(unsafe_code)]
 
@@ -11,4 +11,5 @@ pub mod feed;
 pub mod handler;
 pub mod metrics;
 pub mod server;
+mod udp;
 pub mod view;

@@ -1,34 +1,101 @@
 //! Query counters by network, query type and response code, rendered in the
-//! Prometheus text format.
+//! Prometheus text format. Counting is a relaxed atomic add into a fixed
+//! table: nothing is allocated or locked on the query path.
 
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-type Key = (String, String, String);
+const TYPES: [&str; 7] = ["A", "AAAA", "SOA", "NS", "ANY", "other", "-"];
+const RCODES: [&str; 7] = [
+    "NOERROR", "NXDOMAIN", "REFUSED", "FORMERR", "NOTIMP", "SERVFAIL", "other",
+];
 
-static QUERIES: Mutex<BTreeMap<Key, u64>> = Mutex::new(BTreeMap::new());
+struct Table {
+    networks: Vec<String>,
+    /// networks (+1 for "-") x TYPES x RCODES
+    counts: Vec<AtomicU64>,
+    malformed: AtomicU64,
+}
 
-/// Counts one answered query. Networks and types are bounded sets (the
-/// configured networks, "-", and record types), so the map stays small.
-pub fn record(network: &str, qtype: Option<RecordType>, rcode: ResponseCode) {
-    let qtype = qtype.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
-    let key = (network.to_string(), qtype, rcode.to_str().to_string());
-    let mut q = QUERIES.lock().unwrap_or_else(|e| e.into_inner());
-    *q.entry(key).or_default() += 1;
+static TABLE: OnceLock<Table> = OnceLock::new();
+
+/// Sets the networks counted by name; others count as "-". Call once at start.
+pub fn init(networks: &[String]) {
+    let mut networks = networks.to_vec();
+    networks.push("-".into());
+    let n = networks.len() * TYPES.len() * RCODES.len();
+    let _ = TABLE.set(Table {
+        networks,
+        counts: (0..n).map(|_| AtomicU64::new(0)).collect(),
+        malformed: AtomicU64::new(0),
+    });
+}
+
+fn type_index(t: Option<RecordType>) -> usize {
+    match t {
+        Some(RecordType::A) => 0,
+        Some(RecordType::AAAA) => 1,
+        Some(RecordType::SOA) => 2,
+        Some(RecordType::NS) => 3,
+        Some(RecordType::ANY) => 4,
+        Some(_) => 5,
+        None => 6,
+    }
+}
+
+fn rcode_index(r: ResponseCode) -> usize {
+    match r {
+        ResponseCode::NoError => 0,
+        ResponseCode::NXDomain => 1,
+        ResponseCode::Refused => 2,
+        ResponseCode::FormErr => 3,
+        ResponseCode::NotImp => 4,
+        ResponseCode::ServFail => 5,
+        _ => 6,
+    }
+}
+
+pub fn record(network: Option<&str>, qtype: Option<RecordType>, rcode: ResponseCode) {
+    let Some(t) = TABLE.get() else { return };
+    let last = t.networks.len() - 1;
+    let n = network
+        .and_then(|n| t.networks[..last].iter().position(|x| x == n))
+        .unwrap_or(last);
+    let i = (n * TYPES.len() + type_index(qtype)) * RCODES.len() + rcode_index(rcode);
+    t.counts[i].fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn malformed() {
+    if let Some(t) = TABLE.get() {
+        t.malformed.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub fn render() -> String {
-    let q = QUERIES.lock().unwrap_or_else(|e| e.into_inner());
     let mut out = String::from(
         "# HELP trellis_dns_queries_total DNS queries answered, by network, type and response code.\n\
          # TYPE trellis_dns_queries_total counter\n",
     );
-    for ((network, qtype, rcode), n) in q.iter() {
-        out.push_str(&format!(
-            "trellis_dns_queries_total{{network=\"{network}\",type=\"{qtype}\",rcode=\"{rcode}\"}} {n}\n"
-        ));
+    let Some(t) = TABLE.get() else { return out };
+    for (ni, network) in t.networks.iter().enumerate() {
+        for (ti, qtype) in TYPES.iter().enumerate() {
+            for (ri, rcode) in RCODES.iter().enumerate() {
+                let v =
+                    t.counts[(ni * TYPES.len() + ti) * RCODES.len() + ri].load(Ordering::Relaxed);
+                if v > 0 {
+                    out.push_str(&format!(
+                        "trellis_dns_queries_total{{network=\"{network}\",type=\"{qtype}\",rcode=\"{rcode}\"}} {v}\n"
+                    ));
+                }
+            }
+        }
     }
+    out.push_str(&format!(
+        "# HELP trellis_dns_malformed_total Datagrams dropped because they did not decode.\n\
+         # TYPE trellis_dns_malformed_total counter\ntrellis_dns_malformed_total {}\n",
+        t.malformed.load(Ordering::Relaxed)
+    ));
     out
 }

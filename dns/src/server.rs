@@ -27,18 +27,26 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }
 
-/// Serves one listener until `shutdown` resolves.
+/// Serves one listener until `shutdown` resolves: UDP on `udp_loops`
+/// inline loops sharing the socket, TCP on hickory's server.
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     views: watch::Receiver<Arc<Views>>,
     networks: Networks,
+    udp_loops: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let mut server = Server::new(Handler::new(views, networks));
-    server.register_socket(udp);
+    let handler = Handler::new(views, networks);
+    let udp = Arc::new(udp);
+    let mut loops = tokio::task::JoinSet::new();
+    for _ in 0..udp_loops.max(1) {
+        loops.spawn(crate::udp::serve(udp.clone(), handler.clone()));
+    }
+    let mut server = Server::new(handler);
     server.register_listener(tcp, TCP_TIMEOUT, 64);
     shutdown.await;
+    loops.abort_all();
     if let Err(e) = server.shutdown_gracefully().await {
         tracing::warn!(error = %e, "DNS server did not stop cleanly");
     }

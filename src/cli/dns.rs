@@ -78,15 +78,13 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let token = super::read_token(args.token_file.as_deref())?;
     let client = Client::new(&args.control_plane, token, Duration::from_secs(10))?;
+    let followed: Vec<String> = networks.iter().cloned().collect();
+    trellis_dns::metrics::init(&followed);
     let (tx, rx) = watch::channel(Arc::new(Views::new()));
-    let follow = trellis_dns::feed::follow(
-        client,
-        networks.into_iter().collect(),
-        args.data_dir,
-        args.ttl,
-        tx,
-    );
+    let follow = trellis_dns::feed::follow(client, followed, args.data_dir, args.ttl, tx);
     tokio::spawn(follow);
+    // One UDP loop per runtime worker thread.
+    let udp_loops = tokio::runtime::Handle::current().metrics().num_workers();
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -108,6 +106,7 @@ pub async fn run(args: Args) -> Result<()> {
             tcp,
             rx.clone(),
             networks,
+            udp_loops,
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },

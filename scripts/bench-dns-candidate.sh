@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Candidate for ../shared/bench/dns.sh: the real path, not a zone file. Starts
+# a control plane, applies BENCH_RECORDS services svc-1..svc-N (their VIPs come
+# out in the harness's formula because allocation is sequential; N <= 250 keeps
+# them in one /24), then runs `trellis dns` on BENCH_LISTEN answering as that
+# network. The harness kills the whole process group at the end.
+set -euo pipefail
+bin=${TRELLIS_BIN:-$(dirname "$0")/../target/release/trellis}
+n=${BENCH_RECORDS:?}
+[ "$n" -le 250 ] || { echo "bench-dns-candidate: at most 250 records (one /24 of VIPs)" >&2; exit 1; }
+work=$(mktemp -d /tmp/trellis-dns-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+"$bin" control-plane --data-dir "$work/cp" --listen 127.0.0.1:0 >"$work/cp.out" 2>"$work/cp.log" &
+for _ in $(seq 100); do grep -q listening "$work/cp.out" 2>/dev/null && break; sleep 0.1; done
+export TRELLIS_SERVER=$(sed -n 's/.*listening on //p' "$work/cp.out")
+{
+  printf 'apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: bench}\nspec: {}\n---\n'
+  printf 'apiVersion: trellis.dev/v1alpha1\nkind: ServiceNetwork\nmetadata: {name: bench}\nspec: {networks: [bench]}\n'
+  for i in $(seq "$n"); do
+    printf -- '---\napiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {name: svc-%d}\nspec: {serviceNetworks: [bench]}\n' "$i"
+  done
+} >"$work/services.yaml"
+"$bin" apply -f "$work/services.yaml" >/dev/null
+# One worker thread: the same core budget as NSD's server-count 1.
+exec "$bin" --log warn --worker-threads 1 dns --listen "${BENCH_LISTEN:?}" --network bench
