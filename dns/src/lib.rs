@@ -3,7 +3,7 @@
 //! control plane compiles, swapped in whole as they change.
 //!
 //! `view` holds the answer rules (a pure function of a snapshot and a
-//! question), `handler` picks the asking network, `server` runs UDP (`udp`, an inline loop) and TCP (hickory),
+//! question), `handler` picks the asking network, `server` runs UDP (`udp`, batched with recvmmsg/sendmmsg) and TCP (hickory),
 //! `feed` follows the control plane.
 #![forbid(unsafe_code)]
 

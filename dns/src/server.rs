@@ -4,6 +4,7 @@ use crate::handler::{Handler, Networks, Views};
 use hickory_server::Server;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
@@ -27,26 +28,34 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }
 
-/// Serves one listener until `shutdown` resolves: UDP on `udp_loops`
-/// inline loops sharing the socket, TCP on hickory's server.
+/// Serves one listener until `shutdown` resolves: UDP on `udp_threads`
+/// batching threads sharing the socket, TCP on hickory's server.
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     views: watch::Receiver<Arc<Views>>,
     networks: Networks,
-    udp_loops: usize,
+    udp_threads: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let handler = Handler::new(views, networks);
-    let udp = Arc::new(udp);
-    let mut loops = tokio::task::JoinSet::new();
-    for _ in 0..udp_loops.max(1) {
-        loops.spawn(crate::udp::serve(udp.clone(), handler.clone()));
-    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = match udp
+        .into_std()
+        .and_then(|u| crate::udp::spawn(u, handler.clone(), udp_threads, stop.clone()))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the UDP threads");
+            Vec::new()
+        }
+    };
     let mut server = Server::new(handler);
     server.register_listener(tcp, TCP_TIMEOUT, 64);
     shutdown.await;
-    loops.abort_all();
+    stop.store(true, Ordering::Relaxed);
+    let _ =
+        tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
     if let Err(e) = server.shutdown_gracefully().await {
         tracing::warn!(error = %e, "DNS server did not stop cleanly");
     }

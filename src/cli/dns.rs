@@ -83,7 +83,7 @@ pub async fn run(args: Args) -> Result<()> {
     let (tx, rx) = watch::channel(Arc::new(Views::new()));
     let follow = trellis_dns::feed::follow(client, followed, args.data_dir, args.ttl, tx);
     tokio::spawn(follow);
-    // One UDP loop per runtime worker thread.
+    // One UDP thread per runtime worker thread.
     let udp_loops = tokio::runtime::Handle::current().metrics().num_workers();
 
     let (stop_tx, stop_rx) = watch::channel(false);
