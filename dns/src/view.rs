@@ -117,6 +117,18 @@ impl View {
     }
 
     pub fn lookup(&self, qname: &LowerName, qtype: RecordType) -> Answer<'_> {
+        // The common case, a service name's A or AAAA: one hash lookup, no
+        // walk up the labels to find the zone.
+        if let Some(names) = self.names.get(qname) {
+            let records: &[Record] = match qtype {
+                RecordType::A => &names.a,
+                RecordType::AAAA => &names.aaaa,
+                _ => &[],
+            };
+            if !records.is_empty() {
+                return Answer::Records(records.iter().collect());
+            }
+        }
         let Some((apex, zone)) = self.zone_of(qname) else {
             return Answer::Refused;
         };
