@@ -197,3 +197,101 @@ fn run(socket: &UdpSocket, handler: &Handler, stop: &AtomicBool) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Networks, Views};
+    use crate::view::View;
+    use hickory_server::proto::op::Message;
+    use proptest::prelude::*;
+    use tokio::sync::watch;
+    use trellis_api::resource::AuthType;
+    use trellis_api::snapshot::{ServiceView, Snapshot};
+
+    fn handler() -> Handler {
+        let snap = Snapshot {
+            network: "east".into(),
+            revision: 1,
+            region: "us-east-1".into(),
+            dns_zone: "trellis.internal".into(),
+            services: vec![ServiceView {
+                name: "checkout".into(),
+                vip: "169.254.171.1".parse().unwrap(),
+                vip_v6: "fd00::1".parse().unwrap(),
+                dns_names: vec!["checkout.trellis.internal".into()],
+                via: vec![],
+                auth_type: AuthType::None,
+                auth_policy: None,
+                listeners: vec![],
+            }],
+            service_networks: vec![],
+            target_groups: vec![],
+            gateways: Default::default(),
+        };
+        let mut views = Views::new();
+        views.insert("east".into(), Arc::new(View::build(&snap, 30)));
+        let (_tx, rx) = watch::channel(Arc::new(views));
+        Handler::new(
+            rx,
+            Networks {
+                listener: Some("east".into()),
+                sources: vec![],
+            },
+        )
+    }
+
+    /// A valid query for checkout.trellis.internal A, to mutate.
+    fn query() -> Vec<u8> {
+        let mut q = vec![0xbe, 0xef, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+        for label in ["checkout", "trellis", "internal"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q
+    }
+
+    fn check(h: &Handler, bytes: &[u8]) -> Result<(), TestCaseError> {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
+        if let Some(answer) = answer(h, bytes, src, &out) {
+            Message::from_vec(&answer)
+                .map_err(|e| TestCaseError::fail(format!("undecodable answer: {e}")))?;
+            prop_assert_eq!(
+                &answer[..2],
+                &bytes[..2],
+                "the answer carries the query's ID"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn the_valid_query_is_answered() {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let answer = answer(&handler(), &query(), "127.0.0.1:1".parse().unwrap(), &out).unwrap();
+        let msg = Message::from_vec(&answer).unwrap();
+        assert_eq!(msg.answers.len(), 1);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Arbitrary bytes never panic, and whatever is answered decodes.
+        #[test]
+        fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            check(&handler(), &bytes)?;
+        }
+
+        /// Single-byte mutations and truncations of a valid query.
+        #[test]
+        fn mutated_queries(at in 0usize..34, value in any::<u8>(), cut in 0usize..40) {
+            let mut q = query();
+            let n = q.len();
+            q[at % n] = value;
+            q.truncate(cut.max(1).min(q.len()));
+            check(&handler(), &q)?;
+        }
+    }
+}
