@@ -44,11 +44,9 @@ spec:
 PY
 echo "generated $(grep -c '^kind:' "$work/big.yaml") documents, $(du -h "$work/big.yaml" | cut -f1)" >&2
 
-"$bin" control-plane --data-dir "$work/data" --listen 127.0.0.1:0 --vip-pool-v4 169.254.128.0/17 \
-  >"$work/stdout" 2>"$work/log" &
-pid=$!
-for _ in $(seq 100); do grep -q listening "$work/stdout" 2>/dev/null && break; sleep 0.1; done
-export TRELLIS_SERVER=$(sed -n 's/.*listening on //p' "$work/stdout")
+source scripts/lib.sh
+start_control_plane "$work" --vip-pool-v4 169.254.128.0/17
+pid=$CP_PID
 rss() { awk -v k="$1:" '$1 == k {print int($2/1024)}' /proc/$pid/status; }
 echo "idle RSS: $(rss VmRSS) MB" >&2
 
@@ -69,4 +67,4 @@ printf '%-44s %.0f ms\n' "snapshot GET, cached" "$(echo "$snap_warm*1000" | bc -
 printf '%-44s %s MB\n' "control plane peak RSS (VmHWM)" "$(rss VmHWM)"
 sleep 2
 printf '%-44s %s MB\n' "control plane RSS, 2 s idle after" "$(rss VmRSS)"
-printf '%-44s %s\n' "store size" "$(du -h "$work/data/state.redb" | cut -f1)"
+printf '%-44s %s\n' "store size" "$(du -h "$work/cp/state.redb" | cut -f1)"

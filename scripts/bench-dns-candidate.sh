@@ -10,9 +10,8 @@ n=${BENCH_RECORDS:?}
 [ "$n" -le 250 ] || { echo "bench-dns-candidate: at most 250 records (one /24 of VIPs)" >&2; exit 1; }
 work=$(mktemp -d /tmp/trellis-dns-bench.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-"$bin" control-plane --data-dir "$work/cp" --listen 127.0.0.1:0 >"$work/cp.out" 2>"$work/cp.log" &
-for _ in $(seq 100); do grep -q listening "$work/cp.out" 2>/dev/null && break; sleep 0.1; done
-export TRELLIS_SERVER=$(sed -n 's/.*listening on //p' "$work/cp.out")
+source "$(dirname "$0")/lib.sh"
+start_control_plane "$work"
 {
   printf 'apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: bench}\nspec: {}\n---\n'
   printf 'apiVersion: trellis.dev/v1alpha1\nkind: ServiceNetwork\nmetadata: {name: bench}\nspec: {networks: [bench]}\n'

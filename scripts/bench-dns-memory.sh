@@ -13,10 +13,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
-"$bin" control-plane --data-dir "$work/cp" --listen 127.0.0.1:0 --vip-pool-v4 169.254.0.0/16 >"$work/cp.out" 2>"$work/cp.log" &
-pids+=($!)
-for _ in $(seq 100); do grep -q listening "$work/cp.out" 2>/dev/null && break; sleep 0.1; done
-export TRELLIS_SERVER=$(sed -n 's/.*listening on //p' "$work/cp.out")
+source scripts/lib.sh
+start_control_plane "$work" --vip-pool-v4 169.254.0.0/16
+pids+=("$CP_PID")
 python3 - "$n" >"$work/services.yaml" <<'PY'
 import sys
 n = int(sys.argv[1])

@@ -9,20 +9,15 @@ bash scripts/setup.sh
 cargo build --release --locked -q
 bin=target/release/trellis
 
+source scripts/lib.sh
 data=$(mktemp -d /tmp/trellis-quickstart.XXXXXX)
-log="$data/control-plane.log"
-cp_pid=""
+CP_PID=""
 cleanup() {
-  [ -n "$cp_pid" ] && kill "$cp_pid" 2>/dev/null && wait "$cp_pid" 2>/dev/null
+  [ -n "$CP_PID" ] && kill "$CP_PID" 2>/dev/null && wait "$CP_PID" 2>/dev/null
   rm -rf "$data"
 }
 trap cleanup EXIT INT TERM
-
-"$bin" control-plane --data-dir "$data" --listen 127.0.0.1:0 >"$data/stdout" 2>"$log" &
-cp_pid=$!
-for _ in $(seq 100); do grep -q listening "$data/stdout" 2>/dev/null && break; sleep 0.1; done
-export TRELLIS_SERVER=$(sed -n 's/.*listening on //p' "$data/stdout")
-[ -n "$TRELLIS_SERVER" ] || { cat "$log"; echo "control plane did not start" >&2; exit 1; }
+start_control_plane "$data"
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 

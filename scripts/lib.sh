@@ -1,0 +1,19 @@
+# Shared by the scripts in this folder; source it after setting $bin.
+
+# start_control_plane DIR [FLAGS...]: runs `$bin control-plane` on a free
+# loopback port with its store in DIR/cp, waits until it listens, exports
+# TRELLIS_SERVER and sets CP_PID. Its output goes to DIR/cp.out and DIR/cp.log.
+start_control_plane() {
+  local dir=$1
+  shift
+  "$bin" control-plane --data-dir "$dir/cp" --listen 127.0.0.1:0 "$@" >"$dir/cp.out" 2>"$dir/cp.log" &
+  CP_PID=$!
+  for _ in $(seq 100); do grep -q listening "$dir/cp.out" 2>/dev/null && break; sleep 0.1; done
+  TRELLIS_SERVER=$(sed -n 's/.*listening on //p' "$dir/cp.out")
+  if [ -z "$TRELLIS_SERVER" ]; then
+    cat "$dir/cp.log" >&2
+    echo "the control plane did not start" >&2
+    return 1
+  fi
+  export TRELLIS_SERVER
+}
