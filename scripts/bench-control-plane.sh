@@ -8,9 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
-bash scripts/setup.sh
-cargo build --release --locked -q
-bin=$PWD/target/release/trellis
+source scripts/lib.sh
+build_release
 
 work=$(mktemp -d /tmp/trellis-bench.XXXXXX)
 pid=""
@@ -44,7 +43,6 @@ spec:
 PY
 echo "generated $(grep -c '^kind:' "$work/big.yaml") documents, $(du -h "$work/big.yaml" | cut -f1)" >&2
 
-source scripts/lib.sh
 start_control_plane "$work" --vip-pool-v4 169.254.128.0/17
 pid=$CP_PID
 rss() { awk -v k="$1:" '$1 == k {print int($2/1024)}' /proc/$pid/status; }

@@ -5,15 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-50000}
-bash scripts/setup.sh
-cargo build --release --locked -q
-bin=$PWD/target/release/trellis
+source scripts/lib.sh
+build_release
 work=$(mktemp -d /tmp/trellis-dns-mem.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
-source scripts/lib.sh
 start_control_plane "$work" --vip-pool-v4 169.254.0.0/16
 pids+=("$CP_PID")
 python3 - "$n" >"$work/services.yaml" <<'PY'

@@ -1,4 +1,11 @@
-# Shared by the scripts in this folder; source it after setting $bin.
+# Shared by the scripts in this folder; source it from the repository root.
+
+# build_release: installs what is missing, builds the release binary, sets $bin.
+build_release() {
+  bash scripts/setup.sh
+  cargo build --release --locked -q
+  bin=$PWD/target/release/trellis
+}
 
 # start_control_plane DIR [FLAGS...]: runs `$bin control-plane` on a free
 # loopback port with its store in DIR/cp, waits until it listens, exports

@@ -5,11 +5,9 @@
 # shift with `diff` and `apply`, and a located error. Cleans up on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
-cargo build --release --locked -q
-bin=target/release/trellis
-
 source scripts/lib.sh
+build_release
+
 data=$(mktemp -d /tmp/trellis-quickstart.XXXXXX)
 CP_PID=""
 cleanup() {

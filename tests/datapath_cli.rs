@@ -12,6 +12,14 @@ fn sh(cmd: &str) -> Output {
     Command::new("sh").args(["-c", cmd]).output().expect("sh")
 }
 
+/// Runs bpftool and returns its output; fails the test if bpftool fails, so
+/// that "not attached" can never be read from an empty error output.
+fn bpftool(args: &str) -> String {
+    let out = sh(&format!("bpftool {args}"));
+    assert!(out.status.success(), "bpftool {args}: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -84,7 +92,7 @@ fn attach_then_cleanup_leaves_no_programs_links_or_pins() {
         String::from_utf8_lossy(&out.stdout),
         "ebpf datapath attached (2 services: 4 entries added, 0 removed, 0 unchanged)\n"
     );
-    let shown = text(&sh(&format!("bpftool cgroup show {}", m.cgroup.display())));
+    let shown = bpftool(&format!("cgroup show {}", m.cgroup.display()));
     for hook in [
         "connect4",
         "connect6",
@@ -105,13 +113,13 @@ fn attach_then_cleanup_leaves_no_programs_links_or_pins() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let shown = text(&sh(&format!("bpftool cgroup show {}", m.cgroup.display())));
+    let shown = bpftool(&format!("cgroup show {}", m.cgroup.display()));
     assert!(
         !shown.contains("connect") && !shown.contains("sock_ops"),
         "still attached: {shown}"
     );
     assert!(!m.pin_dir.exists(), "pins left behind");
-    let links = text(&sh("bpftool link show"));
+    let links = bpftool("link show");
     assert!(
         !links.contains("trellis_connect4"),
         "a link survived: {links}"

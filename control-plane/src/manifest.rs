@@ -117,7 +117,8 @@ impl Document {
     }
 
     /// Where `path` is written, or failing that its closest written parent
-    /// (a missing field is reported where its parent mapping is).
+    /// (a missing field is reported where its parent mapping is), or the
+    /// document itself.
     pub fn locate(&self, path: &str) -> Option<Position> {
         let positions = self.source.positions().get(self.node)?;
         let mut p = path;
@@ -125,15 +126,17 @@ impl Document {
             if let Some(pos) = positions.get(p) {
                 return Some(*pos);
             }
-            let cut = p.rfind(['.', '['])?;
-            p = &p[..cut];
+            match p.rfind(['.', '[']) {
+                Some(cut) => p = &p[..cut],
+                None => return positions.get("").copied(),
+            }
         }
     }
 
     pub fn error(&self, path: &str, message: impl Into<String>) -> Located {
         Located {
             file: self.source.file.clone(),
-            position: self.locate(path).or_else(|| self.locate("")),
+            position: self.locate(path),
             path: path.to_string(),
             message: message.into(),
         }

@@ -272,9 +272,7 @@ async fn route(
             let revision = cp.delete(kind, name).await?;
             Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
         }
-        (_, ["healthz"] | ["v1", ..]) if !segments.is_empty() && known_path(&segments) => {
-            Err(HttpError::MethodNotAllowed)
-        }
+        (_, segs) if known_path(segs) => Err(HttpError::MethodNotAllowed),
         _ => Err(HttpError::NotFound(format!("no such path {path}"))),
     }
 }

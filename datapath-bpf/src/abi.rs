@@ -12,6 +12,9 @@ pub const ABI_VERSION: u32 = 1;
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 
+/// `TRELLIS_MAX_SERVICES`: entries of the services and stats maps.
+pub const MAX_SERVICES: u32 = 65_536;
+
 /// `TRELLIS_SVC_VIP_ONLY`.
 pub const SVC_VIP_ONLY: u32 = 1;
 

@@ -255,7 +255,7 @@ impl Datapath for EbpfDatapath {
         let wanted_vips: BTreeSet<IpAddr> = services.iter().map(|s| s.vip).collect();
         ids.retain(|vip, _| wanted_vips.contains(vip));
         let used: BTreeSet<u32> = ids.values().copied().collect();
-        let mut free = (1..abi_max_services()).filter(|i| !used.contains(i));
+        let mut free = (1..abi::MAX_SERVICES).filter(|i| !used.contains(i));
         let mut fresh = Vec::new();
         let mut desired: BTreeMap<SvcKey, SvcValue> = BTreeMap::new();
         for s in services {
@@ -264,7 +264,7 @@ impl Datapath for EbpfDatapath {
                 None => {
                     let id = free
                         .next()
-                        .ok_or(Error::TooManyServices(abi_max_services() - 1))?;
+                        .ok_or(Error::TooManyServices(abi::MAX_SERVICES - 1))?;
                     ids.insert(s.vip, id);
                     fresh.push(id);
                     id
@@ -315,10 +315,6 @@ impl Datapath for EbpfDatapath {
         }
         Ok(out)
     }
-}
-
-fn abi_max_services() -> u32 {
-    65_536
 }
 
 fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, Error>

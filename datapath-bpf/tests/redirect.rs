@@ -80,9 +80,16 @@ impl Drop for Env {
     }
 }
 
+/// What bpftool lists on `cg`; fails the test if bpftool itself fails, so
+/// that "not attached" can never be read from an empty error output.
 fn bpftool_cgroup(cg: &Path) -> String {
-    String::from_utf8_lossy(&sh(&format!("bpftool cgroup show {}", cg.display())).stdout)
-        .into_owned()
+    let out = sh(&format!("bpftool cgroup show {}", cg.display()));
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
