@@ -349,3 +349,166 @@ fn malformed_packets_never_stop_the_server() {
         1
     );
 }
+
+fn apply_text(cp: &ControlPlane, yaml: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("doc.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let out = trellis(cp, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn names_outside_every_zone_go_to_the_forwarder() {
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    apply_text(
+        &cp,
+        "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: west}\nspec: {}\n",
+    );
+    // The upstream is another Trellis DNS, answering as east; the forwarding
+    // one answers as west, which sees none of east's services.
+    let upstream = Dns::start(&cp, &["--listen", "127.0.0.1:0", "--network", "east"], None);
+    wait_for(&upstream.addrs[0], "catalog.trellis.internal", "NOERROR");
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let dns = Dns::start(
+        &cp,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--network",
+            "west",
+            "--forward",
+            &upstream.addrs[0],
+            "--metrics-listen",
+            &metrics,
+        ],
+        None,
+    );
+    let at = dns.addrs[0].clone();
+    wait_for(&at, "catalog.trellis.internal", "NXDOMAIN");
+
+    // catalog.example.com is no zone of west's: forwarded, over either transport.
+    for transport in ["+notcp", "+tcp"] {
+        let r = dig(&at, &[transport, "catalog.example.com", "A"]);
+        assert_eq!(r.status, "NOERROR", "{transport}: {r:?}");
+        assert_eq!(
+            r.answer,
+            ["catalog.example.com. 30 IN A 169.254.171.1"],
+            "{transport}"
+        );
+    }
+    // A name inside west's zone never leaves: the service west may not see
+    // stays NXDOMAIN here although the upstream knows it.
+    let r = dig(&at, &["catalog.trellis.internal", "A"]);
+    assert_eq!(r.status, "NXDOMAIN");
+    assert!(r.flags.contains("aa"));
+    // What the upstream says comes back as it said it.
+    assert_eq!(dig(&at, &["nothing.example.org", "A"]).status, "REFUSED");
+
+    // The upstream gone: SERVFAIL, within the forwarder's 2 s.
+    drop(upstream);
+    let r = dig(&at, &["+time=4", "catalog.example.com", "A"]);
+    assert_eq!(r.status, "SERVFAIL");
+
+    let out = common::run("curl", &["-sf", &format!("http://{metrics}/metrics")]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("trellis_dns_forwarded_total 4"),
+        "forwarded count: {text}"
+    );
+    assert!(
+        text.contains("trellis_dns_forward_failures_total 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("trellis_dns_queries_total{network=\"west\",type=\"A\",rcode=\"NXDOMAIN\"}"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tcp_connections_are_limited_in_number_and_idle_time() {
+    use std::io::Read;
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let dns = Dns::start(
+        &cp,
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--network",
+            "east",
+            "--dns-tcp-max-connections",
+            "2",
+            "--dns-tcp-idle-seconds",
+            "2",
+        ],
+        None,
+    );
+    let at = dns.addrs[0].clone();
+    wait_for(&at, "catalog.trellis.internal", "NOERROR");
+    let connect = || {
+        let s = std::net::TcpStream::connect(&at).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    };
+    // Two idle connections hold both slots; a third is closed at once.
+    let (_a, _b) = (connect(), connect());
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let mut third = connect();
+    let mut buf = [0u8; 1];
+    assert_eq!(
+        third.read(&mut buf).unwrap_or(0),
+        0,
+        "closed without a byte"
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    // The idle ones are closed after the idle timeout, and TCP answers again.
+    let mut idle = connect_after_slots_free(&at);
+    let started = Instant::now();
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(4),
+        "idle connection closed after {waited:?}"
+    );
+    assert_eq!(
+        dig(&at, &["+tcp", "catalog.trellis.internal", "A"]).status,
+        "NOERROR"
+    );
+}
+
+/// Connects once the held connections have timed out and freed a slot.
+fn connect_after_slots_free(at: &str) -> std::net::TcpStream {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let mut s = std::net::TcpStream::connect(at).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let mut buf = [0u8; 1];
+        match s.read(&mut buf) {
+            // Timed out waiting: the server kept it open, so it has a slot.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                return s;
+            }
+            _ => assert!(Instant::now() < deadline, "no TCP slot freed up"),
+        }
+    }
+}

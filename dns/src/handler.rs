@@ -1,6 +1,7 @@
 //! The request handler: picks the asking network, looks the question up in
 //! that network's view, and answers. The lookup itself is `View::lookup`.
 
+use crate::forward::Forwarder;
 use crate::view::{Answer, View};
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{
@@ -42,14 +43,48 @@ impl Networks {
 pub struct Handler {
     views: watch::Receiver<Arc<Views>>,
     networks: Arc<Networks>,
+    forwarder: Option<Arc<Forwarder>>,
 }
 
 impl Handler {
-    pub fn new(views: watch::Receiver<Arc<Views>>, networks: Networks) -> Handler {
+    pub fn new(
+        views: watch::Receiver<Arc<Views>>,
+        networks: Networks,
+        forwarder: Option<Arc<Forwarder>>,
+    ) -> Handler {
         Handler {
             views,
             networks: Arc::new(networks),
+            forwarder,
         }
+    }
+
+    pub fn forwarder(&self) -> Option<&Arc<Forwarder>> {
+        self.forwarder.as_ref()
+    }
+
+    /// Whether `request` goes to the forwarder: a well-formed IN query, from
+    /// a network we serve, for a name outside every zone of that network.
+    /// Names inside a zone never leave, so a service the network may not see
+    /// is NXDOMAIN here, not whatever the upstream thinks.
+    pub fn forwards(&self, request: &Request) -> bool {
+        if self.forwarder.is_none()
+            || request.metadata.message_type != MessageType::Query
+            || request.metadata.op_code != OpCode::Query
+        {
+            return false;
+        }
+        let Ok(info) = request.request_info() else {
+            return false;
+        };
+        if info.query.query_class() != DNSClass::IN {
+            return false;
+        }
+        let views = self.views.borrow();
+        self.networks
+            .of(request.src().ip())
+            .and_then(|n| views.get(n))
+            .is_some_and(|view| !view.in_zone(info.query.name()))
     }
 }
 

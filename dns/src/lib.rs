@@ -3,13 +3,18 @@
 //! control plane compiles, swapped in whole as they change.
 //!
 //! `view` holds the answer rules (a pure function of a snapshot and a
-//! question), `handler` picks the asking network, `server` runs UDP (`udp`, batched with recvmmsg/sendmmsg) and TCP (hickory),
-//! `feed` follows the control plane.
+//! question), `handler` picks the asking network, `wire` turns one message
+//! into its answer for both transports, `server` runs UDP (`udp`, batched
+//! with recvmmsg/sendmmsg) and TCP (`tcp`), `forward` sends names outside
+//! every zone upstream, and `feed` follows the control plane.
 #![forbid(unsafe_code)]
 
 pub mod feed;
+pub mod forward;
 pub mod handler;
 pub mod metrics;
 pub mod server;
+pub mod tcp;
 mod udp;
 pub mod view;
+mod wire;

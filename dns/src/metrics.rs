@@ -17,6 +17,7 @@ struct Table {
     /// networks (+1 for "-") x TYPES x RCODES
     counts: Vec<AtomicU64>,
     malformed: AtomicU64,
+    tcp_refused: AtomicU64,
 }
 
 static TABLE: OnceLock<Table> = OnceLock::new();
@@ -30,6 +31,7 @@ pub fn init(networks: &[String]) {
         networks,
         counts: (0..n).map(|_| AtomicU64::new(0)).collect(),
         malformed: AtomicU64::new(0),
+        tcp_refused: AtomicU64::new(0),
     });
 }
 
@@ -73,6 +75,12 @@ pub fn malformed() {
     }
 }
 
+pub fn tcp_refused() {
+    if let Some(t) = TABLE.get() {
+        t.tcp_refused.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 pub fn render() -> String {
     let mut out = String::from(
         "# HELP trellis_dns_queries_total DNS queries answered, by network, type and response code.\n\
@@ -96,6 +104,11 @@ pub fn render() -> String {
         "# HELP trellis_dns_malformed_total Datagrams dropped because they did not decode.\n\
          # TYPE trellis_dns_malformed_total counter\ntrellis_dns_malformed_total {}\n",
         t.malformed.load(Ordering::Relaxed)
+    ));
+    out.push_str(&format!(
+        "# HELP trellis_dns_tcp_refused_total TCP connections closed at once because the connection limit was reached.\n\
+         # TYPE trellis_dns_tcp_refused_total counter\ntrellis_dns_tcp_refused_total {}\n",
+        t.tcp_refused.load(Ordering::Relaxed)
     ));
     out
 }

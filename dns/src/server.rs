@@ -1,16 +1,13 @@
-//! UDP and TCP listeners on hickory's `Server`.
+//! One listener: UDP and TCP on the same address and port.
 
+use crate::forward::Forwarder;
 use crate::handler::{Handler, Networks, Views};
-use hickory_server::Server;
+use crate::tcp::Limits;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
-
-/// Idle TCP connections are closed after this.
-pub const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Binds UDP and TCP on the same port; with port 0, a free one.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
@@ -28,21 +25,31 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
 }
 
-/// Serves one listener until `shutdown` resolves: UDP on `udp_threads`
-/// batching threads sharing the socket, TCP on hickory's server.
+/// How one listener serves, beyond what it answers.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Threads answering UDP (at least one).
+    pub udp_threads: usize,
+    /// Where names outside every Trellis zone go; without it they are REFUSED.
+    pub forwarder: Option<Arc<Forwarder>>,
+    pub tcp: Limits,
+}
+
+/// Serves one listener until `shutdown` resolves: UDP on batching threads
+/// sharing the socket, TCP on tokio tasks.
 pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     views: watch::Receiver<Arc<Views>>,
     networks: Networks,
-    udp_threads: usize,
+    options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let handler = Handler::new(views, networks);
+    let handler = Handler::new(views, networks, options.forwarder);
     let stop = Arc::new(AtomicBool::new(false));
     let threads = match udp
         .into_std()
-        .and_then(|u| crate::udp::spawn(u, handler.clone(), udp_threads, stop.clone()))
+        .and_then(|u| crate::udp::spawn(u, handler.clone(), options.udp_threads, stop.clone()))
     {
         Ok(t) => t,
         Err(e) => {
@@ -50,13 +57,10 @@ pub async fn serve(
             Vec::new()
         }
     };
-    let mut server = Server::new(handler);
-    server.register_listener(tcp, TCP_TIMEOUT, 64);
+    let tcp = tokio::spawn(crate::tcp::serve(tcp, handler, options.tcp));
     shutdown.await;
+    tcp.abort();
     stop.store(true, Ordering::Relaxed);
     let _ =
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
-    if let Err(e) = server.shutdown_gracefully().await {
-        tracing::warn!(error = %e, "DNS server did not stop cleanly");
-    }
 }

@@ -5,16 +5,11 @@
 //! `recvmmsg`, answers each through the same [`Handler`] and hickory's encoder
 //! (so truncation and TC follow hickory's rule: the client's EDNS payload size,
 //! or 512 bytes without EDNS), and sends all answers with one `sendmmsg`.
-//! TCP stays on hickory's `Server`.
+//! Queries for the forwarder go to a tokio task, which answers on its own.
 
 use crate::handler::Handler;
-use hickory_server::net::NetError;
-use hickory_server::net::runtime::TokioTime;
+use crate::wire::{self, Reply};
 use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::rr::Record;
-use hickory_server::proto::serialize::binary::BinEncoder;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponse;
 use nix::errno::Errno;
 use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
@@ -24,7 +19,6 @@ use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Waker};
 use std::time::Duration;
 
 /// Datagrams read per `recvmmsg`.
@@ -35,75 +29,12 @@ const MAX_QUERY: usize = 1232;
 /// How often a thread waiting for datagrams checks whether to stop.
 const STOP_CHECK: Duration = Duration::from_millis(250);
 
-/// Keeps the encoded response instead of sending it.
-#[derive(Clone)]
-struct Capture {
-    out: Arc<Mutex<Vec<u8>>>,
-    max_size: u16,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for Capture {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-            impl Iterator<Item = &'a Record> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        out.clear();
-        let mut encoder = BinEncoder::new(&mut out);
-        encoder.set_max_size(self.max_size);
-        Ok(response.destructive_emit(&mut encoder)?)
-    }
-}
-
 fn socket_addr(a: &SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
     }
     a.as_sockaddr_in6()
         .map(|v6| SocketAddr::V6(SocketAddrV6::from(*v6)))
-}
-
-/// Runs the handler on one datagram and returns the encoded answer. The
-/// handler never waits on I/O (the response is captured, not sent), so its
-/// future completes on the first poll.
-fn answer(
-    handler: &Handler,
-    datagram: &[u8],
-    src: SocketAddr,
-    out: &Arc<Mutex<Vec<u8>>>,
-) -> Option<Vec<u8>> {
-    let Ok(request) = Request::from_bytes(datagram.to_vec(), src, Protocol::Udp) else {
-        crate::metrics::malformed();
-        return None;
-    };
-    let max_size = request
-        .edns
-        .as_ref()
-        .map_or(512, |e| e.max_payload().max(512));
-    let capture = Capture {
-        out: out.clone(),
-        max_size,
-    };
-    let future = handler.handle_request::<_, TokioTime>(&request, capture);
-    let mut future = std::pin::pin!(future);
-    if future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-        .is_pending()
-    {
-        tracing::warn!("DNS handler did not complete at once; dropping the query");
-        return None;
-    }
-    let bytes = std::mem::take(&mut *out.lock().unwrap_or_else(|e| e.into_inner()));
-    (!bytes.is_empty()).then_some(bytes)
 }
 
 /// Starts `threads` threads answering on `socket` until `stop` is set.
@@ -115,17 +46,24 @@ pub fn spawn(
 ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
     socket.set_nonblocking(false)?;
     socket.set_read_timeout(Some(STOP_CHECK))?;
+    let runtime = tokio::runtime::Handle::current();
     (0..threads.max(1))
         .map(|i| {
             let (socket, handler, stop) = (socket.try_clone()?, handler.clone(), stop.clone());
+            let runtime = runtime.clone();
             std::thread::Builder::new()
                 .name(format!("dns-udp-{i}"))
-                .spawn(move || run(&socket, &handler, &stop))
+                .spawn(move || run(Arc::new(socket), &handler, &stop, &runtime))
         })
         .collect()
 }
 
-fn run(socket: &UdpSocket, handler: &Handler, stop: &AtomicBool) {
+fn run(
+    socket: Arc<UdpSocket>,
+    handler: &Handler,
+    stop: &AtomicBool,
+    runtime: &tokio::runtime::Handle,
+) {
     let fd = socket.as_raw_fd();
     let mut bufs = vec![[0u8; MAX_QUERY]; BATCH];
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
@@ -165,8 +103,11 @@ fn run(socket: &UdpSocket, handler: &Handler, stop: &AtomicBool) {
                 crate::metrics::malformed();
                 continue;
             }
-            if let Some(bytes) = answer(handler, &bufs[i][..n], src, &out) {
-                answers.push((bytes, addr));
+            let query = &bufs[i][..n];
+            match wire::answer(handler, query, src, Protocol::Udp, &out) {
+                Reply::Answer(bytes) => answers.push((bytes, addr)),
+                Reply::Forward => forward(runtime, handler, &socket, query, src),
+                Reply::Drop => {}
             }
         }
         if answers.is_empty() {
@@ -196,6 +137,28 @@ fn run(socket: &UdpSocket, handler: &Handler, stop: &AtomicBool) {
             Err(e) => tracing::debug!(error = %e, "sendmmsg failed"),
         }
     }
+}
+
+/// Forwards without holding up the batch: a task waits for the upstream
+/// and answers the client itself.
+fn forward(
+    runtime: &tokio::runtime::Handle,
+    handler: &Handler,
+    socket: &Arc<UdpSocket>,
+    query: &[u8],
+    src: SocketAddr,
+) {
+    let Some(forwarder) = handler.forwarder().cloned() else {
+        return;
+    };
+    let (socket, query) = (socket.clone(), query.to_vec());
+    runtime.spawn(async move {
+        if let Some(answer) = forwarder.exchange(&query, Protocol::Udp).await {
+            if let Err(e) = socket.send_to(&answer, src) {
+                tracing::debug!(%src, error = %e, "could not send a forwarded answer");
+            }
+        }
+    });
 }
 
 #[cfg(test)]
@@ -238,6 +201,7 @@ mod tests {
                 listener: Some("east".into()),
                 sources: vec![],
             },
+            None,
         )
     }
 
@@ -255,7 +219,7 @@ mod tests {
     fn check(h: &Handler, bytes: &[u8]) -> Result<(), TestCaseError> {
         let out = Arc::new(Mutex::new(Vec::new()));
         let src: SocketAddr = "127.0.0.1:5353".parse().unwrap();
-        if let Some(answer) = answer(h, bytes, src, &out) {
+        if let Reply::Answer(answer) = wire::answer(h, bytes, src, Protocol::Udp, &out) {
             Message::from_vec(&answer)
                 .map_err(|e| TestCaseError::fail(format!("undecodable answer: {e}")))?;
             prop_assert_eq!(
@@ -270,7 +234,11 @@ mod tests {
     #[test]
     fn the_valid_query_is_answered() {
         let out = Arc::new(Mutex::new(Vec::new()));
-        let answer = answer(&handler(), &query(), "127.0.0.1:1".parse().unwrap(), &out).unwrap();
+        let src = "127.0.0.1:1".parse().unwrap();
+        let Reply::Answer(answer) = wire::answer(&handler(), &query(), src, Protocol::Udp, &out)
+        else {
+            panic!("no answer")
+        };
         let msg = Message::from_vec(&answer).unwrap();
         assert_eq!(msg.answers.len(), 1);
     }

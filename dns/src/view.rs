@@ -116,6 +116,11 @@ impl View {
         }
     }
 
+    /// Whether `qname` is a service name or inside one of this view's zones.
+    pub fn in_zone(&self, qname: &LowerName) -> bool {
+        self.names.contains_key(qname) || self.zone_of(qname).is_some()
+    }
+
     pub fn lookup(&self, qname: &LowerName, qtype: RecordType) -> Answer<'_> {
         // The common case, a service name's A or AAAA: one hash lookup, no
         // walk up the labels to find the zone.

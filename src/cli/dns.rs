@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use trellis_api::client::Client;
+use trellis_dns::forward::Forwarder;
 use trellis_dns::handler::{Networks, Views};
+use trellis_dns::server::Options;
+use trellis_dns::tcp::Limits;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -37,6 +40,49 @@ pub struct Args {
     /// TTL of answers, and of negative answers (SOA minimum), in seconds.
     #[arg(long, default_value_t = 30)]
     ttl: u32,
+    #[command(flatten)]
+    serving: Serving,
+    /// Serve Prometheus metrics on http://ADDR/metrics.
+    #[arg(long)]
+    metrics_listen: Option<SocketAddr>,
+}
+
+/// How the DNS serves, shared by `trellis dns` and `trellis node`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Serving {
+    /// Upstream resolver (IP:PORT) for names outside every Trellis zone;
+    /// without it they are REFUSED.
+    #[arg(long)]
+    forward: Option<SocketAddr>,
+    /// Open DNS-over-TCP connections at once; more are closed at once.
+    #[arg(long, default_value_t = 512)]
+    dns_tcp_max_connections: usize,
+    /// Seconds a DNS TCP connection may stay without a complete query.
+    #[arg(long, default_value_t = 10)]
+    dns_tcp_idle_seconds: u64,
+}
+
+impl Serving {
+    pub fn options(&self) -> Options {
+        Options {
+            // One UDP thread per runtime worker thread.
+            udp_threads: tokio::runtime::Handle::current().metrics().num_workers(),
+            forwarder: self.forward.map(|a| Arc::new(Forwarder::new(a))),
+            tcp: Limits {
+                max_connections: self.dns_tcp_max_connections.max(1),
+                idle_timeout: Duration::from_secs(self.dns_tcp_idle_seconds.max(1)),
+            },
+        }
+    }
+}
+
+/// Prometheus text of the DNS counters (and the forwarder's, if any).
+pub fn render_metrics(options: &Options) -> String {
+    let mut out = trellis_dns::metrics::render();
+    if let Some(f) = &options.forwarder {
+        out.push_str(&f.render());
+    }
+    out
 }
 
 fn split(s: &str) -> (&str, Option<&str>) {
@@ -83,8 +129,16 @@ pub async fn run(args: Args) -> Result<()> {
     let (tx, rx) = watch::channel(Arc::new(Views::new()));
     let follow = trellis_dns::feed::follow(client, followed, args.data_dir, args.ttl, tx);
     tokio::spawn(follow);
-    // One UDP thread per runtime worker thread.
-    let udp_loops = tokio::runtime::Handle::current().metrics().num_workers();
+    let options = args.serving.options();
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {addr}"))?;
+        let options = options.clone();
+        tokio::spawn(crate::admin::serve(listener, move |path| {
+            (path == "/metrics").then(|| crate::admin::Page::metrics(render_metrics(&options)))
+        }));
+    }
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
@@ -106,7 +160,7 @@ pub async fn run(args: Args) -> Result<()> {
             tcp,
             rx.clone(),
             networks,
-            udp_loops,
+            options.clone(),
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
