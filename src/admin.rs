@@ -28,6 +28,14 @@ impl Page {
         }
     }
 
+    pub fn json(body: String) -> Page {
+        Page {
+            status: StatusCode::OK,
+            content_type: "application/json",
+            body,
+        }
+    }
+
     pub fn metrics(body: String) -> Page {
         Page {
             status: StatusCode::OK,

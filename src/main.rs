@@ -41,6 +41,8 @@ enum Command {
     Delete(cli::resources::DeleteArgs),
     /// Run the authoritative DNS server for one or more networks.
     Dns(cli::dns::Args),
+    /// Run the node agent: datapath, proxy and (optionally) the node-local DNS.
+    Node(Box<cli::node::Args>),
     /// Attach or remove the eBPF datapath by hand.
     #[command(subcommand)]
     Datapath(cli::datapath::Command),
@@ -69,6 +71,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => cli::resources::delete(args).await,
             Command::Datapath(cmd) => cli::datapath::run(cmd),
             Command::Dns(args) => cli::dns::run(args).await,
+            Command::Node(args) => cli::node::run(*args).await,
         }
     });
     match result {

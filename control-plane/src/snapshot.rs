@@ -66,6 +66,7 @@ pub fn compile(state: &State, network: &str, zone: &str, region: &str) -> Option
             via,
             auth_type: s.auth_type,
             auth_policy: s.auth_policy.clone(),
+            lattice_compat: s.lattice_compat,
             listeners: s.listeners.clone(),
         });
     }

@@ -227,6 +227,20 @@ impl Validator<'_> {
     }
 
     fn listener(&mut self, l: &Listener, path: &str) {
+        let t = &l.timeouts;
+        for (field, value, hi) in [
+            ("headerReadSeconds", t.header_read_seconds, 300),
+            ("connectMs", t.connect_ms, 60_000),
+            ("requestSeconds", t.request_seconds, 3600),
+            ("idleSeconds", t.idle_seconds, 86_400),
+        ] {
+            if !(1..=hi).contains(&value) {
+                self.problem(
+                    format!("{path}.timeouts.{field}"),
+                    format!("{value} is out of range 1..={hi}"),
+                );
+            }
+        }
         self.action(
             l.protocol,
             &l.default_action,
@@ -444,9 +458,15 @@ impl Validator<'_> {
             }
             _ => {}
         }
+        if s.drain_seconds > 3600 {
+            self.problem(
+                "spec.drainSeconds",
+                format!("{} is out of range 0..=3600", s.drain_seconds),
+            );
+        }
         let hc = &s.health_check;
         let ranges = [
-            ("intervalSeconds", hc.interval_seconds, 5, 300),
+            ("intervalSeconds", hc.interval_seconds, 1, 300),
             ("timeoutSeconds", hc.timeout_seconds, 1, 120),
             ("healthyThreshold", hc.healthy_threshold, 2, 10),
             ("unhealthyThreshold", hc.unhealthy_threshold, 2, 10),
@@ -459,11 +479,11 @@ impl Validator<'_> {
                 );
             }
         }
-        if hc.timeout_seconds >= hc.interval_seconds {
+        if hc.timeout_seconds > hc.interval_seconds {
             self.problem(
                 "spec.healthCheck.timeoutSeconds",
                 format!(
-                    "{} must be less than intervalSeconds ({})",
+                    "{} must not exceed intervalSeconds ({})",
                     hc.timeout_seconds, hc.interval_seconds
                 ),
             );

@@ -186,6 +186,7 @@ mod tests {
                 via: vec![],
                 auth_type: AuthType::None,
                 auth_policy: None,
+                lattice_compat: false,
                 listeners: vec![],
             }],
             service_networks: vec![],

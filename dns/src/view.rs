@@ -180,6 +180,7 @@ mod tests {
             via: vec!["shop".into()],
             auth_type: AuthType::None,
             auth_policy: None,
+            lattice_compat: false,
             listeners: vec![],
         };
         Snapshot {

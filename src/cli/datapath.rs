@@ -46,7 +46,7 @@ pub struct NftArgs {
 }
 
 impl NftArgs {
-    fn options(&self, proxy_port: u16, proxy_mark: u32) -> NftOptions {
+    pub fn options(&self, proxy_port: u16, proxy_mark: u32) -> NftOptions {
         NftOptions {
             table: self.nft_table.clone(),
             netns: None,

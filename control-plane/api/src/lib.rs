@@ -9,6 +9,7 @@
 
 pub mod client;
 pub mod error;
+pub mod follow;
 pub mod policy;
 pub mod resource;
 pub mod snapshot;

@@ -364,8 +364,16 @@ pub struct ServiceSpec {
     pub auth_type: AuthType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_policy: Option<Value>,
+    /// Also send VPC Lattice's own request headers to targets
+    /// (`x-amzn-lattice-*`), so applications written for Lattice keep working.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lattice_compat: bool,
     #[serde(default)]
     pub listeners: Vec<Listener>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -412,6 +420,51 @@ pub struct Listener {
     pub default_action: Action,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+/// A listener's limits on clients and targets (docs/routing.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Timeouts {
+    /// A client must send a request's headers within this (slow clients are cut off).
+    #[serde(default = "default_header_read")]
+    pub header_read_seconds: u32,
+    /// Connecting to a target.
+    #[serde(default = "default_connect_ms")]
+    pub connect_ms: u32,
+    /// From sending a request to a target to its response headers.
+    #[serde(default = "default_request")]
+    pub request_seconds: u32,
+    /// An upgraded (WebSocket) or TCP connection with no byte either way for
+    /// this long is closed; traffic resets it, so there is no lifetime cap.
+    #[serde(default = "default_idle")]
+    pub idle_seconds: u32,
+}
+
+fn default_header_read() -> u32 {
+    10
+}
+fn default_connect_ms() -> u32 {
+    2000
+}
+fn default_request() -> u32 {
+    60
+}
+fn default_idle() -> u32 {
+    300
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header_read_seconds: default_header_read(),
+            connect_ms: default_connect_ms(),
+            request_seconds: default_request(),
+            idle_seconds: default_idle(),
+        }
+    }
 }
 
 impl Listener {
@@ -560,7 +613,31 @@ pub struct TargetGroupSpec {
     #[serde(default)]
     pub health_check: HealthCheck,
     #[serde(default)]
+    pub load_balancing: LoadBalancing,
+    /// With every target unhealthy, send to all of them (VPC Lattice's
+    /// behaviour) rather than answer 503.
+    #[serde(default = "yes")]
+    pub fail_open: bool,
+    /// A removed or failing target gets no new requests; its in-flight ones
+    /// have this long to finish.
+    #[serde(default = "default_drain")]
+    pub drain_seconds: u32,
+    #[serde(default)]
     pub targets: Vec<Target>,
+}
+
+fn default_drain() -> u32 {
+    30
+}
+
+/// How a target is picked among the healthy ones.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LoadBalancing {
+    #[default]
+    RoundRobin,
+    /// Power of two choices: the less busy of two random targets.
+    LeastRequest,
 }
 
 impl TargetGroupSpec {

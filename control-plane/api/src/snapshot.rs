@@ -41,6 +41,9 @@ pub struct ServiceView {
     pub auth_type: AuthType,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_policy: Option<Value>,
+    /// Send VPC Lattice's header names too.
+    #[serde(default)]
+    pub lattice_compat: bool,
     pub listeners: Vec<Listener>,
 }
 

@@ -1,0 +1,125 @@
+//! Access logs: one JSON line per HTTP request and per TCP connection,
+//! written by a thread of its own through a bounded queue, so the request
+//! path never blocks on the log's I/O. If the queue is full (the disk or
+//! the reader cannot keep up), lines are dropped and counted, not buffered
+//! without bound.
+
+use serde::Serialize;
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+
+const QUEUE: usize = 16_384;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Entry {
+    /// RFC 3339, UTC.
+    pub time: String,
+    /// "http" or "tcp".
+    pub kind: &'static str,
+    pub request_id: String,
+    pub source_network: Arc<str>,
+    pub client: String,
+    pub service: Arc<str>,
+    pub listener: Arc<str>,
+    pub rule: Arc<str>,
+    pub target_group: Arc<str>,
+    pub target: String,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// Response body bytes (HTTP), or bytes client to target (TCP).
+    pub bytes_sent: u64,
+    /// Request body bytes (HTTP) or bytes target to client (TCP).
+    pub bytes_received: u64,
+    /// Until the response headers (HTTP) or the connect (TCP).
+    pub upstream_ms: f64,
+    /// Until the end of the response body or of the connection.
+    pub duration_ms: f64,
+    pub identity: Option<String>,
+    /// Why Trellis answered itself (the `x-trellis-error` value), if it did.
+    pub error: Option<&'static str>,
+}
+
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<Entry>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    pub fn off() -> AccessLog {
+        AccessLog {
+            tx: None,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Lines go to `out` (stdout, a file).
+    pub fn to(out: Box<dyn Write + Send>) -> AccessLog {
+        let (tx, rx) = sync_channel(QUEUE);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write(rx, out))
+            .map(|_| AccessLog {
+                tx: Some(tx),
+                dropped: Arc::default(),
+            })
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "cannot start the access log thread; access logs are off");
+                AccessLog::off()
+            })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn log(&self, entry: Entry) {
+        if let Some(tx) = &self.tx {
+            if let Err(TrySendError::Full(_)) = tx.try_send(entry) {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+fn write(rx: Receiver<Entry>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    while let Ok(entry) = rx.recv() {
+        let line = |e: &Entry, out: &mut std::io::BufWriter<_>| {
+            if serde_json::to_writer(&mut *out, e).is_ok() {
+                let _ = out.write_all(b"\n");
+            }
+        };
+        line(&entry, &mut out);
+        // Write what is queued, then flush once.
+        while let Ok(e) = rx.try_recv() {
+            line(&e, &mut out);
+        }
+        let _ = out.flush();
+    }
+}
+
+/// Now as RFC 3339 UTC with milliseconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = super::now_rfc3339();
+        assert_eq!(t.len(), 24, "{t}");
+        assert!(
+            t.starts_with("20") && t.ends_with('Z') && &t[10..11] == "T",
+            "{t}"
+        );
+    }
+}

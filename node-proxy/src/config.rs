@@ -1,0 +1,222 @@
+//! The node's config: one snapshot compiled for the request path, an
+//! immutable value swapped in whole. Compiling does all the work a request
+//! should not: rule conditions compiled, weight schedules built, targets
+//! parsed, and each target carried over from the previous config when it
+//! is still there (so health and load survive a swap).
+
+use crate::route::{Matcher, RequestView};
+use crate::split::Split;
+use crate::targets::{Group, Health, Target};
+use crate::upstream::{Clients, HttpClient};
+use http::StatusCode;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use trellis_api::resource::{Action as ActionSpec, ListenerProtocol, Timeouts};
+use trellis_api::snapshot::Snapshot;
+
+#[derive(Debug)]
+pub enum Action {
+    Forward(Split),
+    Fixed(StatusCode),
+    /// A forward whose weights are all 0, or a bad status: nothing to do.
+    Unroutable,
+}
+
+impl Action {
+    fn compile(a: &ActionSpec) -> Action {
+        if let Some(f) = &a.fixed_response {
+            return StatusCode::from_u16(f.status_code).map_or(Action::Unroutable, Action::Fixed);
+        }
+        let choices: Vec<(&str, u32)> = a
+            .forward
+            .iter()
+            .flatten()
+            .map(|w| (w.target_group.as_str(), w.weight))
+            .collect();
+        Split::new(&choices).map_or(Action::Unroutable, Action::Forward)
+    }
+}
+
+#[derive(Debug)]
+pub struct Rule {
+    pub name: Arc<str>,
+    matcher: Matcher,
+    pub action: Action,
+}
+
+#[derive(Debug)]
+pub struct Listener {
+    pub service: Arc<str>,
+    pub name: Arc<str>,
+    pub protocol: ListenerProtocol,
+    /// In priority order.
+    pub rules: Vec<Rule>,
+    pub default: Action,
+    pub timeouts: Timeouts,
+    pub lattice_compat: bool,
+    /// The service network through which this network sees the service.
+    pub service_network: Arc<str>,
+    /// Pooled clients to targets, with this listener's connect timeout.
+    pub http1: HttpClient,
+    pub http2: HttpClient,
+}
+
+/// The name `route` reports when the default action applies.
+pub const DEFAULT_RULE: &str = "default";
+
+impl Listener {
+    /// The first rule, by priority, whose conditions all hold; else the
+    /// default action.
+    pub fn route(&self, req: &RequestView<'_>) -> (&str, &Action) {
+        self.rules
+            .iter()
+            .find(|r| r.matcher.matches(req))
+            .map_or((DEFAULT_RULE, &self.default), |r| (&r.name, &r.action))
+    }
+}
+
+#[derive(Debug)]
+pub struct Config {
+    pub snapshot: Arc<Snapshot>,
+    listeners: HashMap<SocketAddr, Arc<Listener>>,
+    pub groups: HashMap<Arc<str>, Arc<Group>>,
+}
+
+impl Config {
+    pub fn empty(network: &str) -> Config {
+        Config {
+            snapshot: Arc::new(Snapshot {
+                network: network.to_string(),
+                revision: 0,
+                region: String::new(),
+                dns_zone: String::new(),
+                services: vec![],
+                service_networks: vec![],
+                target_groups: vec![],
+                gateways: Default::default(),
+            }),
+            listeners: HashMap::new(),
+            groups: HashMap::new(),
+        }
+    }
+
+    pub fn revision(&self) -> u64 {
+        self.snapshot.revision
+    }
+
+    /// The listener a connection to `dst` (a VIP:port) is for. `None` means
+    /// no service this network may see: the connection is refused.
+    pub fn listener(&self, dst: SocketAddr) -> Option<&Arc<Listener>> {
+        self.listeners.get(&dst)
+    }
+
+    pub fn listener_count(&self) -> usize {
+        self.listeners.len()
+    }
+
+    pub fn compile(snapshot: Snapshot, previous: &Config, clients: &Clients) -> Config {
+        let mut listeners = HashMap::new();
+        for svc in &snapshot.services {
+            let service: Arc<str> = Arc::from(svc.name.as_str());
+            let via: Arc<str> = Arc::from(svc.via.first().map_or("", String::as_str));
+            for l in &svc.listeners {
+                let mut rules: Vec<_> = l.rules.iter().collect();
+                rules.sort_by_key(|r| r.priority);
+                let rules = rules
+                    .into_iter()
+                    .filter_map(|r| match Matcher::compile(&r.matches) {
+                        Ok(matcher) => Some(Rule {
+                            name: Arc::from(r.name.as_str()),
+                            matcher,
+                            action: Action::compile(&r.action),
+                        }),
+                        Err(e) => {
+                            tracing::warn!(service = %service, listener = l.name, rule = r.name, error = %e, "rule skipped");
+                            None
+                        }
+                    })
+                    .collect();
+                let connect_timeout =
+                    std::time::Duration::from_millis(u64::from(l.timeouts.connect_ms.max(1)));
+                let listener = Arc::new(Listener {
+                    service: service.clone(),
+                    name: Arc::from(l.name.as_str()),
+                    protocol: l.protocol,
+                    rules,
+                    default: Action::compile(&l.default_action),
+                    timeouts: l.timeouts,
+                    lattice_compat: svc.lattice_compat,
+                    service_network: via.clone(),
+                    http1: clients.get(false, connect_timeout),
+                    http2: clients.get(true, connect_timeout),
+                });
+                let port = l.effective_port();
+                listeners.insert(SocketAddr::new(IpAddr::V4(svc.vip), port), listener.clone());
+                listeners.insert(SocketAddr::new(IpAddr::V6(svc.vip_v6), port), listener);
+            }
+        }
+        let mut groups = HashMap::new();
+        for tg in &snapshot.target_groups {
+            let old = previous.groups.get(tg.name.as_str());
+            let initial = if tg.spec.health_check.enabled {
+                Health::Unknown
+            } else {
+                Health::Healthy
+            };
+            let targets = tg
+                .spec
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    let ip: IpAddr = match t.address.parse() {
+                        Ok(ip) => ip,
+                        Err(_) => {
+                            tracing::warn!(
+                                group = tg.name,
+                                address = t.address,
+                                "target skipped: not an IP address"
+                            );
+                            return None;
+                        }
+                    };
+                    let addr = SocketAddr::new(ip, t.port.unwrap_or(tg.spec.effective_port()));
+                    let kept = old.and_then(|g| g.targets.iter().find(|x| x.addr == addr));
+                    Some(match kept {
+                        // Health carried over, unless checks were just
+                        // switched off (then every target counts as healthy).
+                        Some(t) => {
+                            if initial == Health::Healthy {
+                                t.set_health(Health::Healthy);
+                            }
+                            t.clone()
+                        }
+                        None => Arc::new(Target::new(addr, initial)),
+                    })
+                })
+                .collect();
+            let name: Arc<str> = Arc::from(tg.name.as_str());
+            groups.insert(name, Arc::new(Group::new(&tg.name, &tg.spec, targets)));
+        }
+        Config {
+            snapshot: Arc::new(snapshot),
+            listeners,
+            groups,
+        }
+    }
+
+    /// Targets of `previous` that are in no group of `self`: they drain.
+    pub fn departed(&self, previous: &Config) -> Vec<(Arc<Target>, std::time::Duration)> {
+        let mut out = Vec::new();
+        for (name, group) in &previous.groups {
+            let now = self.groups.get(name);
+            for t in &group.targets {
+                let stays = now.is_some_and(|g| g.targets.iter().any(|x| Arc::ptr_eq(x, t)));
+                if !stays {
+                    out.push((t.clone(), group.drain));
+                }
+            }
+        }
+        out
+    }
+}

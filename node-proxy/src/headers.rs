@@ -1,0 +1,139 @@
+//! Header hygiene between client and target: what a client may not send
+//! (`x-trellis-*`, `x-amzn-lattice-*`: identity and provenance are the
+//! proxy's to say), hop-by-hop headers (RFC 9110 7.6.1), and what the proxy
+//! adds for the target.
+
+use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
+
+/// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Removes what a client may not send. Returns how many headers went.
+pub fn strip_reserved(headers: &mut HeaderMap) -> usize {
+    let reserved: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| {
+            let k = k.as_str();
+            k.starts_with("x-trellis-") || k.starts_with("x-amzn-lattice-")
+        })
+        .cloned()
+        .collect();
+    for k in &reserved {
+        headers.remove(k);
+    }
+    reserved.len()
+}
+
+/// Whether the request asks to switch protocols (WebSocket), in which case
+/// `Connection: upgrade` and `Upgrade` must reach the target.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE)
+        && headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, including those `Connection` names. With
+/// `upgrade`, `Connection: upgrade` and `Upgrade` are kept.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(UPGRADE);
+    }
+}
+
+/// Sets a header from a string; a value that is not a valid header value
+/// (it cannot be, from our own names, but never panic) is left out.
+pub fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// The AWS account id in the ARNs of Lattice-compatible headers; Trellis
+/// resources belong to no AWS account.
+pub const LATTICE_ACCOUNT: &str = "000000000000";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn clients_cannot_send_reserved_headers() {
+        let mut h = map(&[
+            ("X-Trellis-Identity", "trellis:identity/admin"),
+            ("x-trellis-source-network", "prod"),
+            ("x-amzn-lattice-identity", "Principal=arn:aws:iam::1:root"),
+            ("x-trellish", "kept"),
+            ("accept", "*/*"),
+        ]);
+        assert_eq!(strip_reserved(&mut h), 3);
+        assert_eq!(h.len(), 2);
+        assert!(h.contains_key("x-trellish"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_stop_here() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "1"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("accept", "*/*"),
+        ]);
+        assert!(!is_upgrade(&h));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+
+        let mut ws = map(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "k"),
+        ]);
+        assert!(is_upgrade(&ws));
+        strip_hop_by_hop(&mut ws, true);
+        assert_eq!(ws["connection"], "upgrade");
+        assert_eq!(ws["upgrade"], "websocket");
+        assert!(ws.contains_key("sec-websocket-key"));
+    }
+}

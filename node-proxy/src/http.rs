@@ -1,0 +1,462 @@
+//! One HTTP request: route it by the listener's rules, pick a target group
+//! by weight and a target by health and load, forward it from the node's
+//! SNAT address with the proxy's headers, and log it when its response
+//! body ends. Trellis's own answers (no route, no healthy target, target
+//! failed or too slow) carry `x-trellis-error` and a one-line reason.
+
+use crate::access_log::{Entry, now_rfc3339};
+use crate::config::{Action, Listener};
+use crate::headers::{self, LATTICE_ACCOUNT};
+use crate::metrics::{RequestLabels, ServiceLabels};
+use crate::proxy::{Conn, Proxy};
+use crate::route::RequestView;
+use crate::targets::{Lease, random};
+use crate::upstream::Body;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+/// Why Trellis answered itself; the `x-trellis-error` header value.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    NoService,
+    NoTargetGroup,
+    NoHealthyTarget,
+    ConnectFailed,
+    UpstreamFailed,
+    UpstreamTimeout,
+    TargetDrained,
+}
+
+impl Refusal {
+    fn status(self) -> StatusCode {
+        match self {
+            Refusal::NoService | Refusal::NoTargetGroup | Refusal::NoHealthyTarget => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Refusal::ConnectFailed | Refusal::UpstreamFailed | Refusal::TargetDrained => {
+                StatusCode::BAD_GATEWAY
+            }
+            Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            Refusal::NoService => "no-service",
+            Refusal::NoTargetGroup => "no-target-group",
+            Refusal::NoHealthyTarget => "no-healthy-target",
+            Refusal::ConnectFailed => "connect-failed",
+            Refusal::UpstreamFailed => "upstream-failed",
+            Refusal::UpstreamTimeout => "upstream-timeout",
+            Refusal::TargetDrained => "target-drained",
+        }
+    }
+
+    fn response(self, detail: &str) -> Response<Body> {
+        let mut r = Response::new(full(format!("{}: {detail}\n", self.code())));
+        *r.status_mut() = self.status();
+        r.headers_mut()
+            .insert("x-trellis-error", HeaderValue::from_static(self.code()));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        r
+    }
+}
+
+fn full(s: String) -> Body {
+    Full::new(Bytes::from(s))
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+fn empty() -> Body {
+    Empty::new()
+        .map_err(|never: Infallible| match never {})
+        .boxed_unsync()
+}
+
+fn request_id() -> String {
+    format!("{:016x}{:016x}", random() as u64, random() as u64)
+}
+
+/// Methods a retry cannot make happen twice (RFC 9110 9.2.2).
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// What the log line and the metrics need, filled in as the request goes.
+struct Record {
+    entry: Entry,
+    start: Instant,
+}
+
+pub async fn handle(
+    proxy: Arc<Proxy>,
+    conn: Arc<Conn>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let config = proxy.config();
+    let mut rec = Record {
+        entry: Entry {
+            kind: "http",
+            request_id: request_id(),
+            source_network: Arc::from(config.snapshot.network.as_str()),
+            client: conn.client.to_string(),
+            method: req.method().to_string(),
+            path: req.uri().path().to_string(),
+            ..Entry::default()
+        },
+        start,
+    };
+    let Some(listener) = config.listener(conn.dst.0).cloned() else {
+        // The service went away while the connection was open.
+        return Ok(finish(
+            &proxy,
+            rec,
+            Refusal::NoService.response("the service no longer exists"),
+            Some(Refusal::NoService),
+            None,
+        ));
+    };
+    rec.entry.service = listener.service.clone();
+    rec.entry.listener = listener.name.clone();
+
+    headers::strip_reserved(req.headers_mut());
+    let (rule, action) = listener.route(&RequestView {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+    });
+    rec.entry.rule = Arc::from(rule);
+    let split = match action {
+        Action::Fixed(status) => {
+            let mut r = Response::new(empty());
+            *r.status_mut() = *status;
+            return Ok(finish(&proxy, rec, r, None, None));
+        }
+        Action::Unroutable => {
+            let r = Refusal::NoTargetGroup.response("the rule forwards nowhere");
+            return Ok(finish(&proxy, rec, r, Some(Refusal::NoTargetGroup), None));
+        }
+        Action::Forward(split) => split,
+    };
+    let group_name = split.pick().clone();
+    rec.entry.target_group = group_name.clone();
+    let Some(group) = config.groups.get(&group_name).cloned() else {
+        let r =
+            Refusal::NoTargetGroup.response(&format!("target group {group_name} is unknown here"));
+        return Ok(finish(&proxy, rec, r, Some(Refusal::NoTargetGroup), None));
+    };
+
+    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    add_headers(
+        &mut parts.headers,
+        &conn,
+        &listener,
+        &rec.entry,
+        &config.snapshot.region,
+        &group_name,
+    );
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let http2 = group.version != trellis_api::resource::ProtocolVersion::Http1;
+    parts.version = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let client = if http2 {
+        &listener.http2
+    } else {
+        &listener.http1
+    };
+    let timeout = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
+    // A request without a body can be sent again: on a connect failure, an
+    // idempotent one is retried once on another target.
+    let retryable = idempotent(&parts.method) && body.is_end_stream();
+    let mut body = Some(body);
+    let mut tried = None;
+    let mut attempt = 0;
+    let (lease, result) = loop {
+        attempt += 1;
+        let Some(target) = group.pick(tried) else {
+            let r = Refusal::NoHealthyTarget.response(&format!(
+                "target group {group_name} has no target to send to"
+            ));
+            return Ok(finish(&proxy, rec, r, Some(Refusal::NoHealthyTarget), None));
+        };
+        let lease = target.lease();
+        rec.entry.target = target.addr.to_string();
+        let uri = match Uri::try_from(format!("http://{}{path_and_query}", target.addr)) {
+            Ok(u) => u,
+            Err(e) => {
+                let r = Refusal::UpstreamFailed.response(&e.to_string());
+                return Ok(finish(&proxy, rec, r, Some(Refusal::UpstreamFailed), None));
+            }
+        };
+        let mut upstream = Request::new(match (retryable, body.take()) {
+            (false, Some(b)) => b.boxed_unsync(),
+            _ => empty(),
+        });
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = parts.version;
+        // Only a request that may be retried needs its headers twice.
+        *upstream.headers_mut() = if retryable {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let sent = tokio::select! {
+            r = tokio::time::timeout(timeout, client.request(upstream)) => r,
+            _ = lease.target().drained() => {
+                let r = Refusal::TargetDrained.response("the target left its group and its drain time ran out");
+                return Ok(finish(&proxy, rec, r, Some(Refusal::TargetDrained), None));
+            }
+        };
+        match sent {
+            Ok(Err(e))
+                if e.is_connect() && retryable && attempt == 1 && group.targets.len() > 1 =>
+            {
+                tracing::debug!(target = %lease.target().addr, error = %e, "connect failed; retrying on another target");
+                proxy.metrics.retries.inc();
+                tried = Some(lease.target().addr);
+            }
+            other => break (lease, other),
+        }
+    };
+    rec.entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let mut resp = match result {
+        Ok(Ok(resp)) => resp,
+        Ok(Err(e)) => {
+            let refusal = if e.is_connect() {
+                Refusal::ConnectFailed
+            } else {
+                Refusal::UpstreamFailed
+            };
+            let detail = format!("{}: {}", lease.target().addr, error_chain(&e));
+            return Ok(finish(
+                &proxy,
+                rec,
+                refusal.response(&detail),
+                Some(refusal),
+                None,
+            ));
+        }
+        Err(_) => {
+            let r = Refusal::UpstreamTimeout.response(&format!(
+                "no response from {} within {timeout:?}",
+                lease.target().addr
+            ));
+            return Ok(finish(&proxy, rec, r, Some(Refusal::UpstreamTimeout), None));
+        }
+    };
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
+    if switching {
+        if let Some(client_upgrade) = client_upgrade {
+            let target_upgrade = hyper::upgrade::on(&mut resp);
+            let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
+            tokio::spawn(tunnel(client_upgrade, target_upgrade, idle, lease, conn.id));
+            let (parts, _) = resp.into_parts();
+            return Ok(finish(
+                &proxy,
+                rec,
+                Response::from_parts(parts, empty()),
+                None,
+                None,
+            ));
+        }
+    }
+    let (parts, body) = resp.into_parts();
+    Ok(finish(
+        &proxy,
+        rec,
+        Response::from_parts(parts, body.boxed_unsync()),
+        None,
+        Some(lease),
+    ))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+fn add_headers(
+    h: &mut http::HeaderMap,
+    conn: &Conn,
+    listener: &Listener,
+    entry: &Entry,
+    region: &str,
+    group: &str,
+) {
+    headers::set(h, "x-forwarded-for", &conn.client.ip().to_string());
+    headers::set(h, "x-forwarded-for-port", &conn.client.port().to_string());
+    headers::set(h, "x-forwarded-for-proto", "http");
+    headers::set(h, "x-trellis-source-network", &entry.source_network);
+    headers::set(h, "x-trellis-service", &listener.service);
+    headers::set(h, "x-trellis-request-id", &entry.request_id);
+    if listener.lattice_compat {
+        let arn = |kind: &str, name: &str| {
+            format!("arn:aws:vpc-lattice:{region}:{LATTICE_ACCOUNT}:{kind}/{name}")
+        };
+        headers::set(
+            h,
+            "x-amzn-lattice-network",
+            &format!(
+                "SourceVpcArn=arn:aws:ec2:{region}:{LATTICE_ACCOUNT}:vpc/{}",
+                entry.source_network
+            ),
+        );
+        headers::set(
+            h,
+            "x-amzn-lattice-target",
+            &format!(
+                "ServiceArn={};ServiceNetworkArn={};TargetGroupArn={}",
+                arn("service", &listener.service),
+                arn("servicenetwork", &listener.service_network),
+                arn("targetgroup", group)
+            ),
+        );
+    }
+}
+
+/// Wraps the response body so the request is logged and counted when the
+/// body ends (or the client goes away), with its size and full duration.
+fn finish(
+    proxy: &Arc<Proxy>,
+    mut rec: Record,
+    resp: Response<Body>,
+    error: Option<Refusal>,
+    lease: Option<Lease>,
+) -> Response<Body> {
+    rec.entry.status = resp.status().as_u16();
+    rec.entry.error = error.map(Refusal::code);
+    let (parts, body) = resp.into_parts();
+    let observed = Observed {
+        inner: body,
+        record: Some(rec),
+        proxy: proxy.clone(),
+        _lease: lease,
+    };
+    Response::from_parts(parts, observed.boxed_unsync())
+}
+
+struct Observed {
+    inner: Body,
+    record: Option<Record>,
+    proxy: Arc<Proxy>,
+    /// Holds the target's in-flight count until the body is done.
+    _lease: Option<Lease>,
+}
+
+impl hyper::body::Body for Observed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (Some(data), Some(rec)) = (frame.data_ref(), self.record.as_mut()) {
+                rec.entry.bytes_sent += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        let Some(mut rec) = self.record.take() else {
+            return;
+        };
+        let elapsed = rec.start.elapsed();
+        rec.entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let m = &self.proxy.metrics;
+        m.requests
+            .get_or_create(&RequestLabels {
+                service: rec.entry.service.clone(),
+                listener: rec.entry.listener.clone(),
+                target_group: rec.entry.target_group.clone(),
+                code: rec.entry.status,
+            })
+            .inc();
+        m.duration
+            .get_or_create(&ServiceLabels {
+                service: rec.entry.service.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if self.proxy.access_log.enabled() {
+            rec.entry.time = now_rfc3339();
+            self.proxy.access_log.log(rec.entry);
+        }
+    }
+}
+
+/// A switched (WebSocket) connection: bytes both ways until either side
+/// closes or nothing moves for `idle`. No cap on its lifetime.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    target: hyper::upgrade::OnUpgrade,
+    idle: Duration,
+    lease: Lease,
+    conn: u64,
+) {
+    let (client, target) = match tokio::try_join!(client, target) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!(conn, error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let splice = crate::tcp::splice(
+        hyper_util::rt::TokioIo::new(client),
+        hyper_util::rt::TokioIo::new(target),
+        idle,
+    );
+    tokio::select! {
+        r = splice => if let Err(e) = r {
+            tracing::debug!(conn, error = %e, "upgraded connection ended");
+        },
+        _ = lease.target().drained() => {
+            tracing::debug!(conn, "upgraded connection cut: its target finished draining");
+        }
+    }
+}

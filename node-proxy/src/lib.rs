@@ -1,0 +1,31 @@
+//! The Trellis node agent and proxy.
+//!
+//! Every connection a client on this node makes to a service VIP is
+//! redirected by the datapath to the proxy, which recovers the original
+//! VIP:port (`socket`), finds the service's listener in the current config
+//! (`config`, compiled from the network's snapshot and swapped atomically),
+//! and then either routes each HTTP request by the listener's rules
+//! (`route`), picks a target group by weight (`split`) and a target by
+//! health and load (`targets`, `health`), and forwards it from the node's
+//! SNAT address (`upstream`, `http`, `headers`); or, for TCP listeners,
+//! splices the connection to one target (`tcp`). `agent` applies snapshots;
+//! `metrics` and `access_log` report.
+#![forbid(unsafe_code)]
+
+pub mod access_log;
+pub mod agent;
+pub mod config;
+mod headers;
+pub mod health;
+mod http;
+pub mod metrics;
+pub mod proxy;
+pub mod route;
+pub mod socket;
+pub mod split;
+pub mod targets;
+mod tcp;
+pub mod upstream;
+
+pub use agent::Agent;
+pub use proxy::Proxy;

@@ -1,0 +1,194 @@
+//! The proxy every redirected connection reaches: the accept loop, the
+//! per-connection classification (original VIP:port to service and
+//! listener), and graceful drain. HTTP requests are handled in `http`, TCP
+//! connections in `tcp`.
+
+use crate::access_log::AccessLog;
+use crate::config::Config;
+use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels};
+use crate::socket::{self, OrigDstAddr};
+use crate::targets::Target;
+use crate::upstream::Clients;
+use arc_swap::ArcSwap;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use trellis_api::resource::ListenerProtocol;
+use trellis_api::snapshot::Snapshot;
+
+/// Largest request head (request line and headers) a client may send;
+/// beyond it, 431.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// What every connection shares: the live config and where results go.
+pub struct Proxy {
+    config: ArcSwap<Config>,
+    pub metrics: Metrics,
+    pub access_log: AccessLog,
+    pub clients: Arc<Clients>,
+    next_conn: AtomicU64,
+}
+
+/// One client connection, as far as requests on it need to know.
+#[derive(Debug)]
+pub struct Conn {
+    pub id: u64,
+    pub client: SocketAddr,
+    pub dst: OrigDstAddr,
+}
+
+impl Proxy {
+    pub fn new(network: &str, clients: Arc<Clients>, access_log: AccessLog) -> Arc<Proxy> {
+        Arc::new(Proxy {
+            config: ArcSwap::from_pointee(Config::empty(network)),
+            metrics: Metrics::default(),
+            access_log,
+            clients,
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// Compiles `snapshot` against the current config and swaps it in: the
+    /// next request sees all of it, none sees half. Targets that left their
+    /// groups start draining.
+    pub fn apply(&self, snapshot: Snapshot) -> Arc<Config> {
+        let previous = self.config.load_full();
+        let next = Arc::new(Config::compile(snapshot, &previous, &self.clients));
+        self.config.store(next.clone());
+        for (target, drain) in next.departed(&previous) {
+            tracing::info!(target = %target.addr, in_flight = target.in_flight(), drain = ?drain, "target left its group; draining");
+            Target::remove(&target, drain);
+        }
+        next
+    }
+
+    fn refuse(&self, reason: &'static str, client: SocketAddr, dst: Option<OrigDstAddr>) {
+        tracing::debug!(%client, dst = ?dst.map(|d| d.0), reason, "connection refused");
+        self.metrics
+            .refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Accepts on `listener` until `shutdown`, then stops accepting and
+    /// gives open connections `drain` to finish (HTTP/1 connections close
+    /// after their current request, HTTP/2 ones get GOAWAY).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let tunnels = TaskTracker::new();
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let Some(dst) = socket::original_dst(&stream) else {
+                self.refuse("not-redirected", client, None);
+                continue;
+            };
+            let config = self.config();
+            let Some(l) = config.listener(dst.0) else {
+                // No service this network may see: refused even though
+                // the connection got here.
+                self.refuse("no-service", client, Some(dst));
+                continue;
+            };
+            let conn = Arc::new(Conn {
+                id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+                client,
+                dst,
+            });
+            let protocol = l.protocol.as_str();
+            let _ = stream.set_nodelay(true);
+            match l.protocol {
+                ListenerProtocol::Http => {
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder
+                        .http1()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(u64::from(
+                            l.timeouts.header_read_seconds.max(1),
+                        )))
+                        .max_buf_size(MAX_HEADER_BYTES);
+                    builder
+                        .http2()
+                        .timer(TokioTimer::new())
+                        .max_header_list_size(MAX_HEADER_BYTES as u32);
+                    let proxy = self.clone();
+                    let c = conn.clone();
+                    let service = hyper::service::service_fn(move |req| {
+                        crate::http::handle(proxy.clone(), c.clone(), req)
+                    });
+                    let served = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    let served = graceful.watch(served);
+                    let proxy = self.clone();
+                    tokio::spawn(async move {
+                        let _active = proxy.track(protocol);
+                        if let Err(e) = served.await {
+                            tracing::debug!(conn = conn.id, client = %conn.client, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                ListenerProtocol::Tcp => {
+                    let (proxy, l) = (self.clone(), l.clone());
+                    let stop = shutdown.clone();
+                    tunnels.spawn(async move {
+                        let _active = proxy.track(protocol);
+                        crate::tcp::forward(&proxy, &conn, &l, stream, stop, drain).await;
+                    });
+                }
+                ListenerProtocol::Https | ListenerProtocol::TlsPassthrough => {
+                    self.refuse("tls-listeners-not-built", client, Some(dst));
+                }
+            }
+        }
+        tracing::info!(drain = ?drain, "proxy stopped accepting; draining connections");
+        tunnels.close();
+        let drained = async {
+            graceful.shutdown().await;
+            tunnels.wait().await;
+        };
+        if tokio::time::timeout(drain, drained).await.is_err() {
+            tracing::warn!("drain time over; closing what is left");
+        }
+    }
+
+    /// Counts a connection as active until the guard drops.
+    fn track(&self, protocol: &'static str) -> Active<'_> {
+        let labels = ProtocolLabels { protocol };
+        self.metrics.connections.get_or_create(&labels).inc();
+        self.metrics.active.get_or_create(&labels).inc();
+        Active(self, labels)
+    }
+}
+
+struct Active<'a>(&'a Proxy, ProtocolLabels);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.active.get_or_create(&self.1).dec();
+    }
+}

@@ -1,0 +1,305 @@
+//! Target groups at run time: each target's health and load, kept across
+//! snapshot swaps (a target in the old and the new snapshot is the same
+//! object, so its health and in-flight count carry over), and the choice of
+//! a target for one request or connection.
+//!
+//! Eligible, in order: healthy targets; else targets not checked yet; else,
+//! when the group fails open (the default, as VPC Lattice does), every
+//! target. A target removed from its group is in no tier: it gets nothing
+//! new while its in-flight requests finish (`drain`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use trellis_api::resource::{HealthCheck, LoadBalancing, ProtocolVersion, TargetProtocol};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    Unknown = 0,
+    Healthy = 1,
+    Unhealthy = 2,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Unhealthy => "unhealthy",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    health: AtomicU8,
+    in_flight: AtomicUsize,
+    served: AtomicU64,
+    /// Set when the target left its group and the drain time is over:
+    /// whatever still runs on it is cut.
+    drained: CancellationToken,
+    removed: AtomicBool,
+}
+
+impl Target {
+    pub fn new(addr: SocketAddr, health: Health) -> Target {
+        Target {
+            addr,
+            health: AtomicU8::new(health as u8),
+            in_flight: AtomicUsize::new(0),
+            served: AtomicU64::new(0),
+            drained: CancellationToken::new(),
+            removed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Ordering::Relaxed) {
+            1 => Health::Healthy,
+            2 => Health::Unhealthy,
+            _ => Health::Unknown,
+        }
+    }
+
+    pub fn set_health(&self, h: Health) {
+        self.health.store(h as u8, Ordering::Relaxed);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+
+    /// Resolves when the target's drain time is over.
+    pub fn drained(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.drained.cancelled()
+    }
+
+    /// Counts one request or connection on the target until dropped.
+    pub fn lease(self: &Arc<Self>) -> Lease {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.served.fetch_add(1, Ordering::Relaxed);
+        Lease(self.clone())
+    }
+
+    /// The target left its group: in-flight work has `drain` to finish,
+    /// then it is cut. Returns at once; the wait runs on its own task.
+    pub fn remove(self: &Arc<Self>, drain: Duration) {
+        if self.removed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let target = self.clone();
+        tokio::spawn(async move {
+            let deadline = tokio::time::Instant::now() + drain;
+            while target.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            if target.in_flight() > 0 {
+                tracing::info!(target = %target.addr, in_flight = target.in_flight(), "drain time over; cutting what is left");
+            }
+            target.drained.cancel();
+        });
+    }
+}
+
+/// One request's or connection's hold on a target.
+#[derive(Debug)]
+pub struct Lease(Arc<Target>);
+
+impl Lease {
+    pub fn target(&self) -> &Arc<Target> {
+        &self.0
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A target group as one snapshot declares it, with its live targets.
+#[derive(Debug)]
+pub struct Group {
+    pub name: Arc<str>,
+    pub protocol: TargetProtocol,
+    pub version: ProtocolVersion,
+    pub health_check: HealthCheck,
+    pub load_balancing: LoadBalancing,
+    pub fail_open: bool,
+    pub drain: Duration,
+    pub targets: Vec<Arc<Target>>,
+    next: AtomicUsize,
+}
+
+impl Group {
+    pub fn new(
+        name: &str,
+        spec: &trellis_api::resource::TargetGroupSpec,
+        targets: Vec<Arc<Target>>,
+    ) -> Group {
+        Group {
+            name: Arc::from(name),
+            protocol: spec.protocol,
+            version: spec.protocol_version,
+            health_check: spec.health_check.clone(),
+            load_balancing: spec.load_balancing,
+            fail_open: spec.fail_open,
+            drain: Duration::from_secs(u64::from(spec.drain_seconds)),
+            targets,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// A target for the next request, other than `not` if another is
+    /// eligible (a retry goes elsewhere). `None`: nothing eligible.
+    pub fn pick(&self, not: Option<SocketAddr>) -> Option<&Arc<Target>> {
+        let tiers: [&dyn Fn(&Target) -> bool; 3] = [
+            &|t| t.health() == Health::Healthy,
+            &|t| t.health() == Health::Unknown,
+            &|_| self.fail_open,
+        ];
+        for eligible in tiers {
+            let ok = |t: &&Arc<Target>| eligible(t) && Some(t.addr) != not;
+            let n = self.targets.iter().filter(ok).count();
+            if n == 0 {
+                continue;
+            }
+            let nth = |i: usize| self.targets.iter().filter(ok).nth(i % n);
+            return match self.load_balancing {
+                LoadBalancing::RoundRobin => nth(self.next.fetch_add(1, Ordering::Relaxed)),
+                LoadBalancing::LeastRequest => {
+                    // Power of two choices: the less busy of two at random.
+                    let (a, b) = (nth(random()), nth(random()));
+                    match (a, b) {
+                        (Some(a), Some(b)) if b.in_flight() < a.in_flight() => Some(b),
+                        (a, _) => a,
+                    }
+                }
+            };
+        }
+        // Only the excluded target is eligible: better it than nothing.
+        not.and_then(|addr| self.targets.iter().find(|t| t.addr == addr))
+            .filter(|t| t.health() != Health::Unhealthy || self.fail_open)
+    }
+}
+
+/// A cheap thread-local random number (xorshift), for choices only.
+pub fn random() -> usize {
+    use std::cell::Cell;
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut seed = [0u8; 8];
+            let _ = getrandom::fill(&mut seed);
+            u64::from_ne_bytes(seed) | 1
+        });
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        s.set(x);
+        x as usize
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(healths: &[Health], fail_open: bool, lb: LoadBalancing) -> Group {
+        let mut spec: trellis_api::resource::TargetGroupSpec =
+            serde_json::from_value(serde_json::json!({"network": "east"})).unwrap();
+        spec.fail_open = fail_open;
+        spec.load_balancing = lb;
+        let targets = healths
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                Arc::new(Target::new(
+                    format!("10.0.0.{}:80", i + 1).parse().unwrap(),
+                    *h,
+                ))
+            })
+            .collect();
+        Group::new("g", &spec, targets)
+    }
+
+    fn picks(g: &Group, n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|_| match g.pick(None).map(|t| t.addr.ip()) {
+                Some(std::net::IpAddr::V4(ip)) => ip.octets()[3],
+                _ => 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn healthy_first_then_unchecked_then_fail_open() {
+        use Health::*;
+        let rr = LoadBalancing::RoundRobin;
+        assert_eq!(
+            picks(&group(&[Healthy, Unhealthy, Healthy], true, rr), 4),
+            [1, 3, 1, 3]
+        );
+        assert_eq!(picks(&group(&[Unhealthy, Unknown], true, rr), 2), [2, 2]);
+        assert_eq!(
+            picks(&group(&[Unhealthy, Unhealthy], true, rr), 4),
+            [1, 2, 1, 2]
+        );
+        assert_eq!(picks(&group(&[Unhealthy, Unhealthy], false, rr), 2), [0, 0]);
+        assert_eq!(picks(&group(&[], true, rr), 1), [0]);
+    }
+
+    #[test]
+    fn a_retry_goes_to_another_target_when_there_is_one() {
+        let g = group(
+            &[Health::Healthy, Health::Healthy],
+            true,
+            LoadBalancing::RoundRobin,
+        );
+        let first = g.targets[0].addr;
+        for _ in 0..4 {
+            assert_ne!(g.pick(Some(first)).unwrap().addr, first);
+        }
+        let single = group(&[Health::Healthy], true, LoadBalancing::RoundRobin);
+        let only = single.targets[0].addr;
+        assert_eq!(single.pick(Some(only)).unwrap().addr, only);
+    }
+
+    #[test]
+    fn least_request_avoids_the_busy_target() {
+        let g = group(
+            &[Health::Healthy, Health::Healthy],
+            true,
+            LoadBalancing::LeastRequest,
+        );
+        let _busy: Vec<Lease> = (0..10).map(|_| g.targets[0].lease()).collect();
+        // Two random draws agree on the busy one a quarter of the time at
+        // most; over 400 picks it must get far fewer than half.
+        let to_busy = picks(&g, 400).iter().filter(|t| **t == 1).count();
+        assert!(to_busy < 150, "{to_busy} of 400 to the busy target");
+        assert_eq!(g.targets[0].in_flight(), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_removed_target_is_cut_after_its_drain_time() {
+        let t = Arc::new(Target::new("10.0.0.1:80".parse().unwrap(), Health::Healthy));
+        let lease = t.lease();
+        t.remove(Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        assert!(!t.drained.is_cancelled(), "still draining");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert!(t.drained.is_cancelled());
+        drop(lease);
+        assert_eq!(t.in_flight(), 0);
+    }
+}

@@ -1,0 +1,137 @@
+//! TCP listeners: each connection goes, whole, to one target of a group
+//! picked by weight (the listener's default action), with the same health
+//! rules as HTTP; bytes are spliced both ways until either side closes or
+//! nothing moves for the idle timeout.
+
+use crate::access_log::{Entry, now_rfc3339};
+use crate::config::{Action, DEFAULT_RULE, Listener};
+use crate::proxy::{Conn, Proxy};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+const BUF: usize = 16 * 1024;
+
+/// Copies both ways; returns (bytes a to b, bytes b to a). Ends when both
+/// sides have closed (each close is passed on as a shutdown), or with
+/// `TimedOut` after `idle` with no byte either way.
+pub async fn splice<A, B>(a: A, b: B, idle: Duration) -> std::io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut ar, mut aw) = tokio::io::split(a);
+    let (mut br, mut bw) = tokio::io::split(b);
+    let (mut abuf, mut bbuf) = (vec![0u8; BUF], vec![0u8; BUF]);
+    let (mut a_open, mut b_open) = (true, true);
+    let (mut a_to_b, mut b_to_a) = (0u64, 0u64);
+    while a_open || b_open {
+        tokio::select! {
+            r = ar.read(&mut abuf), if a_open => {
+                let n = r?;
+                if n == 0 {
+                    a_open = false;
+                    let _ = bw.shutdown().await;
+                } else {
+                    bw.write_all(&abuf[..n]).await?;
+                    a_to_b += n as u64;
+                }
+            }
+            r = br.read(&mut bbuf), if b_open => {
+                let n = r?;
+                if n == 0 {
+                    b_open = false;
+                    let _ = aw.shutdown().await;
+                } else {
+                    aw.write_all(&bbuf[..n]).await?;
+                    b_to_a += n as u64;
+                }
+            }
+            _ = tokio::time::sleep(idle) => {
+                return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("idle for {idle:?}")));
+            }
+        }
+    }
+    Ok((a_to_b, b_to_a))
+}
+
+pub async fn forward(
+    proxy: &Arc<Proxy>,
+    conn: &Conn,
+    listener: &Arc<Listener>,
+    client: TcpStream,
+    shutdown: CancellationToken,
+    drain: Duration,
+) {
+    let start = Instant::now();
+    let config = proxy.config();
+    let mut entry = Entry {
+        kind: "tcp",
+        request_id: format!("{:016x}", crate::targets::random() as u64),
+        source_network: Arc::from(config.snapshot.network.as_str()),
+        client: conn.client.to_string(),
+        service: listener.service.clone(),
+        listener: listener.name.clone(),
+        rule: Arc::from(DEFAULT_RULE),
+        ..Entry::default()
+    };
+    let log = |mut entry: Entry, error: Option<&'static str>| {
+        entry.error = error;
+        entry.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
+        entry.time = now_rfc3339();
+        proxy.access_log.log(entry);
+    };
+    let Action::Forward(split) = &listener.default else {
+        return log(entry, Some("no-target-group"));
+    };
+    let name = split.pick().clone();
+    entry.target_group = name.clone();
+    let Some(group) = config.groups.get(&name).cloned() else {
+        return log(entry, Some("no-target-group"));
+    };
+    let connect_timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
+    let upstream = proxy.clients.upstream();
+    // A failed connect is retried once on another target: nothing was sent yet.
+    let mut tried = None;
+    let (lease, stream) = loop {
+        let Some(target) = group.pick(tried) else {
+            return log(entry, Some("no-healthy-target"));
+        };
+        let lease = target.lease();
+        entry.target = target.addr.to_string();
+        match upstream.connect(target.addr, connect_timeout).await {
+            Ok(s) => break (lease, s),
+            Err(e) if tried.is_none() && group.targets.len() > 1 => {
+                tracing::debug!(target = %target.addr, error = %e, "connect failed; trying another target");
+                proxy.metrics.retries.inc();
+                tried = Some(target.addr);
+            }
+            Err(e) => {
+                tracing::debug!(target = %target.addr, error = %e, "connect failed");
+                return log(entry, Some("connect-failed"));
+            }
+        }
+    };
+    entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
+    let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
+    let stopping = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain).await;
+    };
+    let error = tokio::select! {
+        r = splice(client, stream, idle) => match r {
+            Ok((sent, received)) => {
+                entry.bytes_sent = sent;
+                entry.bytes_received = received;
+                None
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Some("idle-timeout"),
+            Err(_) => Some("reset"),
+        },
+        _ = lease.target().drained() => Some("target-drained"),
+        _ = stopping => Some("proxy-stopped"),
+    };
+    log(entry, error)
+}

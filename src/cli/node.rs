@@ -1,0 +1,274 @@
+//! `trellis node`: the node agent. Follows the network's snapshot (the
+//! persisted one first, so a restart with the control plane down serves the
+//! last config), programs the datapath, runs the proxy, optionally the
+//! node-local DNS, and the admin endpoint.
+
+use super::datapath::{DatapathKind, NftArgs};
+use super::dns::{Serving, render_metrics};
+use crate::admin::{self, Page};
+use anyhow::{Context, Result, bail};
+use http::StatusCode;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use trellis_api::client::Client;
+use trellis_datapath::{Choice, EbpfDatapath, NftDatapath, Options};
+use trellis_dns::handler::{Networks, Views};
+use trellis_node::access_log::AccessLog;
+use trellis_node::socket::Upstream;
+use trellis_node::upstream::Clients;
+use trellis_node::{Agent, Proxy};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The network this node is in.
+    #[arg(long)]
+    network: String,
+    /// Control plane URL.
+    #[arg(long, env = "TRELLIS_SERVER", default_value = "http://127.0.0.1:7070")]
+    control_plane: String,
+    /// File holding the API token (or TRELLIS_TOKEN).
+    #[arg(long, env = "TRELLIS_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Where the last snapshot is kept (served at start until the control
+    /// plane answers).
+    #[arg(long, default_value = "/var/lib/trellis/node")]
+    data_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = DatapathKind::Auto)]
+    datapath: DatapathKind,
+    /// cgroup v2 directory whose processes are redirected (eBPF); default
+    /// the unified root, mounted under /run/trellis/cgroup2 if absent.
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
+    /// cgroup v2 directory the proxy runs in (its SO_ORIGINAL_DST lookups are
+    /// answered there); default --cgroup.
+    #[arg(long)]
+    proxy_cgroup: Option<PathBuf>,
+    /// bpffs directory of this agent's pins (two agents on a host use two).
+    #[arg(long, default_value = "/sys/fs/bpf/trellis")]
+    bpf_pin_dir: PathBuf,
+    /// The proxy's listener; redirected connections land here (IPv6 ones
+    /// on [::1] at the same port).
+    #[arg(long, default_value = "127.0.0.1:15001")]
+    proxy_listen: SocketAddrV4,
+    /// SO_MARK of the proxy's upstream sockets, which are never redirected.
+    #[arg(long, default_value_t = 0x7472)]
+    proxy_mark: u32,
+    /// Source address of connections to targets (SNAT); default the
+    /// kernel's choice for the route. Repeat for one v4 and one v6.
+    #[arg(long = "snat-address")]
+    snat_addresses: Vec<IpAddr>,
+    /// Run the node-local DNS here (UDP and TCP), answering as --network.
+    /// Repeatable.
+    #[arg(long)]
+    dns_listen: Vec<SocketAddr>,
+    /// TTL of DNS answers, in seconds.
+    #[arg(long, default_value_t = 30)]
+    dns_ttl: u32,
+    #[command(flatten)]
+    dns: Serving,
+    /// Admin endpoint: /ready, /config, /metrics.
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    admin_listen: SocketAddr,
+    /// Access log: `stdout`, `off`, or a file path (appended).
+    #[arg(long, default_value = "stdout")]
+    access_log: String,
+    /// On SIGTERM, how long open connections have to finish, in seconds.
+    #[arg(long, default_value_t = 10)]
+    drain_seconds: u64,
+    /// Detach and unpin the datapath (and delete its nftables table), then exit.
+    #[arg(long)]
+    cleanup: bool,
+    #[command(flatten)]
+    nft: NftArgs,
+}
+
+fn access_log(spec: &str) -> Result<AccessLog> {
+    Ok(match spec {
+        "off" => AccessLog::off(),
+        "stdout" => AccessLog::to(Box::new(std::io::stdout())),
+        path => AccessLog::to(Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening the access log {path}"))?,
+        )),
+    })
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    if args.cleanup {
+        EbpfDatapath::cleanup(&args.bpf_pin_dir)?;
+        if trellis_datapath::probe_nftables().is_empty() {
+            NftDatapath::cleanup(&args.nft.options(0, 0))?;
+        }
+        println!(
+            "trellis node: datapath removed ({})",
+            args.bpf_pin_dir.display()
+        );
+        return Ok(());
+    }
+    if args.proxy_listen.port() == 0 {
+        bail!("--proxy-listen needs a fixed port: the datapath redirects to it");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let mut upstream = Upstream {
+        snat_v4: None,
+        snat_v6: None,
+        mark: args.proxy_mark,
+    };
+    for a in &args.snat_addresses {
+        match a {
+            IpAddr::V4(v4) => upstream.snat_v4 = Some(*v4),
+            IpAddr::V6(v6) => upstream.snat_v6 = Some(*v6),
+        }
+    }
+    let proxy = Proxy::new(
+        &args.network,
+        Clients::new(upstream),
+        access_log(&args.access_log)?,
+    );
+
+    // The proxy listens before the datapath sends anything its way.
+    let proxy_v6 = SocketAddrV6::new(Ipv6Addr::LOCALHOST, args.proxy_listen.port(), 0, 0);
+    let listener_v4 = tokio::net::TcpListener::bind(args.proxy_listen)
+        .await
+        .with_context(|| format!("binding the proxy on {}", args.proxy_listen))?;
+    let listener_v6 = match tokio::net::TcpListener::bind(proxy_v6).await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::warn!(error = %e, "no IPv6 proxy listener; IPv6 VIPs will not work");
+            None
+        }
+    };
+
+    let cgroup = match &args.cgroup {
+        Some(c) => c.clone(),
+        None => trellis_datapath::mounts::default_cgroup2()?,
+    };
+    let ebpf = Options {
+        proxy_cgroup: args.proxy_cgroup.clone().unwrap_or_else(|| cgroup.clone()),
+        cgroup,
+        pin_dir: args.bpf_pin_dir.clone(),
+        proxy_v4: args.proxy_listen,
+        proxy_v6,
+        proxy_mark: args.proxy_mark,
+    };
+    let choice = match args.datapath {
+        DatapathKind::Ebpf => Choice::Ebpf,
+        DatapathKind::Nftables => Choice::Nftables,
+        DatapathKind::Auto => Choice::Auto,
+    };
+    let nft = args.nft.options(args.proxy_listen.port(), args.proxy_mark);
+    let datapath = trellis_datapath::open(choice, &ebpf, &nft).context("attaching the datapath")?;
+    tracing::info!(datapath = datapath.name(), "datapath attached");
+
+    let mut agent = Agent::new(proxy.clone(), Some(datapath));
+    let ready = agent.ready();
+    let token = super::read_token(args.token_file.as_deref())?;
+    let client = Client::new(&args.control_plane, token, Duration::from_secs(10))?;
+
+    // The DNS, if any, follows the same snapshots.
+    let dns_options = args.dns.options();
+    let (views_tx, views_rx) = watch::channel(Arc::new(Views::new()));
+    let dns_on = !args.dns_listen.is_empty();
+    if dns_on {
+        trellis_dns::metrics::init(std::slice::from_ref(&args.network));
+    }
+    let ttl = args.dns_ttl;
+    let store = args
+        .data_dir
+        .join(format!("node-snapshot-{}.json", args.network));
+    tokio::spawn(trellis_api::follow::follow(
+        client,
+        args.network.clone(),
+        Some(store),
+        move |snapshot| {
+            if dns_on {
+                trellis_dns::feed::publish(&views_tx, &snapshot, ttl);
+            }
+            agent.apply(snapshot);
+        },
+    ));
+
+    let shutdown = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for addr in &args.dns_listen {
+        let (udp, tcp) = trellis_dns::server::bind(*addr)
+            .await
+            .with_context(|| format!("binding the DNS on {addr}"))?;
+        println!("trellis node dns listening on {}", udp.local_addr()?);
+        let networks = Networks {
+            listener: Some(args.network.clone()),
+            sources: Vec::new(),
+        };
+        let stop = stop.clone();
+        tasks.spawn(trellis_dns::server::serve(
+            udp,
+            tcp,
+            views_rx.clone(),
+            networks,
+            dns_options.clone(),
+            async move { stop.cancelled().await },
+        ));
+    }
+
+    let admin_listener = tokio::net::TcpListener::bind(args.admin_listen)
+        .await
+        .with_context(|| format!("binding the admin endpoint on {}", args.admin_listen))?;
+    let admin_addr = admin_listener.local_addr()?;
+    {
+        let proxy = proxy.clone();
+        tasks.spawn(admin::serve(admin_listener, move |path| match path {
+            "/ready" if ready.load(Ordering::Relaxed) => Some(Page::text(StatusCode::OK, "ready\n")),
+            "/ready" => Some(Page::text(StatusCode::SERVICE_UNAVAILABLE, "no config yet\n")),
+            "/config" => {
+                let config = proxy.config();
+                let body = serde_json::json!({
+                    "revision": config.revision(),
+                    "network": config.snapshot.network,
+                    "snapshot": *config.snapshot,
+                });
+                Some(Page::json(serde_json::to_string_pretty(&body).unwrap_or_default()))
+            }
+            "/metrics" => {
+                let mut text = proxy.metrics.render(&proxy.config());
+                text.push_str(&format!(
+                    "# HELP trellis_access_log_dropped_total Access log lines dropped because the writer fell behind.\n\
+                     # TYPE trellis_access_log_dropped_total counter\ntrellis_access_log_dropped_total {}\n",
+                    proxy.access_log.dropped()
+                ));
+                if dns_on {
+                    text.push_str(&render_metrics(&dns_options));
+                }
+                Some(Page::metrics(text))
+            }
+            _ => None,
+        }));
+    }
+    let drain = Duration::from_secs(args.drain_seconds);
+    let mut proxies = tokio::task::JoinSet::new();
+    proxies.spawn(proxy.clone().serve(listener_v4, shutdown.clone(), drain));
+    if let Some(l) = listener_v6 {
+        proxies.spawn(proxy.clone().serve(l, shutdown.clone(), drain));
+    }
+    tracing::info!(network = args.network, proxy = %args.proxy_listen, admin = %admin_addr, "node agent running");
+    // Scripts and tests learn the admin port from this line.
+    println!("trellis node admin listening on {admin_addr}");
+
+    super::control_plane::shutdown().await;
+    // The proxies stop accepting and drain (bounded by `drain`); the DNS
+    // and the admin endpoint answer until they are done.
+    shutdown.cancel();
+    while proxies.join_next().await.is_some() {}
+    stop.cancel();
+    tasks.abort_all();
+    Ok(())
+}

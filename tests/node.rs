@@ -1,0 +1,223 @@
+//! `trellis node` end to end, as root, in network namespaces: real control
+//! plane, real eBPF redirect, real proxy, Python clients and targets (see
+//! tests/node/harness.rs).
+
+#[path = "node/harness.rs"]
+mod harness;
+
+use harness::{Env, SNAT_IP};
+use std::time::{Duration, Instant};
+
+fn shop(blue_weight: u32, green_weight: u32, blue_targets: &[u16], extra_tg: &str) -> String {
+    let targets: Vec<String> = blue_targets
+        .iter()
+        .map(|p| format!("{{address: {}, port: {p}}}", harness::TARGET_IP))
+        .collect();
+    format!(
+        r#"apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {{name: east}}
+spec: {{}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {{name: shop}}
+spec: {{networks: [east]}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {{name: blue}}
+spec:
+  network: east
+  healthCheck: {{intervalSeconds: 1, timeoutSeconds: 1, path: /health, unhealthyThreshold: 2, healthyThreshold: 2}}
+  drainSeconds: 5
+  targets: [{targets}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {{name: green}}
+spec:
+  network: east
+  healthCheck: {{intervalSeconds: 1, timeoutSeconds: 1, path: /health}}
+  targets: [{{address: {ip}, port: 8082}}]
+{extra_tg}---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: checkout}}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: web
+      protocol: HTTP
+      timeouts: {{headerReadSeconds: 1, idleSeconds: 2}}
+      defaultAction:
+        forward:
+          - {{targetGroup: blue, weight: {blue_weight}}}
+          - {{targetGroup: green, weight: {green_weight}}}
+      rules:
+        - name: beta
+          priority: 10
+          match: {{headers: [{{name: x-beta, exact: "true"}}]}}
+          action: {{forward: [{{targetGroup: green}}]}}
+        - name: teapot
+          priority: 20
+          match: {{path: {{exact: /teapot}}}}
+          action: {{fixedResponse: {{statusCode: 418}}}}
+"#,
+        targets = targets.join(", "),
+        ip = harness::TARGET_IP,
+    )
+}
+
+fn count(v: &serde_json::Value, name: &str) -> u64 {
+    v["names"][name].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn weighted_rules_through_the_ebpf_redirect_from_the_snat_address() {
+    let Some(mut env) = Env::new("weighted_rules") else {
+        return;
+    };
+    env.start_backends(&["http:8081:blue", "http:8082:green"]);
+    env.apply(&shop(90, 10, &[8081], ""));
+    env.start_node(&[]);
+    let vip = env.vip("checkout");
+    let url = format!("http://{vip}/");
+
+    // 10,000 requests at 90/10: exact shares, well within ±1.5 points.
+    let started = Instant::now();
+    let r = env.client(&[
+        "count",
+        &url,
+        "10000",
+        "x-trellis-source-network=forged",
+        "X-Amzn-Lattice-Identity=forged",
+    ]);
+    eprintln!(
+        "10,000 requests through the proxy in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(r["errors"], 0, "{r}");
+    let (blue, green) = (count(&r, "blue"), count(&r, "green"));
+    assert_eq!(blue + green, 10_000, "{r}");
+    let share = green as f64 / 100.0;
+    assert!((share - 10.0).abs() <= 1.5, "green got {share}%");
+
+    // What the target saw: the node's SNAT address, the proxy's headers,
+    // none of the forged ones.
+    let last = &r["last"];
+    assert_eq!(last["peer"], SNAT_IP, "{last}");
+    let h = &last["headers"];
+    assert_eq!(h["x-trellis-source-network"], "east", "{h}");
+    assert_eq!(h["x-trellis-service"], "checkout");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-forwarded-for-proto"], "http");
+    assert!(
+        h["x-forwarded-for-port"]
+            .as_str()
+            .is_some_and(|p| p.parse::<u16>().is_ok())
+    );
+    assert_eq!(h["x-trellis-request-id"].as_str().map(str::len), Some(32));
+    assert!(h.get("x-amzn-lattice-identity").is_none(), "{h}");
+
+    // Rules: a header sends to green, a path gets a fixed response.
+    let beta = env.client(&["count", &url, "20", "x-beta=true"]);
+    assert_eq!(count(&beta, "green"), 20, "{beta}");
+    let teapot = env.client(&["count", &format!("{url}teapot"), "1"]);
+    assert_eq!(teapot["statuses"]["418"], 1, "{teapot}");
+
+    // Blue/green cut-over: 0/100, effective for the next requests.
+    env.apply(&shop(0, 100, &[8081], ""));
+    let t = Instant::now();
+    loop {
+        let r = env.client(&["count", &url, "1"]);
+        if count(&r, "green") == 1 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "the new weights never applied"
+        );
+    }
+    let after = env.client(&["count", &url, "500"]);
+    assert_eq!(count(&after, "green"), 500, "{after}");
+
+    // Observability: metrics, config, access log.
+    let (status, metrics) = env.admin_get("/metrics");
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("trellis_proxy_requests_total{service=\"checkout\",listener=\"web\",target_group=\"green\",code=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("trellis_target_healthy{target_group=\"blue\",target=\"10.200.0.2:8081\"} 1"),
+        "{metrics}"
+    );
+    let (_, config) = env.admin_get("/config");
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+    assert_eq!(config["network"], "east");
+    assert!(config["revision"].as_u64().unwrap() >= 2);
+    std::thread::sleep(Duration::from_millis(300));
+    let log = env.access_log();
+    let line: serde_json::Value =
+        serde_json::from_str(log.lines().last().expect("access log lines")).unwrap();
+    assert_eq!(line["service"], "checkout");
+    assert_eq!(line["target_group"], "green");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["source_network"], "east");
+    assert!(log.lines().count() >= 10_521, "one line per request");
+}
+
+#[test]
+fn a_failing_target_stops_receiving_traffic_and_a_rollout_loses_nothing() {
+    let Some(mut env) = Env::new("health_and_rollout") else {
+        return;
+    };
+    env.start_backends(&["http:8081:blue-1", "http:8083:blue-2", "http:8082:green"]);
+    env.apply(&shop(100, 0, &[8081, 8083], ""));
+    env.start_node(&[]);
+    let url = format!("http://{}/", env.vip("checkout"));
+    let r = env.client(&["count", &url, "100"]);
+    assert_eq!((count(&r, "blue-1"), count(&r, "blue-2")), (50, 50), "{r}");
+
+    // blue-2 fails its checks: out within interval x unhealthyThreshold (2 s).
+    std::fs::write(env.run.join("unhealthy-8083"), "").unwrap();
+    let t = Instant::now();
+    loop {
+        let r = env.client(&["count", &url, "20"]);
+        if count(&r, "blue-2") == 0 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "blue-2 still gets traffic: {r}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("unhealthy target out after {:?}", t.elapsed());
+    let (_, metrics) = env.admin_get("/metrics");
+    assert!(
+        metrics
+            .contains("trellis_target_healthy{target_group=\"blue\",target=\"10.200.0.2:8083\"} 0"),
+        "{metrics}"
+    );
+    std::fs::remove_file(env.run.join("unhealthy-8083")).unwrap();
+
+    // A rolling replacement of every blue target under steady load:
+    // 8081+8083 -> 8083+8085 -> 8085+8086, new targets started first, old
+    // ones deregistered. Not one request may fail.
+    env.start_backends(&["http:8085:blue-3", "http:8086:blue-4"]);
+    let load = env.spawn_client(&["load", &url, "6"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    env.apply(&shop(100, 0, &[8083, 8085], ""));
+    std::thread::sleep(Duration::from_millis(1500));
+    env.apply(&shop(100, 0, &[8085, 8086], ""));
+    let out = load.wait_with_output().unwrap();
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    eprintln!("rollout under load: {result}");
+    assert_eq!(result["errors"], serde_json::json!([]), "{result}");
+    assert!(result["ok"].as_u64().unwrap() > 500, "{result}");
+    let r = env.client(&["count", &url, "40"]);
+    assert_eq!((count(&r, "blue-3"), count(&r, "blue-4")), (20, 20), "{r}");
+}

@@ -1,0 +1,97 @@
+# A client in the redirected cgroup. Commands (argv[1]):
+#   count URL N [HEADER=VALUE ...]   N keep-alive GETs; prints JSON
+#       {"names": {name: count}, "errors": k, "statuses": {...}, "last": <last answer>}
+#   load URL SECONDS                 GETs on 4 connections for SECONDS; prints
+#       {"ok": n, "errors": [...]} (every non-200 or failed request is an error)
+#   ws URL MESSAGES PAUSE            a WebSocket: MESSAGES messages PAUSE s apart,
+#       prints each echo
+#   tcp HOST PORT TEXT               prints what the TCP echo sent back
+#   slow HOST PORT                   sends half a request head and waits;
+#       prints how long until the proxy closed the connection
+import base64, http.client, json, os, socket, sys, threading, time
+from urllib.parse import urlparse
+
+def conn(url):
+    u = urlparse(url)
+    return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10), u.path or '/'
+
+cmd = sys.argv[1]
+if cmd == 'count':
+    url, n = sys.argv[2], int(sys.argv[3])
+    headers = dict(h.split('=', 1) for h in sys.argv[4:])
+    c, path = conn(url)
+    names, statuses, errors, last = {}, {}, 0, None
+    for _ in range(n):
+        try:
+            c.request('GET', path, headers=headers)
+            r = c.getresponse()
+            body = r.read()
+            statuses[r.status] = statuses.get(r.status, 0) + 1
+            if r.status == 200:
+                last = json.loads(body)
+                names[last['name']] = names.get(last['name'], 0) + 1
+            else:
+                last = {'status': r.status, 'headers': dict(r.getheaders()), 'body': body.decode(errors='replace')}
+        except Exception as e:
+            errors += 1
+            last = {'exception': repr(e)}
+            c.close()
+            c, path = conn(url)
+    print(json.dumps({'names': names, 'errors': errors, 'statuses': statuses, 'last': last}))
+elif cmd == 'load':
+    url, seconds = sys.argv[2], float(sys.argv[3])
+    end = time.time() + seconds
+    ok, errors, lock = [0], [], threading.Lock()
+    def worker():
+        c, path = conn(url)
+        while time.time() < end:
+            try:
+                c.request('GET', path)
+                r = c.getresponse()
+                body = r.read()
+                with lock:
+                    if r.status == 200:
+                        ok[0] += 1
+                    else:
+                        errors.append('%d %s' % (r.status, body[:200]))
+            except Exception as e:
+                with lock:
+                    errors.append(repr(e))
+                c.close()
+                c, path = conn(url)
+    ts = [threading.Thread(target=worker) for _ in range(4)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    print(json.dumps({'ok': ok[0], 'errors': errors}))
+elif cmd == 'ws':
+    url, count, pause = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    u = urlparse(url)
+    s = socket.create_connection((u.hostname, u.port or 80), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    s.sendall(('GET / HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n'
+               'Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n' % (u.hostname, key)).encode())
+    f = s.makefile('rb')
+    status = f.readline().decode().strip()
+    while f.readline() not in (b'\r\n', b''):
+        pass
+    print(status, flush=True)
+    for i in range(count):
+        msg = ('m%d' % i).encode()
+        mask = os.urandom(4)
+        s.sendall(bytes([0x81, 0x80 | len(msg)]) + mask + bytes(b ^ mask[j % 4] for j, b in enumerate(msg)))
+        head = f.read(2)
+        print(f.read(head[1] & 0x7f).decode(), flush=True)
+        time.sleep(pause)
+elif cmd == 'tcp':
+    s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10)
+    s.sendall(sys.argv[4].encode())
+    print(s.recv(4096).decode())
+elif cmd == 'slow':
+    s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=30)
+    s.sendall(b'GET / HTTP/1.1\r\nHost: x\r\n')
+    t = time.time()
+    try:
+        d = s.recv(4096)
+    except Exception:
+        d = b''
+    print(json.dumps({'closed_after': time.time() - t, 'said': d.decode(errors='replace')}))

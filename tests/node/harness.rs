@@ -1,0 +1,346 @@
+//! A node in a box: two network namespaces joined by a veth pair, "node"
+//! (control plane, `trellis node` with the eBPF datapath on a cgroup of its
+//! own, clients in the redirected cgroup) and "targets" (Python backends on
+//! 10.200.0.2). The node's SNAT address is 10.200.0.10. Everything is
+//! removed on drop, also when the test fails; names are unique per test so
+//! tests run in parallel. Without root: SKIPPED, and under CI=true a failure.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+pub const TARGET_IP: &str = "10.200.0.2";
+pub const SNAT_IP: &str = "10.200.0.10";
+const HERE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+fn must(cmd: &str) {
+    let out = sh(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// False (after saying SKIPPED) when not root; panics under CI=true.
+pub fn root(test: &str) -> bool {
+    if String::from_utf8_lossy(&sh("id -u").stdout).trim() == "0" {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "node test {test} needs root, and CI=true: failing instead of skipping"
+    );
+    eprintln!("SKIPPED: node test {test} needs root");
+    false
+}
+
+fn unique() -> (String, String) {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let pid = std::process::id();
+    (format!("{pid}-{n}"), format!("{}{n}", pid % 100_000))
+}
+
+/// Reads lines from `child`'s stdout until one starts with `prefix`.
+fn wait_line(child: &mut Child, prefix: &str) -> String {
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = prefix.to_string();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(rest) = line.trim().strip_prefix(&wanted) {
+                let _ = tx.send(rest.to_string());
+                // Keep draining so the child never blocks on a full pipe.
+                let mut sink = String::new();
+                while reader.read_line(&mut sink).unwrap_or(0) > 0 {
+                    sink.clear();
+                }
+                return;
+            }
+            line.clear();
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"))
+}
+
+pub struct Env {
+    pub ns: String,
+    tns: String,
+    pub run: PathBuf,
+    cg_mount: PathBuf,
+    pub client_cg: PathBuf,
+    proxy_cg: PathBuf,
+    pin_dir: PathBuf,
+    pub cp_url: String,
+    cp: Option<Child>,
+    node: Option<Child>,
+    backends: Vec<Child>,
+    pub admin: String,
+}
+
+impl Env {
+    pub fn new(test: &str) -> Option<Env> {
+        if !root(test) {
+            return None;
+        }
+        let (id, short) = unique();
+        let run = PathBuf::from(format!("/run/trellis-node-test-{id}"));
+        let cg_mount = run.join("cg2");
+        let mut env = Env {
+            ns: format!("trellis-n-{id}"),
+            tns: format!("trellis-g-{id}"),
+            client_cg: cg_mount.join("clients"),
+            proxy_cg: cg_mount.join("proxy"),
+            pin_dir: run.join("bpf").join("trellis"),
+            cg_mount,
+            run,
+            cp_url: String::new(),
+            cp: None,
+            node: None,
+            backends: Vec::new(),
+            admin: String::new(),
+        };
+        std::fs::create_dir_all(&env.cg_mount).unwrap();
+        must(&format!(
+            "ip netns add {n} && ip -n {n} link set lo up && ip netns add {t} && ip -n {t} link set lo up \
+             && ip link add tn{short} netns {n} type veth peer name tg{short} netns {t} \
+             && ip -n {n} addr add 10.200.0.1/24 dev tn{short} && ip -n {n} addr add {SNAT_IP}/24 dev tn{short} \
+             && ip -n {t} addr add {TARGET_IP}/24 dev tg{short} \
+             && ip -n {n} link set tn{short} up && ip -n {t} link set tg{short} up",
+            n = env.ns,
+            t = env.tns
+        ));
+        must(&format!("mount -t cgroup2 none {}", env.cg_mount.display()));
+        std::fs::create_dir(&env.client_cg).unwrap();
+        std::fs::create_dir(&env.proxy_cg).unwrap();
+        env.start_control_plane();
+        Some(env)
+    }
+
+    /// `ip netns exec` into the node namespace, in `cgroup` if given.
+    fn in_node(&self, cgroup: Option<&PathBuf>, cmd: &str) -> Command {
+        let join = cgroup
+            .map(|c| format!("echo $$ > {}/cgroup.procs && ", c.display()))
+            .unwrap_or_default();
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            &self.ns,
+            "sh",
+            "-c",
+            &format!("{join}exec {cmd}"),
+        ]);
+        c.env("TRELLIS_LOG", "warn");
+        c
+    }
+
+    pub fn start_control_plane(&mut self) {
+        let listen = self
+            .cp_url
+            .strip_prefix("http://")
+            .unwrap_or("127.0.0.1:0")
+            .to_string();
+        let mut cp = self
+            .in_node(
+                None,
+                &format!(
+                    "{BIN} control-plane --data-dir {}/cp --listen {listen}",
+                    self.run.display()
+                ),
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let addr = wait_line(&mut cp, "trellis control plane listening on ");
+        self.cp_url = addr;
+        self.cp = Some(cp);
+    }
+
+    pub fn stop_control_plane(&mut self) {
+        if let Some(mut c) = self.cp.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Backends in the targets namespace: specs like `http:8081:blue`, `tcp:9000:echo`.
+    pub fn start_backends(&mut self, specs: &[&str]) {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.tns,
+                "python3",
+                &format!("{HERE}/backend.py"),
+            ])
+            .arg(&self.run)
+            .arg(TARGET_IP)
+            .args(specs)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_line(&mut child, "ready");
+        self.backends.push(child);
+    }
+
+    /// `trellis apply` of a YAML text; panics if refused.
+    pub fn apply(&self, yaml: &str) {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let file = self
+            .run
+            .join(format!("apply-{}.yaml", N.fetch_add(1, Ordering::SeqCst)));
+        std::fs::write(&file, yaml).unwrap();
+        let out = self
+            .in_node(
+                None,
+                &format!("{BIN} apply -f {} --server {}", file.display(), self.cp_url),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A service's IPv4 VIP, from the control plane.
+    pub fn vip(&self, service: &str) -> String {
+        let out = self
+            .in_node(
+                None,
+                &format!("{BIN} get svc {service} -o json --server {}", self.cp_url),
+            )
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("service JSON");
+        v["status"]["vip"].as_str().expect("vip").to_string()
+    }
+
+    pub fn start_node(&mut self, extra: &[&str]) {
+        let cmd = format!(
+            "{BIN} node --network east --control-plane {} --data-dir {}/node --cgroup {} --proxy-cgroup {} \
+             --bpf-pin-dir {} --datapath ebpf --snat-address {SNAT_IP} --admin-listen 127.0.0.1:0 \
+             --access-log {}/access.log --drain-seconds 2 {}",
+            self.cp_url,
+            self.run.display(),
+            self.client_cg.display(),
+            self.proxy_cg.display(),
+            self.pin_dir.display(),
+            self.run.display(),
+            extra.join(" ")
+        );
+        let mut node = self
+            .in_node(Some(&self.proxy_cg), &cmd)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        self.admin = wait_line(&mut node, "trellis node admin listening on ");
+        self.node = Some(node);
+        let t = Instant::now();
+        while self.admin_get("/ready").0 != 200 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "node never became ready"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn stop_node(&mut self) {
+        if let Some(mut n) = self.node.take() {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+
+    /// GET on the admin endpoint: (status, body).
+    pub fn admin_get(&self, path: &str) -> (u16, String) {
+        let out = self
+            .in_node(
+                None,
+                &format!(
+                    "curl -s -m 5 -w '\\n%{{http_code}}' http://{}{path}",
+                    self.admin
+                ),
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+
+    /// Runs tests/node/client.py in the redirected cgroup; parses its JSON.
+    pub fn client(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.client_raw(args);
+        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("client said {out:?}: {e}"))
+    }
+
+    pub fn client_raw(&self, args: &[&str]) -> String {
+        let out = self
+            .in_node(
+                Some(&self.client_cg),
+                &format!("python3 {HERE}/client.py {}", args.join(" ")),
+            )
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    pub fn spawn_client(&self, args: &[&str]) -> Child {
+        self.in_node(
+            Some(&self.client_cg),
+            &format!("python3 {HERE}/client.py {}", args.join(" ")),
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+    }
+
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.run.join("access.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.stop_node();
+        self.stop_control_plane();
+        for mut b in self.backends.drain(..) {
+            let _ = b.kill();
+            let _ = b.wait();
+        }
+        let _ = trellis_datapath::EbpfDatapath::cleanup(&self.pin_dir);
+        let _ = sh(&format!(
+            "umount {}",
+            self.pin_dir.parent().unwrap().display()
+        ));
+        for cg in [&self.client_cg, &self.proxy_cg] {
+            for _ in 0..50 {
+                if std::fs::remove_dir(cg).is_ok() || !cg.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = sh(&format!("umount {}", self.cg_mount.display()));
+        let _ = sh(&format!(
+            "ip netns del {}; ip netns del {}",
+            self.ns, self.tns
+        ));
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
