@@ -222,10 +222,17 @@ mod tests {
         (method.parse().unwrap(), uri.parse().unwrap(), h)
     }
 
+    /// (conditions, (method, uri, headers), expected)
+    type Case<'a> = (
+        serde_json::Value,
+        (&'a str, &'a str, Vec<(&'a str, &'a str)>),
+        bool,
+    );
+
     #[test]
     fn conditions_match_as_documented() {
         use serde_json::json;
-        let cases: Vec<(serde_json::Value, (&str, &str, Vec<(&str, &str)>), bool)> = vec![
+        let cases: Vec<Case<'_>> = vec![
             // path exact: whole path, query ignored, case-sensitive by default
             (
                 json!({"path": {"exact": "/api"}}),

@@ -92,9 +92,12 @@ mod tests {
         c
     }
 
+    /// (weights, requests, expected counts)
+    type Case<'a> = (&'a [(&'a str, u32)], usize, &'a [(&'a str, usize)]);
+
     #[test]
     fn shares_are_exact_over_every_cycle() {
-        let cases: &[(&[(&str, u32)], usize, &[(&str, usize)])] = &[
+        let cases: &[Case<'_>] = &[
             (
                 &[("blue", 90), ("green", 10)],
                 10_000,
