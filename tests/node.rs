@@ -221,3 +221,105 @@ fn a_failing_target_stops_receiving_traffic_and_a_rollout_loses_nothing() {
     let r = env.client(&["count", &url, "40"]);
     assert_eq!((count(&r, "blue-3"), count(&r, "blue-4")), (20, 20), "{r}");
 }
+
+const DB: &str = r#"---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: db}
+spec:
+  network: east
+  protocol: TCP
+  port: 9000
+  healthCheck: {intervalSeconds: 1, timeoutSeconds: 1}
+  targets: [{address: 10.200.0.2}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: db}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - {name: pg, protocol: TCP, port: 5432, defaultAction: {forward: [{targetGroup: db}]}}
+"#;
+
+#[test]
+fn slow_clients_are_cut_off_websockets_outlive_the_idle_timeout_and_tcp_is_spliced() {
+    let Some(mut env) = Env::new("limits_ws_tcp") else {
+        return;
+    };
+    env.start_backends(&["http:8081:blue", "http:8082:green", "tcp:9000:echo"]);
+    env.apply(&shop(100, 0, &[8081], DB));
+    env.start_node(&[]);
+    let vip = env.vip("checkout");
+
+    // headerReadSeconds is 1: half a request head is cut off after it.
+    let slow = env.client(&["slow", &vip, "80"]);
+    let after = slow["closed_after"].as_f64().unwrap();
+    assert!((0.8..3.0).contains(&after), "{slow}");
+
+    // idleSeconds is 2; a WebSocket exchanging a message every 0.5 s for
+    // 4 s stays open and working.
+    let ws = env.client_raw(&["ws", &format!("http://{vip}/"), "8", "0.5"]);
+    let lines: Vec<&str> = ws.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some("HTTP/1.1 101 Switching Protocols"),
+        "{ws}"
+    );
+    assert_eq!(
+        lines[1..],
+        [
+            "echo:m0", "echo:m1", "echo:m2", "echo:m3", "echo:m4", "echo:m5", "echo:m6", "echo:m7"
+        ],
+        "{ws}"
+    );
+
+    // A TCP listener: the connection is spliced to the target, from the
+    // SNAT address.
+    let db = env.vip("db");
+    let echoed = env.client_raw(&["tcp", &db, "5432", "hello"]);
+    assert_eq!(echoed.trim(), format!("{SNAT_IP}:9000:hello"));
+    std::thread::sleep(Duration::from_millis(300));
+    let log = env.access_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"kind\":\"tcp\"") && l.contains("\"service\":\"db\"")),
+        "{log}"
+    );
+}
+
+#[test]
+fn keeps_routing_and_resolving_without_the_control_plane_and_after_a_restart() {
+    let Some(mut env) = Env::new("static_stability") else {
+        return;
+    };
+    env.start_backends(&["http:8081:blue", "http:8082:green"]);
+    env.apply(&shop(100, 0, &[8081], ""));
+    env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
+    let vip = env.vip("checkout");
+    let url = format!("http://{vip}/");
+    let resolve = |env: &Env| {
+        let out = env.dig(&[
+            "@127.0.0.1",
+            "-p",
+            "5353",
+            "+short",
+            "checkout.trellis.internal",
+            "A",
+        ]);
+        out.trim().to_string()
+    };
+    assert_eq!(resolve(&env), vip);
+    assert_eq!(count(&env.client(&["count", &url, "10"]), "blue"), 10);
+
+    // The control plane goes away: nothing changes for clients.
+    env.stop_control_plane();
+    assert_eq!(count(&env.client(&["count", &url, "10"]), "blue"), 10);
+    // The node restarts while it is away: it serves its persisted snapshot.
+    env.stop_node();
+    env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
+    assert_eq!(count(&env.client(&["count", &url, "10"]), "blue"), 10);
+    assert_eq!(resolve(&env), vip);
+    let (_, config) = env.admin_get("/config");
+    assert!(config.contains("\"checkout\""), "{config}");
+}

@@ -100,8 +100,10 @@ impl Env {
         let mut env = Env {
             ns: format!("trellis-n-{id}"),
             tns: format!("trellis-g-{id}"),
-            client_cg: cg_mount.join("clients"),
-            proxy_cg: cg_mount.join("proxy"),
+            // One cgroup v2 hierarchy per host, however often it is
+            // mounted: the names must be unique.
+            client_cg: cg_mount.join(format!("trellis-n-{id}-clients")),
+            proxy_cg: cg_mount.join(format!("trellis-n-{id}-proxy")),
             pin_dir: run.join("bpf").join("trellis"),
             cg_mount,
             run,
@@ -308,6 +310,15 @@ impl Env {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap()
+    }
+
+    /// `dig` in the node namespace.
+    pub fn dig(&self, args: &[&str]) -> String {
+        let out = self
+            .in_node(None, &format!("dig +time=2 +tries=1 {}", args.join(" ")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     pub fn access_log(&self) -> String {
