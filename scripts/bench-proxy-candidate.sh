@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Candidate for ../shared/bench/http-proxy.sh: the real path. Starts a control
+# plane, applies a service whose default action splits BENCH_WEIGHTS between
+# target groups on BENCH_BLUE and BENCH_GREEN, and runs `trellis node` with the
+# eBPF datapath on the unified cgroup root, so wrk's connections to the VIP
+# (169.254.171.1:80, the first VIP of the pool) are redirected to the proxy on
+# 127.0.0.1:15001 at connect() time. One runtime worker thread, as nginx has
+# one worker. On TERM the datapath is detached and unpinned.
+# Env: TRELLIS_ACCESS_LOG (default off, as the nginx peer has access_log off).
+set -euo pipefail
+bin=${TRELLIS_BIN:-$(dirname "$0")/../target/release/trellis}
+work=$(mktemp -d /tmp/trellis-proxy-bench.XXXXXX)
+pins=/sys/fs/bpf/trellis-bench-$$
+node_pid=
+cleanup() {
+  [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
+  "$bin" node --network bench --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
+  kill "${CP_PID:-}" 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 0' TERM INT
+source "$(dirname "$0")/lib.sh"
+start_control_plane "$work"
+weights=${BENCH_WEIGHTS:-90/10}
+cat >"$work/bench.yaml" <<YAML
+apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {name: bench}
+spec: {}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: bench}
+spec: {networks: [bench]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: blue}
+spec: {network: bench, targets: [{address: ${BENCH_BLUE%:*}, port: ${BENCH_BLUE##*:}}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: green}
+spec: {network: bench, targets: [{address: ${BENCH_GREEN%:*}, port: ${BENCH_GREEN##*:}}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: checkout}
+spec:
+  serviceNetworks: [bench]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction:
+        forward: [{targetGroup: blue, weight: ${weights%/*}}, {targetGroup: green, weight: ${weights#*/}}]
+YAML
+"$bin" apply -f "$work/bench.yaml" >/dev/null
+"$bin" --log warn --worker-threads 1 node --network bench --data-dir "$work/node" \
+  --bpf-pin-dir "$pins" --datapath ebpf --admin-listen 127.0.0.1:0 \
+  --access-log "${TRELLIS_ACCESS_LOG:-off}" --drain-seconds 1 &
+node_pid=$!
+wait "$node_pid"
