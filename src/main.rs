@@ -51,10 +51,18 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli::init_logging(&cli.log, cli.log_format);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = cli.worker_threads {
-        builder.worker_threads(n.max(1));
-    }
+    // One worker: a current-thread runtime, where a task woken by another
+    // (a request handed to an upstream connection and back) runs without
+    // the work-stealing scheduler's cross-thread bookkeeping.
+    let mut builder = match cli.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n.max(1));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -82,6 +90,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Returns the memory freed so far to the OS. mimalloc purges freed pages
+/// only as it allocates, so an idle process keeps the peak of its start
+/// (loading the eBPF object and the kernel's BTF, compiling the first config):
+/// measured, 38 MB idle instead of 15 MB. Called after such one-off work.
+pub fn release_free_memory() {
+    // SAFETY: mi_collect has no preconditions: it walks and trims the
+    // allocator's own free lists, from any thread, at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 // mimalloc returns freed memory to the OS promptly, so the control plane's RSS

@@ -23,6 +23,7 @@ use crate::mounts;
 use crate::{Datapath, Error, Reconciled, ServiceEntry};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
 use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::cgroup_sockopt::CgroupSockoptLink;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockopt, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use std::collections::{BTreeMap, BTreeSet};
@@ -65,8 +66,10 @@ pub struct Options {
 pub struct EbpfDatapath {
     svc: BpfHashMap<MapData, SvcKeyBytes, SvcValueBytes>,
     stats: Array<MapData, StatsBytes>,
-    /// Keeps the getsockopt link (and the loaded programs) alive.
-    _ebpf: Ebpf,
+    /// The getsockopt hook stays attached while this lives. The loaded
+    /// object itself (parsed ELF and BTF, tens of MB) is dropped after
+    /// attaching: links and maps hold their programs in the kernel.
+    _getsockopt: CgroupSockoptLink,
 }
 
 fn digest(bytes: &[u8]) -> u64 {
@@ -160,8 +163,10 @@ impl EbpfDatapath {
         let proxy_cgroup = open_dir(&opts.proxy_cgroup)?;
         let prog: &mut CgroupSockopt = program(&mut ebpf, GETSOCKOPT)?;
         prog.load().map_err(prog_err(GETSOCKOPT))?;
-        prog.attach(&proxy_cgroup, LINK_MODE)
+        let link_id = prog
+            .attach(&proxy_cgroup, LINK_MODE)
             .map_err(prog_err(GETSOCKOPT))?;
+        let getsockopt = prog.take_link(link_id).map_err(prog_err(GETSOCKOPT))?;
 
         let mut cfg: Array<MapData, ConfigBytes> = take_map(&mut ebpf, "trellis_cfg")?;
         let config = Config {
@@ -187,7 +192,7 @@ impl EbpfDatapath {
         Ok(EbpfDatapath {
             svc,
             stats,
-            _ebpf: ebpf,
+            _getsockopt: getsockopt,
         })
     }
 

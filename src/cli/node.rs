@@ -194,6 +194,7 @@ pub async fn run(args: Args) -> Result<()> {
                 trellis_dns::feed::publish(&views_tx, &snapshot, ttl);
             }
             agent.apply(snapshot);
+            crate::release_free_memory();
         },
     ));
 
