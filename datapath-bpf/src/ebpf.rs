@@ -22,8 +22,8 @@ use crate::abi::{
 use crate::mounts;
 use crate::{Datapath, Error, Reconciled, ServiceEntry};
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::cgroup_sockopt::CgroupSockoptLink;
+use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockopt, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use std::collections::{BTreeMap, BTreeSet};
