@@ -420,7 +420,7 @@ pub struct Listener {
     pub default_action: Action,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<Rule>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Timeouts::is_default")]
     pub timeouts: Timeouts,
 }
 
@@ -454,6 +454,12 @@ fn default_request() -> u32 {
 }
 fn default_idle() -> u32 {
     300
+}
+
+impl Timeouts {
+    fn is_default(&self) -> bool {
+        *self == Timeouts::default()
+    }
 }
 
 impl Default for Timeouts {
