@@ -512,3 +512,74 @@ fn connect_after_slots_free(at: &str) -> std::net::TcpStream {
         }
     }
 }
+
+/// No snapshot the control plane compiles has an answer over 512 bytes (one A
+/// and one AAAA per name), so this one is written by hand: 40 services under
+/// one name, served from the persisted snapshot as after a restart.
+#[test]
+fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
+    use trellis_api::resource::AuthType;
+    use trellis_api::snapshot::{ServiceView, Snapshot};
+    let cp = ControlPlane::start(&[]);
+    let data_dir = tempfile::tempdir().unwrap();
+    let snapshot = Snapshot {
+        network: "east".into(),
+        revision: 1,
+        region: "us-east-1".into(),
+        dns_zone: "trellis.internal".into(),
+        services: (1..=40)
+            .map(|i| ServiceView {
+                name: format!("big-{i}"),
+                vip: format!("169.254.171.{i}").parse().unwrap(),
+                vip_v6: format!("fd00:7472:6c73::{i:x}").parse().unwrap(),
+                dns_names: vec!["big.trellis.internal".into()],
+                via: vec![],
+                auth_type: AuthType::None,
+                auth_policy: None,
+                lattice_compat: false,
+                listeners: vec![],
+            })
+            .collect(),
+        service_networks: vec![],
+        target_groups: vec![],
+        gateways: Default::default(),
+    };
+    std::fs::write(
+        data_dir.path().join("dns-snapshot-east.json"),
+        serde_json::to_vec(&snapshot).unwrap(),
+    )
+    .unwrap();
+    let dns = Dns::start(
+        &cp,
+        &["--listen", "127.0.0.1:0", "--network", "east"],
+        Some(data_dir),
+    );
+    let at = &dns.addrs[0];
+    // 40 A records are 640 bytes of answer: over 512 without EDNS.
+    let (host, port) = at.rsplit_once(':').unwrap();
+    let out = common::run(
+        "dig",
+        &[
+            &format!("@{host}"),
+            "-p",
+            port,
+            "+noedns",
+            "+time=2",
+            "big.trellis.internal",
+            "A",
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Truncated, retrying in TCP mode"), "{text}");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("big.trellis.internal."))
+            .count(),
+        40,
+        "{text}"
+    );
+    // With TC ignored, the UDP answer itself: truncated, TC set.
+    let r = dig(at, &["+noedns", "+ignore", "big.trellis.internal", "A"]);
+    assert!(r.flags.split_whitespace().any(|f| f == "tc"), "{r:?}");
+    assert!(r.answer.len() < 40, "{r:?}");
+}
