@@ -274,6 +274,17 @@ fn slow_clients_are_cut_off_websockets_outlive_the_idle_timeout_and_tcp_is_splic
         "{ws}"
     );
 
+    // HTTP/2 from the client (h2c, prior knowledge); HTTP/1.1 to the target.
+    let h2 = env.curl(&[
+        "--http2-prior-knowledge",
+        "-o",
+        "/dev/null",
+        "-w",
+        "'%{http_version} %{http_code}'",
+        &format!("http://{vip}/"),
+    ]);
+    assert_eq!(h2.trim(), "2 200", "{h2}");
+
     // A TCP listener: the connection is spliced to the target, from the
     // SNAT address.
     let db = env.vip("db");

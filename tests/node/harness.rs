@@ -302,6 +302,18 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// curl in the redirected cgroup; its stdout.
+    pub fn curl(&self, args: &[&str]) -> String {
+        let out = self
+            .in_node(
+                Some(&self.client_cg),
+                &format!("curl -s -m 5 {}", args.join(" ")),
+            )
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     pub fn spawn_client(&self, args: &[&str]) -> Child {
         self.in_node(
             Some(&self.client_cg),
