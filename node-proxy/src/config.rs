@@ -79,6 +79,8 @@ impl Listener {
 #[derive(Debug)]
 pub struct Config {
     pub snapshot: Arc<Snapshot>,
+    /// The snapshot's network, shared by every request's log entry.
+    pub network: Arc<str>,
     listeners: HashMap<SocketAddr, Arc<Listener>>,
     pub groups: HashMap<Arc<str>, Arc<Group>>,
 }
@@ -86,6 +88,7 @@ pub struct Config {
 impl Config {
     pub fn empty(network: &str) -> Config {
         Config {
+            network: Arc::from(network),
             snapshot: Arc::new(Snapshot {
                 network: network.to_string(),
                 revision: 0,
@@ -199,6 +202,7 @@ impl Config {
             groups.insert(name, Arc::new(Group::new(&tg.name, &tg.spec, targets)));
         }
         Config {
+            network: Arc::from(snapshot.network.as_str()),
             snapshot: Arc::new(snapshot),
             listeners,
             groups,

@@ -113,14 +113,17 @@ pub async fn handle(
         entry: Entry {
             kind: "http",
             request_id: request_id(),
-            source_network: Arc::from(config.snapshot.network.as_str()),
-            client: conn.client.to_string(),
-            method: req.method().to_string(),
-            path: req.uri().path().to_string(),
+            source_network: config.network.clone(),
             ..Entry::default()
         },
         start,
     };
+    // Strings only the access log reads are made only when it is on.
+    if proxy.access_log.enabled() {
+        rec.entry.client = conn.client.to_string();
+        rec.entry.method = req.method().to_string();
+        rec.entry.path = req.uri().path().to_string();
+    }
     let Some(listener) = config.listener(conn.dst.0).cloned() else {
         // The service went away while the connection was open.
         return Ok(finish(

@@ -70,7 +70,7 @@ pub async fn forward(
     let mut entry = Entry {
         kind: "tcp",
         request_id: format!("{:016x}", crate::targets::random() as u64),
-        source_network: Arc::from(config.snapshot.network.as_str()),
+        source_network: config.network.clone(),
         client: conn.client.to_string(),
         service: listener.service.clone(),
         listener: listener.name.clone(),
