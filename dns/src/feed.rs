@@ -11,7 +11,7 @@ use trellis_api::client::Client;
 use trellis_api::snapshot::Snapshot;
 
 /// Where `network`'s last snapshot is kept under a data dir.
-pub fn store_path(dir: &std::path::Path, network: &str) -> PathBuf {
+fn store_path(dir: &std::path::Path, network: &str) -> PathBuf {
     dir.join(format!("dns-snapshot-{network}.json"))
 }
 

@@ -91,16 +91,12 @@ impl AccessLog {
 
 fn write(rx: Receiver<Entry>, out: Box<dyn Write + Send>) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    while let Ok(entry) = rx.recv() {
-        let line = |e: &Entry, out: &mut std::io::BufWriter<_>| {
-            if serde_json::to_writer(&mut *out, e).is_ok() {
+    while let Ok(first) = rx.recv() {
+        // Write what is queued, then flush once.
+        for entry in std::iter::once(first).chain(rx.try_iter()) {
+            if serde_json::to_writer(&mut out, &entry).is_ok() {
                 let _ = out.write_all(b"\n");
             }
-        };
-        line(&entry, &mut out);
-        // Write what is queued, then flush once.
-        while let Ok(e) = rx.try_recv() {
-            line(&e, &mut out);
         }
         let _ = out.flush();
     }

@@ -208,7 +208,9 @@ pub async fn handle(
             return Ok(finish(&proxy, rec, r, Some(Refusal::NoHealthyTarget), None));
         };
         let lease = target.lease();
-        rec.entry.target = target.addr.to_string();
+        if proxy.access_log.enabled() {
+            rec.entry.target = target.addr.to_string();
+        }
         let uri = match Uri::try_from(format!("http://{}{path_and_query}", target.addr)) {
             Ok(u) => u,
             Err(e) => {

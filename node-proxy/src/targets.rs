@@ -10,7 +10,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use trellis_api::resource::{HealthCheck, LoadBalancing, ProtocolVersion, TargetProtocol};
@@ -38,7 +38,6 @@ pub struct Target {
     pub addr: SocketAddr,
     health: AtomicU8,
     in_flight: AtomicUsize,
-    served: AtomicU64,
     /// Set when the target left its group and the drain time is over:
     /// whatever still runs on it is cut.
     drained: CancellationToken,
@@ -51,7 +50,6 @@ impl Target {
             addr,
             health: AtomicU8::new(health as u8),
             in_flight: AtomicUsize::new(0),
-            served: AtomicU64::new(0),
             drained: CancellationToken::new(),
             removed: AtomicBool::new(false),
         }
@@ -73,10 +71,6 @@ impl Target {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    pub fn served(&self) -> u64 {
-        self.served.load(Ordering::Relaxed)
-    }
-
     /// Resolves when the target's drain time is over.
     pub fn drained(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.drained.cancelled()
@@ -85,7 +79,6 @@ impl Target {
     /// Counts one request or connection on the target until dropped.
     pub fn lease(self: &Arc<Self>) -> Lease {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.served.fetch_add(1, Ordering::Relaxed);
         Lease(self.clone())
     }
 

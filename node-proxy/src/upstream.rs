@@ -53,26 +53,21 @@ impl tower_service::Service<Uri> for Connector {
 
 /// The clients, created on first use per (HTTP/2?, connect timeout) and
 /// shared by every listener with those settings.
-#[derive(Default)]
 pub struct Clients {
-    upstream: Option<Upstream>,
+    upstream: Upstream,
     made: Mutex<HashMap<(bool, Duration), HttpClient>>,
 }
 
 impl Clients {
     pub fn new(upstream: Upstream) -> Arc<Clients> {
         Arc::new(Clients {
-            upstream: Some(upstream),
+            upstream,
             made: Mutex::default(),
         })
     }
 
     pub fn upstream(&self) -> Upstream {
-        self.upstream.unwrap_or(Upstream {
-            snat_v4: None,
-            snat_v6: None,
-            mark: 0,
-        })
+        self.upstream
     }
 
     /// Called when a config is compiled, never per request.
@@ -81,7 +76,7 @@ impl Clients {
         made.entry((http2, connect_timeout))
             .or_insert_with(|| {
                 let connector = Connector {
-                    upstream: self.upstream(),
+                    upstream: self.upstream,
                     timeout: connect_timeout,
                 };
                 Client::builder(TokioExecutor::new())

@@ -4,9 +4,11 @@
 
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::path::PathBuf;
-use trellis_datapath::{Choice, EbpfDatapath, NftDatapath, NftOptions, Options, ServiceEntry};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::path::{Path, PathBuf};
+use trellis_datapath::{
+    Choice, Datapath, EbpfDatapath, NftDatapath, NftOptions, Options, ServiceEntry,
+};
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -46,7 +48,7 @@ pub struct NftArgs {
 }
 
 impl NftArgs {
-    pub fn options(&self, proxy_port: u16, proxy_mark: u32) -> NftOptions {
+    fn options(&self, proxy_port: u16, proxy_mark: u32) -> NftOptions {
         NftOptions {
             table: self.nft_table.clone(),
             netns: None,
@@ -93,21 +95,57 @@ pub fn run(cmd: Command) -> Result<()> {
             datapath,
             pin_dir,
             nft,
-        } => {
-            if !matches!(datapath, DatapathKind::Nftables) {
-                EbpfDatapath::cleanup(&pin_dir)?;
-                println!("detached and unpinned {}", pin_dir.display());
-            }
-            if !matches!(datapath, DatapathKind::Ebpf)
-                && trellis_datapath::probe_nftables().is_empty()
-            {
-                NftDatapath::cleanup(&nft.options(0, 0))?;
-                println!("removed nftables table inet {}", nft.nft_table);
-            }
-            Ok(())
-        }
+        } => remove(datapath, &pin_dir, &nft),
         Command::Attach(a) => attach(a),
     }
+}
+
+/// Removes a datapath: eBPF detaches and unpins everything under `pin_dir`;
+/// nftables (where it runs) deletes the table and the VIP-pool routes.
+pub fn remove(kind: DatapathKind, pin_dir: &Path, nft: &NftArgs) -> Result<()> {
+    if !matches!(kind, DatapathKind::Nftables) {
+        EbpfDatapath::cleanup(pin_dir)?;
+        println!("detached and unpinned {}", pin_dir.display());
+    }
+    if !matches!(kind, DatapathKind::Ebpf) && trellis_datapath::probe_nftables().is_empty() {
+        NftDatapath::cleanup(&nft.options(0, 0))?;
+        println!("removed nftables table inet {}", nft.nft_table);
+    }
+    Ok(())
+}
+
+/// Attaches the datapath `kind` names, redirecting connections from
+/// `cgroup` (default: the unified root, mounted if absent) to `proxy` (and
+/// to [::1] on the same port for IPv6); the proxy runs in `proxy_cgroup`
+/// (default `cgroup`).
+pub fn open(
+    kind: DatapathKind,
+    cgroup: Option<PathBuf>,
+    proxy_cgroup: Option<PathBuf>,
+    pin_dir: PathBuf,
+    proxy: SocketAddrV4,
+    proxy_mark: u32,
+    nft: &NftArgs,
+) -> Result<Box<dyn Datapath>> {
+    let cgroup = match cgroup {
+        Some(c) => c,
+        None => trellis_datapath::mounts::default_cgroup2()?,
+    };
+    let opts = Options {
+        proxy_cgroup: proxy_cgroup.unwrap_or_else(|| cgroup.clone()),
+        cgroup,
+        pin_dir,
+        proxy_v4: proxy,
+        proxy_v6: SocketAddrV6::new(Ipv6Addr::LOCALHOST, proxy.port(), 0, 0),
+        proxy_mark,
+    };
+    let choice = match kind {
+        DatapathKind::Ebpf => Choice::Ebpf,
+        DatapathKind::Nftables => Choice::Nftables,
+        DatapathKind::Auto => Choice::Auto,
+    };
+    let nft = nft.options(proxy.port(), proxy_mark);
+    trellis_datapath::open(choice, &opts, &nft).context("attaching the datapath")
 }
 
 fn attach(a: AttachArgs) -> Result<()> {
@@ -126,25 +164,15 @@ fn attach(a: AttachArgs) -> Result<()> {
         .into_iter()
         .map(|(vip, ports)| ServiceEntry { vip, ports })
         .collect();
-    let cgroup = match a.cgroup {
-        Some(c) => c,
-        None => trellis_datapath::mounts::default_cgroup2()?,
-    };
-    let opts = Options {
-        proxy_cgroup: a.proxy_cgroup.clone().unwrap_or_else(|| cgroup.clone()),
-        cgroup,
-        pin_dir: a.pin_dir,
-        proxy_v4: a.proxy,
-        proxy_v6: SocketAddrV6::new(std::net::Ipv6Addr::LOCALHOST, a.proxy.port(), 0, 0),
-        proxy_mark: a.proxy_mark,
-    };
-    let choice = match a.datapath {
-        DatapathKind::Ebpf => Choice::Ebpf,
-        DatapathKind::Nftables => Choice::Nftables,
-        DatapathKind::Auto => Choice::Auto,
-    };
-    let nft = a.nft.options(a.proxy.port(), a.proxy_mark);
-    let mut dp = trellis_datapath::open(choice, &opts, &nft).context("attaching the datapath")?;
+    let mut dp = open(
+        a.datapath,
+        a.cgroup,
+        a.proxy_cgroup,
+        a.pin_dir,
+        a.proxy,
+        a.proxy_mark,
+        &a.nft,
+    )?;
     let r = dp.reconcile(&services)?;
     println!(
         "{} datapath attached ({} services: {} entries added, {} removed, {} unchanged)",

@@ -16,7 +16,6 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use trellis_api::client::Client;
-use trellis_datapath::{Choice, EbpfDatapath, NftDatapath, Options};
 use trellis_dns::handler::{Networks, Views};
 use trellis_node::access_log::AccessLog;
 use trellis_node::socket::Upstream;
@@ -103,15 +102,7 @@ fn access_log(spec: &str) -> Result<AccessLog> {
 
 pub async fn run(args: Args) -> Result<()> {
     if args.cleanup {
-        EbpfDatapath::cleanup(&args.bpf_pin_dir)?;
-        if trellis_datapath::probe_nftables().is_empty() {
-            NftDatapath::cleanup(&args.nft.options(0, 0))?;
-        }
-        println!(
-            "trellis node: datapath removed ({})",
-            args.bpf_pin_dir.display()
-        );
-        return Ok(());
+        return super::datapath::remove(args.datapath, &args.bpf_pin_dir, &args.nft);
     }
     if args.proxy_listen.port() == 0 {
         bail!("--proxy-listen needs a fixed port: the datapath redirects to it");
@@ -148,25 +139,15 @@ pub async fn run(args: Args) -> Result<()> {
         }
     };
 
-    let cgroup = match &args.cgroup {
-        Some(c) => c.clone(),
-        None => trellis_datapath::mounts::default_cgroup2()?,
-    };
-    let ebpf = Options {
-        proxy_cgroup: args.proxy_cgroup.clone().unwrap_or_else(|| cgroup.clone()),
-        cgroup,
-        pin_dir: args.bpf_pin_dir.clone(),
-        proxy_v4: args.proxy_listen,
-        proxy_v6,
-        proxy_mark: args.proxy_mark,
-    };
-    let choice = match args.datapath {
-        DatapathKind::Ebpf => Choice::Ebpf,
-        DatapathKind::Nftables => Choice::Nftables,
-        DatapathKind::Auto => Choice::Auto,
-    };
-    let nft = args.nft.options(args.proxy_listen.port(), args.proxy_mark);
-    let datapath = trellis_datapath::open(choice, &ebpf, &nft).context("attaching the datapath")?;
+    let datapath = super::datapath::open(
+        args.datapath,
+        args.cgroup.clone(),
+        args.proxy_cgroup.clone(),
+        args.bpf_pin_dir.clone(),
+        args.proxy_listen,
+        args.proxy_mark,
+        &args.nft,
+    )?;
     tracing::info!(datapath = datapath.name(), "datapath attached");
 
     let mut agent = Agent::new(proxy.clone(), Some(datapath));

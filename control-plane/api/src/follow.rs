@@ -15,7 +15,7 @@ const WATCH_WAIT: Duration = Duration::from_secs(30);
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Reads a persisted snapshot; an unreadable one is logged and ignored.
-pub fn load(path: &Path) -> Option<Snapshot> {
+fn load(path: &Path) -> Option<Snapshot> {
     let bytes = std::fs::read(path).ok()?;
     match serde_json::from_slice(&bytes) {
         Ok(s) => Some(s),
@@ -28,7 +28,7 @@ pub fn load(path: &Path) -> Option<Snapshot> {
 
 /// Writes a temporary file, syncs it and renames it over `path`: a crash
 /// leaves the old snapshot or the new one, never half of one.
-pub fn persist(path: &Path, s: &Snapshot) -> std::io::Result<()> {
+fn persist(path: &Path, s: &Snapshot) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
