@@ -60,6 +60,9 @@ python3 -m http.server 18091 --bind 127.0.0.1 --directory "$data/www-blue" >/dev
 BACKENDS+=($!)
 python3 -m http.server 18092 --bind 127.0.0.1 --directory "$data/www-green" >/dev/null 2>&1 &
 BACKENDS+=($!)
+for port in 18091 18092; do
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+done
 hello() {
   cat <<YAML
 apiVersion: trellis.dev/v1alpha1
