@@ -43,7 +43,7 @@ for _ in $(seq 200); do grep -q "admin listening" "$work/node.out" 2>/dev/null &
 admin=$(sed -n 's/.*admin listening on //p' "$work/node.out")
 for _ in $(seq 200); do curl -sf "http://$admin/ready" >/dev/null && break; sleep 0.1; done
 listeners=$(curl -s "http://$admin/config" | jq '.snapshot.services | length')
-sleep 3
+sleep 7
 [ -n "${KEEP_SECONDS:-}" ] && { echo "pid=$node_pid"; sleep "$KEEP_SECONDS"; }
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")
 echo "services=$listeners idle_rss_kb=$rss"

@@ -133,7 +133,11 @@ impl EbpfDatapath {
             }
         }
 
+        // The programs use no CO-RE relocations (context fields only, which
+        // the verifier rewrites), so the kernel's BTF is not needed: parsing
+        // it would cost ~10 MB of transient heap the node then keeps.
         let mut ebpf = EbpfLoader::new()
+            .btf(None)
             .default_map_pin_directory(&maps_dir)
             .load(OBJECT)
             .map_err(|e| Error::Load(Box::new(e)))?;

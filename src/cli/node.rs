@@ -22,6 +22,9 @@ use trellis_node::socket::Upstream;
 use trellis_node::upstream::Clients;
 use trellis_node::{Agent, Proxy};
 
+/// How often freed memory is handed back to the OS.
+const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+
 #[derive(clap::Args)]
 pub struct Args {
     /// The network this node is in.
@@ -175,9 +178,18 @@ pub async fn run(args: Args) -> Result<()> {
                 trellis_dns::feed::publish(&views_tx, &snapshot, ttl);
             }
             agent.apply(snapshot);
-            crate::release_free_memory();
         },
     ));
+    // Memory freed by one-off work (a snapshot's JSON, its compilation, an
+    // admin `/config`) goes back to the OS on the next tick, not whenever the
+    // allocator next happens to run its purge.
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(TRIM_INTERVAL);
+        loop {
+            tick.tick().await;
+            crate::release_free_memory();
+        }
+    });
 
     let shutdown = CancellationToken::new();
     let stop = CancellationToken::new();
