@@ -39,6 +39,9 @@ enum Command {
     Get(cli::resources::GetArgs),
     /// Delete one resource (refused while others reference it).
     Delete(cli::resources::DeleteArgs),
+    /// Identities and their access keys (SigV4).
+    #[command(subcommand)]
+    Identity(cli::identity::Command),
     /// Run the authoritative DNS server for one or more networks.
     Dns(cli::dns::Args),
     /// Run the node agent: datapath, proxy and (optionally) the node-local DNS.
@@ -79,6 +82,7 @@ fn main() -> ExitCode {
             Command::Delete(args) => cli::resources::delete(args).await,
             Command::Datapath(cmd) => cli::datapath::run(cmd),
             Command::Dns(args) => cli::dns::run(args).await,
+            Command::Identity(cmd) => cli::identity::run(cmd).await,
             Command::Node(args) => cli::node::run(*args).await,
         }
     });

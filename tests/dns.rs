@@ -543,6 +543,7 @@ fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
         service_networks: vec![],
         target_groups: vec![],
         gateways: Default::default(),
+        identities: Vec::new(),
     };
     std::fs::write(
         data_dir.path().join("dns-snapshot-east.json"),

@@ -8,6 +8,7 @@
 //! writers, and writers are serialized.
 #![forbid(unsafe_code)]
 
+pub mod keys;
 pub mod manifest;
 pub mod server;
 pub mod snapshot;
@@ -18,6 +19,7 @@ pub mod validate;
 pub mod vip;
 
 use bytes::Bytes;
+use keys::Keyring;
 use serde_json::Value;
 use server::HttpError;
 use state::{Settings, State};
@@ -26,10 +28,11 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use store::Store;
+use store::{Commit, Store};
 use tokio::sync::watch;
 use trellis_api::Kind;
 use trellis_api::client::ApplyResponse;
+use trellis_api::keys::{AccessKeyInfo, KeyStatus, NewAccessKey};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -42,12 +45,26 @@ pub struct Config {
     pub max_connections: usize,
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+}
+
+/// Most access keys one identity may hold (two let it rotate; a few more let
+/// several clients rotate independently).
+pub const MAX_KEYS_PER_IDENTITY: usize = 5;
+
 /// One network's compiled snapshot, cached until the state moves on.
 struct CachedSnapshot {
     /// The state revision it was compiled from.
     compiled_at: u64,
     /// The revision at which its content last changed (the snapshot's revision).
     changed_at: u64,
+    /// The UTC day its signing keys were derived for.
+    day: i64,
     /// The snapshot serialized with revision 0, to tell real changes apart.
     content: Bytes,
     /// What is served.
@@ -64,6 +81,7 @@ pub struct ControlPlane {
     /// Per network: a single-flight slot, so that a thousand nodes woken by
     /// one apply cause one compilation, not a thousand.
     snapshots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<CachedSnapshot>>>>>,
+    keyring: Keyring,
 }
 
 fn now() -> u64 {
@@ -73,12 +91,28 @@ fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// UTC days since the epoch.
+fn today() -> i64 {
+    i64::try_from(now() / 86_400).unwrap_or(0)
+}
+
 impl ControlPlane {
-    /// Loads the state from `store`.
-    pub fn open(config: Config, store: Arc<dyn Store>) -> Result<ControlPlane, store::StoreError> {
-        let state = State::load(store.load()?, &config.settings)?;
+    /// Loads the state from `store`, unsealing access keys with `keyring`.
+    pub fn open(
+        config: Config,
+        store: Arc<dyn Store>,
+        keyring: Keyring,
+    ) -> Result<ControlPlane, OpenError> {
+        let loaded = store.load()?;
+        let mut keys = state::Keys::new();
+        for (id, record) in &loaded.keys {
+            keys.insert(id.clone(), Arc::new(keyring.load(id, record)?));
+        }
+        let mut state = State::load(loaded, &config.settings)?;
+        state.keys = keys;
         let (revision, _) = watch::channel(state.revision);
         Ok(ControlPlane {
+            keyring,
             config,
             state: RwLock::new(Arc::new(state)),
             writer: tokio::sync::Mutex::new(()),
@@ -148,13 +182,7 @@ impl ControlPlane {
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<u64, HttpError> {
         let _writer = self.writer.lock().await;
         let (next, commit) = self.current().delete(kind, name, now())?;
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.commit(&commit))
-            .await
-            .map_err(|e| HttpError::Internal(format!("delete task failed: {e}")))?
-            .map_err(|e| HttpError::Unavailable(e.to_string()))?;
-        let revision = next.revision;
-        self.publish(next);
+        let revision = self.commit(next, commit).await?;
         tracing::info!(revision, %kind, name, "deleted");
         Ok(revision)
     }
@@ -168,6 +196,161 @@ impl ControlPlane {
         let state = self.current();
         let items: Vec<&trellis_api::Object> = state.list(kind).map(|o| o.as_ref()).collect();
         Bytes::from(serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap_or_default())
+    }
+
+    /// Makes `next` durable with `commit`, then current.
+    async fn commit(&self, next: State, commit: Commit) -> Result<u64, HttpError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.commit(&commit))
+            .await
+            .map_err(|e| HttpError::Internal(format!("commit task failed: {e}")))?
+            .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+        let revision = next.revision;
+        self.publish(next);
+        Ok(revision)
+    }
+
+    fn identity_exists(&self, identity: &str) -> Result<(), HttpError> {
+        match self.current().get(Kind::Identity, identity) {
+            Some(_) => Ok(()),
+            None => Err(HttpError::NotFound(format!(
+                "Identity \"{identity}\" does not exist"
+            ))),
+        }
+    }
+
+    /// Issues a key for `identity`. The answer is the only place its secret
+    /// ever appears.
+    pub async fn create_key(&self, identity: &str) -> Result<NewAccessKey, HttpError> {
+        let _writer = self.writer.lock().await;
+        self.identity_exists(identity)?;
+        let current = self.current();
+        let held = current
+            .keys
+            .values()
+            .filter(|k| k.identity == identity)
+            .count();
+        if held >= MAX_KEYS_PER_IDENTITY {
+            return Err(HttpError::Conflict(format!(
+                "Identity \"{identity}\" already has {held} access keys, the most allowed; delete one first"
+            )));
+        }
+        let key = self
+            .keyring
+            .issue(identity, now())
+            .map_err(|e| HttpError::Internal(e.to_string()))?;
+        let created = NewAccessKey {
+            access_key_id: key.id.clone(),
+            secret_access_key: key.secret.expose().to_string(),
+            identity: identity.to_string(),
+            create_date: key.created,
+        };
+        let (next, commit) = current.put_key(key);
+        let revision = self.commit(next, commit).await?;
+        tracing::info!(
+            revision,
+            identity,
+            access_key_id = created.access_key_id,
+            "access key created"
+        );
+        Ok(created)
+    }
+
+    pub fn list_keys(&self, identity: &str) -> Result<Vec<AccessKeyInfo>, HttpError> {
+        self.identity_exists(identity)?;
+        Ok(self
+            .current()
+            .keys
+            .values()
+            .filter(|k| k.identity == identity)
+            .map(|k| k.info())
+            .collect())
+    }
+
+    fn key_of(state: &State, identity: &str, id: &str) -> Result<Arc<keys::AccessKey>, HttpError> {
+        state
+            .keys
+            .get(id)
+            .filter(|k| k.identity == identity)
+            .cloned()
+            .ok_or_else(|| {
+                HttpError::NotFound(format!("Identity \"{identity}\" has no access key {id}"))
+            })
+    }
+
+    /// Activates or deactivates a key; a deactivated key stops verifying at
+    /// the nodes' next snapshot.
+    pub async fn set_key_status(
+        &self,
+        identity: &str,
+        id: &str,
+        status: KeyStatus,
+    ) -> Result<AccessKeyInfo, HttpError> {
+        let _writer = self.writer.lock().await;
+        let current = self.current();
+        let key = Self::key_of(&current, identity, id)?;
+        if key.status == status {
+            return Ok(key.info());
+        }
+        let changed = key.with_status(status);
+        let info = changed.info();
+        let (next, commit) = current.put_key(changed);
+        let revision = self.commit(next, commit).await?;
+        tracing::info!(
+            revision,
+            identity,
+            access_key_id = id,
+            ?status,
+            "access key status changed"
+        );
+        Ok(info)
+    }
+
+    pub async fn delete_key(&self, identity: &str, id: &str) -> Result<u64, HttpError> {
+        let _writer = self.writer.lock().await;
+        let current = self.current();
+        Self::key_of(&current, identity, id)?;
+        let Some((next, commit)) = current.remove_key(id) else {
+            return Err(HttpError::NotFound(format!("no access key {id}")));
+        };
+        let revision = self.commit(next, commit).await?;
+        tracing::info!(revision, identity, access_key_id = id, "access key deleted");
+        Ok(revision)
+    }
+
+    /// Moves the revision on at start and at each UTC midnight while keys
+    /// exist, so that every node gets signing keys derived for the new day
+    /// (it holds yesterday's, today's and tomorrow's).
+    pub async fn rotate_daily(self: Arc<Self>) {
+        let mut derived_for = None;
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            let day = today();
+            if derived_for == Some(day) {
+                continue;
+            }
+            let _writer = self.writer.lock().await;
+            let current = self.current();
+            if current.keys.is_empty() {
+                derived_for = Some(day);
+                continue;
+            }
+            let (next, commit) = current.bump();
+            match self.commit(next, commit).await {
+                Ok(revision) => {
+                    tracing::info!(
+                        revision,
+                        date = trellis_api::keys::date_of_day(day),
+                        "signing keys derived for a new day"
+                    );
+                    derived_for = Some(day);
+                }
+                Err(e) => {
+                    tracing::warn!(error = ?e, "signing key rotation not committed; retrying")
+                }
+            }
+        }
     }
 
     /// The network's snapshot; with `since`, waits up to `wait` for one whose
@@ -211,7 +394,11 @@ impl ControlPlane {
             .or_default()
             .clone();
         let mut slot = slot.lock().await;
-        if let Some(c) = slot.as_ref().filter(|c| c.compiled_at >= state.revision) {
+        let day = today();
+        if let Some(c) = slot
+            .as_ref()
+            .filter(|c| c.compiled_at >= state.revision && c.day == day)
+        {
             return Ok((c.changed_at, c.body.clone()));
         }
         let previous = slot.as_ref().map(|c| (c.changed_at, c.content.clone()));
@@ -221,7 +408,7 @@ impl ControlPlane {
             network.to_string(),
         );
         let compiled = tokio::task::spawn_blocking(move || {
-            let mut snap = snapshot::compile(&state, &name, &zone, &region)?;
+            let mut snap = snapshot::compile(&state, &name, &zone, &region, day)?;
             let content = Bytes::from(serde_json::to_vec(&snap).ok()?);
             let changed_at = match previous {
                 Some((at, old)) if old == content => at,
@@ -232,6 +419,7 @@ impl ControlPlane {
             Some(CachedSnapshot {
                 compiled_at: state.revision,
                 changed_at,
+                day,
                 content,
                 body,
             })

@@ -8,6 +8,10 @@
 //! | `PUT /v1/{kinds}/{name}`                 | create or replace one object                |
 //! | `DELETE /v1/{kinds}/{name}`              | delete, refused while referenced            |
 //! | `GET /v1/networks/{name}/snapshot`       | the network's snapshot; with `since=REV` a long-poll of up to `waitSeconds` (304 if nothing changed) |
+//! | `POST /v1/identities/{name}/keys`        | issue an access key; the only answer with its secret (201) |
+//! | `GET /v1/identities/{name}/keys`         | `{"items": [...]}`: key ids, status, creation time |
+//! | `PATCH /v1/identities/{name}/keys/{id}`  | `{"Status": "Active" or "Inactive"}`        |
+//! | `DELETE /v1/identities/{name}/keys/{id}` | delete a key                                |
 //! | `GET /healthz`                           | liveness                                    |
 
 use crate::ControlPlane;
@@ -25,6 +29,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use trellis_api::client::{ApplyRequest, DeleteResponse};
+use trellis_api::keys::KeyStatus;
 use trellis_api::{ApiError, FieldError, Kind};
 
 /// Longest a watch may wait before answering 304.
@@ -243,6 +248,23 @@ async fn route(
                 None => Ok(raw_json(StatusCode::NOT_MODIFIED, Bytes::new())),
             }
         }
+        (Method::POST, ["v1", "identities", name, "keys"]) => {
+            let created = cp.create_key(name).await?;
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        (Method::GET, ["v1", "identities", name, "keys"]) => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "items": cp.list_keys(name)? }),
+        )),
+        (Method::PATCH, ["v1", "identities", name, "keys", id]) => {
+            let change: KeyStatusChange = read_json(cp, req).await?;
+            let info = cp.set_key_status(name, id, change.status).await?;
+            Ok(json_response(StatusCode::OK, &info))
+        }
+        (Method::DELETE, ["v1", "identities", name, "keys", id]) => {
+            let revision = cp.delete_key(name, id).await?;
+            Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
+        }
         (Method::GET, ["v1", kind]) => {
             let kind = parse_kind(kind)?;
             Ok(raw_json(StatusCode::OK, cp.list(kind)))
@@ -282,6 +304,7 @@ fn known_path(segments: &[&str]) -> bool {
         ["healthz"] | ["v1", "apply"] => true,
         ["v1", kind] | ["v1", kind, _] => Kind::parse(kind).is_some(),
         ["v1", "networks", _, "snapshot"] => true,
+        ["v1", "identities", _, "keys"] | ["v1", "identities", _, "keys", _] => true,
         _ => false,
     }
 }
@@ -314,6 +337,12 @@ async fn read_json<T: serde::de::DeserializeOwned>(
     };
     serde_json::from_slice(&bytes)
         .map_err(|e| HttpError::BadRequest(format!("body is not valid JSON for this call: {e}")))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct KeyStatusChange {
+    status: KeyStatus,
 }
 
 #[derive(Default)]

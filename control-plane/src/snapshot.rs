@@ -4,14 +4,26 @@
 //! Visibility is decided here, once, not on every node.
 
 use crate::state::State;
+use data_encoding::HEXLOWER;
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_api::Kind;
+use trellis_api::keys::{self, IDENTITY_PREFIX, KeyStatus};
+use trellis_api::resource::AuthType;
 use trellis_api::resource::Spec;
-use trellis_api::snapshot::{ServiceNetworkView, ServiceView, Snapshot, TargetGroupView};
+use trellis_api::snapshot::{
+    IdentityView, KeyView, ServiceNetworkView, ServiceView, Snapshot, TargetGroupView,
+};
 
 /// `None` when the network does not exist. `revision` is left 0: the caller
-/// sets it to the revision at which the content last changed.
-pub fn compile(state: &State, network: &str, zone: &str, region: &str) -> Option<Snapshot> {
+/// sets it to the revision at which the content last changed. `day` (UTC
+/// days since the epoch) dates the derived signing keys.
+pub fn compile(
+    state: &State,
+    network: &str,
+    zone: &str,
+    region: &str,
+    day: i64,
+) -> Option<Snapshot> {
     state.get(Kind::Network, network)?;
     let mut service_networks = Vec::new();
     for obj in state.list(Kind::ServiceNetwork) {
@@ -94,6 +106,16 @@ pub fn compile(state: &State, network: &str, zone: &str, region: &str) -> Option
         });
     }
 
+    let signed = services.iter().any(|s| s.auth_type == AuthType::SigV4)
+        || service_networks
+            .iter()
+            .any(|s| s.auth_type == AuthType::SigV4);
+    let identities = if signed {
+        identities(state, region, day)
+    } else {
+        Vec::new()
+    };
+
     Some(Snapshot {
         network: network.to_string(),
         revision: 0,
@@ -103,5 +125,45 @@ pub fn compile(state: &State, network: &str, zone: &str, region: &str) -> Option
         service_networks,
         target_groups,
         gateways,
+        identities,
     })
+}
+
+/// Every identity with its active keys, as signing keys derived for
+/// yesterday, today and tomorrow: a request signed a few minutes either side
+/// of midnight, by a clock within the allowed skew, finds its key.
+fn identities(state: &State, region: &str, day: i64) -> Vec<IdentityView> {
+    let dates: Vec<String> = (day - 1..=day + 1).map(keys::date_of_day).collect();
+    let mut out = Vec::new();
+    for obj in state.list(Kind::Identity) {
+        let Spec::Identity(spec) = &obj.resource.spec else {
+            continue;
+        };
+        let name = obj.resource.name();
+        let mut principals = vec![format!("{IDENTITY_PREFIX}{name}")];
+        principals.extend(spec.aliases.iter().cloned());
+        let keys = state
+            .keys
+            .values()
+            .filter(|k| k.identity == name && k.status == KeyStatus::Active)
+            .map(|k| KeyView {
+                access_key_id: k.id.clone(),
+                signing_keys: dates
+                    .iter()
+                    .map(|d| {
+                        let key =
+                            keys::signing_key(k.secret.expose(), d, region, keys::SIGNING_SERVICE);
+                        (d.clone(), HEXLOWER.encode(&key))
+                    })
+                    .collect(),
+            })
+            .collect();
+        out.push(IdentityView {
+            name: name.to_string(),
+            principals,
+            tags: spec.tags.clone(),
+            keys,
+        });
+    }
+    out
 }

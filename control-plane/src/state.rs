@@ -5,6 +5,7 @@
 //! succeeded and the caller swaps the candidate in. A rejected apply changes
 //! nothing, and an apply that changes nothing does not bump the revision.
 
+use crate::keys::AccessKey;
 use crate::store::{Commit, Loaded, StoreError};
 use crate::validate::{Problem, validate};
 use crate::vip::{Allocations, VipAllocator};
@@ -31,11 +32,17 @@ pub struct Settings {
     pub vip_hold_secs: u64,
 }
 
+/// Access keys by id.
+pub type Keys = BTreeMap<String, Arc<AccessKey>>;
+
 #[derive(Clone, Debug)]
 pub struct State {
     pub revision: u64,
     pub objects: Objects,
     pub vips: VipAllocator,
+    /// Unsealed at start by the caller of [`State::load`] (it holds the
+    /// master key); the store's sealed records are in `Loaded::keys`.
+    pub keys: Keys,
 }
 
 /// The outcome of an apply that passed validation.
@@ -74,6 +81,7 @@ impl State {
                 settings.vip_hold_secs,
                 Allocations::default(),
             ),
+            keys: Keys::new(),
         }
     }
 
@@ -105,6 +113,7 @@ impl State {
                 settings.vip_hold_secs,
                 allocations,
             ),
+            keys: Keys::new(),
         })
     }
 
@@ -251,6 +260,7 @@ impl State {
             put,
             delete: Vec::new(),
             vips: serde_json::to_vec(next.vips.allocations()).unwrap_or_default(),
+            ..Commit::default()
         };
         Ok(Applied {
             state: next,
@@ -278,14 +288,68 @@ impl State {
         if kind == Kind::Service {
             next.vips.release(name, now);
         }
+        // An identity's keys go with it.
+        let keys_delete: Vec<String> = match kind {
+            Kind::Identity => self
+                .keys
+                .values()
+                .filter(|k| k.identity == name)
+                .map(|k| k.id.clone())
+                .collect(),
+            _ => Vec::new(),
+        };
+        for id in &keys_delete {
+            next.keys.remove(id);
+        }
         next.revision += 1;
         let commit = Commit {
             revision: next.revision,
-            put: Vec::new(),
             delete: vec![key_string(kind, name)],
-            vips: serde_json::to_vec(next.vips.allocations()).unwrap_or_default(),
+            keys_delete,
+            ..next.commit_base()
         };
         Ok((next, commit))
+    }
+
+    /// A commit of the revision and the VIP allocations, nothing else.
+    fn commit_base(&self) -> Commit {
+        Commit {
+            revision: self.revision,
+            vips: serde_json::to_vec(self.vips.allocations()).unwrap_or_default(),
+            ..Commit::default()
+        }
+    }
+
+    /// Adds or replaces an access key.
+    pub fn put_key(&self, key: AccessKey) -> (State, Commit) {
+        let mut next = self.clone();
+        next.revision += 1;
+        let commit = Commit {
+            keys_put: vec![(key.id.clone(), key.record())],
+            ..next.commit_base()
+        };
+        next.keys.insert(key.id.clone(), Arc::new(key));
+        (next, commit)
+    }
+
+    pub fn remove_key(&self, id: &str) -> Option<(State, Commit)> {
+        let mut next = self.clone();
+        next.keys.remove(id)?;
+        next.revision += 1;
+        let commit = Commit {
+            keys_delete: vec![id.to_string()],
+            ..next.commit_base()
+        };
+        Some((next, commit))
+    }
+
+    /// A new revision with nothing else changed: snapshots are compiled
+    /// again (the daily rotation of derived signing keys).
+    pub fn bump(&self) -> (State, Commit) {
+        let mut next = self.clone();
+        next.revision += 1;
+        let commit = next.commit_base();
+        (next, commit)
     }
 
     /// Objects that reference `kind/name`, each with where it does.

@@ -33,6 +33,9 @@ pub struct Commit {
     pub delete: Vec<String>,
     /// The VIP allocator's state, as JSON.
     pub vips: Vec<u8>,
+    /// Access key id to its sealed record.
+    pub keys_put: Vec<(String, Vec<u8>)>,
+    pub keys_delete: Vec<String>,
 }
 
 /// Everything a store holds, read at start.
@@ -41,6 +44,7 @@ pub struct Loaded {
     pub revision: u64,
     pub objects: Vec<(String, Vec<u8>)>,
     pub vips: Option<Vec<u8>>,
+    pub keys: Vec<(String, Vec<u8>)>,
 }
 
 pub trait Store: Send + Sync + 'static {
@@ -50,6 +54,8 @@ pub trait Store: Send + Sync + 'static {
 
 const OBJECTS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("objects");
 const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+/// Access keys, apart from the objects: `get` never lists them.
+const KEYS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("keys");
 const REVISION: &str = "revision";
 const VIPS: &str = "vips";
 
@@ -70,6 +76,7 @@ impl RedbStore {
             let txn = db.begin_write()?;
             txn.open_table(OBJECTS)?;
             txn.open_table(META)?;
+            txn.open_table(KEYS)?;
             txn.commit()?;
             Ok(())
         };
@@ -98,10 +105,16 @@ impl Store for RedbStore {
                 let (k, v) = entry?;
                 objects.push((k.value().to_string(), v.value().to_vec()));
             }
+            let mut keys = Vec::new();
+            for entry in txn.open_table(KEYS)?.iter()? {
+                let (k, v) = entry?;
+                keys.push((k.value().to_string(), v.value().to_vec()));
+            }
             Ok(Loaded {
                 revision,
                 objects,
                 vips,
+                keys,
             })
         };
         read().map_err(StoreError::Read)
@@ -117,6 +130,13 @@ impl Store for RedbStore {
                 }
                 for k in &c.delete {
                     objects.remove(k.as_str())?;
+                }
+                let mut keys = txn.open_table(KEYS)?;
+                for (k, v) in &c.keys_put {
+                    keys.insert(k.as_str(), v.as_slice())?;
+                }
+                for k in &c.keys_delete {
+                    keys.remove(k.as_str())?;
                 }
                 let mut meta = txn.open_table(META)?;
                 meta.insert(REVISION, c.revision.to_be_bytes().as_slice())?;
@@ -147,6 +167,8 @@ mod tests {
                 ],
                 delete: vec![],
                 vips: b"{}".to_vec(),
+                keys_put: vec![("TKIA1".into(), b"sealed".to_vec())],
+                keys_delete: vec![],
             })
             .unwrap();
             s.commit(&Commit {
@@ -154,6 +176,7 @@ mod tests {
                 put: vec![],
                 delete: vec!["Network/a".into()],
                 vips: b"{\"x\":1}".to_vec(),
+                ..Commit::default()
             })
             .unwrap();
         }
@@ -162,6 +185,7 @@ mod tests {
         assert_eq!(l.revision, 2);
         assert_eq!(l.objects, vec![("Network/b".to_string(), b"{}".to_vec())]);
         assert_eq!(l.vips.as_deref(), Some(&b"{\"x\":1}"[..]));
+        assert_eq!(l.keys, vec![("TKIA1".to_string(), b"sealed".to_vec())]);
     }
 
     #[test]

@@ -192,6 +192,7 @@ mod tests {
             service_networks: vec![],
             target_groups: vec![],
             gateways: Default::default(),
+            identities: Vec::new(),
         };
         let mut views = Views::new();
         views.insert("east".into(), Arc::new(View::build(&snap, 30)));

@@ -205,6 +205,7 @@ mod tests {
             service_networks: vec![],
             target_groups: vec![],
             gateways: Default::default(),
+            identities: Vec::new(),
         }
     }
 

@@ -98,6 +98,7 @@ impl Config {
                 service_networks: vec![],
                 target_groups: vec![],
                 gateways: Default::default(),
+                identities: Vec::new(),
             }),
             listeners: HashMap::new(),
             groups: HashMap::new(),

@@ -5,6 +5,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use trellis_control_plane::keys::Keyring;
 use trellis_control_plane::state::Settings;
 use trellis_control_plane::store::RedbStore;
 use trellis_control_plane::{Config, ControlPlane, server, token};
@@ -32,6 +33,11 @@ pub struct Args {
     /// The region SigV4 clients sign for.
     #[arg(long, default_value = "us-east-1")]
     sigv4_region: String,
+    /// The master key that seals access-key secrets in the store (32 bytes,
+    /// mode 0600, created if missing). Keep it apart from the data dir's
+    /// backups. Default: <data-dir>/secrets.key.
+    #[arg(long)]
+    secrets_key_file: Option<PathBuf>,
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_body_bytes: usize,
@@ -65,7 +71,13 @@ pub async fn run(args: Args) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_connections: args.max_connections,
     };
-    let cp = Arc::new(ControlPlane::open(config, Arc::new(store))?);
+    let key_file = args
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("secrets.key"));
+    let keyring = Keyring::open_or_create(&key_file)?;
+    let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring)?);
+    tokio::spawn(cp.clone().rotate_daily());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

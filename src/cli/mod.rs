@@ -3,6 +3,7 @@
 pub mod control_plane;
 pub mod datapath;
 pub mod dns;
+pub mod identity;
 pub mod node;
 pub mod resources;
 

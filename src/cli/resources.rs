@@ -24,7 +24,7 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    fn client(&self) -> Result<Client> {
+    pub fn client(&self) -> Result<Client> {
         let token = super::read_token(self.token_file.as_deref())?;
         Ok(Client::new(
             &self.server,

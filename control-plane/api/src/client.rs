@@ -2,6 +2,7 @@
 //! and DNS servers. Every call is bounded by a timeout.
 
 use crate::error::ApiError;
+use crate::keys::{AccessKeyInfo, KeyStatus, NewAccessKey};
 use crate::resource::{Kind, Object};
 use crate::snapshot::Snapshot;
 use bytes::Bytes;
@@ -143,6 +144,47 @@ impl Client {
 
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<DeleteResponse, ClientError> {
         let path = format!("/v1/{}/{}", kind.plural(), name);
+        let (_, bytes) = self.call(Method::DELETE, &path, None, self.timeout).await?;
+        decode(&bytes)
+    }
+
+    /// Issues an access key for `identity`: the only time its secret is seen.
+    pub async fn create_key(&self, identity: &str) -> Result<NewAccessKey, ClientError> {
+        let path = format!("/v1/identities/{identity}/keys");
+        let (_, bytes) = self.call(Method::POST, &path, None, self.timeout).await?;
+        decode(&bytes)
+    }
+
+    pub async fn list_keys(&self, identity: &str) -> Result<Vec<AccessKeyInfo>, ClientError> {
+        #[derive(Deserialize)]
+        struct Items {
+            items: Vec<AccessKeyInfo>,
+        }
+        let path = format!("/v1/identities/{identity}/keys");
+        let (_, bytes) = self.call(Method::GET, &path, None, self.timeout).await?;
+        decode::<Items>(&bytes).map(|i| i.items)
+    }
+
+    pub async fn set_key_status(
+        &self,
+        identity: &str,
+        id: &str,
+        status: KeyStatus,
+    ) -> Result<AccessKeyInfo, ClientError> {
+        let path = format!("/v1/identities/{identity}/keys/{id}");
+        let body = serde_json::to_vec(&serde_json::json!({ "Status": status })).unwrap_or_default();
+        let (_, bytes) = self
+            .call(Method::PATCH, &path, Some(body), self.timeout)
+            .await?;
+        decode(&bytes)
+    }
+
+    pub async fn delete_key(
+        &self,
+        identity: &str,
+        id: &str,
+    ) -> Result<DeleteResponse, ClientError> {
+        let path = format!("/v1/identities/{identity}/keys/{id}");
         let (_, bytes) = self.call(Method::DELETE, &path, None, self.timeout).await?;
         decode(&bytes)
     }

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod error;
 pub mod follow;
+pub mod keys;
 pub mod policy;
 pub mod resource;
 pub mod snapshot;

@@ -26,6 +26,32 @@ pub struct Snapshot {
     pub target_groups: Vec<TargetGroupView>,
     /// Gateways of the other networks that host those target groups.
     pub gateways: BTreeMap<String, Vec<Gateway>>,
+    /// Identities that can sign requests, with what verifying them takes
+    /// (never a secret). Sent only to networks that see a SIGV4 service.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub identities: Vec<IdentityView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityView {
+    pub name: String,
+    /// `trellis:identity/NAME`, then the identity's aliases: what policies
+    /// may name it by.
+    pub principals: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    /// Active keys only.
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyView {
+    pub access_key_id: String,
+    /// `YYYYMMDD` to the hex SigV4 signing key for that date, the snapshot's
+    /// region and the `vpc-lattice-svcs` service: yesterday, today, tomorrow.
+    pub signing_keys: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
