@@ -14,6 +14,7 @@
 
 pub mod access_log;
 pub mod agent;
+pub mod auth;
 pub mod config;
 mod headers;
 pub mod health;

@@ -1,0 +1,3 @@
+//! Request authentication (SigV4) and authorization (IAM-style policies).
+
+pub mod sigv4;
