@@ -464,7 +464,7 @@ mod tests {
         for (h, want) in [
             ("Bearer x", "must start with"),
             (
-                "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request",
+                "AWS4-HMAC-SHA256 Credential=a/b/c/d/aws4_request, SignedHeaders=host, Signature=x",
                 "Credential must be",
             ),
             (
