@@ -1,3 +1,4 @@
 //! Request authentication (SigV4) and authorization (IAM-style policies).
 
+pub mod policy;
 pub mod sigv4;

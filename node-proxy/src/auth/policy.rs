@@ -1,0 +1,352 @@
+//! IAM-style policy evaluation over `trellis_api::policy` documents.
+//!
+//! One document: an explicit `Deny` whose statement matches wins; else a
+//! matching `Allow` allows; else it denies (nothing matched). A statement
+//! matches when its principal, action, resource and every condition do.
+//! The request's action is `vpc-lattice-svcs:Invoke` (`trellis:Invoke` is
+//! an alias); its resources are the service and request path, written as
+//! Lattice does (`arn:aws:vpc-lattice:REGION:000000000000:service/NAME/PATH`)
+//! and as Trellis does (`trellis:service/NAME/PATH`); the account field of a
+//! pasted ARN matches any account. Condition semantics
+//! follow IAM: a missing key fails a positive operator and satisfies a
+//! negated one; `...IfExists` is satisfied by a missing key; `Null` tests
+//! presence; `ForAnyValue:`/`ForAllValues:` quantify over a key's values.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+use trellis_api::policy::{
+    Condition, Effect, Matching, PolicyDocument, Principal as PolicyPrincipal, SetQualifier,
+    Statement,
+};
+
+pub const ACTION: &str = "vpc-lattice-svcs:Invoke";
+
+/// Who signed the request, as policies see it.
+#[derive(Debug, Default)]
+pub struct Principal {
+    /// `trellis:identity/NAME`, then aliases.
+    pub names: Vec<String>,
+    pub tags: std::collections::BTreeMap<String, String>,
+}
+
+/// Everything a condition key or a resource may refer to.
+pub struct Request<'a> {
+    /// `None` for an unsigned request.
+    pub principal: Option<&'a Principal>,
+    pub region: &'a str,
+    pub source_network: &'a str,
+    pub service: &'a str,
+    pub service_network: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a http::HeaderMap,
+    pub port: u16,
+    pub source_ip: IpAddr,
+    /// Seconds since the epoch.
+    pub now: u64,
+}
+
+/// The account in ARNs Trellis writes: its resources belong to no AWS account.
+const ACCOUNT: &str = "000000000000";
+
+impl Request<'_> {
+    /// The values of a condition key; empty when the request lacks it.
+    fn values(&self, key: &str) -> Vec<Cow<'_, str>> {
+        let lower = key.to_ascii_lowercase();
+        let one = |s: String| vec![Cow::Owned(s)];
+        let (prefix, rest) = lower.split_once('/').unwrap_or((lower.as_str(), ""));
+        match (prefix, rest) {
+            ("aws:principaltype", "") => one(match self.principal {
+                Some(_) => "Authenticated",
+                None => "Anonymous",
+            }
+            .into()),
+            ("aws:principalarn" | "aws:principalid" | "trellis:principal", "") => self
+                .principal
+                .map(|p| p.names.iter().map(|n| Cow::Borrowed(n.as_str())).collect())
+                .unwrap_or_default(),
+            ("aws:principaltag", _) => {
+                // Tag keys keep their case after the slash.
+                let tag = &key[key.find('/').map_or(key.len(), |i| i + 1)..];
+                self.principal
+                    .and_then(|p| p.tags.get(tag))
+                    .map(|v| vec![Cow::Borrowed(v.as_str())])
+                    .unwrap_or_default()
+            }
+            ("aws:sourceip", "") => one(self.source_ip.to_string()),
+            ("aws:securetransport", "") => one("false".into()),
+            ("aws:currenttime", "") => one(humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.now),
+            )
+            .to_string()),
+            ("aws:epochtime", "") => one(self.now.to_string()),
+            ("vpc-lattice-svcs:sourcevpc" | "trellis:sourcenetwork", "") => {
+                vec![Cow::Borrowed(self.source_network)]
+            }
+            ("vpc-lattice-svcs:sourcevpcowneraccount", "") => vec![Cow::Borrowed(ACCOUNT)],
+            ("vpc-lattice-svcs:requestmethod" | "trellis:requestmethod", "") => {
+                vec![Cow::Borrowed(self.method)]
+            }
+            ("vpc-lattice-svcs:requestpath" | "trellis:requestpath", "") => {
+                vec![Cow::Borrowed(self.path)]
+            }
+            ("vpc-lattice-svcs:requestheader" | "trellis:requestheader", name) => self
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .map(Cow::Borrowed)
+                .collect(),
+            ("vpc-lattice-svcs:requestquerystring" | "trellis:requestquerystring", _) => {
+                let name = &key[key.find('/').map_or(key.len(), |i| i + 1)..];
+                self.query
+                    .unwrap_or_default()
+                    .split('&')
+                    .filter_map(|p| {
+                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                        (k == name).then_some(Cow::Borrowed(v))
+                    })
+                    .collect()
+            }
+            ("vpc-lattice-svcs:servicearn", "") => one(self.arn("service", self.service)),
+            ("vpc-lattice-svcs:servicenetworkarn", "") => {
+                one(self.arn("servicenetwork", self.service_network))
+            }
+            ("trellis:service", "") => vec![Cow::Borrowed(self.service)],
+            ("trellis:servicenetwork", "") => vec![Cow::Borrowed(self.service_network)],
+            ("vpc-lattice-svcs:port" | "trellis:port", "") => one(self.port.to_string()),
+            _ => Vec::new(),
+        }
+    }
+
+    fn arn(&self, kind: &str, name: &str) -> String {
+        format!(
+            "arn:aws:vpc-lattice:{}:{ACCOUNT}:{kind}/{name}",
+            self.region
+        )
+    }
+
+    fn resources(&self) -> [String; 2] {
+        [
+            format!("{}{}", self.arn("service", self.service), self.path),
+            format!("trellis:service/{}{}", self.service, self.path),
+        ]
+    }
+}
+
+/// `*` any run of characters, `?` any one.
+pub fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
+    let eq = |a: u8, b: u8| {
+        if ignore_case {
+            a.eq_ignore_ascii_case(&b)
+        } else {
+            a == b
+        }
+    };
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == b'?' || (p[pi] != b'*' && eq(p[pi], t[ti]))) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == b'*')
+}
+
+/// The outcome of one document.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Allowed by this statement (its Sid, else `Statement[i]`).
+    Allow(String),
+    Deny(String),
+    /// No statement matched.
+    NoMatch,
+}
+
+fn statement_name(s: &Statement, i: usize) -> String {
+    s.sid.clone().unwrap_or_else(|| format!("Statement[{i}]"))
+}
+
+pub fn evaluate(doc: &PolicyDocument, req: &Request<'_>) -> Outcome {
+    let mut allowed = None;
+    for (i, s) in doc.statements.iter().enumerate() {
+        if !statement_matches(s, req) {
+            continue;
+        }
+        match s.effect {
+            Effect::Deny => return Outcome::Deny(statement_name(s, i)),
+            Effect::Allow => {
+                allowed.get_or_insert_with(|| statement_name(s, i));
+            }
+        }
+    }
+    allowed.map_or(Outcome::NoMatch, Outcome::Allow)
+}
+
+fn statement_matches(s: &Statement, req: &Request<'_>) -> bool {
+    let principal = match &s.principal {
+        Matching::Is(p) => principal_matches(p, req),
+        Matching::Not(p) => !principal_matches(p, req),
+    };
+    let action = |list: &Vec<String>| {
+        list.iter().any(|a| {
+            let a = a
+                .strip_prefix("trellis:")
+                .map_or(Cow::Borrowed(a.as_str()), |rest| {
+                    Cow::Owned(format!("vpc-lattice-svcs:{rest}"))
+                });
+            glob(&a, ACTION, true)
+        })
+    };
+    let action = match &s.action {
+        Matching::Is(l) => action(l),
+        Matching::Not(l) => !action(l),
+    };
+    let resources = req.resources();
+    let resource = |list: &Vec<String>| {
+        list.iter().any(|r| {
+            let r = any_account(r);
+            resources.iter().any(|have| glob(&r, have, false))
+        })
+    };
+    let resource = match &s.resource {
+        Matching::Is(l) => resource(l),
+        Matching::Not(l) => !resource(l),
+    };
+    principal && action && resource && s.conditions.iter().all(|c| condition_holds(c, req))
+}
+
+/// A pasted Lattice resource ARN names its AWS account; Trellis services
+/// have none, so the account field matches any.
+fn any_account(pattern: &str) -> Cow<'_, str> {
+    let Some(rest) = pattern.strip_prefix("arn:aws:vpc-lattice:") else {
+        return Cow::Borrowed(pattern);
+    };
+    let mut fields = rest.splitn(3, ':');
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(region), Some(_account), Some(resource)) => {
+            Cow::Owned(format!("arn:aws:vpc-lattice:{region}:*:{resource}"))
+        }
+        _ => Cow::Borrowed(pattern),
+    }
+}
+
+fn principal_matches(p: &PolicyPrincipal, req: &Request<'_>) -> bool {
+    match p {
+        PolicyPrincipal::Any => true,
+        PolicyPrincipal::Named(names) => req
+            .principal
+            .is_some_and(|who| who.names.iter().any(|n| names.contains(n))),
+    }
+}
+
+/// Operators that hold when no value matches.
+fn negated(op: &str) -> bool {
+    matches!(
+        op,
+        "StringNotEquals"
+            | "StringNotEqualsIgnoreCase"
+            | "StringNotLike"
+            | "NumericNotEquals"
+            | "DateNotEquals"
+            | "NotIpAddress"
+    )
+}
+
+fn condition_holds(c: &Condition, req: &Request<'_>) -> bool {
+    let values = req.values(&c.key);
+    if c.operator == "Null" {
+        let wants_absent = c.values.iter().any(|v| v == "true");
+        return values.is_empty() == wants_absent;
+    }
+    if values.is_empty() {
+        return match c.qualifier {
+            SetQualifier::ForAllValues => true,
+            _ => c.if_exists || (c.qualifier == SetQualifier::None && negated(&c.operator)),
+        };
+    }
+    let one = |v: &str| matches_any(&c.operator, v, &c.values);
+    match c.qualifier {
+        SetQualifier::ForAllValues => values.iter().all(|v| one(v)),
+        SetQualifier::ForAnyValue => values.iter().any(|v| one(v)),
+        // A plain operator on a multi-valued key: any value will do for a
+        // positive operator, every value must stay clear for a negated one.
+        SetQualifier::None if negated(&c.operator) => values.iter().all(|v| one(v)),
+        SetQualifier::None => values.iter().any(|v| one(v)),
+    }
+}
+
+/// Whether `have` satisfies `op` against the condition's values (for a
+/// negated operator: matches none of them).
+fn matches_any(op: &str, have: &str, wanted: &[String]) -> bool {
+    let positive = |w: &str| -> bool {
+        match op {
+            "StringEquals" | "StringNotEquals" | "ArnEquals" => have == w,
+            "StringEqualsIgnoreCase" | "StringNotEqualsIgnoreCase" => have.eq_ignore_ascii_case(w),
+            "StringLike" | "StringNotLike" | "ArnLike" => glob(w, have, false),
+            "Bool" => have.eq_ignore_ascii_case(w),
+            "IpAddress" | "NotIpAddress" => in_network(have, w),
+            "NumericEquals" | "NumericNotEquals" => number(have, w, |a, b| a == b),
+            "NumericLessThan" => number(have, w, |a, b| a < b),
+            "NumericLessThanEquals" => number(have, w, |a, b| a <= b),
+            "NumericGreaterThan" => number(have, w, |a, b| a > b),
+            "NumericGreaterThanEquals" => number(have, w, |a, b| a >= b),
+            "DateEquals" | "DateNotEquals" => date(have, w, |a, b| a == b),
+            "DateLessThan" => date(have, w, |a, b| a < b),
+            "DateGreaterThan" => date(have, w, |a, b| a > b),
+            _ => false,
+        }
+    };
+    let any = wanted.iter().any(|w| positive(w));
+    if negated(op) { !any } else { any }
+}
+
+fn in_network(ip: &str, cidr: &str) -> bool {
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return false;
+    };
+    match cidr.parse::<ipnet::IpNet>() {
+        Ok(net) => net.contains(&ip),
+        Err(_) => cidr.parse::<IpAddr>().is_ok_and(|one| one == ip),
+    }
+}
+
+fn number(a: &str, b: &str, f: impl Fn(f64, f64) -> bool) -> bool {
+    match (a.parse::<f64>(), b.parse::<f64>()) {
+        (Ok(a), Ok(b)) => f(a, b),
+        _ => false,
+    }
+}
+
+/// Epoch seconds or RFC 3339.
+fn epoch(s: &str) -> Option<u64> {
+    s.parse::<u64>().ok().or_else(|| {
+        humantime::parse_rfc3339_weak(s)
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    })
+}
+
+fn date(a: &str, b: &str, f: impl Fn(u64, u64) -> bool) -> bool {
+    match (epoch(a), epoch(b)) {
+        (Some(a), Some(b)) => f(a, b),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests;
