@@ -3,6 +3,7 @@
 //! tests/node/harness.rs).
 
 #[path = "node/harness.rs"]
+#[allow(dead_code)] // shared with tests/auth.rs
 mod harness;
 
 use harness::{Env, SNAT_IP};

@@ -38,6 +38,9 @@ pub struct Entry {
     /// Until the end of the response body or of the connection.
     pub duration_ms: f64,
     pub identity: Option<String>,
+    /// The auth decision, for services with SIGV4 auth: `allow LEVEL:STATEMENT`
+    /// or `deny REASON`.
+    pub auth: Option<String>,
     /// Why Trellis answered itself (the `x-trellis-error` value), if it did.
     pub error: Option<&'static str>,
 }

@@ -4,6 +4,7 @@
 //! parsed, and each target carried over from the previous config when it
 //! is still there (so health and load survive a swap).
 
+use crate::auth::{Guard, Keys};
 use crate::route::{Matcher, RequestView};
 use crate::split::Split;
 use crate::targets::{Group, Health, Target};
@@ -12,7 +13,7 @@ use http::StatusCode;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use trellis_api::resource::{Action as ActionSpec, ListenerProtocol, Timeouts};
+use trellis_api::resource::{Action as ActionSpec, AuthType, ListenerProtocol, Timeouts};
 use trellis_api::snapshot::Snapshot;
 
 #[derive(Debug)]
@@ -57,6 +58,8 @@ pub struct Listener {
     pub lattice_compat: bool,
     /// The service network through which this network sees the service.
     pub service_network: Arc<str>,
+    /// The service's auth, when it or its service network asks for SIGV4.
+    pub guard: Option<Arc<Guard>>,
     /// Pooled clients to targets, with this listener's connect timeout.
     pub http1: HttpClient,
     pub http2: HttpClient,
@@ -83,6 +86,8 @@ pub struct Config {
     pub network: Arc<str>,
     listeners: HashMap<SocketAddr, Arc<Listener>>,
     pub groups: HashMap<Arc<str>, Arc<Group>>,
+    /// Access keys this node verifies signatures with.
+    pub keys: Keys,
 }
 
 impl Config {
@@ -102,6 +107,7 @@ impl Config {
             }),
             listeners: HashMap::new(),
             groups: HashMap::new(),
+            keys: Keys::empty(),
         }
     }
 
@@ -124,6 +130,15 @@ impl Config {
         for svc in &snapshot.services {
             let service: Arc<str> = Arc::from(svc.name.as_str());
             let via: Arc<str> = Arc::from(svc.via.first().map_or("", String::as_str));
+            let network = snapshot
+                .service_networks
+                .iter()
+                .find(|n| *n.name == *via)
+                .map_or((AuthType::None, None), |n| {
+                    (n.auth_type, n.auth_policy.as_ref())
+                });
+            let guard = Guard::compile((svc.auth_type, svc.auth_policy.as_ref()), network);
+            let guard = guard.required().then(|| Arc::new(guard));
             for l in &svc.listeners {
                 let mut rules: Vec<_> = l.rules.iter().collect();
                 rules.sort_by_key(|r| r.priority);
@@ -152,6 +167,7 @@ impl Config {
                     timeouts: l.timeouts,
                     lattice_compat: svc.lattice_compat,
                     service_network: via.clone(),
+                    guard: guard.clone(),
                     http1: clients.get(false, connect_timeout),
                     http2: clients.get(true, connect_timeout),
                 });
@@ -204,6 +220,7 @@ impl Config {
         }
         Config {
             network: Arc::from(snapshot.network.as_str()),
+            keys: Keys::compile(&snapshot),
             snapshot: Arc::new(snapshot),
             listeners,
             groups,

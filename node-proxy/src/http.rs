@@ -5,6 +5,9 @@
 //! failed or too slow) carry `x-trellis-error` and a one-line reason.
 
 use crate::access_log::{Entry, now_rfc3339};
+use crate::auth::policy::Principal;
+use crate::auth::{self, Guard, Inbound, Place, Refused, sigv4};
+use crate::config::Config;
 use crate::config::{Action, Listener};
 use crate::headers::{self, LATTICE_ACCOUNT};
 use crate::metrics::{RequestLabels, ServiceLabels};
@@ -32,6 +35,10 @@ enum Refusal {
     UpstreamFailed,
     UpstreamTimeout,
     TargetDrained,
+    AuthDenied,
+    BodyTooLarge,
+    BadRequest,
+    RequestTimeout,
 }
 
 impl Refusal {
@@ -44,6 +51,10 @@ impl Refusal {
                 StatusCode::BAD_GATEWAY
             }
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Refusal::AuthDenied => StatusCode::FORBIDDEN,
+            Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::BadRequest => StatusCode::BAD_REQUEST,
+            Refusal::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -56,6 +67,10 @@ impl Refusal {
             Refusal::UpstreamFailed => "upstream-failed",
             Refusal::UpstreamTimeout => "upstream-timeout",
             Refusal::TargetDrained => "target-drained",
+            Refusal::AuthDenied => "auth-denied",
+            Refusal::BodyTooLarge => "body-too-large",
+            Refusal::BadRequest => "bad-request",
+            Refusal::RequestTimeout => "request-timeout",
         }
     }
 
@@ -105,8 +120,9 @@ struct Record {
 pub async fn handle(
     proxy: Arc<Proxy>,
     conn: Arc<Conn>,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    let mut req = req.map(BodyExt::boxed_unsync);
     let start = Instant::now();
     let config = proxy.config();
     let mut rec = Record {
@@ -138,6 +154,30 @@ pub async fn handle(
     rec.entry.listener = listener.name.clone();
 
     headers::strip_reserved(req.headers_mut());
+    // Auth comes first: no byte of a refused request reaches a target.
+    let mut principal = None;
+    if let Some(guard) = &listener.guard {
+        match guard_request(&config, &listener, guard, &conn, req).await {
+            Ok((r, p, statement)) => {
+                req = r;
+                if let Some(p) = &p {
+                    rec.entry.identity = p.names.first().cloned();
+                }
+                rec.entry.auth = Some(format!("allow {statement}"));
+                principal = p;
+            }
+            Err((refusal, detail)) => {
+                rec.entry.auth = Some(format!("deny {detail}"));
+                return Ok(finish(
+                    &proxy,
+                    rec,
+                    refusal.response(&detail),
+                    Some(refusal),
+                    None,
+                ));
+            }
+        }
+    }
     let (rule, action) = listener.route(&RequestView {
         method: req.method(),
         uri: req.uri(),
@@ -175,6 +215,7 @@ pub async fn handle(
         &rec.entry,
         &config.snapshot.region,
         &group_name,
+        principal.as_deref(),
     );
     let path_and_query = parts
         .uri
@@ -219,7 +260,7 @@ pub async fn handle(
             }
         };
         let mut upstream = Request::new(match (retryable, body.take()) {
-            (false, Some(b)) => b.boxed_unsync(),
+            (false, Some(b)) => b,
             _ => empty(),
         });
         *upstream.method_mut() = parts.method.clone();
@@ -302,6 +343,105 @@ pub async fn handle(
     ))
 }
 
+/// Checks a request against its service's auth: the signature (with the
+/// body, when it is signed, buffered and compared with its hash) and then
+/// the policies. Returns the request to forward, with its body buffered if
+/// it had to be read, and who signed it.
+async fn guard_request(
+    config: &Config,
+    listener: &Listener,
+    guard: &Guard,
+    conn: &Conn,
+    req: Request<Body>,
+) -> Result<(Request<Body>, Option<Arc<Principal>>, String), (Refusal, String)> {
+    let (parts, body) = req.into_parts();
+    let wait = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
+    let mut body = Some(body);
+    let mut buffered = None;
+    if auth::needs_body_first(&parts.headers) && body.as_ref().is_some_and(|b| !b.is_end_stream()) {
+        buffered = Some(read_body(body.take(), wait).await?);
+    }
+    let body_sha = buffered.as_deref().map(sigv4::sha256_hex);
+    let inbound = Inbound {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        headers: &parts.headers,
+        authority: parts.uri.authority().map(|a| a.as_str()),
+        body_sha256: body_sha.as_deref(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let denied = |r: Refused| match r {
+        Refused::Forbidden { code, message } => (Refusal::AuthDenied, format!("{code}: {message}")),
+        Refused::TooLarge => (Refusal::BodyTooLarge, String::new()),
+    };
+    let signed =
+        auth::authenticate(&config.keys, &inbound, now.as_secs() as i64).map_err(denied)?;
+    let place = Place {
+        region: &config.snapshot.region,
+        source_network: &config.network,
+        service: &listener.service,
+        service_network: &listener.service_network,
+        client: conn.client,
+        port: conn.dst.0.port(),
+        now: now.as_secs(),
+    };
+    let statement =
+        auth::authorize(guard, signed.principal.as_deref(), &inbound, &place).map_err(denied)?;
+    if let Some(want) = &signed.body_hash {
+        if buffered.is_none() {
+            buffered = Some(read_body(body.take(), wait).await?);
+        }
+        let got = sigv4::sha256_hex(buffered.as_deref().unwrap_or_default());
+        if got != *want {
+            return Err((
+                Refusal::AuthDenied,
+                "XAmzContentSHA256Mismatch: the body does not match x-amz-content-sha256".into(),
+            ));
+        }
+    }
+    let body = match (buffered, body) {
+        (Some(b), _) => Full::new(b)
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+        (None, Some(b)) => b,
+        (None, None) => empty(),
+    };
+    Ok((
+        Request::from_parts(parts, body),
+        signed.principal,
+        statement,
+    ))
+}
+
+/// A request body, whole, up to [`auth::MAX_SIGNED_BODY`].
+async fn read_body(body: Option<Body>, wait: Duration) -> Result<Bytes, (Refusal, String)> {
+    let Some(body) = body else {
+        return Ok(Bytes::new());
+    };
+    let limited = http_body_util::Limited::new(body, auth::MAX_SIGNED_BODY).collect();
+    match tokio::time::timeout(wait, limited).await {
+        Err(_) => Err((
+            Refusal::RequestTimeout,
+            format!("the request body did not arrive within {wait:?}"),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err((
+            Refusal::BodyTooLarge,
+            format!(
+                "a body signed by its hash is buffered to check it, up to {} bytes",
+                auth::MAX_SIGNED_BODY
+            ),
+        )),
+        Ok(Err(e)) => Err((
+            Refusal::BadRequest,
+            format!("reading the request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
@@ -320,6 +460,7 @@ fn add_headers(
     entry: &Entry,
     region: &str,
     group: &str,
+    principal: Option<&Principal>,
 ) {
     headers::set(h, "x-forwarded-for", &conn.client.ip().to_string());
     headers::set(h, "x-forwarded-for-port", &conn.client.port().to_string());
@@ -327,7 +468,19 @@ fn add_headers(
     headers::set(h, "x-trellis-source-network", &entry.source_network);
     headers::set(h, "x-trellis-service", &listener.service);
     headers::set(h, "x-trellis-request-id", &entry.request_id);
+    let identity = principal.and_then(|p| p.names.first());
+    if let Some(name) = identity {
+        headers::set(h, "x-trellis-identity", name);
+    }
     if listener.lattice_compat {
+        headers::set(
+            h,
+            "x-amzn-lattice-identity",
+            &match identity {
+                Some(name) => format!("Principal={name}; Type=Trellis::Identity"),
+                None => "Type=Anonymous".to_string(),
+            },
+        );
         let arn = |kind: &str, name: &str| {
             format!("arn:aws:vpc-lattice:{region}:{LATTICE_ACCOUNT}:{kind}/{name}")
         };

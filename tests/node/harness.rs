@@ -218,6 +218,21 @@ impl Env {
         );
     }
 
+    /// A `trellis` CLI call against the control plane; its stdout. Panics
+    /// if it fails.
+    pub fn trellis(&self, args: &str) -> String {
+        let out = self
+            .in_node(None, &format!("{BIN} {args} --server {}", self.cp_url))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "trellis {args}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// A service's IPv4 VIP, from the control plane.
     pub fn vip(&self, service: &str) -> String {
         let out = self

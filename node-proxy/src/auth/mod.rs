@@ -1,4 +1,377 @@
-//! Request authentication (SigV4) and authorization (IAM-style policies).
+//! Request authentication (SigV4) and authorization (IAM-style policies),
+//! decided before any byte of a request reaches a target.
+//!
+//! [`Keys`] is compiled from the snapshot's identities (derived signing keys,
+//! never secrets) and [`Guard`] from a service's and its service network's
+//! auth settings; both live in the config and are swapped with it.
 
 pub mod policy;
 pub mod sigv4;
+
+use http::{HeaderMap, Method};
+use policy::{Outcome, Principal};
+use ring::hmac;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use trellis_api::keys::SIGNING_SERVICE;
+use trellis_api::policy::PolicyDocument;
+use trellis_api::resource::AuthType;
+use trellis_api::snapshot::Snapshot;
+
+/// How far a request's `x-amz-date` may be from the node's clock.
+pub const CLOCK_SKEW_SECONDS: i64 = 300;
+
+/// Largest request body buffered to check it against its signed hash;
+/// beyond it, 413.
+pub const MAX_SIGNED_BODY: usize = 1 << 20;
+
+struct KeyEntry {
+    principal: Arc<Principal>,
+    /// `YYYYMMDD` to the signing key for that day.
+    by_date: Vec<(String, hmac::Key)>,
+}
+
+/// Every active access key this node can verify, by id.
+pub struct Keys {
+    region: String,
+    by_id: HashMap<String, KeyEntry>,
+}
+
+impl std::fmt::Debug for Keys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Key ids only: signing keys are not for logs.
+        let mut ids: Vec<&String> = self.by_id.keys().collect();
+        ids.sort();
+        f.debug_struct("Keys")
+            .field("region", &self.region)
+            .field("ids", &ids)
+            .finish()
+    }
+}
+
+impl Keys {
+    pub fn empty() -> Keys {
+        Keys {
+            region: String::new(),
+            by_id: HashMap::new(),
+        }
+    }
+
+    pub fn compile(snapshot: &Snapshot) -> Keys {
+        let mut by_id = HashMap::new();
+        for identity in &snapshot.identities {
+            let principal = Arc::new(Principal {
+                names: identity.principals.clone(),
+                tags: identity.tags.clone(),
+            });
+            for key in &identity.keys {
+                let by_date = key
+                    .signing_keys
+                    .iter()
+                    .filter_map(|(date, hex)| {
+                        let raw = data_encoding::HEXLOWER.decode(hex.as_bytes()).ok()?;
+                        Some((date.clone(), hmac::Key::new(hmac::HMAC_SHA256, &raw)))
+                    })
+                    .collect();
+                by_id.insert(
+                    key.access_key_id.clone(),
+                    KeyEntry {
+                        principal: principal.clone(),
+                        by_date,
+                    },
+                );
+            }
+        }
+        Keys {
+            region: snapshot.region.clone(),
+            by_id,
+        }
+    }
+}
+
+/// A service's auth: the policies that must each allow a request.
+#[derive(Debug)]
+pub struct Guard {
+    /// `(which, policy)`; `None` for a SIGV4 level without a policy, which
+    /// allows nothing (as in VPC Lattice).
+    levels: Vec<(&'static str, Option<Arc<PolicyDocument>>)>,
+}
+
+impl Guard {
+    /// `None` when neither the service nor its service network asks for auth.
+    pub fn compile(
+        service: (AuthType, Option<&serde_json::Value>),
+        network: (AuthType, Option<&serde_json::Value>),
+    ) -> Guard {
+        let mut levels = Vec::new();
+        for (which, (kind, doc)) in [("service-network", network), ("service", service)] {
+            if kind != AuthType::SigV4 {
+                continue;
+            }
+            let doc = doc.and_then(|d| match PolicyDocument::parse(d) {
+                Ok(p) => Some(Arc::new(p)),
+                Err(e) => {
+                    // The control plane validates policies; a bad one here
+                    // denies everything rather than allow by accident.
+                    tracing::warn!(level = which, error = %e, "auth policy unusable; denying");
+                    None
+                }
+            });
+            levels.push((which, doc));
+        }
+        Guard { levels }
+    }
+
+    pub fn required(&self) -> bool {
+        !self.levels.is_empty()
+    }
+}
+
+/// Why a request was not let through.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// 403: bad or missing signature, or a policy said no.
+    Forbidden { code: &'static str, message: String },
+    /// 413: the body is larger than can be checked against its hash.
+    TooLarge,
+}
+
+fn forbidden(code: &'static str, message: impl Into<String>) -> Refused {
+    Refused::Forbidden {
+        code,
+        message: message.into(),
+    }
+}
+
+impl From<sigv4::Failure> for Refused {
+    fn from(f: sigv4::Failure) -> Refused {
+        forbidden(f.code, f.message)
+    }
+}
+
+/// What the signature check found.
+pub struct Signed {
+    pub principal: Option<Arc<Principal>>,
+    /// The payload hash the signature covers, when the body must match it.
+    pub body_hash: Option<String>,
+}
+
+/// The request as the auth checks see it.
+pub struct Inbound<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub authority: Option<&'a str>,
+    /// The body's hash, when it was buffered before the check (a request
+    /// that signs its body without `x-amz-content-sha256`).
+    pub body_sha256: Option<&'a str>,
+}
+
+/// Whether checking the signature needs the body's hash first: a signed
+/// request without `x-amz-content-sha256` signs the hash of its body.
+pub fn needs_body_first(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::AUTHORIZATION)
+        && !headers.contains_key("x-amz-content-sha256")
+}
+
+/// Verifies the request's signature, if it has one. `now` in seconds since
+/// the epoch.
+pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, Refused> {
+    let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
+        return Ok(Signed {
+            principal: None,
+            body_hash: None,
+        });
+    };
+    if req.headers.contains_key("x-amz-security-token") {
+        return Err(forbidden(
+            "UnrecognizedClientException",
+            "temporary credentials (x-amz-security-token) are not accepted; sign with a Trellis access key",
+        ));
+    }
+    let value = value.to_str().map_err(|_| {
+        forbidden(
+            "IncompleteSignatureException",
+            "Authorization header is not text",
+        )
+    })?;
+    let auth = sigv4::Authorization::parse(value)?;
+    if auth.region != keys.region {
+        return Err(forbidden(
+            "InvalidSignatureException",
+            format!(
+                "credential scope names region {}, this service network signs for {}",
+                auth.region, keys.region
+            ),
+        ));
+    }
+    if auth.service != SIGNING_SERVICE {
+        return Err(forbidden(
+            "InvalidSignatureException",
+            format!(
+                "credential scope names service {}, expected {SIGNING_SERVICE}",
+                auth.service
+            ),
+        ));
+    }
+    if !auth.signed_headers.contains(&"host") {
+        return Err(forbidden(
+            "IncompleteSignatureException",
+            "SignedHeaders must include host",
+        ));
+    }
+    let timestamp = req
+        .headers
+        .get("x-amz-date")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            forbidden(
+                "IncompleteSignatureException",
+                "x-amz-date header is missing",
+            )
+        })?;
+    let at = sigv4::parse_timestamp(timestamp).ok_or_else(|| {
+        forbidden(
+            "IncompleteSignatureException",
+            "x-amz-date must be YYYYMMDDTHHMMSSZ",
+        )
+    })?;
+    if !timestamp.starts_with(auth.date) {
+        return Err(forbidden(
+            "InvalidSignatureException",
+            "credential scope date is not the x-amz-date's date",
+        ));
+    }
+    if (now - at).abs() > CLOCK_SKEW_SECONDS {
+        return Err(forbidden(
+            "InvalidSignatureException",
+            format!(
+                "signature expired or not yet valid: x-amz-date {timestamp} is more than {CLOCK_SKEW_SECONDS} s from the node's clock"
+            ),
+        ));
+    }
+    let entry = keys.by_id.get(auth.access_key_id).ok_or_else(|| {
+        forbidden(
+            "InvalidClientTokenId",
+            format!("access key {} is unknown or inactive", auth.access_key_id),
+        )
+    })?;
+    let key = entry
+        .by_date
+        .iter()
+        .find(|(d, _)| d == auth.date)
+        .map(|(_, k)| k)
+        .ok_or_else(|| {
+            forbidden(
+                "InvalidSignatureException",
+                format!("no signing key for {} on this node yet", auth.date),
+            )
+        })?;
+    let header_hash = req
+        .headers
+        .get("x-amz-content-sha256")
+        .map(|v| v.to_str().unwrap_or_default());
+    let (payload_hash, body_hash) = match header_hash {
+        Some(sigv4::UNSIGNED_PAYLOAD) => (sigv4::UNSIGNED_PAYLOAD.to_string(), None),
+        Some(h) if h.starts_with("STREAMING-") => {
+            return Err(forbidden(
+                "InvalidSignatureException",
+                "streaming (chunk-signed) payloads are not supported; use UNSIGNED-PAYLOAD or the body's hash",
+            ));
+        }
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            (h.to_ascii_lowercase(), Some(h.to_ascii_lowercase()))
+        }
+        Some(_) => {
+            return Err(forbidden(
+                "InvalidSignatureException",
+                "x-amz-content-sha256 must be UNSIGNED-PAYLOAD or a SHA-256 hex digest",
+            ));
+        }
+        None => match req.body_sha256 {
+            Some(h) => (h.to_string(), None),
+            None => (sigv4::EMPTY_SHA256.to_string(), None),
+        },
+    };
+    let request = sigv4::Request {
+        method: req.method,
+        path: req.path,
+        query: req.query,
+        headers: req.headers,
+        authority: req.authority,
+    };
+    sigv4::verify(&request, &auth, timestamp, &payload_hash, key)?;
+    Ok(Signed {
+        principal: Some(entry.principal.clone()),
+        body_hash,
+    })
+}
+
+/// Where the request comes from and goes, for policy condition keys.
+pub struct Place<'a> {
+    pub region: &'a str,
+    pub source_network: &'a str,
+    pub service: &'a str,
+    pub service_network: &'a str,
+    pub client: SocketAddr,
+    pub port: u16,
+    pub now: u64,
+}
+
+/// The policy decision: allowed with the statement that allowed it at the
+/// last level, or refused with the one that denied (or no match).
+pub fn authorize(
+    guard: &Guard,
+    principal: Option<&Principal>,
+    req: &Inbound<'_>,
+    place: &Place<'_>,
+) -> Result<String, Refused> {
+    let request = policy::Request {
+        principal,
+        region: place.region,
+        source_network: place.source_network,
+        service: place.service,
+        service_network: place.service_network,
+        method: req.method.as_str(),
+        path: req.path,
+        query: req.query,
+        headers: req.headers,
+        port: place.port,
+        source_ip: place.client.ip(),
+        now: place.now,
+    };
+    let mut decided = String::new();
+    for (which, doc) in &guard.levels {
+        let Some(doc) = doc else {
+            return Err(forbidden(
+                "AccessDeniedException",
+                format!(
+                    "the {which} requires SIGV4 auth and has no auth policy, which allows nothing"
+                ),
+            ));
+        };
+        match policy::evaluate(doc, &request) {
+            Outcome::Allow(s) => decided = format!("{which}:{s}"),
+            Outcome::Deny(s) => {
+                return Err(forbidden(
+                    "AccessDeniedException",
+                    format!("denied by the {which} auth policy, statement {s}"),
+                ));
+            }
+            Outcome::NoMatch => {
+                let who = if principal.is_some() {
+                    "this principal"
+                } else {
+                    "an unsigned request"
+                };
+                return Err(forbidden(
+                    "AccessDeniedException",
+                    format!("no statement of the {which} auth policy allows {who}"),
+                ));
+            }
+        }
+    }
+    Ok(decided)
+}
