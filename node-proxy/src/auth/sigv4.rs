@@ -370,7 +370,6 @@ pub fn verify(
         "{}/{}/{}/aws4_request",
         auth.date, auth.region, auth.service
     );
-    let mut last = None;
     for form in PATH_FORMS {
         // Without a '%' in the path both forms are the same bytes.
         if !form.double_encode && !req.path.contains('%') {
@@ -384,12 +383,10 @@ pub fn verify(
             form,
         )?;
         let sts = string_to_sign(timestamp, &scope, &canonical);
-        match hmac::verify(key, sts.as_bytes(), &auth.signature) {
-            Ok(()) => return Ok(()),
-            Err(_) => last = Some(()),
+        if hmac::verify(key, sts.as_bytes(), &auth.signature).is_ok() {
+            return Ok(());
         }
     }
-    debug_assert!(last.is_some());
     Err(fail(
         "InvalidSignatureException",
         "the request signature does not match the one computed for it (check the secret, and that nothing changed the request after signing)",
