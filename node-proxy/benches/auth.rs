@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
     let network = serde_json::json!({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"}]});
     let sigv4 = trellis_api::resource::AuthType::SigV4;
-    let guard = Guard::compile((sigv4, Some(&policy)), (sigv4, Some(&network)));
+    let guard = Guard::compile((sigv4, Some(&policy)), (sigv4, Some(&network))).unwrap();
 
     let identity =
         aws_credential_types::Credentials::new("TKIABENCHBENCHBENCH0", SECRET, None, None, "bench")

@@ -137,8 +137,8 @@ impl Config {
                 .map_or((AuthType::None, None), |n| {
                     (n.auth_type, n.auth_policy.as_ref())
                 });
-            let guard = Guard::compile((svc.auth_type, svc.auth_policy.as_ref()), network);
-            let guard = guard.required().then(|| Arc::new(guard));
+            let guard =
+                Guard::compile((svc.auth_type, svc.auth_policy.as_ref()), network).map(Arc::new);
             for l in &svc.listeners {
                 let mut rules: Vec<_> = l.rules.iter().collect();
                 rules.sort_by_key(|r| r.priority);

@@ -6,7 +6,7 @@
 
 use crate::access_log::{Entry, now_rfc3339};
 use crate::auth::policy::Principal;
-use crate::auth::{self, Guard, Inbound, Place, Refused, sigv4};
+use crate::auth::{self, Guard, Inbound, Place, sigv4};
 use crate::config::Config;
 use crate::config::{Action, Listener};
 use crate::headers::{self, LATTICE_ACCOUNT};
@@ -373,10 +373,7 @@ async fn guard_request(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let denied = |r: Refused| match r {
-        Refused::Forbidden { code, message } => (Refusal::AuthDenied, format!("{code}: {message}")),
-        Refused::TooLarge => (Refusal::BodyTooLarge, String::new()),
-    };
+    let denied = |f: sigv4::Failure| (Refusal::AuthDenied, format!("{}: {}", f.code, f.message));
     let signed =
         auth::authenticate(&config.keys, &inbound, now.as_secs() as i64).map_err(denied)?;
     let place = Place {

@@ -11,6 +11,7 @@ pub mod sigv4;
 use http::{HeaderMap, Method};
 use policy::{Outcome, Principal};
 use ring::hmac;
+use sigv4::{Failure, fail};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -103,7 +104,7 @@ impl Guard {
     pub fn compile(
         service: (AuthType, Option<&serde_json::Value>),
         network: (AuthType, Option<&serde_json::Value>),
-    ) -> Guard {
+    ) -> Option<Guard> {
         let mut levels = Vec::new();
         for (which, (kind, doc)) in [("service-network", network), ("service", service)] {
             if kind != AuthType::SigV4 {
@@ -120,33 +121,7 @@ impl Guard {
             });
             levels.push((which, doc));
         }
-        Guard { levels }
-    }
-
-    pub fn required(&self) -> bool {
-        !self.levels.is_empty()
-    }
-}
-
-/// Why a request was not let through.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Refused {
-    /// 403: bad or missing signature, or a policy said no.
-    Forbidden { code: &'static str, message: String },
-    /// 413: the body is larger than can be checked against its hash.
-    TooLarge,
-}
-
-fn forbidden(code: &'static str, message: impl Into<String>) -> Refused {
-    Refused::Forbidden {
-        code,
-        message: message.into(),
-    }
-}
-
-impl From<sigv4::Failure> for Refused {
-    fn from(f: sigv4::Failure) -> Refused {
-        forbidden(f.code, f.message)
+        (!levels.is_empty()).then_some(Guard { levels })
     }
 }
 
@@ -178,7 +153,7 @@ pub fn needs_body_first(headers: &HeaderMap) -> bool {
 
 /// Verifies the request's signature, if it has one. `now` in seconds since
 /// the epoch.
-pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, Refused> {
+pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, Failure> {
     let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
         return Ok(Signed {
             principal: None,
@@ -186,20 +161,20 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
         });
     };
     if req.headers.contains_key("x-amz-security-token") {
-        return Err(forbidden(
+        return Err(fail(
             "UnrecognizedClientException",
             "temporary credentials (x-amz-security-token) are not accepted; sign with a Trellis access key",
         ));
     }
     let value = value.to_str().map_err(|_| {
-        forbidden(
+        fail(
             "IncompleteSignatureException",
             "Authorization header is not text",
         )
     })?;
     let auth = sigv4::Authorization::parse(value)?;
     if auth.region != keys.region {
-        return Err(forbidden(
+        return Err(fail(
             "InvalidSignatureException",
             format!(
                 "credential scope names region {}, this service network signs for {}",
@@ -208,7 +183,7 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
         ));
     }
     if auth.service != SIGNING_SERVICE {
-        return Err(forbidden(
+        return Err(fail(
             "InvalidSignatureException",
             format!(
                 "credential scope names service {}, expected {SIGNING_SERVICE}",
@@ -217,7 +192,7 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
         ));
     }
     if !auth.signed_headers.contains(&"host") {
-        return Err(forbidden(
+        return Err(fail(
             "IncompleteSignatureException",
             "SignedHeaders must include host",
         ));
@@ -227,25 +202,25 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
         .get("x-amz-date")
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| {
-            forbidden(
+            fail(
                 "IncompleteSignatureException",
                 "x-amz-date header is missing",
             )
         })?;
     let at = sigv4::parse_timestamp(timestamp).ok_or_else(|| {
-        forbidden(
+        fail(
             "IncompleteSignatureException",
             "x-amz-date must be YYYYMMDDTHHMMSSZ",
         )
     })?;
     if !timestamp.starts_with(auth.date) {
-        return Err(forbidden(
+        return Err(fail(
             "InvalidSignatureException",
             "credential scope date is not the x-amz-date's date",
         ));
     }
     if (now - at).abs() > CLOCK_SKEW_SECONDS {
-        return Err(forbidden(
+        return Err(fail(
             "InvalidSignatureException",
             format!(
                 "signature expired or not yet valid: x-amz-date {timestamp} is more than {CLOCK_SKEW_SECONDS} s from the node's clock"
@@ -253,7 +228,7 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
         ));
     }
     let entry = keys.by_id.get(auth.access_key_id).ok_or_else(|| {
-        forbidden(
+        fail(
             "InvalidClientTokenId",
             format!("access key {} is unknown or inactive", auth.access_key_id),
         )
@@ -264,9 +239,12 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
         .find(|(d, _)| d == auth.date)
         .map(|(_, k)| k)
         .ok_or_else(|| {
-            forbidden(
+            fail(
                 "InvalidSignatureException",
-                format!("no signing key for {} on this node yet", auth.date),
+                format!(
+                    "no signing key for {} on this node: its snapshot is more than a day old (is the node reaching the control plane?) or the client's date is wrong",
+                    auth.date
+                ),
             )
         })?;
     let header_hash = req
@@ -276,7 +254,7 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
     let (payload_hash, body_hash) = match header_hash {
         Some(sigv4::UNSIGNED_PAYLOAD) => (sigv4::UNSIGNED_PAYLOAD.to_string(), None),
         Some(h) if h.starts_with("STREAMING-") => {
-            return Err(forbidden(
+            return Err(fail(
                 "InvalidSignatureException",
                 "streaming (chunk-signed) payloads are not supported; use UNSIGNED-PAYLOAD or the body's hash",
             ));
@@ -285,7 +263,7 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
             (h.to_ascii_lowercase(), Some(h.to_ascii_lowercase()))
         }
         Some(_) => {
-            return Err(forbidden(
+            return Err(fail(
                 "InvalidSignatureException",
                 "x-amz-content-sha256 must be UNSIGNED-PAYLOAD or a SHA-256 hex digest",
             ));
@@ -327,7 +305,7 @@ pub fn authorize(
     principal: Option<&Principal>,
     req: &Inbound<'_>,
     place: &Place<'_>,
-) -> Result<String, Refused> {
+) -> Result<String, Failure> {
     let request = policy::Request {
         principal,
         region: place.region,
@@ -345,7 +323,7 @@ pub fn authorize(
     let mut decided = String::new();
     for (which, doc) in &guard.levels {
         let Some(doc) = doc else {
-            return Err(forbidden(
+            return Err(fail(
                 "AccessDeniedException",
                 format!(
                     "the {which} requires SIGV4 auth and has no auth policy, which allows nothing"
@@ -355,7 +333,7 @@ pub fn authorize(
         match policy::evaluate(doc, &request) {
             Outcome::Allow(s) => decided = format!("{which}:{s}"),
             Outcome::Deny(s) => {
-                return Err(forbidden(
+                return Err(fail(
                     "AccessDeniedException",
                     format!("denied by the {which} auth policy, statement {s}"),
                 ));
@@ -366,7 +344,7 @@ pub fn authorize(
                 } else {
                     "an unsigned request"
                 };
-                return Err(forbidden(
+                return Err(fail(
                     "AccessDeniedException",
                     format!("no statement of the {which} auth policy allows {who}"),
                 ));

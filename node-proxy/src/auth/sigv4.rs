@@ -16,7 +16,7 @@ use http::{HeaderMap, Method};
 use ring::{digest, hmac};
 use std::fmt::Write as _;
 
-/// Why a request's signature was not accepted. `code` is AWS's exception
+/// Why a request was refused (its signature, or a policy). `code` is AWS's exception
 /// name where one exists; the message names the check, never a secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -24,7 +24,7 @@ pub struct Failure {
     pub message: String,
 }
 
-fn fail(code: &'static str, message: impl Into<String>) -> Failure {
+pub(crate) fn fail(code: &'static str, message: impl Into<String>) -> Failure {
     Failure {
         code,
         message: message.into(),
