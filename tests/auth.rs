@@ -1,6 +1,7 @@
 //! SigV4 auth end to end, as root, through the real eBPF redirect and
 //! proxy: identities issued by the control plane, requests signed by two
-//! independent signers (`curl --aws-sigv4` and the `aws-sigv4` crate),
+//! independent signers (`curl --aws-sigv4`, and the `aws-sigv4` crate for
+//! SigV4 and SigV4A),
 //! each way a signature can be wrong, body hashes, and policies.
 
 #[path = "node/harness.rs"]
@@ -10,7 +11,7 @@ mod harness;
 use aws_sigv4::http_request::{
     PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
 };
-use aws_sigv4::sign::v4;
+use aws_sigv4::sign::{v4, v4a};
 use harness::Env;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -91,6 +92,8 @@ struct Signer<'a> {
     service: &'a str,
     time: SystemTime,
     sign_body_hash: bool,
+    /// SigV4A instead, for this region set.
+    v4a: Option<&'a str>,
 }
 
 impl Signer<'_> {
@@ -108,15 +111,26 @@ impl Signer<'_> {
         if self.sign_body_hash {
             settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
         }
-        let params = v4::SigningParams::builder()
-            .identity(&identity)
-            .region(self.region)
-            .name(self.service)
-            .time(self.time)
-            .settings(settings)
-            .build()
-            .unwrap()
-            .into();
+        let params = match self.v4a {
+            None => v4::SigningParams::builder()
+                .identity(&identity)
+                .region(self.region)
+                .name(self.service)
+                .time(self.time)
+                .settings(settings)
+                .build()
+                .unwrap()
+                .into(),
+            Some(region_set) => v4a::SigningParams::builder()
+                .identity(&identity)
+                .region_set(region_set)
+                .name(self.service)
+                .time(self.time)
+                .settings(settings)
+                .build()
+                .unwrap()
+                .into(),
+        };
         let host = url.split('/').nth(2).unwrap().to_string();
         let mut all: Vec<(&str, &str)> = vec![("host", host.as_str())];
         all.extend_from_slice(extra);
@@ -243,6 +257,7 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
         service: SERVICE,
         time: now,
         sign_body_hash: false,
+        v4a: None,
     };
     let url = format!("{base}/orders/7?expand=items&a=1");
     let h = good.headers("GET", &url, &[("x-tenant", "acme")], b"");
@@ -341,6 +356,52 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
         ),
         "IncompleteSignatureException",
     );
+    // SigV4A (ECDSA P-256, as the AWS SDKs sign for multi-region): a
+    // region set that covers the node's region, a wildcard, and one that
+    // does not; a tampered path; a wrong secret (another public key).
+    for set in [REGION, "*", "eu-west-1,us-*"] {
+        let v4a = Signer {
+            v4a: Some(set),
+            ..good
+        };
+        let h = v4a.headers("GET", &url, &[("x-tenant", "acme")], b"");
+        assert!(
+            h.iter()
+                .any(|(k, v)| k == "authorization" && v.starts_with("AWS4-ECDSA-P256-SHA256")),
+            "{h:?}"
+        );
+        let (status, body) = call(&env, &with_headers("GET", &url, &h, None));
+        assert_eq!(status, 200, "SigV4A for {set}: {body}");
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            seen["headers"]["x-trellis-identity"],
+            "trellis:identity/alice"
+        );
+    }
+    let v4a = Signer {
+        v4a: Some(REGION),
+        ..good
+    };
+    let h = v4a.headers("GET", &url, &[], b"");
+    denied(
+        with_headers("GET", &format!("{base}/orders/9"), &h, None),
+        "signature does not match",
+    );
+    denied(
+        wrong(Signer {
+            v4a: Some("eu-west-1"),
+            ..good
+        }),
+        "does not include us-east-1",
+    );
+    denied(
+        wrong(Signer {
+            secret: &bad_secret,
+            ..v4a
+        }),
+        "signature does not match",
+    );
+
     // A body that is not the one whose hash was signed never reaches the target.
     let hashed = Signer {
         sign_body_hash: true,

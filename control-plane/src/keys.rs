@@ -15,7 +15,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
-use trellis_api::keys::{AccessKeyInfo, KeyStatus};
+use trellis_api::keys::{self, AccessKeyInfo, KeyStatus};
 
 #[derive(Debug, Error)]
 pub enum KeyError {
@@ -52,6 +52,8 @@ pub struct AccessKey {
     pub created: u64,
     pub status: KeyStatus,
     pub secret: Secret,
+    /// Derived once: the derivation costs a P-256 scalar multiplication.
+    pub sigv4a_public: Option<[u8; 65]>,
     /// The stored record's sealed secret, kept to re-store the key without
     /// sealing again.
     sealed: String,
@@ -170,12 +172,14 @@ impl Keyring {
         let id = format!("TKIA{}", self.random_text(16, ALPHABET)?);
         let secret = Secret(self.random_text(40, SECRET_ALPHABET)?);
         let sealed = self.seal(&id, &secret)?;
+        let sigv4a_public = keys::sigv4a_public_key(&id, secret.expose());
         Ok(AccessKey {
             id,
             identity: identity.to_string(),
             created: now,
             status: KeyStatus::Active,
             secret,
+            sigv4a_public,
             sealed,
         })
     }
@@ -221,6 +225,7 @@ impl Keyring {
             identity: r.identity,
             created: r.created,
             status: r.status,
+            sigv4a_public: keys::sigv4a_public_key(id, &secret),
             secret: Secret(secret),
             sealed: r.sealed,
         })

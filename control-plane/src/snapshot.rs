@@ -156,6 +156,7 @@ fn identities(state: &State, region: &str, day: i64) -> Vec<IdentityView> {
                         (d.clone(), HEXLOWER.encode(&key))
                     })
                     .collect(),
+                sigv4a_public_key: k.sigv4a_public.map(|p| HEXLOWER.encode(&p)),
             })
             .collect();
         out.push(IdentityView {

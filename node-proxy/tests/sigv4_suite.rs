@@ -1,13 +1,13 @@
-//! AWS's SigV4 test suite (tests/data/sigv4, header signing) through
-//! Trellis's canonicalisation and verifier: for every case the canonical
-//! request and the string to sign must be AWS's, byte for byte, and the
-//! signature must verify with the signing key derived as the control plane
-//! derives it for nodes.
+//! AWS's SigV4 and SigV4A test suites (tests/data/sigv4, tests/data/sigv4a,
+//! header signing) through Trellis's canonicalisation and verifier: for
+//! every case the canonical request and the string to sign must be AWS's,
+//! byte for byte, and the signature must verify with the key the control
+//! plane derives for nodes (the day's signing key; the SigV4A public key).
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
-use ring::hmac;
+use ring::{hmac, signature};
 use std::path::Path;
-use trellis_node::auth::sigv4::{self, Authorization, PathForm, Request};
+use trellis_node::auth::sigv4::{self, Algorithm, Authorization, PathForm, Request, Verifier};
 
 /// Cases written for a signer that encodes the path once (aws-sigv4 skips
 /// them for the same reason): the verifier accepts that form too.
@@ -61,17 +61,32 @@ fn parse_signed_request(text: &str) -> Case {
     }
 }
 
-#[test]
-fn every_v4_case_canonicalises_and_verifies() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sigv4");
-    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+/// What a suite checks beyond the canonical request and string to sign.
+enum Suite {
+    /// The signature is deterministic: AWS's must be ours.
+    V4,
+    /// ECDSA signatures are randomised: AWS's must verify with the public
+    /// key derived from the credentials, which must be AWS's too.
+    V4a,
+}
+
+fn case_names(dir: &Path) -> Vec<String> {
+    let mut cases: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.path().is_dir())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
     cases.sort();
-    assert!(cases.len() >= 40, "the suite is missing: {}", cases.len());
+    cases
+}
+
+/// Runs every case of a suite; returns (verified, checked for the canonical
+/// path only).
+fn run_suite(suite: Suite, dir: &str) -> (usize, usize) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let cases = case_names(&dir);
+    assert!(cases.len() >= 38, "the suite is missing: {}", cases.len());
     let (mut verified, mut canonical_only) = (0, 0);
     for name in &cases {
         let case_dir = dir.join(name);
@@ -131,11 +146,7 @@ fn every_v4_case_canonicalises_and_verifies() {
                 .trim_end_matches('\n'),
             "{name}: canonical request"
         );
-        let scope = format!(
-            "{}/{}/{}/aws4_request",
-            auth.date, auth.region, auth.service
-        );
-        let sts = sigv4::string_to_sign(timestamp, &scope, &canonical);
+        let sts = sigv4::string_to_sign(auth.algorithm, timestamp, &auth.scope(), &canonical);
         assert_eq!(
             sts,
             read("header-string-to-sign.txt")
@@ -143,20 +154,53 @@ fn every_v4_case_canonicalises_and_verifies() {
                 .trim_end_matches('\n'),
             "{name}: string to sign"
         );
+        let id = context["credentials"]["access_key_id"].as_str().unwrap();
         let secret = context["credentials"]["secret_access_key"]
             .as_str()
             .unwrap();
-        let key = trellis_api::keys::signing_key(secret, auth.date, auth.region, auth.service);
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &key);
         let expected_sig = read("header-signature.txt").unwrap();
-        assert_eq!(
-            data_encoding::HEXLOWER.encode(&auth.signature),
-            expected_sig.trim(),
-            "{name}: signature in the signed request"
-        );
+        let hmac_key;
+        let public_key;
+        let verifier = match suite {
+            Suite::V4 => {
+                assert_eq!(auth.algorithm, Algorithm::HmacSha256);
+                assert_eq!(
+                    data_encoding::HEXLOWER.encode(auth.signature()),
+                    expected_sig.trim(),
+                    "{name}: signature in the signed request"
+                );
+                let region = auth.region.unwrap();
+                let key = trellis_api::keys::signing_key(secret, auth.date, region, auth.service);
+                hmac_key = hmac::Key::new(hmac::HMAC_SHA256, &key);
+                Verifier::Hmac(&hmac_key)
+            }
+            Suite::V4a => {
+                assert_eq!(auth.algorithm, Algorithm::EcdsaP256Sha256);
+                let point = trellis_api::keys::sigv4a_public_key(id, secret).unwrap();
+                let aws: serde_json::Value =
+                    serde_json::from_str(&read("public-key.json").unwrap()).unwrap();
+                let aws_point = format!(
+                    "04{}{}",
+                    aws["X"].as_str().unwrap(),
+                    aws["Y"].as_str().unwrap()
+                );
+                assert_eq!(data_encoding::HEXLOWER.encode(&point), aws_point, "{name}");
+                public_key =
+                    signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_ASN1, point);
+                // The suite's own signature of the string to sign verifies
+                // too (the signed request carries another, equally valid).
+                let other = data_encoding::HEXLOWER
+                    .decode(expected_sig.trim().as_bytes())
+                    .unwrap();
+                public_key
+                    .verify(sts.as_bytes(), &other)
+                    .unwrap_or_else(|_| panic!("{name}: header-signature.txt"));
+                Verifier::Ecdsa(&public_key)
+            }
+        };
         if normalize {
             // The verifier proper, as the proxy runs it.
-            sigv4::verify(&request, &auth, timestamp, &payload_hash, &key)
+            sigv4::verify(&request, &auth, timestamp, &payload_hash, verifier)
                 .unwrap_or_else(|f| panic!("{name}: {f:?}"));
             // And one changed byte of the path fails it.
             let tampered = format!("{}x", case.path);
@@ -164,13 +208,29 @@ fn every_v4_case_canonicalises_and_verifies() {
                 path: &tampered,
                 ..request
             };
-            assert!(sigv4::verify(&bad, &auth, timestamp, &payload_hash, &key).is_err());
+            assert!(sigv4::verify(&bad, &auth, timestamp, &payload_hash, verifier).is_err());
         } else {
-            hmac::verify(&key, sts.as_bytes(), &auth.signature)
-                .unwrap_or_else(|_| panic!("{name}: signature"));
+            let ok = match verifier {
+                Verifier::Hmac(k) => hmac::verify(k, sts.as_bytes(), auth.signature()).is_ok(),
+                Verifier::Ecdsa(k) => k.verify(sts.as_bytes(), auth.signature()).is_ok(),
+            };
+            assert!(ok, "{name}: signature");
         }
         verified += 1;
     }
+    (verified, canonical_only)
+}
+
+#[test]
+fn every_v4_case_canonicalises_and_verifies() {
+    let (verified, canonical_only) = run_suite(Suite::V4, "tests/data/sigv4");
     assert!(verified >= 38, "verified {verified}");
     assert_eq!(canonical_only, 2);
+}
+
+#[test]
+fn every_v4a_case_canonicalises_and_verifies() {
+    let (verified, canonical_only) = run_suite(Suite::V4a, "tests/data/sigv4a");
+    assert_eq!(verified, 38);
+    assert_eq!(canonical_only, 0);
 }

@@ -6,6 +6,9 @@
 //! specification's key derivation. The control plane derives it per key for
 //! yesterday, today and tomorrow (UTC), so a node needs no secret, and a
 //! leaked node snapshot signs for three days of one region and service only.
+//!
+//! SigV4A signs with an ECDSA P-256 key derived from the secret; nodes get
+//! its public key, which verifies and cannot sign.
 
 use ring::hmac;
 use serde::{Deserialize, Serialize};
@@ -69,6 +72,55 @@ pub fn signing_key(secret: &str, date: &str, region: &str, service: &str) -> [u8
     step(&k_service, "aws4_request")
 }
 
+/// The order of P-256 minus two, big-endian: SigV4A's derivation takes a
+/// candidate `k0` only when `k0 <= n - 2`, so `k0 + 1` is a valid scalar.
+const P256_ORDER_MINUS_2: [u8; 32] = [
+    0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+    0xbc, 0xe6, 0xfa, 0xad, 0xa7, 0x17, 0x9e, 0x84, 0xf3, 0xb9, 0xca, 0xc2, 0xfc, 0x63, 0x25, 0x4f,
+];
+
+/// The SigV4A public key of an access key, as an uncompressed SEC1 point
+/// (`04 || X || Y`).
+///
+/// The private key is what AWS's signers derive: NIST SP 800-108 counter-mode
+/// HMAC-SHA256 keyed with `"AWS4A" + secret`, over
+/// `AWS4-ECDSA-P256-SHA256 || 0x00 || access key id || counter || 256`,
+/// retried with the next counter until the result is below the curve order
+/// minus one, plus one. `None` only if 254 candidates all fail, which has
+/// probability about 2^-8000.
+pub fn sigv4a_public_key(access_key_id: &str, secret: &str) -> Option<[u8; 65]> {
+    use p256::elliptic_curve::point::AffineCoordinates;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, format!("AWS4A{secret}").as_bytes());
+    for counter in 1u8..=254 {
+        let mut ctx = hmac::Context::with_key(&key);
+        ctx.update(&1u32.to_be_bytes());
+        ctx.update(b"AWS4-ECDSA-P256-SHA256\0");
+        ctx.update(access_key_id.as_bytes());
+        ctx.update(&[counter]);
+        ctx.update(&256u32.to_be_bytes());
+        let mut k: [u8; 32] = ctx.sign().as_ref().try_into().ok()?;
+        // Equal-length big-endian arrays compare as the numbers they hold.
+        if k > P256_ORDER_MINUS_2 {
+            continue;
+        }
+        for b in k.iter_mut().rev() {
+            let (sum, carry) = b.overflowing_add(1);
+            *b = sum;
+            if !carry {
+                break;
+            }
+        }
+        let public = p256::SecretKey::from_bytes(&k.into()).ok()?.public_key();
+        let point = public.as_affine();
+        let mut out = [0u8; 65];
+        out[0] = 0x04;
+        out[1..33].copy_from_slice(&point.x());
+        out[33..].copy_from_slice(&point.y());
+        return Some(out);
+    }
+    None
+}
+
 /// `YYYYMMDD` of a day counted from the Unix epoch (UTC).
 pub fn date_of_day(day: i64) -> String {
     // Howard Hinnant's civil-from-days.
@@ -100,6 +152,19 @@ mod tests {
         assert_eq!(
             data_encoding::HEXLOWER.encode(&k),
             "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+        );
+    }
+
+    #[test]
+    fn sigv4a_public_key_matches_the_aws_test_suite() {
+        // aws-signing-test-suite/v4a/*/public-key.json for these credentials.
+        let k =
+            sigv4a_public_key("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY").unwrap();
+        let hex = data_encoding::HEXLOWER.encode(&k);
+        assert_eq!(
+            hex,
+            "04b6618f6a65740a99e650b33b6b4b5bd0d43b176d721a3edfea7e7d2d56d936b1\
+             865ed22a7eadc9c5cb9d2cbaca1b3699139fedc5043dc6661864218330c8e518"
         );
     }
 

@@ -52,6 +52,10 @@ pub struct KeyView {
     /// `YYYYMMDD` to the hex SigV4 signing key for that date, the snapshot's
     /// region and the `vpc-lattice-svcs` service: yesterday, today, tomorrow.
     pub signing_keys: BTreeMap<String, String>,
+    /// Hex uncompressed P-256 point that verifies the key's SigV4A
+    /// signatures (any region, any date).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sigv4a_public_key: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

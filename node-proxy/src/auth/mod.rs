@@ -1,17 +1,19 @@
-//! Request authentication (SigV4) and authorization (IAM-style policies),
+//! Request authentication (SigV4, SigV4A) and authorization (IAM-style policies),
 //! decided before any byte of a request reaches a target.
 //!
 //! [`Keys`] is compiled from the snapshot's identities (derived signing keys,
 //! never secrets) and [`Guard`] from a service's and its service network's
 //! auth settings; both live in the config and are swapped with it.
+//! SigV4A public keys come with the keys: parsed once per snapshot, checked
+//! per request.
 
 pub mod policy;
 pub mod sigv4;
 
 use http::{HeaderMap, Method};
 use policy::{Outcome, Principal};
-use ring::hmac;
-use sigv4::{Failure, fail};
+use ring::{hmac, signature};
+use sigv4::{Algorithm, Failure, Verifier, fail};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,6 +33,8 @@ struct KeyEntry {
     principal: Arc<Principal>,
     /// `YYYYMMDD` to the signing key for that day.
     by_date: Vec<(String, hmac::Key)>,
+    /// Verifies SigV4A signatures.
+    public: Option<signature::UnparsedPublicKey<[u8; 65]>>,
 }
 
 /// Every active access key this node can verify, by id.
@@ -75,11 +79,22 @@ impl Keys {
                         Some((date.clone(), hmac::Key::new(hmac::HMAC_SHA256, &raw)))
                     })
                     .collect();
+                let public = key.sigv4a_public_key.as_ref().and_then(|hex| {
+                    let mut point = [0u8; 65];
+                    data_encoding::HEXLOWER
+                        .decode_mut(hex.as_bytes(), &mut point)
+                        .ok()?;
+                    Some(signature::UnparsedPublicKey::new(
+                        &signature::ECDSA_P256_SHA256_ASN1,
+                        point,
+                    ))
+                });
                 by_id.insert(
                     key.access_key_id.clone(),
                     KeyEntry {
                         principal: principal.clone(),
                         by_date,
+                        public,
                     },
                 );
             }
@@ -173,14 +188,18 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
         )
     })?;
     let auth = sigv4::Authorization::parse(value)?;
-    if auth.region != keys.region {
-        return Err(fail(
-            "InvalidSignatureException",
-            format!(
-                "credential scope names region {}, this service network signs for {}",
-                auth.region, keys.region
-            ),
-        ));
+    match auth.region {
+        Some(region) if region != keys.region => {
+            return Err(fail(
+                "InvalidSignatureException",
+                format!(
+                    "credential scope names region {region}, this service network signs for {}",
+                    keys.region
+                ),
+            ));
+        }
+        Some(_) => {}
+        None => check_region_set(&auth, req.headers, &keys.region)?,
     }
     if auth.service != SIGNING_SERVICE {
         return Err(fail(
@@ -233,20 +252,28 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
             format!("access key {} is unknown or inactive", auth.access_key_id),
         )
     })?;
-    let key = entry
-        .by_date
-        .iter()
-        .find(|(d, _)| d == auth.date)
-        .map(|(_, k)| k)
-        .ok_or_else(|| {
+    let verifier = match auth.algorithm {
+        Algorithm::HmacSha256 => entry
+            .by_date
+            .iter()
+            .find(|(d, _)| d == auth.date)
+            .map(|(_, k)| Verifier::Hmac(k))
+            .ok_or_else(|| {
+                fail(
+                    "InvalidSignatureException",
+                    format!(
+                        "no signing key for {} on this node: its snapshot is more than a day old (is the node reaching the control plane?) or the client's date is wrong",
+                        auth.date
+                    ),
+                )
+            })?,
+        Algorithm::EcdsaP256Sha256 => entry.public.as_ref().map(Verifier::Ecdsa).ok_or_else(|| {
             fail(
                 "InvalidSignatureException",
-                format!(
-                    "no signing key for {} on this node: its snapshot is more than a day old (is the node reaching the control plane?) or the client's date is wrong",
-                    auth.date
-                ),
+                format!("access key {} has no SigV4A public key on this node", auth.access_key_id),
             )
-        })?;
+        })?,
+    };
     let header_hash = req
         .headers
         .get("x-amz-content-sha256")
@@ -280,11 +307,45 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
         headers: req.headers,
         authority: req.authority,
     };
-    sigv4::verify(&request, &auth, timestamp, &payload_hash, key)?;
+    sigv4::verify(&request, &auth, timestamp, &payload_hash, verifier)?;
     Ok(Signed {
         principal: Some(entry.principal.clone()),
         body_hash,
     })
+}
+
+/// SigV4A names its regions in a signed `x-amz-region-set` (comma-separated,
+/// `*` wildcards); one of them must cover the node's region.
+fn check_region_set(
+    auth: &sigv4::Authorization<'_>,
+    headers: &HeaderMap,
+    region: &str,
+) -> Result<(), Failure> {
+    let set = headers
+        .get("x-amz-region-set")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            fail(
+                "IncompleteSignatureException",
+                "SigV4A requests must carry x-amz-region-set",
+            )
+        })?;
+    if !auth.signed_headers.contains(&"x-amz-region-set") {
+        return Err(fail(
+            "IncompleteSignatureException",
+            "SignedHeaders must include x-amz-region-set",
+        ));
+    }
+    if set.split(',').any(|r| policy::glob(r.trim(), region, true)) {
+        Ok(())
+    } else {
+        Err(fail(
+            "InvalidSignatureException",
+            format!(
+                "x-amz-region-set {set} does not include {region}, the region this service network signs for"
+            ),
+        ))
+    }
 }
 
 /// Where the request comes from and goes, for policy condition keys.

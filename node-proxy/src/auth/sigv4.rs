@@ -1,4 +1,5 @@
-//! SigV4 verification (`Authorization: AWS4-HMAC-SHA256 ...`), per AWS's
+//! SigV4 and SigV4A verification (`Authorization: AWS4-HMAC-SHA256 ...`,
+//! `AWS4-ECDSA-P256-SHA256 ...`), per AWS's
 //! specification and as clients signing for VPC Lattice
 //! (`vpc-lattice-svcs`) produce it.
 //!
@@ -11,9 +12,13 @@
 //! in the request becomes `%25`); some signers (and the CRT test suite's
 //! space and UTF-8 cases) encode it once. Both canonical forms bind the
 //! same path, so the verifier accepts either: it tries the SDK form first.
+//!
+//! SigV4A (`AWS4-ECDSA-P256-SHA256`) shares the canonical request; its scope
+//! drops the region and its signature is ECDSA P-256, checked with the
+//! access key's public key.
 
 use http::{HeaderMap, Method};
-use ring::{digest, hmac};
+use ring::{digest, hmac, signature};
 use std::fmt::Write as _;
 
 /// Why a request was refused (its signature, or a policy). `code` is AWS's exception
@@ -31,39 +36,60 @@ pub(crate) fn fail(code: &'static str, message: impl Into<String>) -> Failure {
     }
 }
 
-pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 pub const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 /// SHA-256 of nothing.
 pub const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
+/// Longest DER encoding of a P-256 ECDSA signature.
+const MAX_SIGNATURE: usize = 72;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// SigV4: HMAC-SHA256 with a key scoped to a date, region and service.
+    HmacSha256,
+    /// SigV4A: ECDSA P-256 over SHA-256; the scope has no region, the
+    /// signed `x-amz-region-set` header names the regions instead.
+    EcdsaP256Sha256,
+}
+
+impl Algorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::HmacSha256 => "AWS4-HMAC-SHA256",
+            Algorithm::EcdsaP256Sha256 => "AWS4-ECDSA-P256-SHA256",
+        }
+    }
+}
+
 /// The parsed `Authorization` header.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Authorization<'a> {
+    pub algorithm: Algorithm,
     pub access_key_id: &'a str,
     pub date: &'a str,
-    pub region: &'a str,
+    /// SigV4's scope region; `None` for SigV4A.
+    pub region: Option<&'a str>,
     pub service: &'a str,
     /// Lowercase, in the order given (which must be sorted).
     pub signed_headers: Vec<&'a str>,
     pub signed_headers_raw: &'a str,
-    pub signature: [u8; 32],
+    signature: [u8; MAX_SIGNATURE],
+    signature_len: usize,
 }
 
 impl<'a> Authorization<'a> {
     pub fn parse(value: &'a str) -> Result<Authorization<'a>, Failure> {
         let malformed = |what: &str| fail("IncompleteSignatureException", what.to_string());
-        let rest = value
-            .strip_prefix(ALGORITHM)
-            .filter(|r| r.starts_with(' '))
+        let (algorithm, rest) = [Algorithm::HmacSha256, Algorithm::EcdsaP256Sha256]
+            .into_iter()
+            .find_map(|a| {
+                let rest = value.strip_prefix(a.name())?;
+                rest.starts_with(' ').then_some((a, rest))
+            })
             .ok_or_else(|| {
-                if value.starts_with("AWS4-ECDSA-P256-SHA256") {
-                    fail(
-                        "IncompleteSignatureException",
-                        "SigV4A (AWS4-ECDSA-P256-SHA256) is not accepted by this node yet; sign with SigV4",
-                    )
-                } else {
-                    malformed("Authorization header must start with AWS4-HMAC-SHA256")
-                }
+                malformed(
+                    "Authorization header must start with AWS4-HMAC-SHA256 or AWS4-ECDSA-P256-SHA256",
+                )
             })?;
         let (mut credential, mut signed, mut signature) = (None, None, None);
         for part in rest.split(',') {
@@ -87,23 +113,26 @@ impl<'a> Authorization<'a> {
             signed.ok_or_else(|| malformed("Authorization header lacks SignedHeaders"))?;
         let signature =
             signature.ok_or_else(|| malformed("Authorization header lacks Signature"))?;
-        let mut scope = credential.split('/');
-        let (Some(key), Some(date), Some(region), Some(service), Some("aws4_request"), None) = (
-            scope.next(),
-            scope.next(),
-            scope.next(),
-            scope.next(),
-            scope.next(),
-            scope.next(),
-        ) else {
-            return Err(malformed(
-                "Credential must be KEY/YYYYMMDD/REGION/SERVICE/aws4_request",
-            ));
+        let scope: Vec<&str> = credential.splitn(6, '/').collect();
+        let (key, date, region, service) = match (algorithm, scope.as_slice()) {
+            (Algorithm::HmacSha256, [k, d, r, s, "aws4_request"]) => (*k, *d, Some(*r), *s),
+            (Algorithm::EcdsaP256Sha256, [k, d, s, "aws4_request"]) => (*k, *d, None, *s),
+            _ => (
+                Default::default(),
+                Default::default(),
+                None,
+                Default::default(),
+            ),
         };
         if key.is_empty() || date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(malformed(
-                "Credential must be KEY/YYYYMMDD/REGION/SERVICE/aws4_request",
-            ));
+            return Err(malformed(match algorithm {
+                Algorithm::HmacSha256 => {
+                    "Credential must be KEY/YYYYMMDD/REGION/SERVICE/aws4_request"
+                }
+                Algorithm::EcdsaP256Sha256 => {
+                    "SigV4A Credential must be KEY/YYYYMMDD/SERVICE/aws4_request"
+                }
+            }));
         }
         let signed_headers: Vec<&str> = signed_raw.split(';').collect();
         if signed_headers
@@ -115,15 +144,30 @@ impl<'a> Authorization<'a> {
                 "SignedHeaders must be lowercase header names, sorted, separated by ';'",
             ));
         }
-        let mut sig = [0u8; 32];
-        if signature.len() != 64
-            || data_encoding::HEXLOWER
-                .decode_mut(signature.as_bytes(), &mut sig)
-                .is_err()
-        {
-            return Err(malformed("Signature must be 64 lowercase hex digits"));
-        }
+        let mut sig = [0u8; MAX_SIGNATURE];
+        let (lengths, what) = match algorithm {
+            Algorithm::HmacSha256 => (64..=64, "Signature must be 64 lowercase hex digits"),
+            Algorithm::EcdsaP256Sha256 => (
+                16..=2 * MAX_SIGNATURE,
+                "Signature must be a hex DER-encoded ECDSA signature",
+            ),
+        };
+        let hex = signature.as_bytes();
+        let decoded = lengths
+            .contains(&hex.len())
+            .then(|| data_encoding::HEXLOWER.decode_len(hex.len()).ok())
+            .flatten()
+            .and_then(|n| {
+                data_encoding::HEXLOWER
+                    .decode_mut(hex, &mut sig[..n])
+                    .ok()
+                    .map(|_| n)
+            });
+        let Some(signature_len) = decoded else {
+            return Err(malformed(what));
+        };
         Ok(Authorization {
+            algorithm,
             access_key_id: key,
             date,
             region,
@@ -131,7 +175,20 @@ impl<'a> Authorization<'a> {
             signed_headers,
             signed_headers_raw: signed_raw,
             signature: sig,
+            signature_len,
         })
+    }
+
+    pub fn signature(&self) -> &[u8] {
+        &self.signature[..self.signature_len]
+    }
+
+    /// The credential scope as it is written into the string to sign.
+    pub fn scope(&self) -> String {
+        match self.region {
+            Some(region) => format!("{}/{region}/{}/aws4_request", self.date, self.service),
+            None => format!("{}/{}/aws4_request", self.date, self.service),
+        }
     }
 }
 
@@ -349,27 +406,37 @@ pub fn sha256_hex(data: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(digest::digest(&digest::SHA256, data).as_ref())
 }
 
-pub fn string_to_sign(timestamp: &str, scope: &str, canonical: &[u8]) -> String {
+pub fn string_to_sign(
+    algorithm: Algorithm,
+    timestamp: &str,
+    scope: &str,
+    canonical: &[u8],
+) -> String {
     format!(
-        "{ALGORITHM}\n{timestamp}\n{scope}\n{}",
+        "{}\n{timestamp}\n{scope}\n{}",
+        algorithm.name(),
         sha256_hex(canonical)
     )
 }
 
-/// Checks `auth.signature` over `req` with the signing key for its scope,
-/// trying each path form. Constant time in the signature (ring's HMAC
-/// verification).
+/// What checks a signature: the day's SigV4 signing key, or the access
+/// key's SigV4A public key.
+#[derive(Clone, Copy)]
+pub enum Verifier<'k> {
+    Hmac(&'k hmac::Key),
+    Ecdsa(&'k signature::UnparsedPublicKey<[u8; 65]>),
+}
+
+/// Checks `auth`'s signature over `req`, trying each path form. The HMAC
+/// comparison is constant time (ring's); ECDSA verification needs no secret.
 pub fn verify(
     req: &Request<'_>,
     auth: &Authorization<'_>,
     timestamp: &str,
     payload_hash: &str,
-    key: &hmac::Key,
+    verifier: Verifier<'_>,
 ) -> Result<(), Failure> {
-    let scope = format!(
-        "{}/{}/{}/aws4_request",
-        auth.date, auth.region, auth.service
-    );
+    let scope = auth.scope();
     for form in PATH_FORMS {
         // Without a '%' in the path both forms are the same bytes.
         if !form.double_encode && !req.path.contains('%') {
@@ -382,8 +449,12 @@ pub fn verify(
             payload_hash,
             form,
         )?;
-        let sts = string_to_sign(timestamp, &scope, &canonical);
-        if hmac::verify(key, sts.as_bytes(), &auth.signature).is_ok() {
+        let sts = string_to_sign(auth.algorithm, timestamp, &scope, &canonical);
+        let ok = match verifier {
+            Verifier::Hmac(key) => hmac::verify(key, sts.as_bytes(), auth.signature()).is_ok(),
+            Verifier::Ecdsa(key) => key.verify(sts.as_bytes(), auth.signature()).is_ok(),
+        };
+        if ok {
             return Ok(());
         }
     }
@@ -476,7 +547,14 @@ mod tests {
                 "AWS4-HMAC-SHA256 Credential=K/20150830/r/s/aws4_request, SignedHeaders=host, Signature=zz",
                 "64 lowercase hex",
             ),
-            ("AWS4-ECDSA-P256-SHA256 Credential=x", "SigV4A"),
+            (
+                "AWS4-ECDSA-P256-SHA256 Credential=K/20150830/r/s/aws4_request, SignedHeaders=host, Signature=3045",
+                "SigV4A Credential must be",
+            ),
+            (
+                "AWS4-ECDSA-P256-SHA256 Credential=K/20150830/s/aws4_request, SignedHeaders=host, Signature=30",
+                "DER-encoded ECDSA",
+            ),
         ] {
             let e = Authorization::parse(h).unwrap_err();
             assert!(e.message.contains(want), "{h}: {}", e.message);
