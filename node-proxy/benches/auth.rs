@@ -1,10 +1,11 @@
 //! SigV4 verification plus policy evaluation for one request, as the proxy
-//! runs them (target: at least 200,000 per second on one core). The request
-//! is signed by the `aws-sigv4` crate; the key is derived as the control
-//! plane derives it for nodes.
+//! runs them (target: at least 200,000 per second on one core), and the same
+//! with SigV4A (an ECDSA P-256 verification). Requests are signed by the
+//! `aws-sigv4` crate; keys are derived as the control plane derives them for
+//! nodes.
 
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
-use aws_sigv4::sign::v4;
+use aws_sigv4::sign::{v4, v4a};
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,12 +18,14 @@ fn bench(c: &mut Criterion) {
     let secs = now.duration_since(UNIX_EPOCH).unwrap().as_secs();
     let date = trellis_api::keys::date_of_day((secs / 86_400) as i64);
     let key = trellis_api::keys::signing_key(SECRET, &date, "us-east-1", "vpc-lattice-svcs");
+    let public = trellis_api::keys::sigv4a_public_key("TKIABENCHBENCHBENCH0", SECRET).unwrap();
     let snapshot: trellis_api::snapshot::Snapshot = serde_json::from_value(serde_json::json!({
         "network": "east", "revision": 1, "region": "us-east-1", "dnsZone": "trellis.internal",
         "services": [], "serviceNetworks": [], "targetGroups": [], "gateways": {},
         "identities": [{"name": "alice", "principals": ["trellis:identity/alice"],
             "keys": [{"accessKeyId": "TKIABENCHBENCHBENCH0",
-                      "signingKeys": {date.clone(): data_encoding::HEXLOWER.encode(&key)}}]}]
+                      "signingKeys": {date.clone(): data_encoding::HEXLOWER.encode(&key)},
+                      "sigv4aPublicKey": data_encoding::HEXLOWER.encode(&public)}]}]
     }))
     .unwrap();
     let keys = Keys::compile(&snapshot);
@@ -41,7 +44,7 @@ fn bench(c: &mut Criterion) {
     let identity =
         aws_credential_types::Credentials::new("TKIABENCHBENCHBENCH0", SECRET, None, None, "bench")
             .into();
-    let params = v4::SigningParams::builder()
+    let v4_params = v4::SigningParams::builder()
         .identity(&identity)
         .region("us-east-1")
         .name("vpc-lattice-svcs")
@@ -50,24 +53,35 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap()
         .into();
+    let v4a_params = v4a::SigningParams::builder()
+        .identity(&identity)
+        .region_set("us-east-1")
+        .name("vpc-lattice-svcs")
+        .time(now)
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
     let url = "http://169.254.171.1/orders/42?expand=items";
-    let signable = SignableRequest::new(
-        "GET",
-        url,
-        [("host", "169.254.171.1"), ("user-agent", "bench/1")].into_iter(),
-        SignableBody::Bytes(b""),
-    )
-    .unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    let mut req = http::Request::builder()
-        .uri(url)
-        .header("host", "169.254.171.1")
-        .header("user-agent", "bench/1")
-        .header("accept", "*/*")
-        .body(())
+    let signed_request = |params| {
+        let signable = SignableRequest::new(
+            "GET",
+            url,
+            [("host", "169.254.171.1"), ("user-agent", "bench/1")].into_iter(),
+            SignableBody::Bytes(b""),
+        )
         .unwrap();
-    instructions.apply_to_request_http1x(&mut req);
-    let (parts, ()) = req.into_parts();
+        let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+        let mut req = http::Request::builder()
+            .uri(url)
+            .header("host", "169.254.171.1")
+            .header("user-agent", "bench/1")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap();
+        instructions.apply_to_request_http1x(&mut req);
+        req.into_parts().0
+    };
     let place = Place {
         region: "us-east-1",
         source_network: "east",
@@ -77,26 +91,32 @@ fn bench(c: &mut Criterion) {
         port: 80,
         now: secs,
     };
-    let inbound = Inbound {
-        method: &parts.method,
-        path: parts.uri.path(),
-        query: parts.uri.query(),
-        headers: &parts.headers,
-        authority: None,
-        body_sha256: None,
-    };
-    // It must be allowed, or the benchmark measures a refusal.
-    let signed = auth::authenticate(&keys, &inbound, secs as i64).unwrap();
-    auth::authorize(&guard, signed.principal.as_deref(), &inbound, &place).unwrap();
+    for (name, params) in [
+        ("sigv4 verify + policy (GET, 2 levels)", v4_params),
+        ("sigv4a verify + policy (GET, 2 levels)", v4a_params),
+    ] {
+        let parts = signed_request(params);
+        let inbound = Inbound {
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            authority: None,
+            body_sha256: None,
+        };
+        // It must be allowed, or the benchmark measures a refusal.
+        let signed = auth::authenticate(&keys, &inbound, secs as i64).unwrap();
+        auth::authorize(&guard, signed.principal.as_deref(), &inbound, &place).unwrap();
 
-    c.bench_function("sigv4 verify + policy (GET, 2 levels)", |b| {
-        b.iter(|| {
-            let signed = auth::authenticate(&keys, black_box(&inbound), secs as i64).unwrap();
-            black_box(
-                auth::authorize(&guard, signed.principal.as_deref(), &inbound, &place).unwrap(),
-            )
-        })
-    });
+        c.bench_function(name, |b| {
+            b.iter(|| {
+                let signed = auth::authenticate(&keys, black_box(&inbound), secs as i64).unwrap();
+                black_box(
+                    auth::authorize(&guard, signed.principal.as_deref(), &inbound, &place).unwrap(),
+                )
+            })
+        });
+    }
 }
 
 criterion_group!(benches, bench);

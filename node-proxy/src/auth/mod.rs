@@ -11,7 +11,7 @@ pub mod policy;
 pub mod sigv4;
 
 use http::{HeaderMap, Method};
-use policy::{Outcome, Principal};
+use policy::{Outcome, Policy, Principal};
 use ring::{hmac, signature};
 use sigv4::{Algorithm, Failure, Verifier, fail};
 use std::collections::HashMap;
@@ -111,7 +111,7 @@ impl Keys {
 pub struct Guard {
     /// `(which, policy)`; `None` for a SIGV4 level without a policy, which
     /// allows nothing (as in VPC Lattice).
-    levels: Vec<(&'static str, Option<Arc<PolicyDocument>>)>,
+    levels: Vec<(&'static str, Option<Policy>)>,
 }
 
 impl Guard {
@@ -126,7 +126,7 @@ impl Guard {
                 continue;
             }
             let doc = doc.and_then(|d| match PolicyDocument::parse(d) {
-                Ok(p) => Some(Arc::new(p)),
+                Ok(p) => Some(Policy::compile(&p)),
                 Err(e) => {
                     // The control plane validates policies; a bad one here
                     // denies everything rather than allow by accident.

@@ -52,10 +52,10 @@ const ACCOUNT: &str = "000000000000";
 
 impl Request<'_> {
     /// The values of a condition key; empty when the request lacks it.
+    /// `key` is lowercase up to its first `/` (see [`Policy::compile`]).
     fn values(&self, key: &str) -> Vec<Cow<'_, str>> {
-        let lower = key.to_ascii_lowercase();
         let one = |s: String| vec![Cow::Owned(s)];
-        let (prefix, rest) = lower.split_once('/').unwrap_or((lower.as_str(), ""));
+        let (prefix, rest) = key.split_once('/').unwrap_or((key, ""));
         match (prefix, rest) {
             ("aws:principaltype", "") => one(match self.principal {
                 Some(_) => "Authenticated",
@@ -127,10 +127,24 @@ impl Request<'_> {
         )
     }
 
+    /// The request's resources, as a Lattice ARN and as Trellis names them.
     fn resources(&self) -> [String; 2] {
+        let join = |parts: &[&str]| {
+            let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+            parts.iter().for_each(|p| s.push_str(p));
+            s
+        };
         [
-            format!("{}{}", self.arn("service", self.service), self.path),
-            format!("trellis:service/{}{}", self.service, self.path),
+            join(&[
+                "arn:aws:vpc-lattice:",
+                self.region,
+                ":",
+                ACCOUNT,
+                ":service/",
+                self.service,
+                self.path,
+            ]),
+            join(&["trellis:service/", self.service, self.path]),
         ]
     }
 }
@@ -175,51 +189,80 @@ pub enum Outcome {
     NoMatch,
 }
 
-fn statement_name(s: &Statement, i: usize) -> String {
-    s.sid.clone().unwrap_or_else(|| format!("Statement[{i}]"))
+/// A document made ready for evaluation, once per snapshot: statement names
+/// fixed, `trellis:` actions and pasted Lattice ARNs rewritten, condition key
+/// prefixes lowercased, so a request costs no rewriting.
+#[derive(Debug)]
+pub struct Policy {
+    statements: Vec<(String, Statement)>,
 }
 
-pub fn evaluate(doc: &PolicyDocument, req: &Request<'_>) -> Outcome {
+impl Policy {
+    pub fn compile(doc: &PolicyDocument) -> Policy {
+        let statements = doc
+            .statements
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let name = s.sid.clone().unwrap_or_else(|| format!("Statement[{i}]"));
+                let mut s = s.clone();
+                for a in matching_list(&mut s.action) {
+                    if let Some(rest) = a.strip_prefix("trellis:") {
+                        *a = format!("vpc-lattice-svcs:{rest}");
+                    }
+                }
+                for r in matching_list(&mut s.resource) {
+                    *r = any_account(r).into_owned();
+                }
+                for c in &mut s.conditions {
+                    // Condition keys are case-insensitive up to the slash;
+                    // after it (a tag, header or query name) case is kept.
+                    let cut = c.key.find('/').unwrap_or(c.key.len());
+                    c.key[..cut].make_ascii_lowercase();
+                }
+                (name, s)
+            })
+            .collect();
+        Policy { statements }
+    }
+}
+
+fn matching_list(m: &mut Matching<Vec<String>>) -> &mut Vec<String> {
+    match m {
+        Matching::Is(l) | Matching::Not(l) => l,
+    }
+}
+
+pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Outcome {
+    let resources = req.resources();
     let mut allowed = None;
-    for (i, s) in doc.statements.iter().enumerate() {
-        if !statement_matches(s, req) {
+    for (name, s) in &policy.statements {
+        if !statement_matches(s, req, &resources) {
             continue;
         }
         match s.effect {
-            Effect::Deny => return Outcome::Deny(statement_name(s, i)),
+            Effect::Deny => return Outcome::Deny(name.clone()),
             Effect::Allow => {
-                allowed.get_or_insert_with(|| statement_name(s, i));
+                allowed.get_or_insert(name);
             }
         }
     }
-    allowed.map_or(Outcome::NoMatch, Outcome::Allow)
+    allowed.map_or(Outcome::NoMatch, |n| Outcome::Allow(n.clone()))
 }
 
-fn statement_matches(s: &Statement, req: &Request<'_>) -> bool {
+fn statement_matches(s: &Statement, req: &Request<'_>, resources: &[String; 2]) -> bool {
     let principal = match &s.principal {
         Matching::Is(p) => principal_matches(p, req),
         Matching::Not(p) => !principal_matches(p, req),
     };
-    let action = |list: &Vec<String>| {
-        list.iter().any(|a| {
-            let a = a
-                .strip_prefix("trellis:")
-                .map_or(Cow::Borrowed(a.as_str()), |rest| {
-                    Cow::Owned(format!("vpc-lattice-svcs:{rest}"))
-                });
-            glob(&a, ACTION, true)
-        })
-    };
+    let action = |list: &Vec<String>| list.iter().any(|a| glob(a, ACTION, true));
     let action = match &s.action {
         Matching::Is(l) => action(l),
         Matching::Not(l) => !action(l),
     };
-    let resources = req.resources();
     let resource = |list: &Vec<String>| {
-        list.iter().any(|r| {
-            let r = any_account(r);
-            resources.iter().any(|have| glob(&r, have, false))
-        })
+        list.iter()
+            .any(|r| resources.iter().any(|have| glob(r, have, false)))
     };
     let resource = match &s.resource {
         Matching::Is(l) => resource(l),

@@ -19,7 +19,6 @@
 
 use http::{HeaderMap, Method};
 use ring::{digest, hmac, signature};
-use std::fmt::Write as _;
 
 /// Why a request was refused (its signature, or a policy). `code` is AWS's exception
 /// name where one exists; the message names the check, never a secret.
@@ -217,12 +216,13 @@ fn unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
 }
 
-fn encode_into(out: &mut String, bytes: &[u8], keep: impl Fn(u8) -> bool) {
+fn encode_into(out: &mut Vec<u8>, bytes: &[u8], keep: impl Fn(u8) -> bool) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for &b in bytes {
         if keep(b) {
-            out.push(char::from(b));
+            out.push(b);
         } else {
-            let _ = write!(out, "%{b:02X}");
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
         }
     }
 }
@@ -255,8 +255,9 @@ fn percent_decode(s: &str) -> Vec<u8> {
 }
 
 /// RFC 3986 5.2.4 dot-segment removal, with empty segments dropped: what
-/// AWS's normalization does ("//a/./b/../c//" is "/a/c/").
-fn normalize_path(path: &str) -> String {
+/// AWS's normalization does ("//a/./b/../c//" is "/a/c/"): the segments
+/// kept, and whether the path ends with a slash.
+fn normalized_segments(path: &str) -> (Vec<&str>, bool) {
     let mut segments: Vec<&str> = Vec::new();
     for seg in path.split('/') {
         match seg {
@@ -267,65 +268,88 @@ fn normalize_path(path: &str) -> String {
             s => segments.push(s),
         }
     }
-    let mut out = String::with_capacity(path.len());
-    for s in &segments {
-        out.push('/');
-        out.push_str(s);
-    }
     let trailing = path.ends_with('/') || path.ends_with("/.") || path.ends_with("/..");
-    if out.is_empty() || (trailing && !segments.is_empty()) {
-        out.push('/');
+    (segments, trailing)
+}
+
+fn push_path(out: &mut Vec<u8>, path: &str, form: PathForm) {
+    let path = if path.is_empty() { "/" } else { path };
+    let encode = |out: &mut Vec<u8>, s: &str| {
+        if form.double_encode {
+            encode_into(out, s.as_bytes(), |b| unreserved(b) || b == b'/');
+        } else {
+            encode_into(out, s.as_bytes(), |b| {
+                unreserved(b) || b == b'/' || b == b'%'
+            });
+        }
+    };
+    if !form.normalize {
+        encode(out, path);
+        return;
     }
-    out
+    let (segments, trailing) = normalized_segments(path);
+    for s in &segments {
+        out.push(b'/');
+        encode(out, s);
+    }
+    if segments.is_empty() || trailing {
+        out.push(b'/');
+    }
 }
 
 pub fn canonical_path(path: &str, form: PathForm) -> String {
-    let path = if path.is_empty() { "/" } else { path };
-    let normalized;
-    let path = if form.normalize {
-        normalized = normalize_path(path);
-        normalized.as_str()
-    } else {
-        path
-    };
-    let mut out = String::with_capacity(path.len() + 8);
-    if form.double_encode {
-        encode_into(&mut out, path.as_bytes(), |b| unreserved(b) || b == b'/');
-    } else {
-        encode_into(&mut out, path.as_bytes(), |b| {
-            unreserved(b) || b == b'/' || b == b'%'
-        });
-    }
-    out
+    let mut out = Vec::with_capacity(path.len() + 8);
+    push_path(&mut out, path, form);
+    String::from_utf8(out).unwrap_or_default()
 }
 
-pub fn canonical_query(query: Option<&str>) -> String {
+fn push_query(out: &mut Vec<u8>, query: Option<&str>) {
     let Some(q) = query.filter(|q| !q.is_empty()) else {
-        return String::new();
+        return;
     };
-    let mut pairs: Vec<(String, String)> = q
+    let mut pairs: Vec<(&str, &str)> = q
         .split('&')
         .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            let mut ek = String::new();
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .collect();
+    // What needs no decoding and no encoding sorts and copies as it is.
+    if q.bytes().all(|b| unreserved(b) || b == b'=' || b == b'&') {
+        pairs.sort_unstable();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            if i > 0 {
+                out.push(b'&');
+            }
+            out.extend_from_slice(k.as_bytes());
+            out.push(b'=');
+            out.extend_from_slice(v.as_bytes());
+        }
+        return;
+    }
+    let mut encoded: Vec<(Vec<u8>, Vec<u8>)> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let mut ek = Vec::new();
             encode_into(&mut ek, &percent_decode(k), unreserved);
-            let mut ev = String::new();
+            let mut ev = Vec::new();
             encode_into(&mut ev, &percent_decode(v), unreserved);
             (ek, ev)
         })
         .collect();
-    pairs.sort();
-    let mut out = String::with_capacity(q.len() + 8);
-    for (i, (k, v)) in pairs.iter().enumerate() {
+    encoded.sort_unstable();
+    for (i, (k, v)) in encoded.iter().enumerate() {
         if i > 0 {
-            out.push('&');
+            out.push(b'&');
         }
-        out.push_str(k);
-        out.push('=');
-        out.push_str(v);
+        out.extend_from_slice(k);
+        out.push(b'=');
+        out.extend_from_slice(v);
     }
-    out
+}
+
+pub fn canonical_query(query: Option<&str>) -> String {
+    let mut out = Vec::new();
+    push_query(&mut out, query);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// A header value as signed: trimmed, inner runs of spaces collapsed.
@@ -368,9 +392,9 @@ pub fn canonical_request(
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b'\n');
-    out.extend_from_slice(canonical_path(req.path, form).as_bytes());
+    push_path(&mut out, req.path, form);
     out.push(b'\n');
-    out.extend_from_slice(canonical_query(req.query).as_bytes());
+    push_query(&mut out, req.query);
     out.push(b'\n');
     for name in signed_headers {
         out.extend_from_slice(name.as_bytes());

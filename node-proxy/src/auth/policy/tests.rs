@@ -321,6 +321,14 @@ fn decisions() {
                 json!({"Condition": {"StringEquals": {"vpc-lattice-svcs:RequestHeader/x-env": "prod"}}}),
             )]))
         },
+        // Condition keys ignore case, header names included.
+        Case {
+            want: allow("Statement[0]"),
+            headers: &[("x-env", "prod")],
+            ..base(doc(vec![stmt(
+                json!({"Condition": {"StringEquals": {"VPC-Lattice-Svcs:requestHeader/X-Env": "prod"}}}),
+            )]))
+        },
         Case {
             headers: &[("x-env", "dev")],
             ..base(doc(vec![stmt(
@@ -473,7 +481,12 @@ fn decisions() {
             source_ip: "10.1.2.3".parse().unwrap(),
             now: 1_800_000_000,
         };
-        assert_eq!(evaluate(&doc, &req), c.want, "case {i}: {}", c.doc);
+        assert_eq!(
+            evaluate(&Policy::compile(&doc), &req),
+            c.want,
+            "case {i}: {}",
+            c.doc
+        );
     }
 }
 
