@@ -468,4 +468,19 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
     );
     assert!(log.contains("statement no-admin"), "{log}");
     assert!(!log.contains(&secret));
+
+    // And the metrics count decisions by outcome.
+    let (_, metrics) = env.admin_get("/metrics");
+    for outcome in [
+        "allow",
+        "AccessDeniedException",
+        "InvalidSignatureException",
+        "InvalidClientTokenId",
+        "XAmzContentSHA256Mismatch",
+    ] {
+        let line = format!(
+            "trellis_proxy_auth_decisions_total{{service=\"orders\",outcome=\"{outcome}\"}} "
+        );
+        assert!(metrics.contains(&line), "no {line} in {metrics}");
+    }
 }

@@ -159,6 +159,7 @@ pub async fn handle(
     if let Some(guard) = &listener.guard {
         match guard_request(&config, &listener, guard, &conn, req).await {
             Ok((r, p, statement)) => {
+                proxy.metrics.auth_decisions(&listener.service, "allow");
                 req = r;
                 if let Some(p) = &p {
                     rec.entry.identity = p.names.first().cloned();
@@ -166,7 +167,12 @@ pub async fn handle(
                 rec.entry.auth = Some(format!("allow {statement}"));
                 principal = p;
             }
-            Err((refusal, detail)) => {
+            Err(Denied {
+                refusal,
+                code,
+                detail,
+            }) => {
+                proxy.metrics.auth_decisions(&listener.service, code);
                 rec.entry.auth = Some(format!("deny {detail}"));
                 return Ok(finish(
                     &proxy,
@@ -353,13 +359,17 @@ async fn guard_request(
     guard: &Guard,
     conn: &Conn,
     req: Request<Body>,
-) -> Result<(Request<Body>, Option<Arc<Principal>>, String), (Refusal, String)> {
+) -> Result<(Request<Body>, Option<Arc<Principal>>, String), Denied> {
     let (parts, body) = req.into_parts();
     let wait = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
     let mut body = Some(body);
     let mut buffered = None;
     if auth::needs_body_first(&parts.headers) && body.as_ref().is_some_and(|b| !b.is_end_stream()) {
-        buffered = Some(read_body(body.take(), wait).await?);
+        buffered = Some(
+            read_body(body.take(), wait)
+                .await
+                .map_err(Denied::reading)?,
+        );
     }
     let body_sha = buffered.as_deref().map(sigv4::sha256_hex);
     let inbound = Inbound {
@@ -373,7 +383,11 @@ async fn guard_request(
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    let denied = |f: sigv4::Failure| (Refusal::AuthDenied, format!("{}: {}", f.code, f.message));
+    let denied = |f: sigv4::Failure| Denied {
+        refusal: Refusal::AuthDenied,
+        code: f.code,
+        detail: format!("{}: {}", f.code, f.message),
+    };
     let signed =
         auth::authenticate(&config.keys, &inbound, now.as_secs() as i64).map_err(denied)?;
     let place = Place {
@@ -389,14 +403,20 @@ async fn guard_request(
         auth::authorize(guard, signed.principal.as_deref(), &inbound, &place).map_err(denied)?;
     if let Some(want) = &signed.body_hash {
         if buffered.is_none() {
-            buffered = Some(read_body(body.take(), wait).await?);
+            buffered = Some(
+                read_body(body.take(), wait)
+                    .await
+                    .map_err(Denied::reading)?,
+            );
         }
         let got = sigv4::sha256_hex(buffered.as_deref().unwrap_or_default());
         if got != *want {
-            return Err((
-                Refusal::AuthDenied,
-                "XAmzContentSHA256Mismatch: the body does not match x-amz-content-sha256".into(),
-            ));
+            return Err(Denied {
+                refusal: Refusal::AuthDenied,
+                code: "XAmzContentSHA256Mismatch",
+                detail: "XAmzContentSHA256Mismatch: the body does not match x-amz-content-sha256"
+                    .into(),
+            });
         }
     }
     let body = match (buffered, body) {
@@ -411,6 +431,25 @@ async fn guard_request(
         signed.principal,
         statement,
     ))
+}
+
+/// Why auth refused a request: the answer, the AWS-style code (a metric
+/// label) and the reason for the client and the access log.
+struct Denied {
+    refusal: Refusal,
+    code: &'static str,
+    detail: String,
+}
+
+impl Denied {
+    /// The body could not be read to check its hash.
+    fn reading((refusal, detail): (Refusal, String)) -> Denied {
+        Denied {
+            refusal,
+            code: refusal.code(),
+            detail,
+        }
+    }
 }
 
 /// A request body, whole, up to [`auth::MAX_SIGNED_BODY`].

@@ -34,8 +34,17 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthLabels {
+    pub service: Arc<str>,
+    /// `allow`, or why not: an AWS-style code (`InvalidSignatureException`,
+    /// `AccessDeniedException`, ...) or a refusal reason.
+    pub outcome: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
+    pub auth: Family<AuthLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<ServiceLabels, Histogram>,
     pub active: Family<ProtocolLabels, Gauge>,
@@ -62,6 +71,12 @@ impl Default for Metrics {
         let connections = Family::<ProtocolLabels, Counter>::default();
         let refused = Family::<ReasonLabels, Counter>::default();
         let retries = Counter::default();
+        let auth = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "auth_decisions",
+            "Requests to SIGV4 services, by service and outcome (allow, or the refusal's code)",
+            auth.clone(),
+        );
         registry.register(
             "requests",
             "HTTP requests answered, by service, listener, target group and status",
@@ -94,6 +109,7 @@ impl Default for Metrics {
         );
         Metrics {
             registry,
+            auth,
             requests,
             duration,
             active,
@@ -105,6 +121,15 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    pub fn auth_decisions(&self, service: &Arc<str>, outcome: &'static str) {
+        self.auth
+            .get_or_create(&AuthLabels {
+                service: service.clone(),
+                outcome,
+            })
+            .inc();
+    }
+
     /// The text exposition, with target health from `config`.
     pub fn render(&self, config: &Config) -> String {
         let mut out = String::new();
