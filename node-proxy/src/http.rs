@@ -158,13 +158,15 @@ pub async fn handle(
     let mut principal = None;
     if let Some(guard) = &listener.guard {
         match guard_request(&config, &listener, guard, &conn, req).await {
-            Ok((r, p, statement)) => {
+            Ok((r, p, allowed)) => {
                 proxy.metrics.auth_decisions(&listener.service, "allow");
                 req = r;
-                if let Some(p) = &p {
-                    rec.entry.identity = p.names.first().cloned();
+                if proxy.access_log.enabled() {
+                    if let Some(p) = &p {
+                        rec.entry.identity = p.names.first().cloned();
+                    }
+                    rec.entry.auth = Some(format!("allow {allowed}"));
                 }
-                rec.entry.auth = Some(format!("allow {statement}"));
                 principal = p;
             }
             Err(Denied {
@@ -353,13 +355,13 @@ pub async fn handle(
 /// body, when it is signed, buffered and compared with its hash) and then
 /// the policies. Returns the request to forward, with its body buffered if
 /// it had to be read, and who signed it.
-async fn guard_request(
+async fn guard_request<'g>(
     config: &Config,
     listener: &Listener,
-    guard: &Guard,
+    guard: &'g Guard,
     conn: &Conn,
     req: Request<Body>,
-) -> Result<(Request<Body>, Option<Arc<Principal>>, String), Denied> {
+) -> Result<(Request<Body>, Option<Arc<Principal>>, auth::Allowed<'g>), Denied> {
     let (parts, body) = req.into_parts();
     let wait = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
     let mut body = Some(body);

@@ -359,14 +359,27 @@ pub struct Place<'a> {
     pub now: u64,
 }
 
+/// What allowed a request: the statement of the last level's policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Allowed<'g> {
+    pub level: &'static str,
+    pub statement: &'g str,
+}
+
+impl std::fmt::Display for Allowed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.level, self.statement)
+    }
+}
+
 /// The policy decision: allowed with the statement that allowed it at the
 /// last level, or refused with the one that denied (or no match).
-pub fn authorize(
-    guard: &Guard,
+pub fn authorize<'g>(
+    guard: &'g Guard,
     principal: Option<&Principal>,
     req: &Inbound<'_>,
     place: &Place<'_>,
-) -> Result<String, Failure> {
+) -> Result<Allowed<'g>, Failure> {
     let request = policy::Request {
         principal,
         region: place.region,
@@ -381,7 +394,10 @@ pub fn authorize(
         source_ip: place.client.ip(),
         now: place.now,
     };
-    let mut decided = String::new();
+    let mut decided = Allowed {
+        level: "",
+        statement: "",
+    };
     for (which, doc) in &guard.levels {
         let Some(doc) = doc else {
             return Err(fail(
@@ -392,7 +408,12 @@ pub fn authorize(
             ));
         };
         match policy::evaluate(doc, &request) {
-            Outcome::Allow(s) => decided = format!("{which}:{s}"),
+            Outcome::Allow(statement) => {
+                decided = Allowed {
+                    level: which,
+                    statement,
+                }
+            }
             Outcome::Deny(s) => {
                 return Err(fail(
                     "AccessDeniedException",

@@ -181,10 +181,10 @@ pub fn glob(pattern: &str, text: &str, ignore_case: bool) -> bool {
 
 /// The outcome of one document.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
+pub enum Outcome<'p> {
     /// Allowed by this statement (its Sid, else `Statement[i]`).
-    Allow(String),
-    Deny(String),
+    Allow(&'p str),
+    Deny(&'p str),
     /// No statement matched.
     NoMatch,
 }
@@ -233,7 +233,7 @@ fn matching_list(m: &mut Matching<Vec<String>>) -> &mut Vec<String> {
     }
 }
 
-pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Outcome {
+pub fn evaluate<'p>(policy: &'p Policy, req: &Request<'_>) -> Outcome<'p> {
     let resources = req.resources();
     let mut allowed = None;
     for (name, s) in &policy.statements {
@@ -241,13 +241,13 @@ pub fn evaluate(policy: &Policy, req: &Request<'_>) -> Outcome {
             continue;
         }
         match s.effect {
-            Effect::Deny => return Outcome::Deny(name.clone()),
+            Effect::Deny => return Outcome::Deny(name),
             Effect::Allow => {
                 allowed.get_or_insert(name);
             }
         }
     }
-    allowed.map_or(Outcome::NoMatch, |n| Outcome::Allow(n.clone()))
+    allowed.map_or(Outcome::NoMatch, |n| Outcome::Allow(n))
 }
 
 fn statement_matches(s: &Statement, req: &Request<'_>, resources: &[String; 2]) -> bool {

@@ -436,11 +436,25 @@ pub fn string_to_sign(
     scope: &str,
     canonical: &[u8],
 ) -> String {
-    format!(
-        "{}\n{timestamp}\n{scope}\n{}",
-        algorithm.name(),
-        sha256_hex(canonical)
-    )
+    let mut out = Vec::with_capacity(160);
+    push_string_to_sign(&mut out, algorithm, timestamp, scope, canonical);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+fn push_string_to_sign(
+    out: &mut Vec<u8>,
+    algorithm: Algorithm,
+    timestamp: &str,
+    scope: &str,
+    canonical: &[u8],
+) {
+    let hash = digest::digest(&digest::SHA256, canonical);
+    for part in [algorithm.name(), "\n", timestamp, "\n", scope, "\n"] {
+        out.extend_from_slice(part.as_bytes());
+    }
+    let at = out.len();
+    out.resize(at + 64, 0);
+    data_encoding::HEXLOWER.encode_mut(hash.as_ref(), &mut out[at..]);
 }
 
 /// What checks a signature: the day's SigV4 signing key, or the access
@@ -461,6 +475,7 @@ pub fn verify(
     verifier: Verifier<'_>,
 ) -> Result<(), Failure> {
     let scope = auth.scope();
+    let mut sts = Vec::with_capacity(160);
     for form in PATH_FORMS {
         // Without a '%' in the path both forms are the same bytes.
         if !form.double_encode && !req.path.contains('%') {
@@ -473,10 +488,11 @@ pub fn verify(
             payload_hash,
             form,
         )?;
-        let sts = string_to_sign(auth.algorithm, timestamp, &scope, &canonical);
+        sts.clear();
+        push_string_to_sign(&mut sts, auth.algorithm, timestamp, &scope, &canonical);
         let ok = match verifier {
-            Verifier::Hmac(key) => hmac::verify(key, sts.as_bytes(), auth.signature()).is_ok(),
-            Verifier::Ecdsa(key) => key.verify(sts.as_bytes(), auth.signature()).is_ok(),
+            Verifier::Hmac(key) => hmac::verify(key, &sts, auth.signature()).is_ok(),
+            Verifier::Ecdsa(key) => key.verify(&sts, auth.signature()).is_ok(),
         };
         if ok {
             return Ok(());

@@ -99,7 +99,7 @@ struct Case {
     query: Option<&'static str>,
     network: &'static str,
     headers: &'static [(&'static str, &'static str)],
-    want: Outcome,
+    want: Outcome<'static>,
 }
 
 fn base(doc: serde_json::Value) -> Case {
@@ -119,12 +119,12 @@ fn text(s: &str) -> serde_json::Value {
     serde_json::Value::String(s.into())
 }
 
-fn allow(s: &str) -> Outcome {
-    Outcome::Allow(s.into())
+fn allow(s: &'static str) -> Outcome<'static> {
+    Outcome::Allow(s)
 }
 
-fn deny(s: &str) -> Outcome {
-    Outcome::Deny(s.into())
+fn deny(s: &'static str) -> Outcome<'static> {
+    Outcome::Deny(s)
 }
 
 fn principals() -> Vec<(&'static str, Principal)> {
