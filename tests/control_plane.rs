@@ -391,7 +391,7 @@ fn every_sample_applies_cleanly_and_reapplies_unchanged() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     samples.sort();
-    assert!(samples.len() >= 4, "{samples:?}");
+    assert!(samples.len() >= 5, "{samples:?}");
     for sample in samples {
         let cp = ControlPlane::start(&[]);
         let path = sample.to_str().unwrap();

@@ -6,12 +6,14 @@
 //! question), `handler` picks the asking network, `wire` turns one message
 //! into its answer for both transports, `server` runs UDP (`udp`, batched
 //! with recvmmsg/sendmmsg) and TCP (`tcp`), `forward` sends names outside
-//! every zone upstream, and `feed` follows the control plane.
+//! every zone upstream, `feed` follows the control plane, and `lookup` asks
+//! one question (for `trellis demo`).
 #![forbid(unsafe_code)]
 
 pub mod feed;
 pub mod forward;
 pub mod handler;
+pub mod lookup;
 pub mod metrics;
 pub mod server;
 pub mod tcp;

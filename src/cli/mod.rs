@@ -2,6 +2,7 @@
 
 pub mod control_plane;
 pub mod datapath;
+pub mod demo;
 pub mod dns;
 pub mod identity;
 pub mod node;

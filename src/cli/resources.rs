@@ -98,7 +98,7 @@ fn load(files: &[PathBuf]) -> Result<Vec<Document>> {
 }
 
 /// Turns an API rejection into located lines (`file:line:col: path: msg`).
-fn report(docs: &[Document], err: ClientError) -> anyhow::Error {
+pub(crate) fn report(docs: &[Document], err: ClientError) -> anyhow::Error {
     let ClientError::Api { error, .. } = &err else {
         return err.into();
     };
