@@ -129,7 +129,12 @@ pub async fn run(args: Args) -> Result<()> {
         nft_table: format!("trellis_demo_{}", std::process::id()),
     };
     tokio::select! {
-        r = walk(&args, &mut stack) => r?,
+        r = walk(&args, &mut stack) => if let Err(e) = r {
+            // The logs the error points at outlive the demo.
+            stack.keep_dir = true;
+            eprintln!("the demo failed; its logs are kept in {}", stack.dir.display());
+            return Err(e);
+        },
         _ = tokio::signal::ctrl_c() => {
             println!("\ninterrupted: stopping what the demo started");
             return Ok(());
