@@ -197,7 +197,12 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
             .await?
             .items
         {
-            println!("{}  vip {}", obj.resource.name(), vip_of(&obj));
+            let vip = obj.status.vip.map(|v| v.to_string());
+            println!(
+                "{}  vip {}",
+                obj.resource.name(),
+                vip.as_deref().unwrap_or("-")
+            );
         }
         return Ok(());
     }
@@ -401,13 +406,6 @@ fn set_weights(docs: &mut [Value], blue: u32, green: u32) -> Result<()> {
     forward[0]["weight"] = blue.into();
     forward[1]["weight"] = green.into();
     Ok(())
-}
-
-fn vip_of(obj: &trellis_api::resource::Object) -> String {
-    serde_json::to_value(obj)
-        .ok()
-        .and_then(|v| v["status"]["vip"].as_str().map(String::from))
-        .unwrap_or_default()
 }
 
 /// A loopback port free now.
