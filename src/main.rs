@@ -45,6 +45,9 @@ enum Command {
     /// Identities and their access keys (SigV4).
     #[command(subcommand)]
     Identity(cli::identity::Command),
+    /// Network operations: join tokens for nodes.
+    #[command(subcommand)]
+    Network(cli::network::Command),
     /// Run the authoritative DNS server for one or more networks.
     Dns(cli::dns::Args),
     /// Run the node agent: datapath, proxy and (optionally) the node-local DNS.
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
             Command::Datapath(cmd) => cli::datapath::run(cmd),
             Command::Dns(args) => cli::dns::run(args).await,
             Command::Identity(cmd) => cli::identity::run(cmd).await,
+            Command::Network(cmd) => cli::network::run(cmd).await,
             Command::Node(args) => cli::node::run(*args).await,
         }
     });

@@ -8,6 +8,7 @@
 //! writers, and writers are serialized.
 #![forbid(unsafe_code)]
 
+pub mod ca;
 pub mod keys;
 pub mod manifest;
 pub mod server;
@@ -82,6 +83,8 @@ pub struct ControlPlane {
     /// one apply cause one compilation, not a thousand.
     snapshots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<CachedSnapshot>>>>>,
     keyring: Keyring,
+    /// Signs node certificates (cross-network mTLS).
+    ca: ca::Authority,
 }
 
 fn now() -> u64 {
@@ -102,6 +105,7 @@ impl ControlPlane {
         config: Config,
         store: Arc<dyn Store>,
         keyring: Keyring,
+        ca: ca::Authority,
     ) -> Result<ControlPlane, OpenError> {
         let loaded = store.load()?;
         let mut keys = state::Keys::new();
@@ -113,6 +117,7 @@ impl ControlPlane {
         let (revision, _) = watch::channel(state.revision);
         Ok(ControlPlane {
             keyring,
+            ca,
             config,
             state: RwLock::new(Arc::new(state)),
             writer: tokio::sync::Mutex::new(()),
@@ -120,6 +125,45 @@ impl ControlPlane {
             revision,
             snapshots: Mutex::new(HashMap::new()),
         })
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.ca.ca_pem()
+    }
+
+    /// A join token for `network` (which must exist), valid for `ttl`.
+    pub fn create_join_token(
+        &self,
+        network: &str,
+        ttl: Duration,
+    ) -> Result<trellis_api::pki::JoinToken, HttpError> {
+        if self.get(Kind::Network, network).is_none() {
+            return Err(HttpError::NotFound(format!(
+                "Network \"{network}\" does not exist"
+            )));
+        }
+        self.ca
+            .create_join_token(network, ttl)
+            .map_err(|e| HttpError::Internal(e.to_string()))
+    }
+
+    /// A node certificate, for a CSR with a join token or a current
+    /// certificate as proof.
+    pub fn issue_certificate(
+        &self,
+        req: &trellis_api::pki::CertificateRequest,
+    ) -> Result<trellis_api::pki::IssuedCertificate, HttpError> {
+        use ca::CaError;
+        let state = self.current();
+        self.ca
+            .issue(req, |n| state.get(Kind::Network, n).is_some())
+            .map_err(|e| match e {
+                CaError::BadCsr(_) | CaError::NoProof => HttpError::BadRequest(e.to_string()),
+                CaError::BadToken | CaError::BadCertificate(_) | CaError::KeyMismatch => {
+                    HttpError::Forbidden(e.to_string())
+                }
+                CaError::Io(..) | CaError::Crypto(..) => HttpError::Internal(e.to_string()),
+            })
     }
 
     pub fn config(&self) -> &Config {

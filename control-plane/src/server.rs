@@ -44,6 +44,7 @@ const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum HttpError {
     BadRequest(String),
     Unauthorized,
+    Forbidden(String),
     NotFound(String),
     MethodNotAllowed,
     Conflict(String),
@@ -69,6 +70,7 @@ impl HttpError {
                     "missing or wrong bearer token; pass --token-file <data-dir>/api-token or TRELLIS_TOKEN".into(),
                 ),
             ),
+            HttpError::Forbidden(m) => (StatusCode::FORBIDDEN, e("forbidden", m)),
             HttpError::NotFound(m) => (StatusCode::NOT_FOUND, e("not_found", m)),
             HttpError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -197,7 +199,10 @@ async fn handle(
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    if let Some(token) = &token {
+    // A CSR carries its own proof (a join token or the current
+    // certificate); the CA certificate is public.
+    let own_proof = matches!(path.as_str(), "/v1/certificates" | "/v1/ca");
+    if let (Some(token), false) = (&token, own_proof) {
         if !authorized(&req, token) {
             tracing::info!(%peer, %method, %path, "rejected request without a valid token");
             return HttpError::Unauthorized.into_response();
@@ -247,6 +252,27 @@ async fn route(
                 Some(body) => Ok(raw_json(StatusCode::OK, body)),
                 None => Ok(raw_json(StatusCode::NOT_MODIFIED, Bytes::new())),
             }
+        }
+        (Method::POST, ["v1", "networks", name, "join-tokens"]) => {
+            let body: JoinTokenRequest = read_json(cp, req).await?;
+            let ttl = Duration::from_secs(body.ttl_seconds.unwrap_or(3600).clamp(1, 7 * 86_400));
+            let token = cp.create_join_token(name, ttl)?;
+            Ok(json_response(StatusCode::CREATED, &token))
+        }
+        (Method::POST, ["v1", "certificates"]) => {
+            let body: trellis_api::pki::CertificateRequest = read_json(cp, req).await?;
+            Ok(json_response(
+                StatusCode::CREATED,
+                &cp.issue_certificate(&body)?,
+            ))
+        }
+        (Method::GET, ["v1", "ca"]) => {
+            let mut r = Response::new(Full::new(Bytes::from(cp.ca_pem().to_string())));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/x-pem-file"),
+            );
+            Ok(r)
         }
         (Method::POST, ["v1", "identities", name, "keys"]) => {
             let created = cp.create_key(name).await?;
@@ -301,9 +327,9 @@ async fn route(
 
 fn known_path(segments: &[&str]) -> bool {
     match segments {
-        ["healthz"] | ["v1", "apply"] => true,
+        ["healthz"] | ["v1", "apply"] | ["v1", "certificates"] | ["v1", "ca"] => true,
         ["v1", kind] | ["v1", kind, _] => Kind::parse(kind).is_some(),
-        ["v1", "networks", _, "snapshot"] => true,
+        ["v1", "networks", _, "snapshot"] | ["v1", "networks", _, "join-tokens"] => true,
         ["v1", "identities", _, "keys"] | ["v1", "identities", _, "keys", _] => true,
         _ => false,
     }
@@ -343,6 +369,13 @@ async fn read_json<T: serde::de::DeserializeOwned>(
 #[serde(rename_all = "PascalCase", deny_unknown_fields)]
 struct KeyStatusChange {
     status: KeyStatus,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct JoinTokenRequest {
+    #[serde(default)]
+    ttl_seconds: Option<u64>,
 }
 
 #[derive(Default)]

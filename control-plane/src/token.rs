@@ -25,18 +25,26 @@ pub fn load_or_create(data_dir: &Path) -> io::Result<String> {
     let mut raw = [0u8; 32];
     getrandom::fill(&mut raw).map_err(|e| io::Error::other(e.to_string()))?;
     let token: String = raw.iter().map(|b| format!("{b:02x}")).collect();
-    let tmp = data_dir.join(format!(".{TOKEN_FILE}.tmp"));
+    let mut contents = token.clone().into_bytes();
+    contents.push(b'\n');
+    write_private(&file, &contents)?;
+    Ok(token)
+}
+
+/// Writes `contents` to `file` with mode 0600, through a temporary file
+/// renamed over it: a crash leaves the old file or the new, never half.
+pub(crate) fn write_private(file: &Path, contents: &[u8]) -> io::Result<()> {
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = file.with_file_name(format!(".{name}.tmp"));
     let mut f = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&tmp)?;
-    f.write_all(token.as_bytes())?;
-    f.write_all(b"\n")?;
+    f.write_all(contents)?;
     f.sync_all()?;
-    fs::rename(&tmp, &file)?;
-    Ok(token)
+    fs::rename(&tmp, file)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use trellis_control_plane::ca::Authority;
 use trellis_control_plane::keys::Keyring;
 use trellis_control_plane::state::Settings;
 use trellis_control_plane::store::RedbStore;
@@ -41,6 +42,9 @@ pub struct Args {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_body_bytes: usize,
+    /// Lifetime of node certificates (nodes renew at two thirds of it).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    node_cert_ttl: std::time::Duration,
     /// Most concurrent API connections (node watches hold one each).
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
@@ -76,7 +80,8 @@ pub async fn run(args: Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.data_dir.join("secrets.key"));
     let keyring = Keyring::open_or_create(&key_file)?;
-    let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring)?);
+    let ca = Authority::open(&args.data_dir, args.node_cert_ttl)?;
+    let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring, ca)?);
     tokio::spawn(cp.clone().rotate_daily());
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

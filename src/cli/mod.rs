@@ -5,6 +5,7 @@ pub mod datapath;
 pub mod demo;
 pub mod dns;
 pub mod identity;
+pub mod network;
 pub mod node;
 pub mod resources;
 

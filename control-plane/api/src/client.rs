@@ -189,6 +189,33 @@ impl Client {
         decode(&bytes)
     }
 
+    /// A join token for nodes of `network`, valid for `ttl`.
+    pub async fn create_join_token(
+        &self,
+        network: &str,
+        ttl: Duration,
+    ) -> Result<crate::pki::JoinToken, ClientError> {
+        let path = format!("/v1/networks/{network}/join-tokens");
+        let body = serde_json::to_vec(&serde_json::json!({ "ttlSeconds": ttl.as_secs() }))
+            .unwrap_or_default();
+        let (_, bytes) = self
+            .call(Method::POST, &path, Some(body), self.timeout)
+            .await?;
+        decode(&bytes)
+    }
+
+    /// A node certificate for a CSR (see [`crate::pki`]).
+    pub async fn issue_certificate(
+        &self,
+        req: &crate::pki::CertificateRequest,
+    ) -> Result<crate::pki::IssuedCertificate, ClientError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let (_, bytes) = self
+            .call(Method::POST, "/v1/certificates", Some(body), self.timeout)
+            .await?;
+        decode(&bytes)
+    }
+
     /// Fetches `network`'s snapshot. With `since`, waits up to `wait` for a
     /// snapshot newer than that revision and returns `None` if none came.
     pub async fn snapshot(

@@ -1,0 +1,408 @@
+//! The control plane as the certificate authority of node identity. Nodes
+//! keep their private keys: they send a CSR and get back a short-lived
+//! certificate naming their network (see `trellis_api::pki`). A first
+//! certificate takes a join token, which an operator creates for one network
+//! and which expires soon; a renewal takes the node's current certificate,
+//! still valid and for the CSR's own key, so a node renews on its own for as
+//! long as it keeps renewing in time.
+//!
+//! On disk, in the data dir (mode 0600, written atomically): `ca.key`,
+//! `ca.pem`, and `join-tokens.json`, which keeps only the SHA-256 of each
+//! token: a copy of the data dir cannot join anyone.
+
+use crate::token::write_private;
+use data_encoding::HEXLOWER;
+use rcgen::{
+    CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType, SerialNumber,
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+use trellis_api::pki::{self, CertificateRequest, IssuedCertificate, JoinToken};
+
+/// Clocks of nodes may run a little behind the control plane's.
+const BACKDATE_SECS: u64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("the CSR is not valid: {0}")]
+    BadCsr(String),
+    #[error("the join token is unknown or has expired; create another with `trellis network join-token`")]
+    BadToken,
+    #[error("the certificate to renew is not valid: {0}")]
+    BadCertificate(String),
+    #[error("the CSR's key is not the certificate's key")]
+    KeyMismatch,
+    #[error("give either a join token or the current certificate")]
+    NoProof,
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("{0}: {1}")]
+    Crypto(&'static str, rcgen::Error),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredToken {
+    sha256: String,
+    network: String,
+    expires_at: u64,
+}
+
+pub struct Authority {
+    issuer: Issuer<'static, KeyPair>,
+    ca_pem: String,
+    ca_der: Vec<u8>,
+    ttl: Duration,
+    tokens_file: PathBuf,
+    tokens: Mutex<Vec<StoredToken>>,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn time_at(unix: u64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(i64::try_from(unix).unwrap_or(i64::MAX))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+}
+
+fn random_serial() -> SerialNumber {
+    let mut raw = [0u8; 16];
+    let _ = getrandom::fill(&mut raw);
+    raw[0] &= 0x7f; // a positive INTEGER
+    SerialNumber::from_slice(&raw)
+}
+
+fn sha256_hex(s: &str) -> String {
+    HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref())
+}
+
+fn pem_der(pem: &str) -> Option<Vec<u8>> {
+    let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    Some(p.contents)
+}
+
+impl Authority {
+    /// Loads the CA from `data_dir`, creating it (a P-256 key and a
+    /// self-signed certificate valid ten years) on first start. `ttl` is the
+    /// lifetime of node certificates.
+    pub fn open(data_dir: &Path, ttl: Duration) -> Result<Authority, CaError> {
+        let (key_file, cert_file) = (data_dir.join("ca.key"), data_dir.join("ca.pem"));
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |e| CaError::Io(p, e)
+        };
+        let (key, ca_pem) = match std::fs::read_to_string(&key_file) {
+            Ok(key_pem) => {
+                let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Crypto("ca.key", e))?;
+                (key, std::fs::read_to_string(&cert_file).map_err(io(&cert_file))?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = KeyPair::generate().map_err(|e| CaError::Crypto("CA key", e))?;
+                let mut params = CertificateParams::default();
+                params.distinguished_name = rcgen::DistinguishedName::new();
+                params
+                    .distinguished_name
+                    .push(DnType::CommonName, "Trellis node CA");
+                params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+                params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+                params.not_before = time_at(now() - BACKDATE_SECS);
+                params.not_after = time_at(now() + 10 * 365 * 86_400);
+                params.serial_number = Some(random_serial());
+                let cert = params
+                    .self_signed(&key)
+                    .map_err(|e| CaError::Crypto("CA certificate", e))?;
+                // The certificate first: a key without its certificate
+                // would be taken for a CA on the next start.
+                write_private(&cert_file, cert.pem().as_bytes()).map_err(io(&cert_file))?;
+                write_private(&key_file, key.serialize_pem().as_bytes()).map_err(io(&key_file))?;
+                tracing::info!(path = %cert_file.display(), "created the node CA");
+                (key, cert.pem())
+            }
+            Err(e) => return Err(CaError::Io(key_file, e)),
+        };
+        let ca_der = pem_der(&ca_pem).ok_or_else(|| {
+            CaError::Io(
+                cert_file.clone(),
+                std::io::Error::other("not a PEM certificate"),
+            )
+        })?;
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| CaError::Crypto("ca.pem", e))?;
+        let tokens_file = data_dir.join("join-tokens.json");
+        let tokens = match std::fs::read(&tokens_file) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "join-tokens.json is unreadable; starting without tokens");
+                Vec::new()
+            }),
+            Err(_) => Vec::new(),
+        };
+        Ok(Authority {
+            issuer,
+            ca_pem,
+            ca_der,
+            ttl,
+            tokens_file,
+            tokens: Mutex::new(tokens),
+        })
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// A token that lets nodes of `network` get their first certificate
+    /// until it expires. The caller has checked that the network exists.
+    pub fn create_join_token(&self, network: &str, ttl: Duration) -> Result<JoinToken, CaError> {
+        let mut raw = [0u8; 20];
+        getrandom::fill(&mut raw).map_err(|e| {
+            CaError::Io(self.tokens_file.clone(), std::io::Error::other(e.to_string()))
+        })?;
+        let token = format!("trellis-join-{}", HEXLOWER.encode(&raw));
+        let expires_at = now() + ttl.as_secs();
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<StoredToken> = tokens
+            .iter()
+            .filter(|t| t.expires_at > now())
+            .cloned()
+            .collect();
+        next.push(StoredToken {
+            sha256: sha256_hex(&token),
+            network: network.to_string(),
+            expires_at,
+        });
+        let body = serde_json::to_vec_pretty(&next).unwrap_or_default();
+        write_private(&self.tokens_file, &body)
+            .map_err(|e| CaError::Io(self.tokens_file.clone(), e))?;
+        *tokens = next;
+        Ok(JoinToken {
+            token,
+            network: network.to_string(),
+            expires_at,
+        })
+    }
+
+    /// Checks the request's proof and signs its key into a certificate for
+    /// the network the proof names. `network_exists` rules out networks
+    /// deleted since.
+    pub fn issue(
+        &self,
+        req: &CertificateRequest,
+        network_exists: impl Fn(&str) -> bool,
+    ) -> Result<IssuedCertificate, CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(&req.csr)
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let network = match (&req.join_token, &req.certificate) {
+            (Some(token), _) => self.redeem(token)?,
+            (None, Some(current)) => self.renewal(current, csr.public_key.der_bytes())?,
+            (None, None) => return Err(CaError::NoProof),
+        };
+        if !network_exists(&network) {
+            return Err(CaError::BadCertificate(format!(
+                "network \"{network}\" no longer exists"
+            )));
+        }
+        let (not_before, not_after) = (now() - BACKDATE_SECS, now() + self.ttl.as_secs());
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("trellis node of {network}"));
+        let ia5 = |s: String| {
+            rcgen::string::Ia5String::try_from(s).map_err(|e| CaError::Crypto("SAN", e))
+        };
+        params.subject_alt_names = vec![
+            SanType::URI(ia5(pki::network_uri(&network))?),
+            SanType::DnsName(ia5(pki::server_name(&network))?),
+        ];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = time_at(not_before);
+        params.not_after = time_at(not_after);
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|e| CaError::Crypto("signing", e))?;
+        tracing::info!(%network, not_after, "issued a node certificate");
+        Ok(IssuedCertificate {
+            network,
+            certificate: cert.pem(),
+            ca: self.ca_pem.clone(),
+            not_before,
+            not_after,
+        })
+    }
+
+    fn redeem(&self, token: &str) -> Result<String, CaError> {
+        let want = sha256_hex(token.trim());
+        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        // Hashes are compared, not tokens: timing says nothing of a token.
+        tokens
+            .iter()
+            .find(|t| t.sha256 == want)
+            .filter(|t| t.expires_at > now())
+            .map(|t| t.network.clone())
+            .ok_or(CaError::BadToken)
+    }
+
+    /// The network of `current`, a certificate this CA signed, valid now,
+    /// for the key `csr_key` (the CSR's signature proved its possession).
+    fn renewal(&self, current: &str, csr_key: &[u8]) -> Result<String, CaError> {
+        use x509_parser::prelude::FromDer;
+        let bad = |m: &str| CaError::BadCertificate(m.to_string());
+        let der = pem_der(current).ok_or_else(|| bad("not a PEM certificate"))?;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
+            .map_err(|e| bad(&e.to_string()))?;
+        let (_, ca) = x509_parser::certificate::X509Certificate::from_der(&self.ca_der)
+            .map_err(|e| bad(&e.to_string()))?;
+        cert.verify_signature(Some(ca.public_key()))
+            .map_err(|_| bad("not signed by this control plane's CA"))?;
+        if !cert.validity().is_valid() {
+            return Err(bad("expired (or not yet valid): join again with a join token"));
+        }
+        if cert.public_key().subject_public_key.data.as_ref() != csr_key {
+            return Err(CaError::KeyMismatch);
+        }
+        pki::network_of(&der).ok_or_else(|| bad("names no network"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csr(key: &KeyPair) -> String {
+        CertificateParams::default()
+            .serialize_request(key)
+            .unwrap()
+            .pem()
+            .unwrap()
+    }
+
+    #[test]
+    fn join_then_renew_then_refuse_strangers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let token = ca
+            .create_join_token("west", Duration::from_secs(60))
+            .unwrap();
+        let key = KeyPair::generate().unwrap();
+        let first = ca
+            .issue(
+                &CertificateRequest {
+                    csr: csr(&key),
+                    join_token: Some(token.token.clone()),
+                    certificate: None,
+                },
+                |_| true,
+            )
+            .unwrap();
+        assert_eq!(first.network, "west");
+        assert_eq!(
+            pki::network_of(&pem_der(&first.certificate).unwrap()).as_deref(),
+            Some("west")
+        );
+        assert!(first.not_after - first.not_before >= 3600);
+
+        // Renewal: the same key, the current certificate as proof.
+        let renewed = ca
+            .issue(
+                &CertificateRequest {
+                    csr: csr(&key),
+                    join_token: None,
+                    certificate: Some(first.certificate.clone()),
+                },
+                |_| true,
+            )
+            .unwrap();
+        assert_eq!(renewed.network, "west");
+
+        // Another key cannot renew someone else's certificate.
+        let other = KeyPair::generate().unwrap();
+        let stolen = ca.issue(
+            &CertificateRequest {
+                csr: csr(&other),
+                join_token: None,
+                certificate: Some(first.certificate.clone()),
+            },
+            |_| true,
+        );
+        assert!(matches!(stolen, Err(CaError::KeyMismatch)), "{stolen:?}");
+
+        // A certificate from another CA renews nothing.
+        let dir2 = tempfile::tempdir().unwrap();
+        let foreign = Authority::open(dir2.path(), Duration::from_secs(3600)).unwrap();
+        let t2 = foreign
+            .create_join_token("west", Duration::from_secs(60))
+            .unwrap();
+        let theirs = foreign
+            .issue(
+                &CertificateRequest {
+                    csr: csr(&key),
+                    join_token: Some(t2.token),
+                    certificate: None,
+                },
+                |_| true,
+            )
+            .unwrap();
+        let r = ca.issue(
+            &CertificateRequest {
+                csr: csr(&key),
+                join_token: None,
+                certificate: Some(theirs.certificate),
+            },
+            |_| true,
+        );
+        assert!(matches!(r, Err(CaError::BadCertificate(_))), "{r:?}");
+
+        // Unknown tokens, and none at all.
+        let r = ca.issue(
+            &CertificateRequest {
+                csr: csr(&key),
+                join_token: Some("trellis-join-nope".into()),
+                certificate: None,
+            },
+            |_| true,
+        );
+        assert!(matches!(r, Err(CaError::BadToken)));
+        let r = ca.issue(
+            &CertificateRequest {
+                csr: csr(&key),
+                ..Default::default()
+            },
+            |_| true,
+        );
+        assert!(matches!(r, Err(CaError::NoProof)));
+    }
+
+    #[test]
+    fn the_ca_and_its_tokens_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let token = a.create_join_token("east", Duration::from_secs(60)).unwrap();
+        let pem = a.ca_pem().to_string();
+        drop(a);
+        let b = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
+        assert_eq!(b.ca_pem(), pem);
+        assert_eq!(b.redeem(&token.token).unwrap(), "east");
+        let stored = std::fs::read_to_string(dir.path().join("join-tokens.json")).unwrap();
+        assert!(!stored.contains(&token.token), "only the hash is stored");
+    }
+
+    #[test]
+    fn an_expired_token_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let token = a.create_join_token("east", Duration::ZERO).unwrap();
+        assert!(matches!(a.redeem(&token.token), Err(CaError::BadToken)));
+    }
+}
