@@ -436,4 +436,35 @@ fn multi_cluster_snapshots_carry_the_other_networks_gateways() {
         "198.51.100.11:15008"
     );
     assert!(east["gateways"].get("east").is_none());
+
+    // What west's gateways serve: orders' west group, to both networks;
+    // the group itself comes along so the gateway can check and pick.
+    let west = run(
+        "curl",
+        &["-s", &format!("{}/v1/networks/west/snapshot", cp.url)],
+    );
+    let west: Value = serde_json::from_slice(&west.stdout).unwrap();
+    let orders = west["inbound"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["service"] == "orders")
+        .expect("orders is served by west's gateways");
+    assert_eq!(orders["networks"], serde_json::json!(["east", "west"]));
+    assert_eq!(orders["targetGroups"], serde_json::json!(["orders-west"]));
+    assert!(
+        west["inbound"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["service"] != "checkout"),
+        "checkout has no target group in west"
+    );
+    assert!(
+        west["targetGroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["name"] == "orders-west")
+    );
 }

@@ -544,6 +544,7 @@ fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
         target_groups: vec![],
         gateways: Default::default(),
         identities: Vec::new(),
+        inbound: Vec::new(),
     };
     std::fs::write(
         data_dir.path().join("dns-snapshot-east.json"),

@@ -29,7 +29,9 @@ const BACKDATE_SECS: u64 = 300;
 pub enum CaError {
     #[error("the CSR is not valid: {0}")]
     BadCsr(String),
-    #[error("the join token is unknown or has expired; create another with `trellis network join-token`")]
+    #[error(
+        "the join token is unknown or has expired; create another with `trellis network join-token`"
+    )]
     BadToken,
     #[error("the certificate to renew is not valid: {0}")]
     BadCertificate(String),
@@ -100,7 +102,10 @@ impl Authority {
         let (key, ca_pem) = match std::fs::read_to_string(&key_file) {
             Ok(key_pem) => {
                 let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Crypto("ca.key", e))?;
-                (key, std::fs::read_to_string(&cert_file).map_err(io(&cert_file))?)
+                (
+                    key,
+                    std::fs::read_to_string(&cert_file).map_err(io(&cert_file))?,
+                )
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let key = KeyPair::generate().map_err(|e| CaError::Crypto("CA key", e))?;
@@ -161,7 +166,10 @@ impl Authority {
     pub fn create_join_token(&self, network: &str, ttl: Duration) -> Result<JoinToken, CaError> {
         let mut raw = [0u8; 20];
         getrandom::fill(&mut raw).map_err(|e| {
-            CaError::Io(self.tokens_file.clone(), std::io::Error::other(e.to_string()))
+            CaError::Io(
+                self.tokens_file.clone(),
+                std::io::Error::other(e.to_string()),
+            )
         })?;
         let token = format!("trellis-join-{}", HEXLOWER.encode(&raw));
         let expires_at = now() + ttl.as_secs();
@@ -267,7 +275,9 @@ impl Authority {
         cert.verify_signature(Some(ca.public_key()))
             .map_err(|_| bad("not signed by this control plane's CA"))?;
         if !cert.validity().is_valid() {
-            return Err(bad("expired (or not yet valid): join again with a join token"));
+            return Err(bad(
+                "expired (or not yet valid): join again with a join token",
+            ));
         }
         if cert.public_key().subject_public_key.data.as_ref() != csr_key {
             return Err(CaError::KeyMismatch);
@@ -388,7 +398,9 @@ mod tests {
     fn the_ca_and_its_tokens_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let a = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
-        let token = a.create_join_token("east", Duration::from_secs(60)).unwrap();
+        let token = a
+            .create_join_token("east", Duration::from_secs(60))
+            .unwrap();
         let pem = a.ca_pem().to_string();
         drop(a);
         let b = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();

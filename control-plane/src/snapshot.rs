@@ -11,7 +11,7 @@ use trellis_api::keys::{self, IDENTITY_PREFIX, KeyStatus};
 use trellis_api::resource::AuthType;
 use trellis_api::resource::Spec;
 use trellis_api::snapshot::{
-    IdentityView, KeyView, ServiceNetworkView, ServiceView, Snapshot, TargetGroupView,
+    IdentityView, InboundView, KeyView, ServiceNetworkView, ServiceView, Snapshot, TargetGroupView,
 };
 
 /// `None` when the network does not exist. `revision` is left 0: the caller
@@ -83,6 +83,13 @@ pub fn compile(
         });
     }
 
+    let inbound = inbound(state, network);
+    groups.extend(
+        inbound
+            .iter()
+            .flat_map(|i| i.target_groups.iter().map(String::as_str)),
+    );
+
     let mut target_groups = Vec::new();
     let mut gateways = BTreeMap::new();
     for name in groups {
@@ -126,7 +133,55 @@ pub fn compile(
         target_groups,
         gateways,
         identities,
+        inbound,
     })
+}
+
+/// Services, visible anywhere, that forward to target groups of `network`:
+/// what its gateways serve, and to which networks.
+fn inbound(state: &State, network: &str) -> Vec<InboundView> {
+    let members: BTreeMap<&str, &[String]> = state
+        .list(Kind::ServiceNetwork)
+        .filter_map(|o| match &o.resource.spec {
+            Spec::ServiceNetwork(sn) => Some((o.resource.name(), sn.networks.as_slice())),
+            _ => None,
+        })
+        .collect();
+    let mut out = Vec::new();
+    for obj in state.list(Kind::Service) {
+        let Spec::Service(s) = &obj.resource.spec else {
+            continue;
+        };
+        let local: BTreeSet<String> = s
+            .listeners
+            .iter()
+            .flat_map(|l| {
+                std::iter::once(&l.default_action).chain(l.rules.iter().map(|r| &r.action))
+            })
+            .flat_map(|a| a.forward.iter().flatten())
+            .map(|w| w.target_group.as_str())
+            .filter(|tg| {
+                matches!(state.get(Kind::TargetGroup, tg).map(|o| &o.resource.spec),
+                    Some(Spec::TargetGroup(t)) if t.network == network)
+            })
+            .map(str::to_string)
+            .collect();
+        if local.is_empty() {
+            continue;
+        }
+        let networks: BTreeSet<String> = s
+            .service_networks
+            .iter()
+            .filter_map(|sn| members.get(sn.as_str()))
+            .flat_map(|n| n.iter().cloned())
+            .collect();
+        out.push(InboundView {
+            service: obj.resource.name().to_string(),
+            networks: networks.into_iter().collect(),
+            target_groups: local.into_iter().collect(),
+        });
+    }
+    out
 }
 
 /// Every identity with its active keys, as signing keys derived for

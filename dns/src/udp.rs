@@ -193,6 +193,7 @@ mod tests {
             target_groups: vec![],
             gateways: Default::default(),
             identities: Vec::new(),
+            inbound: Vec::new(),
         };
         let mut views = Views::new();
         views.insert("east".into(), Arc::new(View::build(&snap, 30)));

@@ -206,6 +206,7 @@ mod tests {
             target_groups: vec![],
             gateways: Default::default(),
             identities: Vec::new(),
+            inbound: Vec::new(),
         }
     }
 

@@ -104,6 +104,7 @@ impl Config {
                 target_groups: vec![],
                 gateways: Default::default(),
                 identities: Vec::new(),
+                inbound: Vec::new(),
             }),
             listeners: HashMap::new(),
             groups: HashMap::new(),

@@ -30,6 +30,21 @@ pub struct Snapshot {
     /// (never a secret). Sent only to networks that see a SIGV4 service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub identities: Vec<IdentityView>,
+    /// What this network's gateways may serve to other networks: services
+    /// with target groups here, and who may call them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inbound: Vec<InboundView>,
+}
+
+/// A service whose target groups (some of them) live in this network.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InboundView {
+    pub service: String,
+    /// Networks that see the service (through its service networks).
+    pub networks: Vec<String>,
+    /// Its target groups in this network; they are in `target_groups`.
+    pub target_groups: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
