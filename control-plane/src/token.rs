@@ -1,9 +1,8 @@
 //! The API bearer token: generated on first start, kept in
 //! `<data-dir>/api-token` with mode 0600.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 pub const TOKEN_FILE: &str = "api-token";
@@ -31,20 +30,9 @@ pub fn load_or_create(data_dir: &Path) -> io::Result<String> {
     Ok(token)
 }
 
-/// Writes `contents` to `file` with mode 0600, through a temporary file
-/// renamed over it: a crash leaves the old file or the new, never half.
+/// Mode 0600, atomically (see [`trellis_api::persist::write_atomic`]).
 pub(crate) fn write_private(file: &Path, contents: &[u8]) -> io::Result<()> {
-    let name = file.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = file.with_file_name(format!(".{name}.tmp"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(contents)?;
-    f.sync_all()?;
-    fs::rename(&tmp, file)
+    trellis_api::persist::write_atomic(file, contents, 0o600)
 }
 
 #[cfg(test)]

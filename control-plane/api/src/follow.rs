@@ -26,15 +26,10 @@ fn load(path: &Path) -> Option<Snapshot> {
     }
 }
 
-/// Writes a temporary file, syncs it and renames it over `path`: a crash
-/// leaves the old snapshot or the new one, never half of one.
+/// Atomically: a crash leaves the old snapshot or the new one.
 fn persist(path: &Path, s: &Snapshot) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(&serde_json::to_vec(s).map_err(std::io::Error::other)?)?;
-    f.sync_all()?;
-    std::fs::rename(tmp, path)
+    let json = serde_json::to_vec(s).map_err(std::io::Error::other)?;
+    crate::persist::write_atomic(path, &json, 0o644)
 }
 
 /// Follows `network` until the task is dropped, calling `apply` with each

@@ -11,6 +11,7 @@ pub mod client;
 pub mod error;
 pub mod follow;
 pub mod keys;
+pub mod persist;
 pub mod pki;
 pub mod policy;
 pub mod resource;
