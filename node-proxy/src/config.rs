@@ -88,6 +88,22 @@ pub struct Config {
     pub groups: HashMap<Arc<str>, Arc<Group>>,
     /// Access keys this node verifies signatures with.
     pub keys: Keys,
+    /// What this network's gateways serve other networks, by service.
+    pub inbound: HashMap<Arc<str>, Inbound>,
+}
+
+/// A service a gateway may serve: to which networks, from which groups.
+#[derive(Debug)]
+pub struct Inbound {
+    pub networks: Vec<String>,
+    pub groups: Vec<String>,
+}
+
+impl Inbound {
+    /// Whether `network` may reach `group` of this service.
+    pub fn allows(&self, network: &str, group: &str) -> bool {
+        self.networks.iter().any(|n| n == network) && self.groups.iter().any(|g| g == group)
+    }
 }
 
 impl Config {
@@ -109,6 +125,7 @@ impl Config {
             listeners: HashMap::new(),
             groups: HashMap::new(),
             keys: Keys::empty(),
+            inbound: HashMap::new(),
         }
     }
 
@@ -179,6 +196,11 @@ impl Config {
         }
         let mut groups = HashMap::new();
         for tg in &snapshot.target_groups {
+            if tg.spec.network != snapshot.network {
+                let group = Group::remote(&tg.name, &tg.spec, &tg.spec.network);
+                groups.insert(Arc::from(tg.name.as_str()), Arc::new(group));
+                continue;
+            }
             let old = previous.groups.get(tg.name.as_str());
             let initial = if tg.spec.health_check.enabled {
                 Health::Unknown
@@ -219,9 +241,21 @@ impl Config {
             let name: Arc<str> = Arc::from(tg.name.as_str());
             groups.insert(name, Arc::new(Group::new(&tg.name, &tg.spec, targets)));
         }
+        let inbound = snapshot
+            .inbound
+            .iter()
+            .map(|i| {
+                let entry = Inbound {
+                    networks: i.networks.clone(),
+                    groups: i.target_groups.clone(),
+                };
+                (Arc::from(i.service.as_str()), entry)
+            })
+            .collect();
         Config {
             network: Arc::from(snapshot.network.as_str()),
             keys: Keys::compile(&snapshot),
+            inbound,
             snapshot: Arc::new(snapshot),
             listeners,
             groups,

@@ -9,12 +9,14 @@ use crate::auth::policy::Principal;
 use crate::auth::{self, Guard, Inbound, Place, sigv4};
 use crate::config::Config;
 use crate::config::{Action, Listener};
+use crate::targets::Group;
+use crate::tunnel::TunnelError;
 use crate::headers::{self, LATTICE_ACCOUNT};
 use crate::metrics::{RequestLabels, ServiceLabels};
 use crate::proxy::{Conn, Proxy};
 use crate::route::RequestView;
 use crate::targets::{Lease, random};
-use crate::upstream::Body;
+use crate::upstream::{Body, HttpClient};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Full};
@@ -39,19 +41,24 @@ enum Refusal {
     BodyTooLarge,
     BadRequest,
     RequestTimeout,
+    /// A gateway refused a tunnelled request (not visible, wrong network).
+    TunnelRefused,
+    /// No gateway of the group's network could be reached.
+    GatewayUnreachable,
 }
 
 impl Refusal {
     fn status(self) -> StatusCode {
         match self {
-            Refusal::NoService | Refusal::NoTargetGroup | Refusal::NoHealthyTarget => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Refusal::NoService
+            | Refusal::NoTargetGroup
+            | Refusal::NoHealthyTarget
+            | Refusal::GatewayUnreachable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::ConnectFailed | Refusal::UpstreamFailed | Refusal::TargetDrained => {
                 StatusCode::BAD_GATEWAY
             }
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            Refusal::AuthDenied => StatusCode::FORBIDDEN,
+            Refusal::AuthDenied | Refusal::TunnelRefused => StatusCode::FORBIDDEN,
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::BadRequest => StatusCode::BAD_REQUEST,
             Refusal::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
@@ -71,6 +78,8 @@ impl Refusal {
             Refusal::BodyTooLarge => "body-too-large",
             Refusal::BadRequest => "bad-request",
             Refusal::RequestTimeout => "request-timeout",
+            Refusal::TunnelRefused => "tunnel-refused",
+            Refusal::GatewayUnreachable => "gateway-unreachable",
         }
     }
 
@@ -93,7 +102,7 @@ fn full(s: String) -> Body {
         .boxed_unsync()
 }
 
-fn empty() -> Body {
+pub(crate) fn empty() -> Body {
     Empty::new()
         .map_err(|never: Infallible| match never {})
         .boxed_unsync()
@@ -212,6 +221,29 @@ pub async fn handle(
         return Ok(finish(&proxy, rec, r, Some(Refusal::NoTargetGroup), None));
     };
 
+    if let Some(network) = &group.remote {
+        // The tunnel carries requests, not upgraded connections.
+        headers::strip_hop_by_hop(req.headers_mut(), false);
+        let (mut parts, body) = req.into_parts();
+        add_headers(
+            &mut parts.headers,
+            &conn,
+            &listener,
+            &rec.entry,
+            &config.snapshot.region,
+            &group_name,
+            principal.as_deref(),
+        );
+        let timeout = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
+        let resp = through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
+        return Ok(match resp {
+            Ok(resp) => finish(&proxy, rec, resp, None, None),
+            Err((refusal, detail)) => {
+                finish(&proxy, rec, refusal.response(&detail), Some(refusal), None)
+            }
+        });
+    }
+
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
@@ -225,89 +257,12 @@ pub async fn handle(
         &group_name,
         principal.as_deref(),
     );
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
-    let http2 = group.version != trellis_api::resource::ProtocolVersion::Http1;
-    parts.version = if http2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-    let client = if http2 {
-        &listener.http2
-    } else {
-        &listener.http1
-    };
     let timeout = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
-    // A request without a body can be sent again: on a connect failure, an
-    // idempotent one is retried once on another target.
-    let retryable = idempotent(&parts.method) && body.is_end_stream();
-    let mut body = Some(body);
-    let mut tried = None;
-    let mut attempt = 0;
-    let (lease, result) = loop {
-        attempt += 1;
-        let Some(target) = group.pick(tried) else {
-            let r = Refusal::NoHealthyTarget.response(&format!(
-                "target group {group_name} has no target to send to"
-            ));
-            return Ok(finish(&proxy, rec, r, Some(Refusal::NoHealthyTarget), None));
-        };
-        let lease = target.lease();
-        if proxy.access_log.enabled() {
-            rec.entry.target = target.addr.to_string();
-        }
-        let uri = match Uri::try_from(format!("http://{}{path_and_query}", target.addr)) {
-            Ok(u) => u,
-            Err(e) => {
-                let r = Refusal::UpstreamFailed.response(&e.to_string());
-                return Ok(finish(&proxy, rec, r, Some(Refusal::UpstreamFailed), None));
-            }
-        };
-        let mut upstream = Request::new(match (retryable, body.take()) {
-            (false, Some(b)) => b,
-            _ => empty(),
-        });
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = uri;
-        *upstream.version_mut() = parts.version;
-        // Only a request that may be retried needs its headers twice.
-        *upstream.headers_mut() = if retryable {
-            parts.headers.clone()
-        } else {
-            std::mem::take(&mut parts.headers)
-        };
-        let sent = tokio::select! {
-            r = tokio::time::timeout(timeout, client.request(upstream)) => r,
-            _ = lease.target().drained() => {
-                let r = Refusal::TargetDrained.response("the target left its group and its drain time ran out");
-                return Ok(finish(&proxy, rec, r, Some(Refusal::TargetDrained), None));
-            }
-        };
-        match sent {
-            Ok(Err(e))
-                if e.is_connect() && retryable && attempt == 1 && group.targets.len() > 1 =>
-            {
-                tracing::debug!(target = %lease.target().addr, error = %e, "connect failed; retrying on another target");
-                proxy.metrics.retries.inc();
-                tried = Some(lease.target().addr);
-            }
-            other => break (lease, other),
-        }
-    };
-    rec.entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let mut resp = match result {
-        Ok(Ok(resp)) => resp,
-        Ok(Err(e)) => {
-            let refusal = if e.is_connect() {
-                Refusal::ConnectFailed
-            } else {
-                Refusal::UpstreamFailed
-            };
-            let detail = format!("{}: {}", lease.target().addr, error_chain(&e));
+    let clients = (&listener.http1, &listener.http2);
+    let sent = to_target(&proxy, clients, &group, parts, body, timeout, &mut rec).await;
+    let (lease, mut resp) = match sent {
+        Ok(ok) => ok,
+        Err((refusal, detail)) => {
             return Ok(finish(
                 &proxy,
                 rec,
@@ -316,13 +271,6 @@ pub async fn handle(
                 None,
             ));
         }
-        Err(_) => {
-            let r = Refusal::UpstreamTimeout.response(&format!(
-                "no response from {} within {timeout:?}",
-                lease.target().addr
-            ));
-            return Ok(finish(&proxy, rec, r, Some(Refusal::UpstreamTimeout), None));
-        }
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
@@ -330,7 +278,7 @@ pub async fn handle(
         if let Some(client_upgrade) = client_upgrade {
             let target_upgrade = hyper::upgrade::on(&mut resp);
             let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
-            tokio::spawn(tunnel(client_upgrade, target_upgrade, idle, lease, conn.id));
+            tokio::spawn(upgraded(client_upgrade, target_upgrade, idle, lease, conn.id));
             let (parts, _) = resp.into_parts();
             return Ok(finish(
                 &proxy,
@@ -349,6 +297,284 @@ pub async fn handle(
         None,
         Some(lease),
     ))
+}
+
+/// Sends a request to a target of `group` (of this network): a connect
+/// failure of an idempotent request without a body is retried once on
+/// another target. The target's in-flight count is held by the lease.
+async fn to_target(
+    proxy: &Proxy,
+    (http1, http2_client): (&HttpClient, &HttpClient),
+    group: &Group,
+    mut parts: http::request::Parts,
+    body: Body,
+    timeout: Duration,
+    rec: &mut Record,
+) -> Result<(Lease, Response<Incoming>), (Refusal, String)> {
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let http2 = group.version != trellis_api::resource::ProtocolVersion::Http1;
+    parts.version = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let client = if http2 { http2_client } else { http1 };
+    // A request without a body can be sent again: on a connect failure, an
+    // idempotent one is retried once on another target.
+    let retryable = idempotent(&parts.method) && body.is_end_stream();
+    let mut body = Some(body);
+    let mut tried = None;
+    let mut attempt = 0;
+    let (lease, result) = loop {
+        attempt += 1;
+        let Some(target) = group.pick(tried) else {
+            return Err((
+                Refusal::NoHealthyTarget,
+                format!("target group {} has no target to send to", group.name),
+            ));
+        };
+        let lease = target.lease();
+        if proxy.access_log.enabled() {
+            rec.entry.target = target.addr.to_string();
+        }
+        let uri = Uri::try_from(format!("http://{}{path_and_query}", target.addr))
+            .map_err(|e| (Refusal::UpstreamFailed, e.to_string()))?;
+        let mut upstream = Request::new(match (retryable, body.take()) {
+            (false, Some(b)) => b,
+            _ => empty(),
+        });
+        *upstream.method_mut() = parts.method.clone();
+        *upstream.uri_mut() = uri;
+        *upstream.version_mut() = parts.version;
+        // Only a request that may be retried needs its headers twice.
+        *upstream.headers_mut() = if retryable {
+            parts.headers.clone()
+        } else {
+            std::mem::take(&mut parts.headers)
+        };
+        let sent = tokio::select! {
+            r = tokio::time::timeout(timeout, client.request(upstream)) => r,
+            _ = lease.target().drained() => {
+                return Err((Refusal::TargetDrained, "the target left its group and its drain time ran out".into()));
+            }
+        };
+        match sent {
+            Ok(Err(e))
+                if e.is_connect() && retryable && attempt == 1 && group.targets.len() > 1 =>
+            {
+                tracing::debug!(target = %lease.target().addr, error = %e, "connect failed; retrying on another target");
+                proxy.metrics.retries.inc();
+                tried = Some(lease.target().addr);
+            }
+            other => break (lease, other),
+        }
+    };
+    rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(Ok(resp)) => Ok((lease, resp)),
+        Ok(Err(e)) => {
+            let refusal = if e.is_connect() {
+                Refusal::ConnectFailed
+            } else {
+                Refusal::UpstreamFailed
+            };
+            Err((
+                refusal,
+                format!("{}: {}", lease.target().addr, error_chain(&e)),
+            ))
+        }
+        Err(_) => Err((
+            Refusal::UpstreamTimeout,
+            format!("no response from {} within {timeout:?}", lease.target().addr),
+        )),
+    }
+}
+
+/// Sends a request for `group` of `network` through one of its gateways,
+/// unless they last reported nothing healthy in it.
+async fn through_gateway(
+    proxy: &Proxy,
+    network: &str,
+    group: &str,
+    mut parts: http::request::Parts,
+    body: Body,
+    timeout: Duration,
+    rec: &mut Record,
+) -> Result<Response<Body>, (Refusal, String)> {
+    let Some(tunnels) = proxy.tunnels() else {
+        return Err((
+            Refusal::GatewayUnreachable,
+            format!("target group {group} is in network {network}, and this node has no identity to reach its gateways (start it with --join-token)"),
+        ));
+    };
+    if !tunnels.available(network, group) {
+        return Err((
+            Refusal::NoHealthyTarget,
+            format!("target group {group} in network {network} has no healthy target, as its gateways report"),
+        ));
+    }
+    if proxy.access_log.enabled() {
+        rec.entry.target = format!("gateway:{network}");
+    }
+    headers::set(&mut parts.headers, crate::tunnel::GROUP_HEADER, group);
+    let path_and_query = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri = Uri::try_from(format!(
+        "https://{}{path_and_query}",
+        trellis_api::pki::server_name(network)
+    ))
+    .map_err(|e| (Refusal::UpstreamFailed, e.to_string()))?;
+    parts.version = Version::HTTP_2;
+    let req = Request::from_parts(parts, body);
+    let sent = tokio::time::timeout(timeout, tunnels.send(network, req)).await;
+    rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
+    match sent {
+        Ok(Ok(resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            Ok(Response::from_parts(parts, body.boxed_unsync()))
+        }
+        Ok(Err(e @ (TunnelError::NoGateway(_) | TunnelError::Unreachable { .. }))) => {
+            Err((Refusal::GatewayUnreachable, e.to_string()))
+        }
+        Ok(Err(e)) => Err((Refusal::UpstreamFailed, e.to_string())),
+        Err(_) => Err((
+            Refusal::UpstreamTimeout,
+            format!("no response through network {network}'s gateway within {timeout:?}"),
+        )),
+    }
+}
+
+/// A gateway's caller: the network its certificate names, and the clients
+/// the gateway reaches its own targets with.
+pub struct Peer {
+    pub network: Arc<str>,
+    pub addr: std::net::SocketAddr,
+    pub http1: HttpClient,
+    pub http2: HttpClient,
+    pub request_timeout: Duration,
+}
+
+/// A request that came through the tunnel to this node's gateway. The
+/// caller's network is the one its certificate names, never what a header
+/// says; the service must be visible to that network and the target group
+/// one of the service's groups here. Then it goes to a target like any
+/// request, from this node's SNAT address.
+pub async fn handle_tunnelled(
+    proxy: Arc<Proxy>,
+    peer: Arc<Peer>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut req = req.map(BodyExt::boxed_unsync);
+    let config = proxy.config();
+    if req.uri().path() == crate::tunnel::HEALTH_PATH {
+        return Ok(health_report(&config, &peer.network));
+    }
+    let header = |h: &http::HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (claimed, service, group_name) = (
+        header(req.headers(), "x-trellis-source-network"),
+        header(req.headers(), "x-trellis-service"),
+        header(req.headers(), crate::tunnel::GROUP_HEADER),
+    );
+    let mut rec = Record {
+        entry: Entry {
+            kind: "tunnel",
+            request_id: header(req.headers(), "x-trellis-request-id"),
+            source_network: peer.network.clone(),
+            service: Arc::from(service.as_str()),
+            target_group: Arc::from(group_name.as_str()),
+            ..Entry::default()
+        },
+        start: Instant::now(),
+    };
+    if proxy.access_log.enabled() {
+        rec.entry.client = peer.addr.to_string();
+        rec.entry.method = req.method().to_string();
+        rec.entry.path = req.uri().path().to_string();
+        rec.entry.identity =
+            Some(header(req.headers(), "x-trellis-identity")).filter(|i| !i.is_empty());
+    }
+    let refuse = |rec, detail: String| {
+        let r = Refusal::TunnelRefused;
+        Ok(finish(&proxy, rec, r.response(&detail), Some(r), None))
+    };
+    if *claimed != *peer.network {
+        return refuse(
+            rec,
+            format!(
+                "the caller's certificate names network {}, the request claims {claimed:?}",
+                peer.network
+            ),
+        );
+    }
+    let allowed = config
+        .inbound
+        .get(service.as_str())
+        .is_some_and(|i| i.allows(&peer.network, &group_name));
+    let group = config.groups.get(group_name.as_str()).filter(|g| g.remote.is_none());
+    let (true, Some(group)) = (allowed, group) else {
+        return refuse(
+            rec,
+            format!(
+                "network {} may not reach service {service:?} through target group {group_name:?} here",
+                peer.network
+            ),
+        );
+    };
+    req.headers_mut().remove(crate::tunnel::GROUP_HEADER);
+    headers::strip_hop_by_hop(req.headers_mut(), false);
+    let (parts, body) = req.into_parts();
+    let clients = (&peer.http1, &peer.http2);
+    let sent = to_target(&proxy, clients, group, parts, body, peer.request_timeout, &mut rec).await;
+    Ok(match sent {
+        Ok((lease, resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            let resp = Response::from_parts(parts, body.boxed_unsync());
+            finish(&proxy, rec, resp, None, Some(lease))
+        }
+        Err((refusal, detail)) => {
+            finish(&proxy, rec, refusal.response(&detail), Some(refusal), None)
+        }
+    })
+}
+
+/// The health of the groups `network` may reach through this gateway.
+fn health_report(config: &Config, network: &str) -> Response<Body> {
+    let mut report = std::collections::BTreeMap::new();
+    for inbound in config.inbound.values() {
+        if !inbound.networks.iter().any(|n| n == network) {
+            continue;
+        }
+        for name in &inbound.groups {
+            if let Some(g) = config.groups.get(name.as_str()) {
+                let (healthy, unknown) = g.health_counts();
+                let total = g.targets.len();
+                report.insert(
+                    name.clone(),
+                    crate::tunnel::GroupHealth {
+                        healthy,
+                        unknown,
+                        total,
+                    },
+                );
+            }
+        }
+    }
+    let mut r = Response::new(full(serde_json::to_string(&report).unwrap_or_default()));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 /// Checks a request against its service's auth: the signature (with the
@@ -480,7 +706,7 @@ async fn read_body(body: Option<Body>, wait: Duration) -> Result<Bytes, (Refusal
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {
@@ -628,7 +854,7 @@ impl Drop for Observed {
 
 /// A switched (WebSocket) connection: bytes both ways until either side
 /// closes or nothing moves for `idle`. No cap on its lifetime.
-async fn tunnel(
+async fn upgraded(
     client: hyper::upgrade::OnUpgrade,
     target: hyper::upgrade::OnUpgrade,
     idle: Duration,

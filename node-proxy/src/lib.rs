@@ -17,7 +17,9 @@ pub mod agent;
 pub mod auth;
 pub mod config;
 mod headers;
+pub mod gateway;
 pub mod health;
+pub mod identity;
 mod http;
 pub mod metrics;
 pub mod proxy;
@@ -26,6 +28,7 @@ pub mod socket;
 pub mod split;
 pub mod targets;
 mod tcp;
+pub mod tunnel;
 pub mod upstream;
 
 pub use agent::Agent;

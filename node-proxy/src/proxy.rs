@@ -13,8 +13,9 @@ use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use crate::tunnel::Tunnels;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +33,9 @@ pub struct Proxy {
     pub metrics: Metrics,
     pub access_log: AccessLog,
     pub clients: Arc<Clients>,
+    /// Set when the node has an identity: groups of other networks are
+    /// reached through their gateways.
+    tunnels: OnceLock<Arc<Tunnels>>,
     next_conn: AtomicU64,
 }
 
@@ -50,8 +54,20 @@ impl Proxy {
             metrics: Metrics::default(),
             access_log,
             clients,
+            tunnels: OnceLock::new(),
             next_conn: AtomicU64::new(1),
         })
+    }
+
+    /// Gives the proxy its way to other networks (once, at start).
+    pub fn set_tunnels(&self, tunnels: Arc<Tunnels>) {
+        let config = self.config();
+        tunnels.update(&config.snapshot.gateways);
+        let _ = self.tunnels.set(tunnels);
+    }
+
+    pub fn tunnels(&self) -> Option<&Arc<Tunnels>> {
+        self.tunnels.get()
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -64,6 +80,9 @@ impl Proxy {
     pub fn apply(&self, snapshot: Snapshot) -> Arc<Config> {
         let previous = self.config.load_full();
         let next = Arc::new(Config::compile(snapshot, &previous, &self.clients));
+        if let Some(t) = self.tunnels() {
+            t.update(&next.snapshot.gateways);
+        }
         self.config.store(next.clone());
         for (target, drain) in next.departed(&previous) {
             tracing::info!(target = %target.addr, in_flight = target.in_flight(), drain = ?drain, "target left its group; draining");

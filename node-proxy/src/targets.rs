@@ -129,6 +129,9 @@ pub struct Group {
     pub fail_open: bool,
     pub drain: Duration,
     pub targets: Vec<Arc<Target>>,
+    /// The network the group lives in when it is not this node's: its
+    /// targets are reached through that network's gateways.
+    pub remote: Option<Arc<str>>,
     next: AtomicUsize,
 }
 
@@ -147,8 +150,27 @@ impl Group {
             fail_open: spec.fail_open,
             drain: Duration::from_secs(u64::from(spec.drain_seconds)),
             targets,
+            remote: None,
             next: AtomicUsize::new(0),
         }
+    }
+
+    /// A group of another network: no targets here.
+    pub fn remote(
+        name: &str,
+        spec: &trellis_api::resource::TargetGroupSpec,
+        network: &str,
+    ) -> Group {
+        Group {
+            remote: Some(Arc::from(network)),
+            ..Group::new(name, spec, Vec::new())
+        }
+    }
+
+    /// Healthy and not-yet-checked targets: what a gateway reports.
+    pub fn health_counts(&self) -> (usize, usize) {
+        let count = |h: Health| self.targets.iter().filter(|t| t.health() == h).count();
+        (count(Health::Healthy), count(Health::Unknown))
     }
 
     /// A target for the next request, other than `not` if another is

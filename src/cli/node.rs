@@ -18,6 +18,8 @@ use tokio_util::sync::CancellationToken;
 use trellis_api::client::Client;
 use trellis_dns::handler::{Networks, Views};
 use trellis_node::access_log::AccessLog;
+use trellis_node::identity::Identity;
+use trellis_node::tunnel::Tunnels;
 use trellis_node::socket::Upstream;
 use trellis_node::upstream::Clients;
 use trellis_node::{Agent, Proxy};
@@ -82,6 +84,20 @@ pub struct Args {
     /// On SIGTERM, how long open connections have to finish, in seconds.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
+    /// Run the gateway role here: other networks' proxies reach this
+    /// network's targets through it (mutual TLS, HTTP/2). The address
+    /// others dial is the Network's `spec.gateways`.
+    #[arg(long)]
+    gateway_listen: Option<SocketAddr>,
+    /// A join token for this network (`trellis network join-token`): the
+    /// node gets its certificate with it, then renews on its own. Needed
+    /// once; the certificate is kept in --data-dir.
+    #[arg(long, env = "TRELLIS_JOIN_TOKEN")]
+    join_token: Option<String>,
+    /// Connect timeout to other networks' gateways, in milliseconds; a
+    /// gateway that does not answer in time is skipped for the next.
+    #[arg(long, default_value_t = 1000)]
+    gateway_connect_timeout_ms: u64,
     /// Detach and unpin the datapath (and delete its nftables table), then exit.
     #[arg(long)]
     cleanup: bool,
@@ -158,6 +174,29 @@ pub async fn run(args: Args) -> Result<()> {
     let token = super::read_token(args.token_file.as_deref())?;
     let client = Client::new(&args.control_plane, token, Duration::from_secs(10))?;
 
+    // Identity between networks: needed to call other networks' gateways
+    // and to be one.
+    let enrolled = args.join_token.is_some()
+        || args.gateway_listen.is_some()
+        || args.data_dir.join("identity.json").exists();
+    let identity = if enrolled {
+        let identity = Identity::enroll(
+            &client,
+            &args.network,
+            &args.data_dir,
+            args.join_token.as_deref(),
+        )
+        .await?;
+        let connect = Duration::from_millis(args.gateway_connect_timeout_ms.max(1));
+        let tunnels = Tunnels::new(identity.clone(), upstream, connect)?;
+        proxy.set_tunnels(tunnels.clone());
+        tokio::spawn(tunnels.watch_health());
+        tokio::spawn(identity.clone().renew_forever(client.clone()));
+        Some(identity)
+    } else {
+        None
+    };
+
     // The DNS, if any, follows the same snapshots.
     let dns_options = args.dns.options();
     let (views_tx, views_rx) = watch::channel(Arc::new(Views::new()));
@@ -220,6 +259,7 @@ pub async fn run(args: Args) -> Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     {
         let proxy = proxy.clone();
+        let identity_metrics = identity.clone();
         tasks.spawn(admin::serve(admin_listener, move |path| match path {
             "/ready" if ready.load(Ordering::Relaxed) => Some(Page::text(StatusCode::OK, "ready\n")),
             "/ready" => Some(Page::text(StatusCode::SERVICE_UNAVAILABLE, "no config yet\n")),
@@ -242,10 +282,34 @@ pub async fn run(args: Args) -> Result<()> {
                 if dns_on {
                     text.push_str(&render_metrics(&dns_options));
                 }
+                if let Some(id) = &identity_metrics {
+                    text.push_str(&format!(
+                        "# HELP trellis_node_certificate_expiry_timestamp_seconds When this node's certificate expires (Unix time).\n\
+                         # TYPE trellis_node_certificate_expiry_timestamp_seconds gauge\n\
+                         trellis_node_certificate_expiry_timestamp_seconds {}\n\
+                         # HELP trellis_node_certificate_renewals_total Node certificate renewals since start.\n\
+                         # TYPE trellis_node_certificate_renewals_total counter\n\
+                         trellis_node_certificate_renewals_total {}\n",
+                        id.not_after(),
+                        id.renewals()
+                    ));
+                }
                 Some(Page::metrics(text))
             }
             _ => None,
         }));
+    }
+    if let (Some(addr), Some(identity)) = (args.gateway_listen, &identity) {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the gateway on {addr}"))?;
+        println!("trellis node gateway listening on {}", listener.local_addr()?);
+        tasks.spawn(trellis_node::gateway::serve(
+            proxy.clone(),
+            listener,
+            identity.server_config()?,
+            shutdown.clone(),
+        ));
     }
     let drain = Duration::from_secs(args.drain_seconds);
     let mut proxies = tokio::task::JoinSet::new();
