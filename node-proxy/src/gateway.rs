@@ -31,7 +31,10 @@ pub async fn serve(
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
     let defaults = Timeouts::default();
     let connect = Duration::from_millis(u64::from(defaults.connect_ms.max(1)));
-    let (http1, http2) = (proxy.clients.get(false, connect), proxy.clients.get(true, connect));
+    let (http1, http2) = (
+        proxy.clients.get(false, connect),
+        proxy.clients.get(true, connect),
+    );
     let request_timeout = Duration::from_secs(u64::from(defaults.request_seconds.max(1)));
     loop {
         let (stream, addr) = tokio::select! {

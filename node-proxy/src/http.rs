@@ -9,13 +9,13 @@ use crate::auth::policy::Principal;
 use crate::auth::{self, Guard, Inbound, Place, sigv4};
 use crate::config::Config;
 use crate::config::{Action, Listener};
-use crate::targets::Group;
-use crate::tunnel::TunnelError;
 use crate::headers::{self, LATTICE_ACCOUNT};
 use crate::metrics::{RequestLabels, ServiceLabels};
 use crate::proxy::{Conn, Proxy};
 use crate::route::RequestView;
+use crate::targets::Group;
 use crate::targets::{Lease, random};
+use crate::tunnel::TunnelError;
 use crate::upstream::{Body, HttpClient};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
@@ -235,7 +235,8 @@ pub async fn handle(
             principal.as_deref(),
         );
         let timeout = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
-        let resp = through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
+        let resp =
+            through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
         return Ok(match resp {
             Ok(resp) => finish(&proxy, rec, resp, None, None),
             Err((refusal, detail)) => {
@@ -278,7 +279,13 @@ pub async fn handle(
         if let Some(client_upgrade) = client_upgrade {
             let target_upgrade = hyper::upgrade::on(&mut resp);
             let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
-            tokio::spawn(upgraded(client_upgrade, target_upgrade, idle, lease, conn.id));
+            tokio::spawn(upgraded(
+                client_upgrade,
+                target_upgrade,
+                idle,
+                lease,
+                conn.id,
+            ));
             let (parts, _) = resp.into_parts();
             return Ok(finish(
                 &proxy,
@@ -389,7 +396,10 @@ async fn to_target(
         }
         Err(_) => Err((
             Refusal::UpstreamTimeout,
-            format!("no response from {} within {timeout:?}", lease.target().addr),
+            format!(
+                "no response from {} within {timeout:?}",
+                lease.target().addr
+            ),
         )),
     }
 }
@@ -408,13 +418,17 @@ async fn through_gateway(
     let Some(tunnels) = proxy.tunnels() else {
         return Err((
             Refusal::GatewayUnreachable,
-            format!("target group {group} is in network {network}, and this node has no identity to reach its gateways (start it with --join-token)"),
+            format!(
+                "target group {group} is in network {network}, and this node has no identity to reach its gateways (start it with --join-token)"
+            ),
         ));
     };
     if !tunnels.available(network, group) {
         return Err((
             Refusal::NoHealthyTarget,
-            format!("target group {group} in network {network} has no healthy target, as its gateways report"),
+            format!(
+                "target group {group} in network {network} has no healthy target, as its gateways report"
+            ),
         ));
     }
     if proxy.access_log.enabled() {
@@ -519,7 +533,10 @@ pub async fn handle_tunnelled(
         .inbound
         .get(service.as_str())
         .is_some_and(|i| i.allows(&peer.network, &group_name));
-    let group = config.groups.get(group_name.as_str()).filter(|g| g.remote.is_none());
+    let group = config
+        .groups
+        .get(group_name.as_str())
+        .filter(|g| g.remote.is_none());
     let (true, Some(group)) = (allowed, group) else {
         return refuse(
             rec,
@@ -533,7 +550,16 @@ pub async fn handle_tunnelled(
     headers::strip_hop_by_hop(req.headers_mut(), false);
     let (parts, body) = req.into_parts();
     let clients = (&peer.http1, &peer.http2);
-    let sent = to_target(&proxy, clients, group, parts, body, peer.request_timeout, &mut rec).await;
+    let sent = to_target(
+        &proxy,
+        clients,
+        group,
+        parts,
+        body,
+        peer.request_timeout,
+        &mut rec,
+    )
+    .await;
     Ok(match sent {
         Ok((lease, resp)) => {
             let (mut parts, body) = resp.into_parts();

@@ -122,7 +122,11 @@ impl Identity {
         );
         let (key_pem, issued) = match kept {
             Some((key, issued)) if issued.network == network && issued.not_after > now() => {
-                tracing::info!(network, not_after = issued.not_after, "node certificate loaded from the data dir");
+                tracing::info!(
+                    network,
+                    not_after = issued.not_after,
+                    "node certificate loaded from the data dir"
+                );
                 (key, issued)
             }
             _ => {
@@ -139,7 +143,11 @@ impl Identity {
                     .map_err(|e| IdentityError::Refused(e.to_string()))?;
                 trellis_api::persist::write_atomic(&key_file, key.as_bytes(), 0o600)
                     .map_err(|e| IdentityError::Io(key_file.clone(), e))?;
-                tracing::info!(network, not_after = issued.not_after, "joined with a join token");
+                tracing::info!(
+                    network,
+                    not_after = issued.not_after,
+                    "joined with a join token"
+                );
                 (key, issued)
             }
         };
@@ -205,7 +213,11 @@ impl Identity {
             match self.renew(&client).await {
                 Ok(()) => {
                     self.renewals.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(network = self.network, not_after = self.not_after(), "node certificate renewed");
+                    tracing::info!(
+                        network = self.network,
+                        not_after = self.not_after(),
+                        "node certificate renewed"
+                    );
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, expires_in = na.saturating_sub(now()), "renewing the node certificate failed; retrying");

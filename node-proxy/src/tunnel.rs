@@ -193,8 +193,10 @@ impl Tunnels {
                 }
                 Err(e) => {
                     tracing::debug!(gateway = gw.address, error = %e, "gateway unreachable; trying the next");
-                    gw.down_until
-                        .store(self.now_ms() + DOWN_FOR.as_millis() as u64, Ordering::Relaxed);
+                    gw.down_until.store(
+                        self.now_ms() + DOWN_FOR.as_millis() as u64,
+                        Ordering::Relaxed,
+                    );
                     last = format!("{}: {e}", gw.address);
                 }
             }
@@ -226,14 +228,15 @@ impl Tunnels {
                 .connect(remote.server_name.clone(), tcp)
                 .await
                 .map_err(|e| format!("TLS: {e}"))?;
-            let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                // A gateway that vanishes without a word is noticed.
-                .keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .handshake(TokioIo::new(tls))
-                .await
-                .map_err(|e| format!("HTTP/2: {e}"))?;
+            let (sender, connection) =
+                hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .timer(TokioTimer::new())
+                    // A gateway that vanishes without a word is noticed.
+                    .keep_alive_interval(Duration::from_secs(10))
+                    .keep_alive_timeout(Duration::from_secs(5))
+                    .handshake(TokioIo::new(tls))
+                    .await
+                    .map_err(|e| format!("HTTP/2: {e}"))?;
             let address = gw.address.clone();
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
@@ -278,9 +281,12 @@ impl Tunnels {
     }
 
     async fn health_of(&self, network: &str) -> Result<HashMap<String, GroupHealth>, String> {
-        let req = Request::get(format!("https://{}{HEALTH_PATH}", trellis_api::pki::server_name(network)))
-            .body(crate::http::empty())
-            .map_err(|e| e.to_string())?;
+        let req = Request::get(format!(
+            "https://{}{HEALTH_PATH}",
+            trellis_api::pki::server_name(network)
+        ))
+        .body(crate::http::empty())
+        .map_err(|e| e.to_string())?;
         let resp = self.send(network, req).await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {
             return Err(format!("status {}", resp.status()));

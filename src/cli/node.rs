@@ -19,8 +19,8 @@ use trellis_api::client::Client;
 use trellis_dns::handler::{Networks, Views};
 use trellis_node::access_log::AccessLog;
 use trellis_node::identity::Identity;
-use trellis_node::tunnel::Tunnels;
 use trellis_node::socket::Upstream;
+use trellis_node::tunnel::Tunnels;
 use trellis_node::upstream::Clients;
 use trellis_node::{Agent, Proxy};
 
@@ -303,7 +303,10 @@ pub async fn run(args: Args) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the gateway on {addr}"))?;
-        println!("trellis node gateway listening on {}", listener.local_addr()?);
+        println!(
+            "trellis node gateway listening on {}",
+            listener.local_addr()?
+        );
         tasks.spawn(trellis_node::gateway::serve(
             proxy.clone(),
             listener,

@@ -1,0 +1,240 @@
+//! A small harness for end-to-end scenarios: network namespaces joined by
+//! veth pairs, cgroups on a private cgroup2 mount, resolv.conf files for
+//! `ip netns exec`, and processes started inside them. Everything is
+//! removed on drop, also when the test fails or panics; names are unique
+//! per test so tests run in parallel. Without root: SKIPPED, and under
+//! CI=true a failure.
+
+#![allow(dead_code)] // each scenario uses a different part
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+
+pub fn sh(cmd: &str) -> Output {
+    Command::new("sh").args(["-c", cmd]).output().expect("sh")
+}
+
+pub fn must(cmd: &str) -> String {
+    let out = sh(cmd);
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// False (after saying SKIPPED) when not root; panics under CI=true.
+pub fn root(test: &str) -> bool {
+    if String::from_utf8_lossy(&sh("id -u").stdout).trim() == "0" {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "scenario {test} needs root, and CI=true: failing instead of skipping"
+    );
+    eprintln!("SKIPPED: scenario {test} needs root");
+    false
+}
+
+pub struct Topology {
+    /// Unique per test: namespace names start with it.
+    pub id: String,
+    /// Short unique digits, for interface names (15 characters at most).
+    short: String,
+    pub run: PathBuf,
+    cg_mount: PathBuf,
+    namespaces: Vec<String>,
+    cgroups: Vec<PathBuf>,
+    pin_dirs: Vec<PathBuf>,
+    links: u32,
+    /// In start order; stopped in reverse (nodes before their control plane).
+    children: Vec<(String, Child)>,
+}
+
+impl Topology {
+    pub fn new(test: &str) -> Option<Topology> {
+        if !root(test) {
+            return None;
+        }
+        static N: AtomicU32 = AtomicU32::new(0);
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let id = format!("tt{}-{n}", pid % 100_000);
+        let run = PathBuf::from(format!("/run/trellis-scenario-{id}"));
+        let cg_mount = run.join("cg2");
+        std::fs::create_dir_all(&cg_mount).unwrap();
+        let topo = Topology {
+            short: format!("{}{n}", pid % 100_000),
+            id,
+            run,
+            cg_mount,
+            namespaces: Vec::new(),
+            cgroups: Vec::new(),
+            pin_dirs: Vec::new(),
+            links: 0,
+            children: Vec::new(),
+        };
+        must(&format!(
+            "mount -t cgroup2 none {}",
+            topo.cg_mount.display()
+        ));
+        Some(topo)
+    }
+
+    /// A namespace with loopback up; returns its full name.
+    pub fn netns(&mut self, name: &str) -> String {
+        let ns = format!("{}-{name}", self.id);
+        must(&format!("ip netns add {ns} && ip -n {ns} link set lo up"));
+        self.namespaces.push(ns.clone());
+        ns
+    }
+
+    /// A veth pair between two namespaces, with an address (CIDR) on each end.
+    pub fn link(&mut self, a: &str, a_addr: &str, b: &str, b_addr: &str) {
+        self.links += 1;
+        let (x, y) = (
+            format!("v{}a{}", self.short, self.links),
+            format!("v{}b{}", self.short, self.links),
+        );
+        must(&format!(
+            "ip link add {x} netns {a} type veth peer name {y} netns {b} \
+             && ip -n {a} addr add {a_addr} dev {x} && ip -n {b} addr add {b_addr} dev {y} \
+             && ip -n {a} link set {x} up && ip -n {b} link set {y} up"
+        ));
+    }
+
+    /// A cgroup of its own.
+    pub fn cgroup(&mut self, name: &str) -> PathBuf {
+        let cg = self.cg_mount.join(format!("{}-{name}", self.id));
+        std::fs::create_dir(&cg).unwrap();
+        self.cgroups.push(cg.clone());
+        cg
+    }
+
+    /// A bpffs pin directory for one node agent (removed on drop).
+    pub fn pin_dir(&mut self, name: &str) -> PathBuf {
+        let dir = self.run.join(format!("bpf-{name}")).join("trellis");
+        self.pin_dirs.push(dir.clone());
+        dir
+    }
+
+    /// What `ip netns exec NS` puts at /etc/resolv.conf.
+    pub fn resolver(&self, ns: &str, nameserver: &str) {
+        let dir = PathBuf::from("/etc/netns").join(ns);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("resolv.conf"),
+            format!("nameserver {nameserver}\n"),
+        )
+        .unwrap();
+    }
+
+    fn command(ns: &str, cgroup: Option<&Path>, cmd: &str) -> Command {
+        let join = cgroup
+            .map(|c| format!("echo $$ > {}/cgroup.procs && ", c.display()))
+            .unwrap_or_default();
+        let mut c = Command::new("ip");
+        c.args([
+            "netns",
+            "exec",
+            ns,
+            "sh",
+            "-c",
+            &format!("{join}exec {cmd}"),
+        ]);
+        c.env("TRELLIS_LOG", "warn");
+        c
+    }
+
+    /// Runs `cmd` to its end in `ns` (and `cgroup`).
+    pub fn exec(&self, ns: &str, cgroup: Option<&Path>, cmd: &str) -> Output {
+        Topology::command(ns, cgroup, cmd).output().unwrap()
+    }
+
+    /// Starts `cmd` in `ns` (and `cgroup`) as `key` and waits for a stdout
+    /// line starting with `ready`; returns the rest of that line.
+    pub fn spawn(
+        &mut self,
+        key: &str,
+        ns: &str,
+        cgroup: Option<&Path>,
+        cmd: &str,
+        ready: &str,
+    ) -> String {
+        let mut child = Topology::command(ns, cgroup, cmd)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let line = wait_line(&mut child, ready);
+        self.children.push((key.to_string(), child));
+        line
+    }
+
+    /// Kills the process started as `key`.
+    pub fn kill(&mut self, key: &str) {
+        if let Some(i) = self.children.iter().position(|(k, _)| k == key) {
+            let (_, mut c) = self.children.remove(i);
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Reads `child`'s stdout until a line starts with `prefix` (20 s at most);
+/// keeps draining it afterwards so the child never blocks on a full pipe.
+fn wait_line(child: &mut Child, prefix: &str) -> String {
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = prefix.to_string();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(out);
+        let mut line = String::new();
+        let mut sent = false;
+        while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if !sent {
+                if let Some(rest) = line.trim().strip_prefix(&wanted) {
+                    let _ = tx.send(rest.to_string());
+                    sent = true;
+                }
+            }
+            line.clear();
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"))
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for (_, mut c) in self.children.drain(..).rev() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for dir in &self.pin_dirs {
+            let _ = trellis_datapath::EbpfDatapath::cleanup(dir);
+            if let Some(mount) = dir.parent() {
+                let _ = sh(&format!("umount {}", mount.display()));
+            }
+        }
+        for cg in &self.cgroups {
+            for _ in 0..50 {
+                if std::fs::remove_dir(cg).is_ok() || !cg.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let _ = sh(&format!("umount {}", self.cg_mount.display()));
+        for ns in &self.namespaces {
+            let _ = sh(&format!("ip netns del {ns}"));
+            let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(ns));
+        }
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
