@@ -153,10 +153,6 @@ signed_headers() {
   [ "$code" = 403 ] || die "unsigned request answered $code, not 403"
 }
 
-to_us() { # "1.23ms" -> 1230
-  awk -v v="$1" 'BEGIN{ n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u)
-    m = (u=="us")?1:(u=="ms")?1000:(u=="s")?1e6:1; printf "%.0f\n", n*m }'
-}
 allowed() { # requests the signed service allowed so far
   curl -s -m 2 "http://127.0.0.1:$ADMIN_PORT/metrics" |
     awk '/^trellis_proxy_auth_decisions_total.*service="signed".*outcome="allow"/{n+=$2} END{print n+0}'

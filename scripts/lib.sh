@@ -24,3 +24,9 @@ start_control_plane() {
   fi
   export TRELLIS_SERVER
 }
+
+# to_us "1.23ms" -> 1230: wrk's latency units to microseconds.
+to_us() {
+  awk -v v="$1" 'BEGIN{ n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u)
+    m = (u=="us")?1:(u=="ms")?1000:(u=="s")?1e6:1; printf "%.0f\n", n*m }'
+}
