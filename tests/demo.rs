@@ -100,6 +100,10 @@ fn the_demo_runs_to_its_summary_with_a_measured_split() {
         stdout.contains("403 auth-denied: AccessDeniedException"),
         "{stdout}"
     );
+    assert!(
+        stdout.contains("200 inventory: served in network remote, called from network local"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Try next"), "{stdout}");
     // It cleaned up: no pins, no processes left in its cgroup.
     let left = std::fs::read_to_string(cg.group.join("cgroup.procs")).unwrap();

@@ -56,6 +56,8 @@ struct Stack {
     keep_dir: bool,
     control_plane: Option<Child>,
     node: Option<Child>,
+    /// The gateway-only node of network `remote`.
+    gateway: Option<Child>,
     pins: PathBuf,
     nft_table: String,
 }
@@ -90,6 +92,9 @@ impl Drop for Stack {
                 .stderr(Stdio::null())
                 .status();
         }
+        if let Some(gw) = &mut self.gateway {
+            Stack::stop(gw);
+        }
         if let Some(cp) = &mut self.control_plane {
             Stack::stop(cp);
         }
@@ -98,6 +103,9 @@ impl Drop for Stack {
         }
     }
 }
+
+/// Where network remote's gateway listens (samples/demo.yaml says so).
+const REMOTE_GATEWAY: &str = "127.0.0.1:18096";
 
 fn exe() -> PathBuf {
     std::env::current_exe().unwrap_or_else(|_| PathBuf::from("trellis"))
@@ -125,6 +133,7 @@ pub async fn run(args: Args) -> Result<()> {
         keep_dir,
         control_plane: None,
         node: None,
+        gateway: None,
         pins: PathBuf::from(format!("/sys/fs/bpf/trellis-demo-{}", std::process::id())),
         nft_table: format!("trellis_demo_{}", std::process::id()),
     };
@@ -207,11 +216,45 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
         return Ok(());
     }
 
+    // Network remote's gateway: a node that redirects nothing here and
+    // serves remote's targets to the other networks' nodes.
+    let local_token = client
+        .create_join_token("local", Duration::from_secs(600))
+        .await?;
+    let remote_token = client
+        .create_join_token("remote", Duration::from_secs(600))
+        .await?;
+    bold(&format!(
+        "$ trellis node --network remote --no-datapath --gateway-listen {REMOTE_GATEWAY} \\\n    --join-token $(trellis network join-token remote) &"
+    ));
+    let gateway_out = stack.dir.join("remote-node.out");
+    let child = Command::new(exe())
+        .args(["--log", "info", "--log-format", "json", "node"])
+        .args(["--network", "remote", "--control-plane", &server])
+        .arg("--data-dir")
+        .arg(stack.dir.join("remote-node"))
+        .args(["--no-datapath", "--gateway-listen", REMOTE_GATEWAY])
+        .args(["--join-token", &remote_token.token])
+        .args(["--proxy-listen", &format!("127.0.0.1:{}", free_port()?)])
+        .args(["--admin-listen", "127.0.0.1:0"])
+        .arg("--access-log")
+        .arg(stack.dir.join("remote-access.log"))
+        .args(["--drain-seconds", "1"])
+        .stdout(std::fs::File::create(&gateway_out)?)
+        .stderr(std::fs::File::create(stack.dir.join("remote-node.log"))?)
+        .spawn()
+        .context("starting remote's gateway")?;
+    stack.gateway = Some(child);
+    wait_for_line(&gateway_out, "gateway listening on ")
+        .await
+        .context("remote's gateway did not start (see remote-node.log in the data dir)")?;
+    println!("remote's gateway: {REMOTE_GATEWAY} (mutual TLS, certificate from the control plane)");
+
     // The node agent: proxy, DNS, datapath.
     let admin = free_port()?;
     let proxy_port = free_port()?;
     bold(&format!(
-        "$ trellis node --network local --control-plane {server} --dns-listen 127.0.0.1:{} &",
+        "$ trellis node --network local --control-plane {server} --dns-listen 127.0.0.1:{} \\\n    --join-token $(trellis network join-token local) &",
         args.dns_port
     ));
     let node_log = stack.dir.join("node.log");
@@ -237,6 +280,7 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
         .arg("--access-log")
         .arg(stack.dir.join("access.log"))
         .args(["--drain-seconds", "1"])
+        .args(["--join-token", &local_token.token])
         .args(
             args.cgroup
                 .iter()
@@ -358,11 +402,25 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
         bail!("an unsigned request to a SIGV4 service answered {status}");
     }
 
-    bold("Cross-network calls by name");
-    println!(
-        "Not in this demo yet: gateways between networks are the next step (samples/multi-cluster.yaml \
-         shows the YAML)."
-    );
+    // A service whose targets are in network remote, called by name from
+    // local: through remote's gateway.
+    bold("$ curl http://inventory.trellis.internal/      # targets in network remote");
+    let inventory = resolve(dns, "inventory.trellis.internal").await?;
+    let inventory_vip: SocketAddr = (inventory, 80).into();
+    let mut crossed = (StatusCode::SERVICE_UNAVAILABLE, String::new());
+    let t = Instant::now();
+    while t.elapsed() < WAIT {
+        crossed = http_get(inventory_vip, "/", &[]).await?;
+        if crossed.0 == StatusCode::OK {
+            break;
+        }
+        // The gateway serves once it has its own snapshot.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("{} {}", crossed.0.as_u16(), crossed.1.trim());
+    if crossed.0 != StatusCode::OK {
+        bail!("the cross-network call failed: {}", crossed.1.trim());
+    }
 
     bold("Summary");
     println!(
@@ -370,6 +428,9 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
         args.requests
     );
     println!("  a path rule, a live weight change, SigV4 auth allowed and denied");
+    println!(
+        "  inventory.trellis.internal ({inventory}) served in network remote, through its gateway"
+    );
     println!(
         "  datapath: {datapath}; access log: {}",
         stack.dir.join("access.log").display()
@@ -608,6 +669,7 @@ async fn start_backends() -> Result<Vec<tokio::task::JoinHandle<()>>> {
         ("hello-green", 18092),
         ("hello-api", 18093),
         ("orders", 18094),
+        ("inventory", 18095),
     ] {
         let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
             .await
@@ -624,6 +686,15 @@ async fn start_backends() -> Result<Vec<tokio::task::JoinHandle<()>>> {
                         move |req: Request<hyper::body::Incoming>| async move {
                             let body = if req.uri().path() == "/healthz" {
                                 "ok\n".to_string()
+                            } else if name == "inventory" {
+                                let from = req
+                                    .headers()
+                                    .get("x-trellis-source-network")
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("?");
+                                format!(
+                                    "{name}: served in network remote, called from network {from}\n"
+                                )
                             } else if let Some(who) = req.headers().get("x-trellis-identity") {
                                 format!("{name}: order 42, for {}\n", who.to_str().unwrap_or("?"))
                             } else {

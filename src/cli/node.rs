@@ -98,6 +98,10 @@ pub struct Args {
     /// gateway that does not answer in time is skipped for the next.
     #[arg(long, default_value_t = 1000)]
     gateway_connect_timeout_ms: u64,
+    /// Attach no datapath: nothing on this host is redirected to the proxy.
+    /// For a node that only serves as its network's gateway.
+    #[arg(long, conflicts_with = "cleanup")]
+    no_datapath: bool,
     /// Detach and unpin the datapath (and delete its nftables table), then exit.
     #[arg(long)]
     cleanup: bool,
@@ -158,18 +162,24 @@ pub async fn run(args: Args) -> Result<()> {
         }
     };
 
-    let datapath = super::datapath::open(
-        args.datapath,
-        args.cgroup.clone(),
-        args.proxy_cgroup.clone(),
-        args.bpf_pin_dir.clone(),
-        args.proxy_listen,
-        args.proxy_mark,
-        &args.nft,
-    )?;
-    tracing::info!(datapath = datapath.name(), "datapath attached");
+    let datapath = if args.no_datapath {
+        tracing::info!("no datapath: nothing on this host is redirected");
+        None
+    } else {
+        let datapath = super::datapath::open(
+            args.datapath,
+            args.cgroup.clone(),
+            args.proxy_cgroup.clone(),
+            args.bpf_pin_dir.clone(),
+            args.proxy_listen,
+            args.proxy_mark,
+            &args.nft,
+        )?;
+        tracing::info!(datapath = datapath.name(), "datapath attached");
+        Some(datapath)
+    };
 
-    let mut agent = Agent::new(proxy.clone(), Some(datapath));
+    let mut agent = Agent::new(proxy.clone(), datapath);
     let ready = agent.ready();
     let token = super::read_token(args.token_file.as_deref())?;
     let client = Client::new(&args.control_plane, token, Duration::from_secs(10))?;
