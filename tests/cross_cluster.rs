@@ -50,6 +50,19 @@ metadata: {name: inventory-west}
 spec: {network: west, port: 8081, targets: [{address: 10.0.1.10}]}
 ---
 apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: echo-west}
+spec: {network: west, protocol: TCP, port: 9000, targets: [{address: 10.0.1.10}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: echo}
+spec:
+  serviceNetworks: [global]
+  listeners:
+    - {name: tcp, protocol: TCP, port: 5432, defaultAction: {forward: [{targetGroup: echo-west}]}}
+---
+apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: {name: checkout}
 spec:
@@ -274,7 +287,10 @@ fn setup(test: &str) -> Option<Scenario> {
     );
     for (ns, names) in [
         (&et, "http:8080:checkout-east http:8081:inventory-east"),
-        (&wt, "http:8080:orders-west http:8081:inventory-west"),
+        (
+            &wt,
+            "http:8080:orders-west http:8081:inventory-west tcp:9000:echo",
+        ),
     ] {
         let run = topo.run.display().to_string();
         topo.spawn(
@@ -355,6 +371,20 @@ fn services_are_reached_across_clusters_by_name() {
     assert!(
         (share - 0.10).abs() <= 0.015,
         "west share {share}: {counts}"
+    );
+
+    // A TCP listener whose targets are in west: an HTTP/2 CONNECT stream
+    // through west's gateway, which connects from its own address.
+    let out = s.topo.exec(
+        &s.east.node_ns,
+        Some(&s.east.clients),
+        &format!("python3 {HERE}/client.py tcp echo.trellis.internal 5432 hello"),
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "10.0.1.1:9000:hello",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 
     // A peer that is not a Trellis node of the network it claims is refused.

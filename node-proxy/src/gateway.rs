@@ -36,6 +36,7 @@ pub async fn serve(
         proxy.clients.get(true, connect),
     );
     let request_timeout = Duration::from_secs(u64::from(defaults.request_seconds.max(1)));
+    let idle_timeout = Duration::from_secs(u64::from(defaults.idle_seconds.max(1)));
     loop {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -92,6 +93,8 @@ pub async fn serve(
                 http1,
                 http2,
                 request_timeout,
+                connect_timeout: connect,
+                idle_timeout,
             });
             let service = hyper::service::service_fn(move |req| {
                 crate::http::handle_tunnelled(proxy.clone(), peer.clone(), req)

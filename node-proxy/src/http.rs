@@ -470,6 +470,9 @@ pub struct Peer {
     pub http1: HttpClient,
     pub http2: HttpClient,
     pub request_timeout: Duration,
+    /// For CONNECT streams (TCP listeners of other networks).
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
 }
 
 /// A request that came through the tunnel to this node's gateway. The
@@ -546,6 +549,9 @@ pub async fn handle_tunnelled(
             ),
         );
     };
+    if req.method() == Method::CONNECT {
+        return Ok(connect_target(&proxy, &peer, group, req, rec).await);
+    }
     req.headers_mut().remove(crate::tunnel::GROUP_HEADER);
     headers::strip_hop_by_hop(req.headers_mut(), false);
     let (parts, body) = req.into_parts();
@@ -571,6 +577,54 @@ pub async fn handle_tunnelled(
             finish(&proxy, rec, refusal.response(&detail), Some(refusal), None)
         }
     })
+}
+
+/// A CONNECT stream for a TCP listener of another network: a target of
+/// `group` is connected from this node's SNAT address (the next one if the
+/// connect fails), then the stream and the target are spliced.
+async fn connect_target(
+    proxy: &Arc<Proxy>,
+    peer: &Peer,
+    group: &Group,
+    req: Request<Body>,
+    mut rec: Record,
+) -> Response<Body> {
+    let upstream = proxy.clients.upstream();
+    let mut tried = None;
+    let (lease, stream) = loop {
+        let Some(target) = group.pick(tried) else {
+            let r = Refusal::NoHealthyTarget;
+            let detail = format!("target group {} has no target to send to", group.name);
+            return finish(proxy, rec, r.response(&detail), Some(r), None);
+        };
+        let lease = target.lease();
+        rec.entry.target = target.addr.to_string();
+        match upstream.connect(target.addr, peer.connect_timeout).await {
+            Ok(s) => break (lease, s),
+            Err(_) if tried.is_none() && group.targets.len() > 1 => tried = Some(target.addr),
+            Err(e) => {
+                let r = Refusal::ConnectFailed;
+                let detail = format!("{}: {e}", target.addr);
+                return finish(proxy, rec, r.response(&detail), Some(r), None);
+            }
+        }
+    };
+    rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
+    let idle = peer.idle_timeout;
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        tokio::select! {
+            r = crate::tcp::splice(hyper_util::rt::TokioIo::new(upgraded), stream, idle) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "tunnelled TCP stream ended");
+                }
+            }
+            _ = lease.target().drained() => {}
+        }
+    });
+    finish(proxy, rec, Response::new(empty()), None, None)
 }
 
 /// The health of the groups `network` may reach through this gateway.

@@ -6,6 +6,7 @@
 use crate::access_log::{Entry, now_rfc3339};
 use crate::config::{Action, DEFAULT_RULE, Listener};
 use crate::proxy::{Conn, Proxy};
+use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -91,9 +92,29 @@ pub async fn forward(
     let Some(group) = config.groups.get(&name).cloned() else {
         return log(entry, Some("no-target-group"));
     };
-    if group.remote.is_some() {
-        // TCP through gateways (HTTP/2 CONNECT) is not built yet.
-        return log(entry, Some("cross-network-tcp"));
+    let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
+    let stopping = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(drain).await;
+    };
+    if let Some(network) = &group.remote {
+        entry.target = format!("gateway:{network}");
+        let timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
+        let stream = match through_gateway(proxy, conn, listener, network, &name, timeout).await {
+            Ok(s) => s,
+            Err(code) => return log(entry, Some(code)),
+        };
+        entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
+        let error = relay(
+            client,
+            stream,
+            idle,
+            std::future::pending(),
+            stopping,
+            &mut entry,
+        )
+        .await;
+        return log(entry, error);
     }
     let connect_timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
     let upstream = proxy.clients.upstream();
@@ -119,12 +140,32 @@ pub async fn forward(
         }
     };
     entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
-    let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
-    let stopping = async {
-        shutdown.cancelled().await;
-        tokio::time::sleep(drain).await;
-    };
-    let error = tokio::select! {
+    let error = relay(
+        client,
+        stream,
+        idle,
+        lease.target().drained(),
+        stopping,
+        &mut entry,
+    )
+    .await;
+    log(entry, error)
+}
+
+/// Splices until either side is done, the target drains or the proxy
+/// stops; the reason it ended, if not a clean close.
+async fn relay<S>(
+    client: TcpStream,
+    stream: S,
+    idle: Duration,
+    drained: impl std::future::Future<Output = ()>,
+    stopping: impl std::future::Future<Output = ()>,
+    entry: &mut Entry,
+) -> Option<&'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
         r = splice(client, stream, idle) => match r {
             Ok((sent, received)) => {
                 entry.bytes_sent = sent;
@@ -134,8 +175,55 @@ pub async fn forward(
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Some("idle-timeout"),
             Err(_) => Some("reset"),
         },
-        _ = lease.target().drained() => Some("target-drained"),
+        _ = drained => Some("target-drained"),
         _ = stopping => Some("proxy-stopped"),
+    }
+}
+
+/// A stream to a target of `group` in `network`: an HTTP/2 CONNECT stream
+/// through one of its gateways. Errors are access-log codes.
+async fn through_gateway(
+    proxy: &Proxy,
+    conn: &Conn,
+    listener: &Listener,
+    network: &str,
+    group: &str,
+    timeout: Duration,
+) -> Result<TokioIo<hyper::upgrade::Upgraded>, &'static str> {
+    use crate::tunnel::{GROUP_HEADER, TunnelError};
+    let tunnels = proxy.tunnels().ok_or("gateway-unreachable")?;
+    if !tunnels.available(network, group) {
+        return Err("no-healthy-target");
+    }
+    let req = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!(
+            "{}:{}",
+            trellis_api::pki::server_name(network),
+            conn.dst.0.port()
+        ))
+        .header("x-trellis-source-network", &*proxy.config().network)
+        .header("x-trellis-service", &*listener.service)
+        .header("x-forwarded-for", conn.client.ip().to_string())
+        .header(GROUP_HEADER, group)
+        .body(crate::http::empty())
+        .map_err(|_| "connect-failed")?;
+    let resp = match tokio::time::timeout(timeout * 2, tunnels.send(network, req)).await {
+        Err(_) => return Err("connect-timeout"),
+        Ok(Err(TunnelError::NoGateway(_) | TunnelError::Unreachable { .. })) => {
+            return Err("gateway-unreachable");
+        }
+        Ok(Err(_)) => return Err("connect-failed"),
+        Ok(Ok(resp)) => resp,
     };
-    log(entry, error)
+    match resp.status() {
+        s if s.is_success() => {}
+        http::StatusCode::FORBIDDEN => return Err("tunnel-refused"),
+        http::StatusCode::SERVICE_UNAVAILABLE => return Err("no-healthy-target"),
+        _ => return Err("connect-failed"),
+    }
+    hyper::upgrade::on(resp)
+        .await
+        .map(TokioIo::new)
+        .map_err(|_| "connect-failed")
 }
