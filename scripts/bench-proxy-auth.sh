@@ -44,18 +44,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$WORK/backend/tmp"
-cat >"$WORK/backend/nginx.conf" <<EOF
-user root; worker_processes 1; pid backend.pid; error_log backend.err warn;
-events { worker_connections 8192; multi_accept on; }
-http {
-  access_log off; keepalive_requests 1000000; keepalive_timeout 60s; default_type text/plain;
-  client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fcgi;
-  uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;
-  server { listen 127.0.0.1:$BLUE_PORT backlog=4096;  location / { return 200 "blue"; } }
-  server { listen 127.0.0.1:$GREEN_PORT backlog=4096; location / { return 200 "green"; } }
-}
-EOF
+nginx_backend "$WORK/backend" "$BLUE_PORT:blue" "$GREEN_PORT:green"
 start_bg backend "$WORK/backend.log" $(pin "$LOAD_CPU") nginx -p "$WORK/backend" -c nginx.conf -g 'daemon off;'
 wait_tcp 127.0.0.1 "$BLUE_PORT"
 

@@ -30,3 +30,23 @@ to_us() {
   awk -v v="$1" 'BEGIN{ n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u)
     m = (u=="us")?1:(u=="ms")?1000:(u=="s")?1e6:1; printf "%.0f\n", n*m }'
 }
+
+# nginx_backend DIR PORT:BODY...: writes DIR/nginx.conf for a one-worker
+# nginx on 127.0.0.1 answering BODY on each PORT (the benchmarks' targets).
+nginx_backend() {
+  local dir=$1 spec servers=""
+  shift
+  for spec in "$@"; do
+    servers+="  server { listen 127.0.0.1:${spec%%:*} backlog=4096; location / { return 200 \"${spec#*:}\"; } }"$'\n'
+  done
+  mkdir -p "$dir/tmp"
+  cat >"$dir/nginx.conf" <<EOF
+user root; worker_processes 1; pid backend.pid; error_log backend.err warn;
+events { worker_connections 8192; multi_accept on; }
+http {
+  access_log off; keepalive_requests 1000000; keepalive_timeout 60s; default_type text/plain;
+  client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fcgi;
+  uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;
+$servers}
+EOF
+}

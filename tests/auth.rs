@@ -4,6 +4,8 @@
 //! SigV4 and SigV4A),
 //! each way a signature can be wrong, body hashes, and policies.
 
+mod topology;
+
 #[path = "node/harness.rs"]
 #[allow(dead_code)] // shared with tests/node.rs, which uses all of it
 mod harness;

@@ -2,6 +2,8 @@
 //! plane, real eBPF redirect, real proxy, Python clients and targets (see
 //! tests/node/harness.rs).
 
+mod topology;
+
 #[path = "node/harness.rs"]
 #[allow(dead_code)] // shared with tests/auth.rs
 mod harness;

@@ -221,31 +221,10 @@ pub async fn handle(
         return Ok(finish(&proxy, rec, r, Some(Refusal::NoTargetGroup), None));
     };
 
-    if let Some(network) = &group.remote {
-        // The tunnel carries requests, not upgraded connections.
-        headers::strip_hop_by_hop(req.headers_mut(), false);
-        let (mut parts, body) = req.into_parts();
-        add_headers(
-            &mut parts.headers,
-            &conn,
-            &listener,
-            &rec.entry,
-            &config.snapshot.region,
-            &group_name,
-            principal.as_deref(),
-        );
-        let timeout = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
-        let resp =
-            through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
-        return Ok(match resp {
-            Ok(resp) => finish(&proxy, rec, resp, None, None),
-            Err((refusal, detail)) => {
-                finish(&proxy, rec, refusal.response(&detail), Some(refusal), None)
-            }
-        });
-    }
-
-    let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
+    // The tunnel to other networks carries requests, not upgraded connections.
+    let upgrade = group.remote.is_none()
+        && req.version() == Version::HTTP_11
+        && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -259,6 +238,16 @@ pub async fn handle(
         principal.as_deref(),
     );
     let timeout = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
+    if let Some(network) = &group.remote {
+        let resp =
+            through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
+        return Ok(match resp {
+            Ok(resp) => finish(&proxy, rec, resp, None, None),
+            Err((refusal, detail)) => {
+                finish(&proxy, rec, refusal.response(&detail), Some(refusal), None)
+            }
+        });
+    }
     let clients = (&listener.http1, &listener.http2);
     let sent = to_target(&proxy, clients, &group, parts, body, timeout, &mut rec).await;
     let (lease, mut resp) = match sent {

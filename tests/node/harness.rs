@@ -5,9 +5,8 @@
 //! removed on drop, also when the test fails; names are unique per test so
 //! tests run in parallel. Without root: SKIPPED, and under CI=true a failure.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,62 +15,14 @@ pub const TARGET_IP: &str = "10.200.0.2";
 pub const SNAT_IP: &str = "10.200.0.10";
 const HERE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
 
-pub fn sh(cmd: &str) -> Output {
-    Command::new("sh").args(["-c", cmd]).output().expect("sh")
-}
-
-fn must(cmd: &str) {
-    let out = sh(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// False (after saying SKIPPED) when not root; panics under CI=true.
-pub fn root(test: &str) -> bool {
-    if String::from_utf8_lossy(&sh("id -u").stdout).trim() == "0" {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "node test {test} needs root, and CI=true: failing instead of skipping"
-    );
-    eprintln!("SKIPPED: node test {test} needs root");
-    false
-}
+use crate::topology::{must, wait_line};
+pub use crate::topology::{root, sh};
 
 fn unique() -> (String, String) {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::SeqCst);
     let pid = std::process::id();
     (format!("{pid}-{n}"), format!("{}{n}", pid % 100_000))
-}
-
-/// Reads lines from `child`'s stdout until one starts with `prefix`.
-fn wait_line(child: &mut Child, prefix: &str) -> String {
-    let out = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    let wanted = prefix.to_string();
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(out);
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap_or(0) > 0 {
-            if let Some(rest) = line.trim().strip_prefix(&wanted) {
-                let _ = tx.send(rest.to_string());
-                // Keep draining so the child never blocks on a full pipe.
-                let mut sink = String::new();
-                while reader.read_line(&mut sink).unwrap_or(0) > 0 {
-                    sink.clear();
-                }
-                return;
-            }
-            line.clear();
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("no line starting with {prefix:?}"))
 }
 
 pub struct Env {

@@ -36,9 +36,9 @@ pub fn root(test: &str) -> bool {
     }
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
-        "scenario {test} needs root, and CI=true: failing instead of skipping"
+        "test {test} needs root, and CI=true: failing instead of skipping"
     );
-    eprintln!("SKIPPED: scenario {test} needs root");
+    eprintln!("SKIPPED: test {test} needs root");
     false
 }
 
@@ -188,7 +188,7 @@ impl Topology {
 
 /// Reads `child`'s stdout until a line starts with `prefix` (20 s at most);
 /// keeps draining it afterwards so the child never blocks on a full pipe.
-fn wait_line(child: &mut Child, prefix: &str) -> String {
+pub fn wait_line(child: &mut Child, prefix: &str) -> String {
     let out = child.stdout.take().expect("stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     let wanted = prefix.to_string();
