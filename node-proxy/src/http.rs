@@ -151,12 +151,11 @@ pub async fn handle(
     }
     let Some(listener) = config.listener(conn.dst.0).cloned() else {
         // The service went away while the connection was open.
-        return Ok(finish(
+        return Ok(refuse(
             &proxy,
             rec,
-            Refusal::NoService.response("the service no longer exists"),
-            Some(Refusal::NoService),
-            None,
+            Refusal::NoService,
+            "the service no longer exists",
         ));
     };
     rec.entry.service = listener.service.clone();
@@ -185,13 +184,7 @@ pub async fn handle(
             }) => {
                 proxy.metrics.auth_decisions(&listener.service, code);
                 rec.entry.auth = Some(format!("deny {detail}"));
-                return Ok(finish(
-                    &proxy,
-                    rec,
-                    refusal.response(&detail),
-                    Some(refusal),
-                    None,
-                ));
+                return Ok(refuse(&proxy, rec, refusal, &detail));
             }
         }
     }
@@ -208,17 +201,16 @@ pub async fn handle(
             return Ok(finish(&proxy, rec, r, None, None));
         }
         Action::Unroutable => {
-            let r = Refusal::NoTargetGroup.response("the rule forwards nowhere");
-            return Ok(finish(&proxy, rec, r, Some(Refusal::NoTargetGroup), None));
+            let detail = "the rule forwards nowhere";
+            return Ok(refuse(&proxy, rec, Refusal::NoTargetGroup, detail));
         }
         Action::Forward(split) => split,
     };
     let group_name = split.pick().clone();
     rec.entry.target_group = group_name.clone();
     let Some(group) = config.groups.get(&group_name).cloned() else {
-        let r =
-            Refusal::NoTargetGroup.response(&format!("target group {group_name} is unknown here"));
-        return Ok(finish(&proxy, rec, r, Some(Refusal::NoTargetGroup), None));
+        let detail = format!("target group {group_name} is unknown here");
+        return Ok(refuse(&proxy, rec, Refusal::NoTargetGroup, &detail));
     };
 
     // The tunnel to other networks carries requests, not upgraded connections.
@@ -243,24 +235,14 @@ pub async fn handle(
             through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
         return Ok(match resp {
             Ok(resp) => finish(&proxy, rec, resp, None, None),
-            Err((refusal, detail)) => {
-                finish(&proxy, rec, refusal.response(&detail), Some(refusal), None)
-            }
+            Err((refusal, detail)) => refuse(&proxy, rec, refusal, &detail),
         });
     }
     let clients = (&listener.http1, &listener.http2);
     let sent = to_target(&proxy, clients, &group, parts, body, timeout, &mut rec).await;
     let (lease, mut resp) = match sent {
         Ok(ok) => ok,
-        Err((refusal, detail)) => {
-            return Ok(finish(
-                &proxy,
-                rec,
-                refusal.response(&detail),
-                Some(refusal),
-                None,
-            ));
-        }
+        Err((refusal, detail)) => return Ok(refuse(&proxy, rec, refusal, &detail)),
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
@@ -508,12 +490,9 @@ pub async fn handle_tunnelled(
         rec.entry.identity =
             Some(header(req.headers(), "x-trellis-identity")).filter(|i| !i.is_empty());
     }
-    let refuse = |rec, detail: String| {
-        let r = Refusal::TunnelRefused;
-        Ok(finish(&proxy, rec, r.response(&detail), Some(r), None))
-    };
+    let refused = |rec, detail: String| Ok(refuse(&proxy, rec, Refusal::TunnelRefused, &detail));
     if *claimed != *peer.network {
-        return refuse(
+        return refused(
             rec,
             format!(
                 "the caller's certificate names network {}, the request claims {claimed:?}",
@@ -530,7 +509,7 @@ pub async fn handle_tunnelled(
         .get(group_name.as_str())
         .filter(|g| g.remote.is_none());
     let (true, Some(group)) = (allowed, group) else {
-        return refuse(
+        return refused(
             rec,
             format!(
                 "network {} may not reach service {service:?} through target group {group_name:?} here",
@@ -562,9 +541,7 @@ pub async fn handle_tunnelled(
             let resp = Response::from_parts(parts, body.boxed_unsync());
             finish(&proxy, rec, resp, None, Some(lease))
         }
-        Err((refusal, detail)) => {
-            finish(&proxy, rec, refusal.response(&detail), Some(refusal), None)
-        }
+        Err((refusal, detail)) => refuse(&proxy, rec, refusal, &detail),
     })
 }
 
@@ -582,9 +559,8 @@ async fn connect_target(
     let mut tried = None;
     let (lease, stream) = loop {
         let Some(target) = group.pick(tried) else {
-            let r = Refusal::NoHealthyTarget;
             let detail = format!("target group {} has no target to send to", group.name);
-            return finish(proxy, rec, r.response(&detail), Some(r), None);
+            return refuse(proxy, rec, Refusal::NoHealthyTarget, &detail);
         };
         let lease = target.lease();
         rec.entry.target = target.addr.to_string();
@@ -592,9 +568,8 @@ async fn connect_target(
             Ok(s) => break (lease, s),
             Err(_) if tried.is_none() && group.targets.len() > 1 => tried = Some(target.addr),
             Err(e) => {
-                let r = Refusal::ConnectFailed;
                 let detail = format!("{}: {e}", target.addr);
-                return finish(proxy, rec, r.response(&detail), Some(r), None);
+                return refuse(proxy, rec, Refusal::ConnectFailed, &detail);
             }
         }
     };
@@ -836,6 +811,11 @@ fn add_headers(
             ),
         );
     }
+}
+
+/// Trellis's own answer, with its reason, logged and counted like any.
+fn refuse(proxy: &Arc<Proxy>, rec: Record, refusal: Refusal, detail: &str) -> Response<Body> {
+    finish(proxy, rec, refusal.response(detail), Some(refusal), None)
 }
 
 /// Wraps the response body so the request is logged and counted when the

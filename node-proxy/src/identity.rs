@@ -186,10 +186,6 @@ impl Identity {
             .map_err(|e| IdentityError::Io(file, e))
     }
 
-    pub fn network(&self) -> &str {
-        &self.network
-    }
-
     /// Unix seconds.
     pub fn not_after(&self) -> u64 {
         self.current.load().issued.not_after

@@ -37,7 +37,7 @@ pub const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    #[error("no gateway is declared for network {0}")]
+    #[error("no gateway is declared for network {0}: list one in the Network's spec.gateways")]
     NoGateway(String),
     #[error("no gateway of network {network} answered: {last}")]
     Unreachable { network: String, last: String },
@@ -71,8 +71,8 @@ struct Remote {
 }
 
 pub struct Tunnels {
+    /// Presents this node's certificate (its identity) to gateways.
     tls: TlsConnector,
-    identity: Arc<Identity>,
     /// Marked like every proxy socket, but from the kernel's address: the
     /// SNAT address belongs to the targets' side of this node.
     upstream: Upstream,
@@ -83,13 +83,12 @@ pub struct Tunnels {
 
 impl Tunnels {
     pub fn new(
-        identity: Arc<Identity>,
+        identity: &Arc<Identity>,
         upstream: Upstream,
         connect_timeout: Duration,
     ) -> Result<Arc<Tunnels>, crate::identity::IdentityError> {
         Ok(Arc::new(Tunnels {
             tls: TlsConnector::from(identity.client_config()?),
-            identity,
             upstream: Upstream {
                 snat_v4: None,
                 snat_v6: None,
@@ -99,10 +98,6 @@ impl Tunnels {
             remotes: RwLock::default(),
             epoch: Instant::now(),
         }))
-    }
-
-    pub fn identity(&self) -> &Arc<Identity> {
-        &self.identity
     }
 
     fn now_ms(&self) -> u64 {

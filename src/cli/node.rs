@@ -198,7 +198,7 @@ pub async fn run(args: Args) -> Result<()> {
         )
         .await?;
         let connect = Duration::from_millis(args.gateway_connect_timeout_ms.max(1));
-        let tunnels = Tunnels::new(identity.clone(), upstream, connect)?;
+        let tunnels = Tunnels::new(&identity, upstream, connect)?;
         proxy.set_tunnels(tunnels.clone());
         tokio::spawn(tunnels.watch_health());
         tokio::spawn(identity.clone().renew_forever(client.clone()));
