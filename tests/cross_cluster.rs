@@ -9,7 +9,7 @@
 mod topology;
 
 use std::time::{Duration, Instant};
-use topology::{BIN, Topology};
+use topology::{BIN, ControlPlane, HELPERS, Node, Topology, json};
 
 const YAML: &str = r#"
 apiVersion: trellis.dev/v1alpha1
@@ -96,49 +96,16 @@ spec:
           - {targetGroup: inventory-west, weight: 10}
 "#;
 
-const HERE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
-
-struct Cluster {
-    node_ns: String,
-    clients: std::path::PathBuf,
-    proxy_cg: std::path::PathBuf,
-    pins: std::path::PathBuf,
-    admin: String,
-}
-
 struct Scenario {
     topo: Topology,
-    cp_ns: String,
-    cp_data: std::path::PathBuf,
-    east: Cluster,
-    west: Cluster,
+    cp: ControlPlane,
+    east: Node,
+    west: Node,
 }
 
 impl Scenario {
-    /// The CLI against the control plane, from its namespace.
     fn trellis(&self, args: &str) -> String {
-        let out = self.topo.exec(
-            &self.cp_ns,
-            None,
-            &format!(
-                "{BIN} {args} --server http://127.0.0.1:7070 --token-file {}/api-token",
-                self.cp_data.display()
-            ),
-        );
-        assert!(
-            out.status.success(),
-            "trellis {args}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    }
-
-    fn cluster(&self, name: &str) -> &Cluster {
-        if name == "east" {
-            &self.east
-        } else {
-            &self.west
-        }
+        self.topo.trellis(&self.cp, args)
     }
 
     fn start_node(&mut self, name: &str, join_token: Option<&str>) {
@@ -147,110 +114,21 @@ impl Scenario {
         } else {
             ("10.250.2.1", "192.168.77.2")
         };
-        let c = self.cluster(name);
         let token = join_token
             .map(|t| format!("--join-token {t}"))
             .unwrap_or_default();
-        let cmd = format!(
-            "{BIN} node --network {name} --control-plane http://{cp_addr}:7070 \
-             --token-file {}/api-token --data-dir {}/{name} --cgroup {} --proxy-cgroup {} \
-             --bpf-pin-dir {} --datapath ebpf --snat-address 10.0.1.1 \
-             --admin-listen 127.0.0.1:0 --dns-listen 127.0.0.53:53 \
-             --gateway-listen {gw}:15008 --access-log {}/{name}-access.log --drain-seconds 1 {token}",
-            self.cp_data.display(),
-            self.topo.run.display(),
-            c.clients.display(),
-            c.proxy_cg.display(),
-            c.pins.display(),
-            self.topo.run.display(),
-        );
-        let (ns, proxy_cg) = (c.node_ns.clone(), c.proxy_cg.clone());
-        let admin = self.topo.spawn(
-            &format!("node-{name}"),
-            &ns,
-            Some(&proxy_cg),
-            &cmd,
-            "trellis node admin listening on ",
-        );
-        if name == "east" {
-            self.east.admin = admin;
+        let node = if name == "east" {
+            &mut self.east
         } else {
-            self.west.admin = admin;
-        }
-        self.wait_for(name, "/ready", |body| body.starts_with("ready"));
-    }
-
-    /// GET on a node's admin endpoint.
-    fn admin(&self, name: &str, path: &str) -> String {
-        let c = self.cluster(name);
-        let out = self.topo.exec(
-            &c.node_ns,
-            None,
-            &format!("curl -s -m 5 http://{}{path}", c.admin),
+            &mut self.west
+        };
+        self.topo.start_node(
+            node,
+            &self.cp,
+            &format!("http://{cp_addr}:7070"),
+            "10.0.1.1",
+            &format!("--gateway-listen {gw}:15008 {token}"),
         );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    }
-
-    fn wait_for(&self, name: &str, path: &str, ok: impl Fn(&str) -> bool) {
-        let t = Instant::now();
-        loop {
-            let body = self.admin(name, path);
-            if ok(&body) {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(30),
-                "{name}{path} never got there: {body}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// curl from a client of cluster `name`, by service name through the
-    /// system resolver: (status, x-trellis-error, body, seconds).
-    fn curl(&self, name: &str, url: &str) -> (u16, String, String, f64) {
-        let c = self.cluster(name);
-        let headers = self
-            .topo
-            .run
-            .join(format!("h-{name}-{}", std::process::id()));
-        let t = Instant::now();
-        let out = self.topo.exec(
-            &c.node_ns,
-            Some(&c.clients),
-            &format!(
-                "curl -s -m 10 -D {} -w '\\n%{{http_code}}' {url}",
-                headers.display()
-            ),
-        );
-        let secs = t.elapsed().as_secs_f64();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-        let head = std::fs::read_to_string(&headers).unwrap_or_default();
-        let error = head
-            .lines()
-            .find_map(|l| l.strip_prefix("x-trellis-error: "))
-            .unwrap_or_default()
-            .trim()
-            .to_string();
-        (
-            code.trim().parse().unwrap_or(0),
-            error,
-            body.to_string(),
-            secs,
-        )
-    }
-
-    /// `count URL N` with the Python client in cluster `name`'s client cgroup.
-    fn count(&self, name: &str, url: &str, n: usize) -> serde_json::Value {
-        let c = self.cluster(name);
-        let out = self.topo.exec(
-            &c.node_ns,
-            Some(&c.clients),
-            &format!("python3 {HERE}/client.py count {url} {n}"),
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("client said {text:?}: {e}"))
     }
 }
 
@@ -270,62 +148,26 @@ fn setup(test: &str) -> Option<Scenario> {
     // The same target address in both clusters.
     topo.link(&e, "10.0.1.1/24", &et, "10.0.1.10/24");
     topo.link(&w, "10.0.1.1/24", &wt, "10.0.1.10/24");
-    for ns in [&e, &w] {
-        topo.resolver(ns, "127.0.0.53");
-    }
-    let cp_data = topo.run.join("cp");
-    topo.spawn(
-        "cp",
-        &cp_ns,
-        None,
-        // Short-lived certificates: the nodes renew during the test.
-        &format!(
-            "{BIN} control-plane --data-dir {} --listen 0.0.0.0:7070 --node-cert-ttl 15s",
-            cp_data.display()
-        ),
-        "trellis control plane listening on ",
+    // Short-lived certificates: the nodes renew during the test.
+    let cp = topo.control_plane(&cp_ns, "--node-cert-ttl 15s");
+    topo.backends(
+        &et,
+        "10.0.1.10",
+        "http:8080:checkout-east http:8081:inventory-east",
     );
-    for (ns, names) in [
-        (&et, "http:8080:checkout-east http:8081:inventory-east"),
-        (
-            &wt,
-            "http:8080:orders-west http:8081:inventory-west tcp:9000:echo",
-        ),
-    ] {
-        let run = topo.run.display().to_string();
-        topo.spawn(
-            &format!("backends-{ns}"),
-            ns,
-            None,
-            &format!("python3 {HERE}/backend.py {run} 10.0.1.10 {names}"),
-            "ready",
-        );
-    }
-    let east = Cluster {
-        node_ns: e,
-        clients: topo.cgroup("east-clients"),
-        proxy_cg: topo.cgroup("east-proxy"),
-        pins: topo.pin_dir("east"),
-        admin: String::new(),
-    };
-    let west = Cluster {
-        node_ns: w,
-        clients: topo.cgroup("west-clients"),
-        proxy_cg: topo.cgroup("west-proxy"),
-        pins: topo.pin_dir("west"),
-        admin: String::new(),
-    };
+    topo.backends(
+        &wt,
+        "10.0.1.10",
+        "http:8080:orders-west http:8081:inventory-west tcp:9000:echo",
+    );
+    let east = topo.node("east", &e);
+    let west = topo.node("west", &w);
     Some(Scenario {
         topo,
-        cp_ns,
-        cp_data,
+        cp,
         east,
         west,
     })
-}
-
-fn json(body: &str) -> serde_json::Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
 #[test]
@@ -344,9 +186,9 @@ fn services_are_reached_across_clusters_by_name() {
 
     // East calls orders (targets in west) by name and gets west's answer,
     // from west's node address: the target never sees east.
-    let (code, _, body, _) = s.curl("east", "http://orders.trellis.internal/where");
-    assert_eq!(code, 200, "{body}");
-    let answer = json(&body);
+    let r = s.topo.curl(&s.east, "http://orders.trellis.internal/where");
+    assert_eq!(r.code, 200, "{}", r.body);
+    let answer = r.json();
     assert_eq!(answer["name"], "orders-west");
     assert_eq!(answer["peer"], "10.0.1.1");
     assert_eq!(answer["headers"]["x-trellis-source-network"], "east");
@@ -356,13 +198,15 @@ fn services_are_reached_across_clusters_by_name() {
 
     // West calls checkout (in east) and gets east's answer, though both
     // targets are 10.0.1.10.
-    let (code, _, body, _) = s.curl("west", "http://checkout.trellis.internal/");
-    assert_eq!(code, 200, "{body}");
-    assert_eq!(json(&body)["name"], "checkout-east");
+    let r = s.topo.curl(&s.west, "http://checkout.trellis.internal/");
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(r.json()["name"], "checkout-east");
 
     // 90/10 across the clusters, exactly (the schedule is exact, the
     // binomial bound holds a fortiori).
-    let counts = s.count("east", "http://inventory.trellis.internal/", 2000);
+    let counts = s
+        .topo
+        .count(&s.east, "http://inventory.trellis.internal/", 2000);
     assert_eq!(counts["errors"], 0, "{counts}");
     let east_n = counts["names"]["inventory-east"].as_u64().unwrap_or(0);
     let west_n = counts["names"]["inventory-west"].as_u64().unwrap_or(0);
@@ -375,17 +219,11 @@ fn services_are_reached_across_clusters_by_name() {
 
     // A TCP listener whose targets are in west: an HTTP/2 CONNECT stream
     // through west's gateway, which connects from its own address.
-    let out = s.topo.exec(
-        &s.east.node_ns,
-        Some(&s.east.clients),
-        &format!("python3 {HERE}/client.py tcp echo.trellis.internal 5432 hello"),
+    let echoed = s.topo.client(
+        &s.east,
+        &format!("python3 {HELPERS}/client.py tcp echo.trellis.internal 5432 hello"),
     );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
-        "10.0.1.1:9000:hello",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(echoed, "10.0.1.1:9000:hello");
 
     // A peer that is not a Trellis node of the network it claims is refused.
     refuses_strangers(&mut s);
@@ -393,39 +231,51 @@ fn services_are_reached_across_clusters_by_name() {
     // West's gateway stops: east's calls to west fail fast with a reason;
     // east-local services keep working.
     s.topo.kill("node-west");
-    let (code, error, body, secs) = s.curl("east", "http://orders.trellis.internal/");
-    assert_eq!(code, 503, "{body}");
-    assert_eq!(error, "gateway-unreachable", "{body}");
-    assert!(secs < 3.0, "took {secs:.1}s to fail");
-    let (code, error, _, secs) = s.curl("east", "http://orders.trellis.internal/");
-    assert_eq!((code, error.as_str()), (503, "gateway-unreachable"));
-    assert!(secs < 3.0, "took {secs:.1}s to fail");
-    let (code, _, body, _) = s.curl("east", "http://checkout.trellis.internal/");
-    assert_eq!(code, 200, "{body}");
+    for _ in 0..2 {
+        let r = s.topo.curl(&s.east, "http://orders.trellis.internal/");
+        assert_eq!(
+            (r.code, r.error.as_str()),
+            (503, "gateway-unreachable"),
+            "{}",
+            r.body
+        );
+        assert!(r.secs < 3.0, "took {:.1}s to fail", r.secs);
+    }
+    let r = s.topo.curl(&s.east, "http://checkout.trellis.internal/");
+    assert_eq!(r.code, 200, "{}", r.body);
 
     // West restarts without a token (its certificate is in its data dir):
     // east reaches it again.
     s.start_node("west", None);
     let t = Instant::now();
     loop {
-        let (code, _, body, _) = s.curl("east", "http://orders.trellis.internal/");
-        if code == 200 {
-            assert_eq!(json(&body)["name"], "orders-west");
+        let r = s.topo.curl(&s.east, "http://orders.trellis.internal/");
+        if r.code == 200 {
+            assert_eq!(r.json()["name"], "orders-west");
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(15), "{code}: {body}");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{}: {}",
+            r.code,
+            r.body
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 
     // Certificates live 15 s here: east has renewed on its own by now, or
     // does within the next seconds.
-    s.wait_for("east", "/metrics", |m| {
+    s.topo.wait_for(&s.east, "/metrics", |m| {
         m.lines().any(|l| {
             l.starts_with("trellis_node_certificate_renewals_total ") && !l.ends_with(" 0")
         })
     });
-    let (code, _, _, _) = s.curl("west", "http://checkout.trellis.internal/");
-    assert_eq!(code, 200);
+    assert_eq!(
+        s.topo
+            .curl(&s.west, "http://checkout.trellis.internal/")
+            .code,
+        200
+    );
     let log = std::fs::read_to_string(s.topo.run.join("west-access.log")).unwrap_or_default();
     assert!(
         log.lines()
@@ -443,7 +293,7 @@ fn refuses_strangers(s: &mut Scenario) {
     let other = s.topo.run.join("other-cp");
     s.topo.spawn(
         "other-cp",
-        &s.cp_ns.clone(),
+        &s.cp.ns.clone(),
         None,
         &format!(
             "{BIN} control-plane --data-dir {} --listen 127.0.0.1:7071",
@@ -467,7 +317,7 @@ fn refuses_strangers(s: &mut Scenario) {
         )
         .unwrap();
         let out = s.topo.exec(
-            &s.cp_ns,
+            &s.cp.ns,
             None,
             &format!(
                 "curl -s -m 5 -X POST --data-binary @{} {server}/v1/certificates",
@@ -488,10 +338,10 @@ fn refuses_strangers(s: &mut Scenario) {
         (cert.display().to_string(), keyf.display().to_string())
     };
     let ca = dir.join("ca.pem");
-    std::fs::copy(s.cp_data.join("ca.pem"), &ca).unwrap();
+    std::fs::copy(s.cp.data.join("ca.pem"), &ca).unwrap();
     let gateway = |cert: &(String, String), headers: &str| -> (u16, String) {
         let out = s.topo.exec(
-            &s.east.node_ns,
+            &s.east.ns,
             None,
             &format!(
                 "curl -s -m 5 --http2 --cert {} --key {} --cacert {} \
@@ -514,7 +364,7 @@ fn refuses_strangers(s: &mut Scenario) {
     )
     .unwrap();
     let apply = s.topo.exec(
-        &s.cp_ns,
+        &s.cp.ns,
         None,
         &format!(
             "{BIN} apply -f {} --server http://127.0.0.1:7071",
@@ -522,7 +372,7 @@ fn refuses_strangers(s: &mut Scenario) {
         ),
     );
     let foreign_token = s.topo.exec(
-        &s.cp_ns,
+        &s.cp.ns,
         None,
         &format!("{BIN} network join-token east --server http://127.0.0.1:7071"),
     );

@@ -5,13 +5,16 @@
 //! per test so tests run in parallel. Without root: SKIPPED, and under
 //! CI=true a failure.
 
-#![allow(dead_code)] // each scenario uses a different part
+#![allow(dead_code, unused_imports)] // each scenario uses a different part
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
+
+mod trellis;
+pub use trellis::{ControlPlane, HELPERS, Node, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 
@@ -107,6 +110,12 @@ impl Topology {
              && ip -n {a} addr add {a_addr} dev {x} && ip -n {b} addr add {b_addr} dev {y} \
              && ip -n {a} link set {x} up && ip -n {b} link set {y} up"
         ));
+    }
+
+    /// One more address in `ns`, on its loopback (a /32: the neighbours
+    /// find it by ARP on the link whose subnet it belongs to).
+    pub fn address(&self, ns: &str, addr: &str) {
+        must(&format!("ip -n {ns} addr add {addr}/32 dev lo"));
     }
 
     /// A cgroup of its own.
