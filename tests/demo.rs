@@ -42,6 +42,10 @@ impl Drop for Cgroup {
     }
 }
 
+/// The demo's backends and gateway use the fixed ports of samples/demo.yaml:
+/// one demo at a time.
+static ONE_DEMO: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The count printed on a split line: `  hello-blue   ████  900   90.0% ...`.
 fn count_of(out: &str, name: &str, nth: usize) -> usize {
     out.lines()
@@ -56,6 +60,7 @@ fn the_demo_runs_to_its_summary_with_a_measured_split() {
     if !harness::root("demo") {
         return;
     }
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
     let cg = Cgroup::new(&format!("trellis-demo-test-{}", std::process::id()));
     let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
         .unwrap()
@@ -107,7 +112,11 @@ fn the_demo_runs_to_its_summary_with_a_measured_split() {
         "{stdout}"
     );
     assert!(stdout.contains("Try next"), "{stdout}");
-    // It cleaned up: no pins, no processes left in its cgroup.
+    assert_cleaned_up(&cg);
+}
+
+/// No processes left in the demo's cgroup, no pins left in /sys/fs/bpf.
+fn assert_cleaned_up(cg: &Cgroup) {
     let left = std::fs::read_to_string(cg.group.join("cgroup.procs")).unwrap();
     assert!(left.trim().is_empty(), "processes left: {left}");
     assert!(
@@ -117,4 +126,96 @@ fn the_demo_runs_to_its_summary_with_a_measured_split() {
             .any(|e| e.file_name().to_string_lossy().starts_with("trellis-demo-")),
         "pins left in /sys/fs/bpf"
     );
+}
+
+/// Ctrl-C (SIGINT to the demo alone, so it must stop its children itself),
+/// once in the middle of the walk (while it sends 50,000 requests) and once
+/// with `--keep-running` after the summary: both times it says so, exits 0
+/// and leaves nothing behind.
+#[test]
+fn the_demo_cleans_up_on_ctrl_c() {
+    if !harness::root("demo") {
+        return;
+    }
+    let _one = ONE_DEMO.lock().unwrap_or_else(|e| e.into_inner());
+    let cg = Cgroup::new(&format!("trellis-demo-int-{}", std::process::id()));
+    for (flags, when, then) in [
+        (
+            "--requests 50000",
+            "$ for i in $(seq 50000)",
+            "interrupted: stopping what the demo started",
+        ),
+        (
+            "--requests 200 --keep-running",
+            "Everything stays up until Ctrl-C.",
+            "stopping what the demo started",
+        ),
+    ] {
+        let dns_port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut demo = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "echo $$ > {cg}/cgroup.procs && exec {bin} demo --dns-port {dns_port} --cgroup {cg} {flags}",
+                cg = cg.group.display(),
+                bin = harness::BIN
+            ))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = lines_of(&mut demo);
+        let wait = |wanted: &str| {
+            let t = std::time::Instant::now();
+            loop {
+                let left = std::time::Duration::from_secs(30).saturating_sub(t.elapsed());
+                match lines.recv_timeout(left) {
+                    Ok(line) if line.contains(wanted) => return,
+                    Ok(_) => {}
+                    Err(_) => panic!("{flags}: the demo never said {wanted:?}"),
+                }
+            }
+        };
+        wait(when);
+        if flags.contains("keep-running") {
+            let procs = std::fs::read_to_string(cg.group.join("cgroup.procs")).unwrap();
+            assert!(procs.lines().count() >= 4, "the stack is not up: {procs}");
+        }
+        harness::sh(&format!("kill -INT {}", demo.id()));
+        wait(then);
+        let t = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = demo.try_wait().unwrap() {
+                break status;
+            }
+            if t.elapsed() > std::time::Duration::from_secs(20) {
+                let _ = demo.kill();
+                panic!("{flags}: the demo did not stop on SIGINT");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        assert!(status.success(), "{flags}: {status}");
+        assert_cleaned_up(&cg);
+    }
+}
+
+/// The child's stdout, line by line, without escape sequences.
+fn lines_of(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx
+                .send(line.replace("\x1b[1m", "").replace("\x1b[0m", ""))
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    rx
 }
