@@ -15,6 +15,7 @@ pub mod server;
 pub mod snapshot;
 pub mod state;
 pub mod store;
+pub mod tls;
 pub mod token;
 pub mod validate;
 pub mod vip;
@@ -231,14 +232,17 @@ impl ControlPlane {
         Ok(revision)
     }
 
-    pub fn get(&self, kind: Kind, name: &str) -> Option<Arc<trellis_api::Object>> {
-        self.current().get(kind, name).cloned()
+    /// An object as the API shows it (keys hidden, certificates described).
+    pub fn get(&self, kind: Kind, name: &str) -> Option<trellis_api::Object> {
+        let now = now() as i64;
+        self.current().get(kind, name).map(|o| o.shown(now))
     }
 
     /// `{"items": [...]}`, serialized.
     pub fn list(&self, kind: Kind) -> Bytes {
         let state = self.current();
-        let items: Vec<&trellis_api::Object> = state.list(kind).map(|o| o.as_ref()).collect();
+        let now = now() as i64;
+        let items: Vec<trellis_api::Object> = state.list(kind).map(|o| o.shown(now)).collect();
         Bytes::from(serde_json::to_vec(&serde_json::json!({ "items": items })).unwrap_or_default())
     }
 

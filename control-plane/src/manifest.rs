@@ -152,7 +152,13 @@ pub fn load(inputs: &[PathBuf]) -> Result<Vec<Document>, Vec<Located>> {
         for file in expand(input, &mut errors) {
             match read(&file) {
                 Ok(text) => match parse(&file.display().to_string(), &text) {
-                    Ok(mut d) => docs.append(&mut d),
+                    Ok(mut d) => {
+                        let base = file.parent().unwrap_or(Path::new("."));
+                        for doc in &mut d {
+                            inline_certificate_files(doc, base, &mut errors);
+                        }
+                        docs.append(&mut d)
+                    }
                     Err(mut e) => errors.append(&mut e),
                 },
                 Err(e) => errors.push(e),
@@ -164,6 +170,64 @@ pub fn load(inputs: &[PathBuf]) -> Result<Vec<Document>, Vec<Located>> {
     } else {
         Err(errors)
     }
+}
+
+/// The largest certificate or key file read.
+pub const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// Replaces each HTTPS certificate's `certificateFile` and `keyFile` with
+/// the files' PEM text (`certificate`, `privateKey`), paths relative to
+/// the YAML file: the control plane stores the text, nodes never read
+/// files of the operator's machine.
+fn inline_certificate_files(doc: &mut Document, base: &Path, errors: &mut Vec<Located>) {
+    let Some(listeners) = doc
+        .value
+        .pointer_mut("/spec/listeners")
+        .and_then(Value::as_array_mut)
+    else {
+        return;
+    };
+    let mut found = Vec::new();
+    for (i, l) in listeners.iter_mut().enumerate() {
+        let Some(certs) = l
+            .pointer_mut("/tls/certificates")
+            .and_then(Value::as_array_mut)
+        else {
+            continue;
+        };
+        for (j, cert) in certs.iter_mut().enumerate() {
+            let Some(cert) = cert.as_object_mut() else {
+                continue;
+            };
+            for (file_field, field) in [
+                ("certificateFile", "certificate"),
+                ("keyFile", "privateKey"),
+            ] {
+                if let Some(Value::String(name)) = cert.remove(file_field) {
+                    let path = format!("spec.listeners[{i}].tls.certificates[{j}].{file_field}");
+                    match read_pem(&base.join(&name)) {
+                        Ok(text) => {
+                            cert.insert(field.to_string(), Value::String(text));
+                        }
+                        Err(e) => found.push((path, format!("{name}: {e}"))),
+                    }
+                }
+            }
+        }
+    }
+    errors.extend(found.into_iter().map(|(path, m)| doc.error(&path, m)));
+}
+
+fn read_pem(path: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_PEM_BYTES + 1).read_to_string(&mut text))
+        .map_err(|e| e.to_string())?;
+    if text.len() as u64 > MAX_PEM_BYTES {
+        return Err(format!("larger than {MAX_PEM_BYTES} bytes"));
+    }
+    Ok(text)
 }
 
 fn expand(input: &Path, errors: &mut Vec<Located>) -> Vec<PathBuf> {

@@ -300,7 +300,7 @@ async fn route(
             let obj = cp
                 .get(kind, name)
                 .ok_or_else(|| HttpError::NotFound(format!("{kind} \"{name}\" does not exist")))?;
-            Ok(json_response(StatusCode::OK, obj.as_ref()))
+            Ok(json_response(StatusCode::OK, &obj))
         }
         (Method::PUT, ["v1", kind, name]) => {
             let kind = parse_kind(kind)?;

@@ -141,7 +141,9 @@ impl State {
         let mut batch: HashMap<(Kind, String), usize> = HashMap::with_capacity(documents.len());
         for (i, doc) in documents.iter().enumerate() {
             match Resource::from_value(i, doc) {
-                Ok(r) => {
+                Ok(mut r) => {
+                    let stored = self.objects.get(&(r.kind(), r.name().to_string()));
+                    crate::tls::restore_keys(&mut r, stored.map(|o| &o.resource));
                     let key = (r.kind(), r.name().to_string());
                     if let Some(first) = batch.insert(key, i) {
                         errors.push(FieldError::new(
@@ -408,7 +410,8 @@ fn change(
     before: Option<&Resource>,
     after: Option<&Resource>,
 ) -> Change {
-    let spec = |r: Option<&Resource>| r.map(|r| r.to_value());
+    // Never a private key in a diff.
+    let spec = |r: Option<&Resource>| r.map(|r| r.redacted().to_value());
     Change {
         kind: key.0,
         name: key.1.clone(),

@@ -223,6 +223,46 @@ impl Validator<'_> {
                 }
             }
             self.listener(l, &path);
+            self.listener_tls(l, s.custom_domain_name.as_deref(), &path);
+        }
+    }
+
+    /// HTTPS listeners need certificates whose keys match, unexpired, one
+    /// of them for the custom domain name; other listeners take none.
+    fn listener_tls(&mut self, l: &Listener, custom_domain: Option<&str>, path: &str) {
+        let path = format!("{path}.tls");
+        let certs = l.tls.as_ref().map_or(&[][..], |t| &t.certificates[..]);
+        if l.protocol != ListenerProtocol::Https {
+            if l.tls.is_some() {
+                self.problem(path, "only HTTPS listeners take certificates");
+            }
+            return;
+        }
+        if certs.is_empty() {
+            self.problem(
+                format!("{path}.certificates"),
+                "an HTTPS listener needs at least one certificate (certificateFile and keyFile)",
+            );
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let mut names = Vec::new();
+        for (i, c) in certs.iter().enumerate() {
+            let cp = format!("{path}.certificates[{i}]");
+            match crate::tls::check(c, now) {
+                Ok(leaf_names) => names.extend(leaf_names),
+                Err((field, message)) => self.problem(format!("{cp}.{field}"), message),
+            }
+        }
+        if let Some(domain) = custom_domain {
+            if !names.is_empty() && !trellis_api::tls::covers(&names, domain) {
+                self.problem(
+                    format!("{path}.certificates"),
+                    format!("no certificate covers the custom domain name {domain}"),
+                );
+            }
         }
     }
 

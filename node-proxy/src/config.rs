@@ -8,6 +8,7 @@ use crate::auth::{Guard, Keys};
 use crate::route::{Matcher, RequestView};
 use crate::split::Split;
 use crate::targets::{Group, Health, Target};
+use crate::tls::Terminator;
 use crate::upstream::{Clients, HttpClient};
 use http::StatusCode;
 use std::collections::HashMap;
@@ -63,6 +64,9 @@ pub struct Listener {
     /// Pooled clients to targets, with this listener's connect timeout.
     pub http1: HttpClient,
     pub http2: HttpClient,
+    /// HTTPS listeners: the TLS side. `None` on an HTTPS listener means its
+    /// certificates could not be loaded; its connections are refused.
+    pub tls: Option<Arc<Terminator>>,
 }
 
 /// The name `route` reports when the default action applies.
@@ -139,6 +143,14 @@ impl Config {
         self.listeners.get(&dst)
     }
 
+    /// Every listener once (each is reachable on its IPv4 and IPv6 VIP).
+    pub fn each_listener(&self) -> impl Iterator<Item = &Arc<Listener>> {
+        self.listeners
+            .iter()
+            .filter(|(addr, _)| addr.is_ipv4())
+            .map(|(_, l)| l)
+    }
+
     pub fn listener_count(&self) -> usize {
         self.listeners.len()
     }
@@ -176,6 +188,14 @@ impl Config {
                     .collect();
                 let connect_timeout =
                     std::time::Duration::from_millis(u64::from(l.timeouts.connect_ms.max(1)));
+                let port = l.effective_port();
+                let vip = SocketAddr::new(IpAddr::V4(svc.vip), port);
+                let tls = l.tls.as_ref().and_then(|spec| {
+                    let before = previous.listeners.get(&vip).and_then(|p| p.tls.as_ref());
+                    Terminator::compile(spec, before)
+                        .inspect_err(|e| tracing::error!(service = %service, listener = l.name, error = %e, "HTTPS listener without certificates; its connections are refused"))
+                        .ok()
+                });
                 let listener = Arc::new(Listener {
                     service: service.clone(),
                     name: Arc::from(l.name.as_str()),
@@ -188,9 +208,9 @@ impl Config {
                     guard: guard.clone(),
                     http1: clients.get(false, connect_timeout),
                     http2: clients.get(true, connect_timeout),
+                    tls,
                 });
-                let port = l.effective_port();
-                listeners.insert(SocketAddr::new(IpAddr::V4(svc.vip), port), listener.clone());
+                listeners.insert(vip, listener.clone());
                 listeners.insert(SocketAddr::new(IpAddr::V6(svc.vip_v6), port), listener);
             }
         }

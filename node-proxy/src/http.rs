@@ -772,7 +772,11 @@ fn add_headers(
 ) {
     headers::set(h, "x-forwarded-for", &conn.client.ip().to_string());
     headers::set(h, "x-forwarded-for-port", &conn.client.port().to_string());
-    headers::set(h, "x-forwarded-for-proto", "http");
+    let proto = match listener.protocol {
+        trellis_api::resource::ListenerProtocol::Https => "https",
+        _ => "http",
+    };
+    headers::set(h, "x-forwarded-for-proto", proto);
     headers::set(h, "x-trellis-source-network", &entry.source_network);
     headers::set(h, "x-trellis-service", &listener.service);
     headers::set(h, "x-trellis-request-id", &entry.request_id);

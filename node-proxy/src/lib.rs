@@ -28,6 +28,7 @@ pub mod socket;
 pub mod split;
 pub mod targets;
 mod tcp;
+pub mod tls;
 pub mod tunnel;
 pub mod upstream;
 

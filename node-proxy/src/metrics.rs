@@ -156,6 +156,30 @@ impl Metrics {
                 );
             }
         }
+        out.push_str(
+            "# HELP trellis_tls_certificate_expiry_days Days until an HTTPS listener's certificate expires.\n\
+             # TYPE trellis_tls_certificate_expiry_days gauge\n",
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let mut tls: Vec<_> = config
+            .each_listener()
+            .filter_map(|l| Some((l, l.tls.as_ref()?)))
+            .collect();
+        tls.sort_by(|a, b| (&a.0.service, &a.0.name).cmp(&(&b.0.service, &b.0.name)));
+        for (l, t) in tls {
+            for (subject, not_after) in &t.expiry {
+                let subject = subject.replace(['\\', '"'], "_");
+                let _ = writeln!(
+                    out,
+                    "trellis_tls_certificate_expiry_days{{service=\"{}\",listener=\"{}\",subject=\"{subject}\"}} {:.3}",
+                    l.service,
+                    l.name,
+                    (*not_after as f64 - now) / 86_400.0
+                );
+            }
+        }
         out
     }
 }

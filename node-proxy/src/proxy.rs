@@ -4,7 +4,7 @@
 //! connections in `tcp`.
 
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::{Config, Listener};
 use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels};
 use crate::socket::{self, OrigDstAddr};
 use crate::targets::Target;
@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use trellis_api::resource::ListenerProtocol;
@@ -37,7 +38,12 @@ pub struct Proxy {
     /// reached through their gateways.
     tunnels: OnceLock<Arc<Tunnels>>,
     next_conn: AtomicU64,
+    /// TLS handshakes in flight on HTTPS listeners.
+    handshakes: Arc<Semaphore>,
 }
+
+/// TLS handshakes in flight at once; beyond, new connections are refused.
+pub const MAX_HANDSHAKES: usize = 256;
 
 /// One client connection, as far as requests on it need to know.
 #[derive(Debug)]
@@ -56,6 +62,7 @@ impl Proxy {
             clients,
             tunnels: OnceLock::new(),
             next_conn: AtomicU64::new(1),
+            handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
         })
     }
 
@@ -142,31 +149,45 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             match l.protocol {
                 ListenerProtocol::Http => {
-                    let mut builder = auto::Builder::new(TokioExecutor::new());
-                    builder
-                        .http1()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(u64::from(
-                            l.timeouts.header_read_seconds.max(1),
-                        )))
-                        .max_buf_size(MAX_HEADER_BYTES);
-                    builder
-                        .http2()
-                        .timer(TokioTimer::new())
-                        .max_header_list_size(MAX_HEADER_BYTES as u32);
-                    let proxy = self.clone();
-                    let c = conn.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        crate::http::handle(proxy.clone(), c.clone(), req)
-                    });
-                    let served = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let served = graceful.watch(served);
+                    let served = graceful.watch(self.http(l, conn.clone(), stream));
                     let proxy = self.clone();
                     tokio::spawn(async move {
                         let _active = proxy.track(protocol);
                         if let Err(e) = served.await {
+                            tracing::debug!(conn = conn.id, client = %conn.client, error = %e, "connection ended with an error");
+                        }
+                    });
+                }
+                ListenerProtocol::Https => {
+                    let Some(tls) = l.tls.clone() else {
+                        self.refuse("no-certificate", client, Some(dst));
+                        continue;
+                    };
+                    // A bound on handshakes in flight: they cost CPU
+                    // before a client has shown it is one.
+                    let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+                        self.refuse("tls-handshakes-full", client, Some(dst));
+                        continue;
+                    };
+                    let (proxy, watcher, l) = (self.clone(), graceful.watcher(), l.clone());
+                    tokio::spawn(async move {
+                        let _active = proxy.track(protocol);
+                        let limit =
+                            Duration::from_secs(u64::from(l.timeouts.header_read_seconds.max(1)));
+                        let stream = match tokio::time::timeout(limit, tls.acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(conn = conn.id, client = %conn.client, error = %e, "TLS handshake failed");
+                                return proxy.refuse("tls-handshake", client, Some(dst));
+                            }
+                            Err(_) => {
+                                return proxy.refuse("tls-handshake-timeout", client, Some(dst));
+                            }
+                        };
+                        drop(permit);
+                        if let Err(e) = watcher.watch(proxy.http(&l, conn.clone(), stream)).await {
                             tracing::debug!(conn = conn.id, client = %conn.client, error = %e, "connection ended with an error");
                         }
                     });
@@ -179,8 +200,8 @@ impl Proxy {
                         crate::tcp::forward(&proxy, &conn, &l, stream, stop, drain).await;
                     });
                 }
-                ListenerProtocol::Https | ListenerProtocol::TlsPassthrough => {
-                    self.refuse("tls-listeners-not-built", client, Some(dst));
+                ListenerProtocol::TlsPassthrough => {
+                    self.refuse("tls-passthrough-not-built", client, Some(dst));
                 }
             }
         }
@@ -193,6 +214,40 @@ impl Proxy {
         if tokio::time::timeout(drain, drained).await.is_err() {
             tracing::warn!("drain time over; closing what is left");
         }
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 on `io` (a plain or a TLS stream) with the
+    /// listener's limits.
+    fn http<I>(
+        self: &Arc<Self>,
+        l: &Listener,
+        conn: Arc<Conn>,
+        io: I,
+    ) -> impl hyper_util::server::graceful::GracefulConnection<
+        Error = Box<dyn std::error::Error + Send + Sync>,
+    > + use<I>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(u64::from(
+                l.timeouts.header_read_seconds.max(1),
+            )))
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            crate::http::handle(proxy.clone(), conn.clone(), req)
+        });
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned()
     }
 
     /// Counts a connection as active until the guard drops.

@@ -278,7 +278,7 @@ pub async fn run(args: Args) -> Result<()> {
                 let body = serde_json::json!({
                     "revision": config.revision(),
                     "network": config.snapshot.network,
-                    "snapshot": *config.snapshot,
+                    "snapshot": config.snapshot.redacted(),
                 });
                 Some(Page::json(serde_json::to_string_pretty(&body).unwrap_or_default()))
             }

@@ -6,8 +6,12 @@
 #   ws URL MESSAGES PAUSE            a WebSocket: MESSAGES messages PAUSE s apart,
 #       prints each echo
 #   tcp HOST PORT TEXT               prints what the TCP echo sent back
-#   slow HOST PORT                   sends half a request head and waits;
-#       prints how long until the proxy closed the connection
+#   slow HOST PORT [BYTES]           sends BYTES (default half a request head)
+#       and waits; prints how long until the proxy closed the connection
+#   tls-hold URL CAFILE FLAG OUT     one TLS connection: a GET, prints "held",
+#       waits for the file FLAG to exist, a second GET on the same connection;
+#       writes {"first": {...}, "second": {...}} to OUT, each with status,
+#       name and the certificate's subject CN
 import base64, http.client, json, os, socket, sys, threading, time
 from urllib.parse import urlparse
 
@@ -88,10 +92,34 @@ elif cmd == 'tcp':
     print(s.recv(4096).decode())
 elif cmd == 'slow':
     s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=30)
-    s.sendall(b'GET / HTTP/1.1\r\nHost: x\r\n')
+    s.sendall(sys.argv[4].encode() if len(sys.argv) > 4 else b'GET / HTTP/1.1\r\nHost: x\r\n')
     t = time.time()
     try:
         d = s.recv(4096)
     except Exception:
         d = b''
     print(json.dumps({'closed_after': time.time() - t, 'said': d.decode(errors='replace')}))
+elif cmd == 'tls-hold':
+    import ssl
+    url, cafile, flag, out = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+    u = urlparse(url)
+    ctx = ssl.create_default_context(cafile=cafile)
+    c = http.client.HTTPSConnection(u.hostname, u.port or 443, timeout=10, context=ctx)
+    def get():
+        try:
+            c.request('GET', u.path or '/')
+            r = c.getresponse()
+            body = json.loads(r.read())
+            cn = dict(x[0] for x in c.sock.getpeercert()['subject']).get('commonName')
+            return {'status': r.status, 'name': body.get('name'), 'cn': cn}
+        except Exception as e:
+            return {'exception': repr(e)}
+    first = get()
+    print('held', flush=True)
+    end = time.time() + 30
+    while not os.path.exists(flag) and time.time() < end:
+        time.sleep(0.05)
+    second = get()
+    with open(out + '.tmp', 'w') as f:
+        json.dump({'first': first, 'second': second}, f)
+    os.rename(out + '.tmp', out)

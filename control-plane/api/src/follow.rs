@@ -29,7 +29,8 @@ fn load(path: &Path) -> Option<Snapshot> {
 /// Atomically: a crash leaves the old snapshot or the new one.
 fn persist(path: &Path, s: &Snapshot) -> std::io::Result<()> {
     let json = serde_json::to_vec(s).map_err(std::io::Error::other)?;
-    crate::persist::write_atomic(path, &json, 0o644)
+    // 0600: HTTPS listeners' private keys are in it.
+    crate::persist::write_atomic(path, &json, 0o600)
 }
 
 /// Follows `network` until the task is dropped, calling `apply` with each

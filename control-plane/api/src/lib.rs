@@ -16,6 +16,7 @@ pub mod pki;
 pub mod policy;
 pub mod resource;
 pub mod snapshot;
+pub mod tls;
 
 pub use error::{ApiError, FieldError};
 pub use resource::{API_VERSION, Kind, Object, Resource, Spec};

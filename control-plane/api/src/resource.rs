@@ -262,6 +262,9 @@ pub struct Status {
     pub vip_v6: Option<Ipv6Addr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns_name: Option<String>,
+    /// HTTPS listeners' certificates as of the read: never stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<crate::tls::CertificateInfo>,
 }
 
 /// A stored resource: the declared resource plus the control plane's status.
@@ -285,6 +288,46 @@ impl Object {
             None => Status::default(),
         };
         Ok(Object { resource, status })
+    }
+}
+
+impl Object {
+    /// What the API shows at `now`: private keys replaced by their hashes,
+    /// and the certificates described in the status.
+    pub fn shown(&self, now: i64) -> Object {
+        let mut status = self.status.clone();
+        if let Spec::Service(svc) = &self.resource.spec {
+            for l in &svc.listeners {
+                for cert in l.tls.iter().flat_map(|t| t.certificates.iter()) {
+                    status.certificates.extend(
+                        cert.certificate
+                            .as_deref()
+                            .and_then(|pem| crate::tls::CertificateInfo::of(&l.name, pem, now)),
+                    );
+                }
+            }
+        }
+        Object {
+            resource: self.resource.redacted(),
+            status,
+        }
+    }
+}
+
+impl Resource {
+    /// The resource with every private key replaced by its hash.
+    pub fn redacted(&self) -> Resource {
+        let mut r = self.clone();
+        if let Spec::Service(svc) = &mut r.spec {
+            for cert in svc
+                .listeners
+                .iter_mut()
+                .flat_map(|l| l.tls.iter_mut().flat_map(|t| t.certificates.iter_mut()))
+            {
+                *cert = cert.redacted();
+            }
+        }
+        r
     }
 }
 
@@ -422,6 +465,72 @@ pub struct Listener {
     pub rules: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Timeouts::is_default")]
     pub timeouts: Timeouts,
+    /// HTTPS listeners: the certificates the node proxy terminates TLS with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerTls>,
+}
+
+/// An HTTPS listener's certificates: SNI picks among them, the first is
+/// served to clients that send no (or an unknown) name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ListenerTls {
+    pub certificates: Vec<TlsCertificate>,
+}
+
+/// A certificate chain and its key. In YAML, `certificateFile` and
+/// `keyFile` name PEM files that `trellis apply` reads (relative to the
+/// YAML file) and sends as `certificate` and `privateKey`. The key is never
+/// shown back: `get` prints `privateKeySha256` in its place, and a spec
+/// that gives only that hash keeps the key already stored for it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsCertificate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<String>,
+    /// PEM, leaf first, then intermediates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// PEM (PKCS#8, PKCS#1 or SEC1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    /// Hex SHA-256 of `privateKey`'s PEM text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key_sha256: Option<String>,
+}
+
+impl TlsCertificate {
+    /// The same certificate with its key replaced by the key's hash.
+    pub fn redacted(&self) -> TlsCertificate {
+        TlsCertificate {
+            private_key: None,
+            private_key_sha256: self
+                .private_key
+                .as_deref()
+                .map(key_sha256)
+                .or_else(|| self.private_key_sha256.clone()),
+            ..self.clone()
+        }
+    }
+}
+
+/// Hex SHA-256 of a private key's PEM text (what `get` shows of a key).
+pub fn key_sha256(pem: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, pem.as_bytes());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl fmt::Debug for TlsCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never a key in a log line.
+        f.debug_struct("TlsCertificate")
+            .field("certificate_file", &self.certificate_file)
+            .field("key_file", &self.key_file)
+            .field("private_key_sha256", &self.redacted().private_key_sha256)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A listener's limits on clients and targets (docs/routing.md).

@@ -36,6 +36,23 @@ pub struct Snapshot {
     pub inbound: Vec<InboundView>,
 }
 
+impl Snapshot {
+    /// The snapshot with HTTPS listeners' private keys replaced by their
+    /// hashes: what a node shows of it.
+    pub fn redacted(&self) -> Snapshot {
+        let mut s = self.clone();
+        for cert in s
+            .services
+            .iter_mut()
+            .flat_map(|svc| svc.listeners.iter_mut())
+            .flat_map(|l| l.tls.iter_mut().flat_map(|t| t.certificates.iter_mut()))
+        {
+            *cert = cert.redacted();
+        }
+        s
+    }
+}
+
 /// A service whose target groups (some of them) live in this network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -1,0 +1,366 @@
+//! HTTPS listeners, as a user runs them: certificates in PEM files next to
+//! the YAML, applied with the CLI; clients (curl --cacert, Python's ssl)
+//! reach the service by name through the eBPF redirect, and the node proxy
+//! terminates TLS, picks the certificate by SNI, negotiates HTTP/2 or
+//! HTTP/1.1 by ALPN, and takes new certificates without dropping open
+//! connections.
+
+mod topology;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+use topology::{ControlPlane, HELPERS, Node, Topology};
+
+const YAML: &str = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {name: east}
+spec: {}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: shop}
+spec: {networks: [east]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: shop}
+spec: {network: east, port: 8080, targets: [{address: 10.0.1.10}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: shop}
+spec:
+  serviceNetworks: [shop]
+  customDomainName: shop.example.com
+  listeners:
+    - name: secure
+      protocol: HTTPS
+      timeouts: {headerReadSeconds: 2}
+      defaultAction: {forward: [{targetGroup: shop}]}
+      tls:
+        certificates:
+          - {certificateFile: certs/internal.pem, keyFile: certs/internal.key}
+          - {certificateFile: certs/example.pem, keyFile: certs/example.key}
+"#;
+
+/// A test CA and what it signs.
+struct Ca {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "test CA");
+        let pem = params.self_signed(&key).unwrap().pem();
+        Ca {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// Writes `NAME.pem` and `NAME.key` into `dir`: a certificate with
+    /// common name `cn` for `names`.
+    fn issue(&self, dir: &Path, name: &str, cn: &str, names: &[&str]) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+struct Env {
+    topo: Topology,
+    cp: ControlPlane,
+    node: Node,
+    yaml: String,
+    ca: String,
+}
+
+impl Env {
+    /// curl -v over HTTPS as a client of the node: (status, HTTP version,
+    /// body, the served certificate's subject line).
+    fn curl(&self, args: &str) -> (u16, String, String, String) {
+        let out = self.topo.exec(
+            &self.node.ns,
+            Some(&self.node.clients),
+            &format!(
+                "curl -sv -m 10 --cacert {} -w '\\n=%{{http_code}} %{{http_version}}' {args}",
+                self.ca
+            ),
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, tail) = text.rsplit_once('=').unwrap_or(("", "0 0"));
+        let (code, version) = tail.split_once(' ').unwrap_or(("0", ""));
+        let subject = String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("*  subject: "))
+            .unwrap_or_default()
+            .to_string();
+        (
+            code.trim().parse().unwrap_or(0),
+            version.trim().to_string(),
+            body.trim().to_string(),
+            subject,
+        )
+    }
+
+    fn apply(&self) -> u64 {
+        let out = self
+            .topo
+            .trellis(&self.cp, &format!("apply -f {}", self.yaml));
+        out.lines()
+            .find_map(|l| l.strip_prefix("revision "))
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{out}"))
+    }
+}
+
+fn setup(test: &str) -> Option<(Env, Ca)> {
+    let mut topo = Topology::new(test)?;
+    let (cp_ns, node_ns, targets) = (topo.netns("cp"), topo.netns("node"), topo.netns("targets"));
+    topo.link(&cp_ns, "10.250.1.1/30", &node_ns, "10.250.1.2/30");
+    topo.link(&node_ns, "10.0.1.1/24", &targets, "10.0.1.10/24");
+    topo.backends(&targets, "10.0.1.10", "http:8080:shop");
+    let cp = topo.control_plane(&cp_ns, "");
+    let node = topo.node("east", &node_ns);
+    let ca = Ca::new();
+    let certs = topo.run.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    ca.issue(
+        &certs,
+        "internal",
+        "shop-internal",
+        &["shop.trellis.internal"],
+    );
+    ca.issue(&certs, "example", "shop-example", &["shop.example.com"]);
+    std::fs::write(topo.run.join("ca.pem"), &ca.pem).unwrap();
+    let yaml = topo.run.join("shop.yaml");
+    std::fs::write(&yaml, YAML).unwrap();
+    let env = Env {
+        yaml: yaml.display().to_string(),
+        ca: topo.run.join("ca.pem").display().to_string(),
+        topo,
+        cp,
+        node,
+    };
+    Some((env, ca))
+}
+
+#[test]
+fn https_listeners_terminate_tls_by_sni_and_alpn() {
+    let Some((mut env, ca)) = setup("https_listeners_terminate_tls_by_sni_and_alpn") else {
+        return;
+    };
+    let revision = env.apply();
+    env.topo.start_node(
+        &mut env.node,
+        &env.cp,
+        "http://10.250.1.1:7070",
+        "10.0.1.1",
+        "",
+    );
+    assert!(revision > 0);
+
+    // `get` shows the chain and its expiry, never a key.
+    let shown = env.topo.trellis(&env.cp, "get service shop -o json");
+    assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    let svc = topology::json(&shown);
+    let certs = svc["status"]["certificates"]
+        .as_array()
+        .expect("certificates");
+    assert_eq!(certs.len(), 2, "{shown}");
+    assert_eq!(certs[0]["dnsNames"][0], "shop.trellis.internal");
+    let days = certs[0]["daysToExpiry"].as_i64().unwrap();
+    assert!(days > 300, "{days} days");
+    let tls = &svc["spec"]["listeners"][0]["tls"]["certificates"][0];
+    assert_eq!(tls["privateKeySha256"].as_str().map(str::len), Some(64));
+    assert!(tls.get("privateKey").is_none());
+    // What `get -o yaml` prints applies back unchanged: the key stays.
+    let again = env.topo.run.join("again.yaml");
+    std::fs::write(
+        &again,
+        env.topo.trellis(&env.cp, "get service shop -o yaml"),
+    )
+    .unwrap();
+    let out = env
+        .topo
+        .trellis(&env.cp, &format!("apply -f {}", again.display()));
+    assert!(out.contains("service/shop unchanged"), "{out}");
+    let config = env.topo.admin(&env.node, "/config");
+    assert!(
+        !config.contains("PRIVATE KEY"),
+        "the node's /config shows a key"
+    );
+
+    // HTTP/2 by ALPN, the certificate for the name asked, the proxy's
+    // headers say https.
+    let (code, version, body, subject) = env.curl("https://shop.trellis.internal/");
+    assert_eq!((code, version.as_str()), (200, "2"), "{body}");
+    assert!(subject.contains("CN=shop-internal"), "{subject}");
+    let answer = topology::json(&body);
+    assert_eq!(answer["name"], "shop");
+    assert_eq!(answer["headers"]["x-forwarded-for-proto"], "https");
+    // HTTP/1.1 when the client offers only that; SNI picks the custom
+    // domain's certificate.
+    let (code, version, _, subject) = env.curl("--http1.1 https://shop.example.com/");
+    assert_eq!((code, version.as_str()), (200, "1.1"));
+    assert!(subject.contains("CN=shop-example"), "{subject}");
+    // No SNI (by address): the first certificate.
+    let vip = svc["status"]["vip"].as_str().unwrap().to_string();
+    let (code, _, _, subject) = env.curl(&format!("-k https://{vip}/"));
+    assert_eq!(code, 200);
+    assert!(subject.contains("CN=shop-internal"), "{subject}");
+
+    // Garbage instead of a ClientHello: refused at once. A client that
+    // sends nothing: cut off at headerReadSeconds (2 s).
+    for (bytes, at_most) in [("GET / HTTP/1.1\r\n\r\n", 1.0), ("", 3.5)] {
+        let said = env.topo.client(
+            &env.node,
+            &format!("python3 {HELPERS}/client.py slow shop.trellis.internal 443 '{bytes}'"),
+        );
+        let secs = topology::json(&said)["closed_after"].as_f64().unwrap();
+        assert!(secs < at_most, "{bytes:?}: closed after {secs:.1}s");
+    }
+
+    let metrics = env.topo.admin(&env.node, "/metrics");
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("trellis_tls_certificate_expiry_days{service=\"shop\"")
+                && l.contains("shop-internal")
+        })
+        .unwrap_or_else(|| panic!("no expiry metric:\n{metrics}"));
+    let days: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(days > 300.0, "{line}");
+
+    // A new certificate: open connections keep theirs and keep working,
+    // new ones get the new one.
+    let flag = env.topo.run.join("go");
+    let held = env.topo.run.join("held.json");
+    env.topo.spawn(
+        "held",
+        &env.node.ns.clone(),
+        Some(&env.node.clients.clone()),
+        &format!(
+            "python3 {HELPERS}/client.py tls-hold https://shop.trellis.internal/ {} {} {}",
+            env.ca,
+            flag.display(),
+            held.display()
+        ),
+        "held",
+    );
+    ca.issue(
+        &env.topo.run.join("certs"),
+        "internal",
+        "shop-internal-2",
+        &["shop.trellis.internal"],
+    );
+    let revision = env.apply();
+    env.topo.wait_for(&env.node, "/config", |body| {
+        serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|c| c["revision"].as_u64())
+            .is_some_and(|r| r >= revision)
+    });
+    let (code, _, _, subject) = env.curl("https://shop.trellis.internal/");
+    assert_eq!(code, 200);
+    assert!(subject.contains("CN=shop-internal-2"), "{subject}");
+    std::fs::write(&flag, "").unwrap();
+    let t = Instant::now();
+    while !held.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the held client never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let held = topology::json(&std::fs::read_to_string(&held).unwrap());
+    for at in ["first", "second"] {
+        assert_eq!(held[at]["status"], 200, "{held}");
+        assert_eq!(held[at]["cn"], "shop-internal", "{held}");
+    }
+}
+
+/// Bad certificates are refused at apply with the file, line and field,
+/// and nothing changes.
+#[test]
+fn bad_certificates_are_refused_where_they_are_declared() {
+    let Some((env, ca)) = setup("bad_certificates_are_refused_where_they_are_declared") else {
+        return;
+    };
+    let certs = env.topo.run.join("certs");
+    let apply = |yaml: &str| -> String {
+        std::fs::write(&env.yaml, yaml).unwrap();
+        let out = env.topo.exec(
+            &env.cp.ns,
+            None,
+            &format!(
+                "{} apply -f {} --server http://127.0.0.1:7070 --token-file {}/api-token",
+                topology::BIN,
+                env.yaml,
+                env.cp.data.display()
+            ),
+        );
+        assert!(!out.status.success(), "applied: {yaml}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // A key of another certificate.
+    ca.issue(&certs, "other", "other", &["other.example.com"]);
+    let err = apply(&YAML.replace("keyFile: certs/internal.key", "keyFile: certs/other.key"));
+    let line = 1 + YAML
+        .lines()
+        .position(|l| l.contains("certs/internal.pem"))
+        .unwrap();
+    assert!(
+        err.contains(&format!("shop.yaml:{line}:"))
+            && err.contains("spec.listeners[0].tls.certificates[0].privateKey: does not belong"),
+        "{err}"
+    );
+    // A missing file.
+    let err = apply(&YAML.replace("certs/example.pem", "certs/nope.pem"));
+    assert!(
+        err.contains("spec.listeners[0].tls.certificates[1].certificateFile: certs/nope.pem:"),
+        "{err}"
+    );
+    // No certificate for the custom domain name.
+    let err = apply(&YAML.replace(
+        "          - {certificateFile: certs/example.pem, keyFile: certs/example.key}\n",
+        "",
+    ));
+    assert!(
+        err.contains("no certificate covers the custom domain name shop.example.com"),
+        "{err}"
+    );
+    // An HTTPS listener without certificates.
+    let err = apply(YAML.split("      tls:\n").next().unwrap());
+    assert!(
+        err.contains("spec.listeners[0].tls.certificates: an HTTPS listener needs"),
+        "{err}"
+    );
+    let got = env.topo.exec(
+        &env.cp.ns,
+        None,
+        &format!(
+            "{} get services --server http://127.0.0.1:7070 --token-file {}/api-token",
+            topology::BIN,
+            env.cp.data.display()
+        ),
+    );
+    assert!(
+        !String::from_utf8_lossy(&got.stdout).contains("shop"),
+        "something was applied"
+    );
+}
