@@ -133,10 +133,17 @@ fn setup(test: &str) -> Option<(Env, Ca)> {
     let (cp_ns, node_ns, targets) = (topo.netns("cp"), topo.netns("node"), topo.netns("targets"));
     topo.link(&cp_ns, "10.250.1.1/30", &node_ns, "10.250.1.2/30");
     topo.link(&node_ns, "10.0.1.1/24", &targets, "10.0.1.10/24");
-    topo.backends(&targets, "10.0.1.10", "http:8080:shop");
+    let ca = Ca::new();
+    // Targets behind the passthrough listener terminate TLS themselves.
+    ca.issue(&topo.run, "pt-a", "target-a", &["pt.trellis.internal"]);
+    ca.issue(&topo.run, "pt-b", "target-b", &["pt.example.com"]);
+    topo.backends(
+        &targets,
+        "10.0.1.10",
+        "http:8080:shop https:8443:pt-a https:8444:pt-b",
+    );
     let cp = topo.control_plane(&cp_ns, "");
     let node = topo.node("east", &node_ns);
-    let ca = Ca::new();
     let certs = topo.run.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     ca.issue(
@@ -362,5 +369,100 @@ fn bad_certificates_are_refused_where_they_are_declared() {
     assert!(
         !String::from_utf8_lossy(&got.stdout).contains("shop"),
         "something was applied"
+    );
+}
+
+const PASSTHROUGH: &str = r#"
+apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {name: east}
+spec: {}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: shop}
+spec: {networks: [east]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: pt-a}
+spec: {network: east, protocol: TCP, port: 8443, targets: [{address: 10.0.1.10}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: pt-b}
+spec: {network: east, protocol: TCP, port: 8444, targets: [{address: 10.0.1.10}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: pt}
+spec:
+  serviceNetworks: [shop]
+  customDomainName: pt.example.com
+  listeners:
+    - name: tls
+      protocol: TLS_PASSTHROUGH
+      timeouts: {headerReadSeconds: 2}
+      defaultAction: {forward: [{targetGroup: pt-a}]}
+      rules:
+        - name: example
+          priority: 1
+          match: {host: pt.example.com}
+          action: {forward: [{targetGroup: pt-b}]}
+"#;
+
+/// TLS passthrough: the proxy reads the ClientHello's server name without
+/// terminating, routes by it, and the client's TLS session is with the
+/// target (the target's certificate is what the client sees).
+#[test]
+fn tls_passthrough_routes_by_server_name() {
+    let Some((mut env, _ca)) = setup("tls_passthrough_routes_by_server_name") else {
+        return;
+    };
+    std::fs::write(&env.yaml, PASSTHROUGH).unwrap();
+    env.apply();
+    env.topo.start_node(
+        &mut env.node,
+        &env.cp,
+        "http://10.250.1.1:7070",
+        "10.0.1.1",
+        "",
+    );
+    for (url, cn, name) in [
+        ("https://pt.trellis.internal/", "CN=target-a", "pt-a"),
+        ("https://pt.example.com/", "CN=target-b", "pt-b"),
+    ] {
+        let (code, _, body, subject) = env.curl(url);
+        assert_eq!(code, 200, "{url}: {body}");
+        assert!(subject.contains(cn), "{url}: {subject}");
+        let answer = topology::json(&body);
+        assert_eq!(answer["name"], name);
+        // Spliced, not proxied: no headers added, the node's address seen.
+        assert!(
+            answer["headers"].get("x-trellis-service").is_none(),
+            "{body}"
+        );
+        assert_eq!(answer["peer"], "10.0.1.1");
+    }
+    // Not TLS: refused at once. Nothing sent: cut off at headerReadSeconds.
+    for (bytes, at_most) in [("GET / HTTP/1.1\r\n\r\n", 1.0), ("", 3.5)] {
+        let said = env.topo.client(
+            &env.node,
+            &format!("python3 {HELPERS}/client.py slow pt.trellis.internal 443 '{bytes}'"),
+        );
+        let secs = topology::json(&said)["closed_after"].as_f64().unwrap();
+        assert!(secs < at_most, "{bytes:?}: closed after {secs:.1}s");
+    }
+    let metrics = env.topo.admin(&env.node, "/metrics");
+    assert!(
+        metrics.lines().any(|l| l
+            .starts_with("trellis_proxy_refused_connections_total{reason=\"tls-client-hello\"}")),
+        "{metrics}"
+    );
+    let log = std::fs::read_to_string(env.topo.run.join("east-access.log")).unwrap_or_default();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("\"rule\":\"example\"") && l.contains("\"target_group\":\"pt-b\"")),
+        "{log}"
     );
 }

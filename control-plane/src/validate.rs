@@ -286,15 +286,28 @@ impl Validator<'_> {
             &l.default_action,
             &format!("{path}.defaultAction"),
         );
-        if !l.protocol.is_http() && !l.rules.is_empty() {
+        if l.protocol == ListenerProtocol::Tcp && !l.rules.is_empty() {
             self.problem(
                 format!("{path}.rules"),
-                format!(
-                    "{} listeners route by their default action only; rules need HTTP or HTTPS",
-                    l.protocol.as_str()
-                ),
+                "TCP listeners route by their default action only; rules need HTTP, HTTPS or TLS_PASSTHROUGH",
             );
             return;
+        }
+        if l.protocol == ListenerProtocol::TlsPassthrough {
+            // Only the ClientHello's server name is seen without terminating.
+            for (i, r) in l.rules.iter().enumerate() {
+                let m = &r.matches;
+                if m.path.is_some()
+                    || m.method.is_some()
+                    || !m.headers.is_empty()
+                    || m.host.is_none()
+                {
+                    self.problem(
+                        format!("{path}.rules[{i}].match"),
+                        "TLS_PASSTHROUGH rules match the server name (SNI) only: give host, and nothing else",
+                    );
+                }
+            }
         }
         let mut priorities: BTreeMap<u32, &str> = BTreeMap::new();
         let mut names = BTreeSet::new();

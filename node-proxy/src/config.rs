@@ -81,6 +81,21 @@ impl Listener {
             .find(|r| r.matcher.matches(req))
             .map_or((DEFAULT_RULE, &self.default), |r| (&r.name, &r.action))
     }
+
+    /// TLS passthrough: the rules (host conditions only) against the
+    /// ClientHello's server name; none given matches only the default.
+    pub fn route_server_name(&self, name: Option<&str>) -> (&str, &Action) {
+        let Some(host) = name.and_then(|n| http::HeaderValue::from_str(n).ok()) else {
+            return (DEFAULT_RULE, &self.default);
+        };
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::HOST, host);
+        self.route(&RequestView {
+            method: &http::Method::GET,
+            uri: &http::Uri::from_static("/"),
+            headers: &headers,
+        })
+    }
 }
 
 #[derive(Debug)]

@@ -4,10 +4,11 @@
 //! connections in `tcp`.
 
 use crate::access_log::AccessLog;
-use crate::config::{Config, Listener};
+use crate::config::{Config, DEFAULT_RULE, Listener};
 use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels};
 use crate::socket::{self, OrigDstAddr};
 use crate::targets::Target;
+use crate::tcp::Routed;
 use crate::tunnel::Tunnels;
 use crate::upstream::Clients;
 use arc_swap::ArcSwap;
@@ -197,11 +198,34 @@ impl Proxy {
                     let stop = shutdown.clone();
                     tunnels.spawn(async move {
                         let _active = proxy.track(protocol);
-                        crate::tcp::forward(&proxy, &conn, &l, stream, stop, drain).await;
+                        let routed = Routed {
+                            rule: DEFAULT_RULE,
+                            action: &l.default,
+                            replay: Vec::new(),
+                        };
+                        crate::tcp::forward(&proxy, &conn, &l, routed, stream, stop, drain).await;
                     });
                 }
                 ListenerProtocol::TlsPassthrough => {
-                    self.refuse("tls-passthrough-not-built", client, Some(dst));
+                    let (proxy, l) = (self.clone(), l.clone());
+                    let stop = shutdown.clone();
+                    tunnels.spawn(async move {
+                        let _active = proxy.track(protocol);
+                        let mut stream = stream;
+                        let limit = Duration::from_secs(u64::from(l.timeouts.header_read_seconds.max(1)));
+                        let hello = tokio::time::timeout(limit, crate::tls::read_client_hello(&mut stream)).await;
+                        let (replay, name) = match hello {
+                            Ok(Ok(h)) => h,
+                            Ok(Err(e)) => {
+                                tracing::debug!(conn = conn.id, client = %conn.client, error = ?e, "no usable ClientHello");
+                                return proxy.refuse("tls-client-hello", client, Some(dst));
+                            }
+                            Err(_) => return proxy.refuse("tls-handshake-timeout", client, Some(dst)),
+                        };
+                        let (rule, action) = l.route_server_name(name.as_deref());
+                        let routed = Routed { rule, action, replay };
+                        crate::tcp::forward(&proxy, &conn, &l, routed, stream, stop, drain).await;
+                    });
                 }
             }
         }

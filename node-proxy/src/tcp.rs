@@ -4,7 +4,7 @@
 //! nothing moves for the idle timeout.
 
 use crate::access_log::{Entry, now_rfc3339};
-use crate::config::{Action, DEFAULT_RULE, Listener};
+use crate::config::{Action, Listener};
 use crate::proxy::{Conn, Proxy};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -58,10 +58,20 @@ where
     Ok((a_to_b, b_to_a))
 }
 
+/// What a connection is sent on with: the rule that chose it and the bytes
+/// already read from the client (a passthrough listener's ClientHello),
+/// which the target gets first.
+pub struct Routed<'a> {
+    pub rule: &'a str,
+    pub action: &'a Action,
+    pub replay: Vec<u8>,
+}
+
 pub async fn forward(
     proxy: &Arc<Proxy>,
     conn: &Conn,
     listener: &Arc<Listener>,
+    routed: Routed<'_>,
     client: TcpStream,
     shutdown: CancellationToken,
     drain: Duration,
@@ -75,7 +85,7 @@ pub async fn forward(
         client: conn.client.to_string(),
         service: listener.service.clone(),
         listener: listener.name.clone(),
-        rule: Arc::from(DEFAULT_RULE),
+        rule: Arc::from(routed.rule),
         ..Entry::default()
     };
     let log = |mut entry: Entry, error: Option<&'static str>| {
@@ -84,7 +94,7 @@ pub async fn forward(
         entry.time = now_rfc3339();
         proxy.access_log.log(entry);
     };
-    let Action::Forward(split) = &listener.default else {
+    let Action::Forward(split) = routed.action else {
         return log(entry, Some("no-target-group"));
     };
     let name = split.pick().clone();
@@ -100,10 +110,14 @@ pub async fn forward(
     if let Some(network) = &group.remote {
         entry.target = format!("gateway:{network}");
         let timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
-        let stream = match through_gateway(proxy, conn, listener, network, &name, timeout).await {
+        let mut stream = match through_gateway(proxy, conn, listener, network, &name, timeout).await
+        {
             Ok(s) => s,
             Err(code) => return log(entry, Some(code)),
         };
+        if stream.write_all(&routed.replay).await.is_err() {
+            return log(entry, Some("gateway-unreachable"));
+        }
         entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
         let error = relay(
             client,
@@ -127,7 +141,13 @@ pub async fn forward(
         let lease = target.lease();
         entry.target = target.addr.to_string();
         match upstream.connect(target.addr, connect_timeout).await {
-            Ok(s) => break (lease, s),
+            Ok(mut s) => {
+                if let Err(e) = s.write_all(&routed.replay).await {
+                    tracing::debug!(target = %target.addr, error = %e, "target closed at once");
+                    return log(entry, Some("connect-failed"));
+                }
+                break (lease, s);
+            }
             Err(e) if tried.is_none() && group.targets.len() > 1 => {
                 tracing::debug!(target = %target.addr, error = %e, "connect failed; trying another target");
                 proxy.metrics.retries.inc();

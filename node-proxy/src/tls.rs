@@ -92,3 +92,56 @@ impl ResolvesServerCert for BySni {
         named.or(self.0.first()).map(|(_, key)| key.clone())
     }
 }
+
+/// The largest ClientHello read for TLS passthrough.
+pub const MAX_CLIENT_HELLO: usize = 16 * 1024;
+
+/// Why a passthrough connection was closed before reaching a target.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HelloError {
+    /// Not TLS, or a malformed ClientHello: an alert was sent.
+    Malformed,
+    TooLarge,
+    Closed,
+}
+
+/// Reads a ClientHello without terminating: the bytes read (to replay to
+/// the target) and the server name it asks for. rustls parses it.
+pub async fn read_client_hello<S>(s: &mut S) -> Result<(Vec<u8>, Option<String>), HelloError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut seen = Vec::new();
+    let mut chunk = vec![0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).await.map_err(|_| HelloError::Closed)?;
+        if n == 0 {
+            return Err(HelloError::Closed);
+        }
+        seen.extend_from_slice(&chunk[..n]);
+        if seen.len() > MAX_CLIENT_HELLO {
+            return Err(HelloError::TooLarge);
+        }
+        let mut fresh = &chunk[..n];
+        while !fresh.is_empty() {
+            if acceptor.read_tls(&mut fresh).is_err() {
+                return Err(HelloError::Malformed);
+            }
+        }
+        match acceptor.accept() {
+            Ok(None) => continue,
+            Ok(Some(accepted)) => {
+                let name = accepted.client_hello().server_name().map(str::to_string);
+                return Ok((seen, name));
+            }
+            Err((_, mut alert)) => {
+                let mut out = Vec::new();
+                let _ = alert.write_all(&mut out);
+                let _ = s.write_all(&out).await;
+                return Err(HelloError::Malformed);
+            }
+        }
+    }
+}

@@ -1,5 +1,6 @@
 # Test targets: one process serving several ports, each named (blue, green,
-# ...). GET /health answers 500 while <run>/unhealthy-<port> exists; any
+# ...): http:PORT:NAME, https:PORT:NAME (certificate <run>/NAME.pem and .key),
+# tcp:PORT:NAME (an echo). GET /health answers 500 while <run>/unhealthy-<port> exists; any
 # other request is answered with JSON saying who answered and what arrived.
 # A request with "Upgrade: websocket" is echoed back frame by frame.
 import base64, hashlib, json, os, socket, struct, sys, threading
@@ -68,10 +69,16 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(bytes([0x81, len(reply)]) + reply)
             self.wfile.flush()
 
-def serve(port, name):
+def serve(port, name, tls=False):
     srv = ThreadingHTTPServer((host, port), Handler)
     srv.daemon_threads = True
     srv.name = name
+    if tls:
+        # HTTPS with <run>/<name>.pem and .key.
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(os.path.join(run, name + '.pem'), os.path.join(run, name + '.key'))
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     srv.serve_forever()
 
 def echo(port):
@@ -94,7 +101,7 @@ def echo(port):
 for spec in sys.argv[3:]:
     kind, port, name = spec.split(':')
     target = echo if kind == 'tcp' else serve
-    args = (int(port),) if kind == 'tcp' else (int(port), name)
+    args = (int(port),) if kind == 'tcp' else (int(port), name, kind == 'https')
     threading.Thread(target=target, args=args, daemon=True).start()
 print('ready', flush=True)
 threading.Event().wait()

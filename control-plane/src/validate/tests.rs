@@ -329,7 +329,7 @@ spec:
         &[
             "t.yaml:7:7: spec.listeners[0].port: a TCP listener needs a port",
             "t.yaml:9:34: spec.listeners[0].defaultAction.forward[0].targetGroup: target group \"blue\" speaks HTTP, which this listener cannot forward to",
-            "t.yaml:10:7: spec.listeners[0].rules: TCP listeners route by their default action only; rules need HTTP or HTTPS",
+            "t.yaml:10:7: spec.listeners[0].rules: TCP listeners route by their default action only; rules need HTTP, HTTPS or TLS_PASSTHROUGH",
             "t.yaml:15:7: spec.listeners[2].name: listener \"web\" is declared twice",
             "t.yaml:17:7: spec.listeners[2].port: port 80 is already used by listener \"web\"",
             "t.yaml:18:34: spec.listeners[2].defaultAction.forward[0].targetGroup: target group \"pool\" speaks TCP, which this listener cannot forward to",
