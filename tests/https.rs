@@ -118,13 +118,7 @@ impl Env {
     }
 
     fn apply(&self) -> u64 {
-        let out = self
-            .topo
-            .trellis(&self.cp, &format!("apply -f {}", self.yaml));
-        out.lines()
-            .find_map(|l| l.strip_prefix("revision "))
-            .and_then(|r| r.trim().parse().ok())
-            .unwrap_or_else(|| panic!("{out}"))
+        self.topo.apply(&self.cp, &self.yaml)
     }
 }
 
@@ -276,12 +270,7 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
         &["shop.trellis.internal"],
     );
     let revision = env.apply();
-    env.topo.wait_for(&env.node, "/config", |body| {
-        serde_json::from_str::<serde_json::Value>(body)
-            .ok()
-            .and_then(|c| c["revision"].as_u64())
-            .is_some_and(|r| r >= revision)
-    });
+    env.topo.wait_revision(&env.node, revision);
     let (code, _, _, subject) = env.curl("https://shop.trellis.internal/");
     assert_eq!(code, 200);
     assert!(subject.contains("CN=shop-internal-2"), "{subject}");

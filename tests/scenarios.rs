@@ -48,23 +48,8 @@ impl Cluster {
         );
     }
 
-    /// `trellis apply -f FILE`; returns the revision it printed.
     fn apply(&self, file: &str) -> u64 {
-        let out = self.topo.trellis(&self.cp, &format!("apply -f {file}"));
-        out.lines()
-            .find_map(|l| l.strip_prefix("revision "))
-            .and_then(|r| r.trim().parse().ok())
-            .unwrap_or_else(|| panic!("apply printed no revision: {out}"))
-    }
-
-    /// Waits until the node serves `revision` or later.
-    fn node_at(&self, revision: u64) {
-        self.topo.wait_for(&self.node, "/config", |body| {
-            serde_json::from_str::<serde_json::Value>(body)
-                .ok()
-                .and_then(|c| c["revision"].as_u64())
-                .is_some_and(|r| r >= revision)
-        });
+        self.topo.apply(&self.cp, file)
     }
 
     /// What the system resolver of a client says for `name` (A records).
@@ -138,7 +123,7 @@ fn blue_green_traffic_shifts_with_trellis_apply() {
     assert!(diff.contains("1 to change"), "{diff}");
     let t = Instant::now();
     let revision = c.apply(&file);
-    c.node_at(revision);
+    c.topo.wait_revision(&c.node, revision);
     let took = t.elapsed();
     let counts = c
         .topo
@@ -155,7 +140,7 @@ fn blue_green_traffic_shifts_with_trellis_apply() {
     )
     .unwrap();
     let revision = c.apply(&file);
-    c.node_at(revision);
+    c.topo.wait_revision(&c.node, revision);
     let counts = c
         .topo
         .count(&c.node, "http://checkout.trellis.internal/", 300);
@@ -232,7 +217,7 @@ fn declared_services_are_reached_by_name_where_visible() {
     let more = c.topo.run.join("reviews.yaml");
     std::fs::write(&more, REVIEWS).unwrap();
     let revision = c.apply(&more.display().to_string());
-    c.node_at(revision);
+    c.topo.wait_revision(&c.node, revision);
     wait_until(|| route("http://reviews.trellis.internal/") == "reviews");
     c.topo.trellis(&c.cp, "delete service reviews");
     wait_until(|| c.resolve("reviews.trellis.internal").is_empty());

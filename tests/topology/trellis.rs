@@ -84,6 +84,25 @@ impl Topology {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `trellis apply -f FILE`; the revision it printed.
+    pub fn apply(&self, cp: &ControlPlane, file: &str) -> u64 {
+        let out = self.trellis(cp, &format!("apply -f {file}"));
+        out.lines()
+            .find_map(|l| l.strip_prefix("revision "))
+            .and_then(|r| r.trim().parse().ok())
+            .unwrap_or_else(|| panic!("apply printed no revision: {out}"))
+    }
+
+    /// Waits until `node` serves `revision` or a later one.
+    pub fn wait_revision(&self, node: &Node, revision: u64) {
+        self.wait_for(node, "/config", |body| {
+            serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|c| c["revision"].as_u64())
+                .is_some_and(|r| r >= revision)
+        });
+    }
+
     /// Cgroups and pins for a node agent of `network` in `ns`, whose system
     /// resolver is the node-local DNS.
     pub fn node(&mut self, network: &str, ns: &str) -> Node {
