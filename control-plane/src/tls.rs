@@ -5,7 +5,7 @@
 
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use trellis_api::resource::{Resource, Spec, TlsCertificate, key_sha256};
+use trellis_api::resource::{Listener, Resource, Spec, TlsCertificate, key_sha256};
 use trellis_api::tls;
 
 /// The leaf's DNS names, or the field at fault and why.
@@ -27,9 +27,13 @@ pub fn check(c: &TlsCertificate, now: i64) -> Result<Vec<String>, (&'static str,
     let chain = tls::chain(pem).map_err(|e| ("certificate", e))?;
     let leaf = tls::describe(&chain[0]).map_err(|e| ("certificate", e))?;
     if leaf.not_after <= now {
+        let days = (now - leaf.not_after) / 86_400;
         return Err((
             "certificate",
-            format!("{} expired (notAfter {})", leaf.subject, leaf.not_after),
+            format!(
+                "{} expired {days} day(s) ago; renew it and apply again",
+                leaf.subject
+            ),
         ));
     }
     let Some(key) = &c.private_key else {
@@ -61,7 +65,7 @@ pub fn restore_keys(resource: &mut Resource, stored: Option<&Resource>) {
         Some(Spec::Service(old)) => old
             .listeners
             .iter()
-            .flat_map(|l| l.tls.iter().flat_map(|t| t.certificates.iter()))
+            .flat_map(Listener::certificates)
             .filter_map(|c| c.private_key.as_deref())
             .collect(),
         _ => Vec::new(),
@@ -69,7 +73,7 @@ pub fn restore_keys(resource: &mut Resource, stored: Option<&Resource>) {
     for cert in svc
         .listeners
         .iter_mut()
-        .flat_map(|l| l.tls.iter_mut().flat_map(|t| t.certificates.iter_mut()))
+        .flat_map(Listener::certificates_mut)
     {
         if cert.private_key.is_none() {
             if let Some(hash) = &cert.private_key_sha256 {

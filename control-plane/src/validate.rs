@@ -231,7 +231,7 @@ impl Validator<'_> {
     /// of them for the custom domain name; other listeners take none.
     fn listener_tls(&mut self, l: &Listener, custom_domain: Option<&str>, path: &str) {
         let path = format!("{path}.tls");
-        let certs = l.tls.as_ref().map_or(&[][..], |t| &t.certificates[..]);
+        let certs = l.certificates();
         if l.protocol != ListenerProtocol::Https {
             if l.tls.is_some() {
                 self.problem(path, "only HTTPS listeners take certificates");

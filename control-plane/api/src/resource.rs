@@ -298,7 +298,7 @@ impl Object {
         let mut status = self.status.clone();
         if let Spec::Service(svc) = &self.resource.spec {
             for l in &svc.listeners {
-                for cert in l.tls.iter().flat_map(|t| t.certificates.iter()) {
+                for cert in l.certificates() {
                     status.certificates.extend(
                         cert.certificate
                             .as_deref()
@@ -322,7 +322,7 @@ impl Resource {
             for cert in svc
                 .listeners
                 .iter_mut()
-                .flat_map(|l| l.tls.iter_mut().flat_map(|t| t.certificates.iter_mut()))
+                .flat_map(Listener::certificates_mut)
             {
                 *cert = cert.redacted();
             }
@@ -468,6 +468,17 @@ pub struct Listener {
     /// HTTPS listeners: the certificates the node proxy terminates TLS with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+}
+
+impl Listener {
+    /// Its certificates (HTTPS listeners), in declared order.
+    pub fn certificates(&self) -> &[TlsCertificate] {
+        self.tls.as_ref().map_or(&[], |t| &t.certificates)
+    }
+
+    pub fn certificates_mut(&mut self) -> &mut [TlsCertificate] {
+        self.tls.as_mut().map_or(&mut [], |t| &mut t.certificates)
+    }
 }
 
 /// An HTTPS listener's certificates: SNI picks among them, the first is

@@ -45,7 +45,7 @@ impl Snapshot {
             .services
             .iter_mut()
             .flat_map(|svc| svc.listeners.iter_mut())
-            .flat_map(|l| l.tls.iter_mut().flat_map(|t| t.certificates.iter_mut()))
+            .flat_map(Listener::certificates_mut)
         {
             *cert = cert.redacted();
         }

@@ -33,7 +33,6 @@ pub struct Described {
     /// DNS subject alternative names, lowercase.
     pub dns_names: Vec<String>,
     /// Seconds since the Unix epoch.
-    pub not_before: i64,
     pub not_after: i64,
     /// The DER SubjectPublicKeyInfo, to check a key belongs to it.
     pub spki: Vec<u8>,
@@ -58,7 +57,6 @@ pub fn describe(der: &[u8]) -> Result<Described, String> {
         subject: cert.subject().to_string(),
         issuer: cert.issuer().to_string(),
         dns_names,
-        not_before: cert.validity().not_before.timestamp(),
         not_after: cert.validity().not_after.timestamp(),
         spki: cert.tbs_certificate.subject_pki.raw.to_vec(),
     })
