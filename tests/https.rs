@@ -358,6 +358,36 @@ fn bad_certificates_are_refused_where_they_are_declared() {
         !String::from_utf8_lossy(&got.stdout).contains("shop"),
         "something was applied"
     );
+    // Target groups: a CA file that holds no certificate, a missing one,
+    // TLS settings on a group that does not speak TLS.
+    std::fs::write(env.topo.run.join("not-a-ca.pem"), "not a certificate\n").unwrap();
+    let group = |protocol: &str, tls: &str| {
+        format!(
+            "{YAML}---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: tls-up}}\n\
+             spec: {{network: east, protocol: {protocol}, tls: {tls}, targets: [{{address: 10.0.1.10}}]}}\n"
+        )
+    };
+    for (yaml, expected) in [
+        (
+            group("HTTPS", "{caFile: not-a-ca.pem}"),
+            "spec.tls.ca: no certificate",
+        ),
+        (
+            group("HTTPS", "{caFile: nope.pem}"),
+            "spec.tls.caFile: nope.pem:",
+        ),
+        (
+            group("HTTPS", "{serverName: \"a b\"}"),
+            "spec.tls.serverName:",
+        ),
+        (
+            group("HTTP", "{serverName: a.example}"),
+            "spec.tls: only HTTPS target groups",
+        ),
+    ] {
+        let err = apply(&yaml);
+        assert!(err.contains(expected), "{expected}: {err}");
+    }
 }
 
 const PASSTHROUGH: &str = r#"
@@ -453,4 +483,136 @@ fn tls_passthrough_routes_by_server_name() {
             .any(|l| l.contains("\"rule\":\"example\"") && l.contains("\"target_group\":\"pt-b\"")),
         "{log}"
     );
+}
+
+/// Target groups that speak TLS to their targets, all on one target host,
+/// each reached by its path.
+fn upstream_yaml() -> String {
+    let hc = "{protocol: HTTPS, path: /health, intervalSeconds: 1, timeoutSeconds: 1, healthyThreshold: 2, unhealthyThreshold: 2}";
+    let groups = [
+        // (name, port, tls)
+        (
+            "verified",
+            8445,
+            "{serverName: backend.shop.internal, caFile: ca.pem}",
+        ),
+        ("by-address", 8446, "{caFile: ca.pem}"),
+        ("trellis-ca", 8447, "{serverName: backend.shop.internal}"),
+        (
+            "untrusted",
+            8448,
+            "{serverName: backend.shop.internal, caFile: ca.pem}",
+        ),
+        (
+            "wrong-name",
+            8445,
+            "{serverName: other.shop.internal, caFile: ca.pem}",
+        ),
+    ];
+    let mut yaml = String::from(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: east}\nspec: {}\n---\n\
+         apiVersion: trellis.dev/v1alpha1\nkind: ServiceNetwork\nmetadata: {name: shop}\nspec: {networks: [east]}\n",
+    );
+    let mut rules = String::new();
+    for (i, (name, port, tls)) in groups.iter().enumerate() {
+        yaml += &format!(
+            "---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: {name}}}\n\
+             spec: {{network: east, protocol: HTTPS, port: {port}, tls: {tls}, healthCheck: {hc}, targets: [{{address: 10.0.1.11}}]}}\n"
+        );
+        rules += &format!(
+            "        - {{name: {name}, priority: {p}, match: {{path: {{prefix: /{name}/}}}}, action: {{forward: [{{targetGroup: {name}}}]}}}}\n",
+            p = i + 1
+        );
+    }
+    yaml += &format!(
+        "---\napiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {{name: upstream}}\n\
+         spec:\n  serviceNetworks: [shop]\n  listeners:\n    - name: web\n      protocol: HTTP\n      rules:\n{rules}      \
+         defaultAction: {{fixedResponse: {{statusCode: 404}}}}\n"
+    );
+    yaml
+}
+
+/// TLS to targets: each HTTPS group verifies its targets against its CA
+/// (or the Trellis CA) and server name (or IP address); a target it cannot
+/// verify gets no request, answers 502 `target-tls`, and fails its check.
+#[test]
+fn tls_to_targets_is_verified() {
+    let Some((mut env, ca)) = setup("tls_to_targets_is_verified") else {
+        return;
+    };
+    // Certificates for the targets: from the test CA (by name, by IP
+    // address), from the control plane's own CA, and from a CA nobody trusts.
+    let run = env.topo.run.clone();
+    ca.issue(&run, "up-name", "up-name", &["backend.shop.internal"]);
+    ca.issue(&run, "up-ip", "up-ip", &["10.0.1.11"]);
+    let trellis_ca = Ca {
+        issuer: rcgen::Issuer::from_ca_cert_pem(
+            &std::fs::read_to_string(env.cp.data.join("ca.pem")).unwrap(),
+            rcgen::KeyPair::from_pem(&std::fs::read_to_string(env.cp.data.join("ca.key")).unwrap())
+                .unwrap(),
+        )
+        .unwrap(),
+        pem: String::new(),
+    };
+    trellis_ca.issue(&run, "up-trellis", "up-trellis", &["backend.shop.internal"]);
+    Ca::new().issue(&run, "up-rogue", "up-rogue", &["backend.shop.internal"]);
+    let targets = format!("{}-targets", env.topo.id);
+    env.topo.address(&targets, "10.0.1.11");
+    env.topo.backends(
+        &targets,
+        "10.0.1.11",
+        "https:8445:up-name https:8446:up-ip https:8447:up-trellis https:8448:up-rogue",
+    );
+    std::fs::write(&env.yaml, upstream_yaml()).unwrap();
+    env.apply();
+    env.topo.start_node(
+        &mut env.node,
+        &env.cp,
+        "http://10.250.1.1:7070",
+        "10.0.1.1",
+        "",
+    );
+    // Trusted targets become healthy over HTTPS checks; the others do not.
+    env.topo.wait_for(&env.node, "/metrics", |m| {
+        ["verified", "by-address", "trellis-ca"].iter().all(|g| {
+            m.contains(&format!(
+                "trellis_target_healthy{{target_group=\"{g}\",target=\"10.0.1.11:"
+            )) && !m
+                .lines()
+                .any(|l| l.contains(&format!("target_group=\"{g}\"")) && !l.ends_with(" 1"))
+        }) && ["untrusted", "wrong-name"].iter().all(|g| {
+            m.lines()
+                .any(|l| l.contains(&format!("target_group=\"{g}\"")) && l.ends_with(" 0"))
+        })
+    });
+    for (group, name) in [
+        ("verified", "up-name"),
+        ("by-address", "up-ip"),
+        ("trellis-ca", "up-trellis"),
+    ] {
+        let r = env.topo.curl(
+            &env.node,
+            &format!("http://upstream.trellis.internal/{group}/x"),
+        );
+        assert_eq!(r.code, 200, "{group}: {} {}", r.error, r.body);
+        let answer = r.json();
+        assert_eq!(answer["name"], name, "{group}");
+        assert_eq!(answer["path"], format!("/{group}/x"));
+        // Proxied, not spliced: the proxy's headers, from its SNAT address.
+        assert_eq!(answer["headers"]["x-trellis-service"], "upstream");
+        assert_eq!(answer["peer"], "10.0.1.1");
+    }
+    // Unhealthy everywhere, so failed open: still sent, and refused by TLS.
+    for (group, why) in [
+        ("untrusted", "invalid peer certificate"),
+        ("wrong-name", "not valid for name \"other.shop.internal\""),
+    ] {
+        let r = env.topo.curl(
+            &env.node,
+            &format!("http://upstream.trellis.internal/{group}/x"),
+        );
+        assert_eq!(r.code, 502, "{group}: {}", r.body);
+        assert_eq!(r.error, "target-tls", "{group}: {}", r.body);
+        assert!(r.body.contains(why), "{group}: {}", r.body);
+    }
 }

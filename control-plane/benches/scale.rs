@@ -69,7 +69,7 @@ fn bench(c: &mut Criterion) {
     let state = State::empty(&s).apply(&docs, &s, 0, false).unwrap().state;
     g.bench_function("snapshot_compile_and_serialize", |b| {
         b.iter(|| {
-            let snap = compile(&state, "east", &s.zone, "us-east-1", 20_413).unwrap();
+            let snap = compile(&state, "east", &s.zone, "us-east-1", 20_413, "").unwrap();
             assert_eq!(snap.services.len(), SERVICES);
             serde_json::to_vec(&snap).unwrap()
         })

@@ -450,13 +450,14 @@ impl ControlPlane {
             return Ok((c.changed_at, c.body.clone()));
         }
         let previous = slot.as_ref().map(|c| (c.changed_at, c.content.clone()));
-        let (zone, region, name) = (
+        let (zone, region, name, ca) = (
             self.config.settings.zone.clone(),
             self.config.region.clone(),
             network.to_string(),
+            self.ca_pem().to_string(),
         );
         let compiled = tokio::task::spawn_blocking(move || {
-            let mut snap = snapshot::compile(&state, &name, &zone, &region, day)?;
+            let mut snap = snapshot::compile(&state, &name, &zone, &region, day, &ca)?;
             let content = Bytes::from(serde_json::to_vec(&snap).ok()?);
             let changed_at = match previous {
                 Some((at, old)) if old == content => at,

@@ -155,7 +155,7 @@ pub fn load(inputs: &[PathBuf]) -> Result<Vec<Document>, Vec<Located>> {
                     Ok(mut d) => {
                         let base = file.parent().unwrap_or(Path::new("."));
                         for doc in &mut d {
-                            inline_certificate_files(doc, base, &mut errors);
+                            inline_pem_files(doc, base, &mut errors);
                         }
                         docs.append(&mut d)
                     }
@@ -175,45 +175,53 @@ pub fn load(inputs: &[PathBuf]) -> Result<Vec<Document>, Vec<Located>> {
 /// The largest certificate or key file read.
 pub const MAX_PEM_BYTES: u64 = 1 << 20;
 
-/// Replaces each HTTPS certificate's `certificateFile` and `keyFile` with
-/// the files' PEM text (`certificate`, `privateKey`), paths relative to
-/// the YAML file: the control plane stores the text, nodes never read
+/// Replaces each `*File` field that names a PEM file with the file's text:
+/// HTTPS listeners' `certificateFile` and `keyFile` (`certificate`,
+/// `privateKey`) and a target group's `tls.caFile` (`ca`), paths relative
+/// to the YAML file. The control plane stores the text; nodes never read
 /// files of the operator's machine.
-fn inline_certificate_files(doc: &mut Document, base: &Path, errors: &mut Vec<Located>) {
-    let Some(listeners) = doc
-        .value
-        .pointer_mut("/spec/listeners")
-        .and_then(Value::as_array_mut)
-    else {
-        return;
-    };
+fn inline_pem_files(doc: &mut Document, base: &Path, errors: &mut Vec<Located>) {
+    const CERTIFICATE: &[(&str, &str)] = &[
+        ("certificateFile", "certificate"),
+        ("keyFile", "privateKey"),
+    ];
+    const CA: &[(&str, &str)] = &[("caFile", "ca")];
     let mut found = Vec::new();
-    for (i, l) in listeners.iter_mut().enumerate() {
-        let Some(certs) = l
-            .pointer_mut("/tls/certificates")
-            .and_then(Value::as_array_mut)
-        else {
-            continue;
+    let mut inline = |object: Option<&mut Value>, path: String, fields: &[(&str, &str)]| {
+        let Some(object) = object.and_then(Value::as_object_mut) else {
+            return;
         };
-        for (j, cert) in certs.iter_mut().enumerate() {
-            let Some(cert) = cert.as_object_mut() else {
-                continue;
-            };
-            for (file_field, field) in [
-                ("certificateFile", "certificate"),
-                ("keyFile", "privateKey"),
-            ] {
-                if let Some(Value::String(name)) = cert.remove(file_field) {
-                    let path = format!("spec.listeners[{i}].tls.certificates[{j}].{file_field}");
-                    match read_pem(&base.join(&name)) {
-                        Ok(text) => {
-                            cert.insert(field.to_string(), Value::String(text));
-                        }
-                        Err(e) => found.push((path, format!("{name}: {e}"))),
+        for (file_field, field) in fields {
+            if let Some(Value::String(name)) = object.remove(*file_field) {
+                match read_pem(&base.join(&name)) {
+                    Ok(text) => {
+                        object.insert(field.to_string(), Value::String(text));
                     }
+                    Err(e) => found.push((format!("{path}.{file_field}"), format!("{name}: {e}"))),
                 }
             }
         }
+    };
+    match doc.value.get("kind").and_then(Value::as_str) {
+        Some("Service") => {
+            let listeners = doc
+                .value
+                .pointer_mut("/spec/listeners")
+                .and_then(Value::as_array_mut);
+            for (i, l) in listeners.into_iter().flatten().enumerate() {
+                let certs = l
+                    .pointer_mut("/tls/certificates")
+                    .and_then(Value::as_array_mut);
+                for (j, cert) in certs.into_iter().flatten().enumerate() {
+                    let path = format!("spec.listeners[{i}].tls.certificates[{j}]");
+                    inline(Some(cert), path, CERTIFICATE);
+                }
+            }
+        }
+        Some("TargetGroup") => {
+            inline(doc.value.pointer_mut("/spec/tls"), "spec.tls".into(), CA);
+        }
+        _ => {}
     }
     errors.extend(found.into_iter().map(|(path, m)| doc.error(&path, m)));
 }

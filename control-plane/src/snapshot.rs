@@ -8,21 +8,24 @@ use data_encoding::HEXLOWER;
 use std::collections::{BTreeMap, BTreeSet};
 use trellis_api::Kind;
 use trellis_api::keys::{self, IDENTITY_PREFIX, KeyStatus};
-use trellis_api::resource::AuthType;
 use trellis_api::resource::Spec;
+use trellis_api::resource::{AuthType, TargetProtocol};
 use trellis_api::snapshot::{
     IdentityView, InboundView, KeyView, ServiceNetworkView, ServiceView, Snapshot, TargetGroupView,
 };
 
 /// `None` when the network does not exist. `revision` is left 0: the caller
 /// sets it to the revision at which the content last changed. `day` (UTC
-/// days since the epoch) dates the derived signing keys.
+/// days since the epoch) dates the derived signing keys. `trellis_ca` (PEM)
+/// is what HTTPS target groups without a CA of their own verify targets
+/// against.
 pub fn compile(
     state: &State,
     network: &str,
     zone: &str,
     region: &str,
     day: i64,
+    trellis_ca: &str,
 ) -> Option<Snapshot> {
     state.get(Kind::Network, network)?;
     let mut service_networks = Vec::new();
@@ -107,9 +110,14 @@ pub fn compile(
                 gateways.insert(tg.network.clone(), n.gateways.clone());
             }
         }
+        let mut spec = tg.clone();
+        if spec.protocol == TargetProtocol::Https {
+            let tls = spec.tls.get_or_insert_with(Default::default);
+            tls.ca.get_or_insert_with(|| trellis_ca.to_string());
+        }
         target_groups.push(TargetGroupView {
             name: name.to_string(),
-            spec: tg.clone(),
+            spec,
         });
     }
 

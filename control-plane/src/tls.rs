@@ -55,6 +55,22 @@ pub fn check(c: &TlsCertificate, now: i64) -> Result<Vec<String>, (&'static str,
     }
 }
 
+/// A target group's CA bundle: certificates rustls accepts as trust
+/// anchors, at least one.
+pub fn check_ca(pem: &str) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, refused) = roots.add_parsable_certificates(
+        tls::chain(pem)?
+            .into_iter()
+            .map(rustls_pki_types::CertificateDer::from),
+    );
+    match (added, refused) {
+        (0, _) => Err("no certificate in it can be a trust anchor".into()),
+        (_, 0) => Ok(()),
+        (_, n) => Err(format!("{n} of its certificates cannot be a trust anchor")),
+    }
+}
+
 /// Fills in, from `stored`, the key of every certificate given by its hash
 /// alone; a key given in full drops the redundant hash.
 pub fn restore_keys(resource: &mut Resource, stored: Option<&Resource>) {

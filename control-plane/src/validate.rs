@@ -562,6 +562,7 @@ impl Validator<'_> {
                 format!("{} targets, at most {MAX_TARGETS} allowed", s.targets.len()),
             );
         }
+        self.target_tls(s);
         let mut seen = BTreeSet::new();
         for (i, t) in s.targets.iter().enumerate() {
             let tp = format!("spec.targets[{i}]");
@@ -585,6 +586,42 @@ impl Validator<'_> {
                         );
                     }
                 }
+            }
+        }
+    }
+
+    /// HTTPS groups may name their targets' CA and server name; no other
+    /// group speaks TLS to its targets.
+    fn target_tls(&mut self, s: &TargetGroupSpec) {
+        if s.protocol != TargetProtocol::Https {
+            if s.tls.is_some() {
+                self.problem("spec.tls", "only HTTPS target groups speak TLS to targets");
+            }
+            if s.health_check.protocol == Some(HealthCheckProtocol::Https) {
+                self.problem(
+                    "spec.healthCheck.protocol",
+                    "HTTPS health checks need an HTTPS target group (its tls settings verify the target)",
+                );
+            }
+            return;
+        }
+        let Some(tls) = &s.tls else { return };
+        if let Some(name) = &tls.server_name {
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                self.problem(
+                    "spec.tls.serverName",
+                    format!("\"{name}\" is not a DNS name or an IP address"),
+                );
+            }
+        }
+        if tls.ca_file.is_some() {
+            self.problem(
+                "spec.tls.caFile",
+                "files are read by `trellis apply`; the API takes the PEM text as ca",
+            );
+        } else if let Some(ca) = &tls.ca {
+            if let Err(e) = crate::tls::check_ca(ca) {
+                self.problem("spec.tls.ca", e);
             }
         }
     }

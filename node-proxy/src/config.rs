@@ -9,12 +9,14 @@ use crate::route::{Matcher, RequestView};
 use crate::split::Split;
 use crate::targets::{Group, Health, Target};
 use crate::tls::Terminator;
-use crate::upstream::{Clients, HttpClient};
+use crate::upstream::{Clients, HttpClient, TargetTls};
 use http::StatusCode;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use trellis_api::resource::{Action as ActionSpec, AuthType, ListenerProtocol, Timeouts};
+use trellis_api::resource::{
+    Action as ActionSpec, AuthType, ListenerProtocol, ProtocolVersion, TargetProtocol, Timeouts,
+};
 use trellis_api::snapshot::Snapshot;
 
 #[derive(Debug)]
@@ -273,8 +275,19 @@ impl Config {
                     })
                 })
                 .collect();
-            let name: Arc<str> = Arc::from(tg.name.as_str());
-            groups.insert(name, Arc::new(Group::new(&tg.name, &tg.spec, targets)));
+            let mut group = Group::new(&tg.name, &tg.spec, targets);
+            if tg.spec.protocol == TargetProtocol::Https {
+                let http2 = tg.spec.protocol_version != ProtocolVersion::Http1;
+                let before = old.and_then(|g| g.tls.clone().ok().flatten());
+                let spec = tg.spec.tls.clone().unwrap_or_default();
+                group.tls = TargetTls::compile(&spec, http2, before.as_ref())
+                    .map(Some)
+                    .map_err(|e| {
+                        tracing::error!(group = tg.name, error = %e, "TLS to targets cannot be set up; the group is not reached");
+                        Arc::from(e)
+                    });
+            }
+            groups.insert(Arc::from(tg.name.as_str()), Arc::new(group));
         }
         let inbound = snapshot
             .inbound

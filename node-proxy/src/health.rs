@@ -7,10 +7,13 @@
 //! `unhealthyThreshold` failures in a row; healthy -> unhealthy after
 //! `unhealthyThreshold` failures in a row; unhealthy -> healthy after
 //! `healthyThreshold` passes in a row. A check fails on a connect error, a
-//! timeout (`timeoutSeconds`) or, for HTTP, a status outside the matcher.
+//! timeout (`timeoutSeconds`) or, for HTTP, a status outside the matcher;
+//! for HTTPS also on a TLS handshake that does not verify the target as
+//! requests to it do.
 
 use crate::socket::Upstream;
 use crate::targets::{Group, Health, Target};
+use crate::upstream::TargetTls;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Empty;
@@ -60,6 +63,8 @@ struct Plan {
     healthy: u32,
     unhealthy: u32,
     codes: Codes,
+    /// HTTPS checks: the group's TLS to its targets.
+    tls: Result<Option<Arc<TargetTls>>, Arc<str>>,
 }
 
 impl Plan {
@@ -79,6 +84,7 @@ impl Plan {
             healthy: hc.healthy_threshold.max(1),
             unhealthy: hc.unhealthy_threshold.max(1),
             codes: Codes::parse(&hc.matcher.http_code),
+            tls: group.tls.clone(),
         }
     }
 }
@@ -176,16 +182,36 @@ async fn check(plan: &Plan, addr: SocketAddr, upstream: Upstream) -> Result<(), 
         .connect(to, plan.timeout)
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    if plan.protocol != HealthCheckProtocol::Http {
-        // TCP, and HTTPS until TLS to targets exists: the connect is the check.
-        return Ok(());
+    match plan.protocol {
+        // The connect is the check.
+        HealthCheckProtocol::Tcp => Ok(()),
+        HealthCheckProtocol::Http => ask(plan, to, stream).await,
+        HealthCheckProtocol::Https => {
+            let tls = match &plan.tls {
+                Ok(Some(tls)) => tls,
+                Ok(None) => return Err("HTTPS check of a group without TLS settings".into()),
+                Err(why) => return Err(why.to_string()),
+            };
+            let stream = tls
+                .handshake(stream, to.ip())
+                .await
+                .map_err(|e| format!("TLS: {e}"))?;
+            ask(plan, to, stream).await
+        }
     }
+}
+
+/// One HTTP request on `io`; passes when the status is in the matcher.
+async fn ask<IO>(plan: &Plan, to: SocketAddr, io: IO) -> Result<(), String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let request = Request::get(plan.path.as_str())
         .header(http::header::HOST, to.to_string())
         .header(http::header::USER_AGENT, "trellis-health-check")
         .body(Empty::<Bytes>::new())
         .map_err(|e| e.to_string())?;
-    let io = TokioIo::new(stream);
+    let io = TokioIo::new(io);
     let status = if plan.http2 {
         let (mut send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
             .await

@@ -16,7 +16,7 @@ use crate::route::RequestView;
 use crate::targets::Group;
 use crate::targets::{Lease, random};
 use crate::tunnel::TunnelError;
-use crate::upstream::{Body, HttpClient};
+use crate::upstream::{Body, HttpClient, TargetClient};
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{BodyExt, Empty, Full};
@@ -34,6 +34,9 @@ enum Refusal {
     NoTargetGroup,
     NoHealthyTarget,
     ConnectFailed,
+    /// The TLS handshake with an HTTPS group's target failed (most often:
+    /// its certificate is not trusted or not for the configured name).
+    TargetTls,
     UpstreamFailed,
     UpstreamTimeout,
     TargetDrained,
@@ -54,9 +57,10 @@ impl Refusal {
             | Refusal::NoTargetGroup
             | Refusal::NoHealthyTarget
             | Refusal::GatewayUnreachable => StatusCode::SERVICE_UNAVAILABLE,
-            Refusal::ConnectFailed | Refusal::UpstreamFailed | Refusal::TargetDrained => {
-                StatusCode::BAD_GATEWAY
-            }
+            Refusal::ConnectFailed
+            | Refusal::TargetTls
+            | Refusal::UpstreamFailed
+            | Refusal::TargetDrained => StatusCode::BAD_GATEWAY,
             Refusal::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Refusal::AuthDenied | Refusal::TunnelRefused => StatusCode::FORBIDDEN,
             Refusal::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -71,6 +75,7 @@ impl Refusal {
             Refusal::NoTargetGroup => "no-target-group",
             Refusal::NoHealthyTarget => "no-healthy-target",
             Refusal::ConnectFailed => "connect-failed",
+            Refusal::TargetTls => "target-tls",
             Refusal::UpstreamFailed => "upstream-failed",
             Refusal::UpstreamTimeout => "upstream-timeout",
             Refusal::TargetDrained => "target-drained",
@@ -238,7 +243,8 @@ pub async fn handle(
             Err((refusal, detail)) => refuse(&proxy, rec, refusal, &detail),
         });
     }
-    let clients = (&listener.http1, &listener.http2);
+    let connect_timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
+    let clients = (&listener.http1, &listener.http2, connect_timeout);
     let sent = to_target(&proxy, clients, &group, parts, body, timeout, &mut rec).await;
     let (lease, mut resp) = match sent {
         Ok(ok) => ok,
@@ -282,7 +288,7 @@ pub async fn handle(
 /// another target. The target's in-flight count is held by the lease.
 async fn to_target(
     proxy: &Proxy,
-    (http1, http2_client): (&HttpClient, &HttpClient),
+    (http1, http2_client, connect_timeout): (&HttpClient, &HttpClient, Duration),
     group: &Group,
     mut parts: http::request::Parts,
     body: Body,
@@ -300,7 +306,16 @@ async fn to_target(
     } else {
         Version::HTTP_11
     };
-    let client = if http2 { http2_client } else { http1 };
+    let client = match &group.tls {
+        Ok(None) => TargetClient::Plain(if http2 { http2_client } else { http1 }),
+        Ok(Some(tls)) => TargetClient::Tls(tls.client(proxy.clients.upstream(), connect_timeout)),
+        Err(why) => {
+            return Err((
+                Refusal::TargetTls,
+                format!("target group {}: {why}", group.name),
+            ));
+        }
+    };
     // A request without a body can be sent again: on a connect failure, an
     // idempotent one is retried once on another target.
     let retryable = idempotent(&parts.method) && body.is_end_stream();
@@ -319,8 +334,12 @@ async fn to_target(
         if proxy.access_log.enabled() {
             rec.entry.target = target.addr.to_string();
         }
-        let uri = Uri::try_from(format!("http://{}{path_and_query}", target.addr))
-            .map_err(|e| (Refusal::UpstreamFailed, e.to_string()))?;
+        let uri = Uri::try_from(format!(
+            "{}://{}{path_and_query}",
+            client.scheme(),
+            target.addr
+        ))
+        .map_err(|e| (Refusal::UpstreamFailed, e.to_string()))?;
         let mut upstream = Request::new(match (retryable, body.take()) {
             (false, Some(b)) => b,
             _ => empty(),
@@ -355,7 +374,9 @@ async fn to_target(
     match result {
         Ok(Ok(resp)) => Ok((lease, resp)),
         Ok(Err(e)) => {
-            let refusal = if e.is_connect() {
+            let refusal = if tls_failed(&e) {
+                Refusal::TargetTls
+            } else if e.is_connect() {
                 Refusal::ConnectFailed
             } else {
                 Refusal::UpstreamFailed
@@ -523,7 +544,7 @@ pub async fn handle_tunnelled(
     req.headers_mut().remove(crate::tunnel::GROUP_HEADER);
     headers::strip_hop_by_hop(req.headers_mut(), false);
     let (parts, body) = req.into_parts();
-    let clients = (&peer.http1, &peer.http2);
+    let clients = (&peer.http1, &peer.http2, peer.connect_timeout);
     let sent = to_target(
         &proxy,
         clients,
@@ -748,6 +769,25 @@ async fn read_body(body: Option<Body>, wait: Duration) -> Result<Bytes, (Refusal
         )),
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
+}
+
+/// Whether rustls is at the root of `e`: a target's handshake failed.
+fn tls_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(inner) = source {
+        if inner.is::<rustls::Error>() {
+            return true;
+        }
+        // An io::Error's source() skips what it wraps: look inside.
+        let wrapped = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        if wrapped.is_some_and(|w| tls_failed(w)) {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {

@@ -8,6 +8,7 @@
 //! target. A target removed from its group is in no tier: it gets nothing
 //! new while its in-flight requests finish (`drain`).
 
+use crate::upstream::TargetTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
@@ -132,6 +133,9 @@ pub struct Group {
     /// The network the group lives in when it is not this node's: its
     /// targets are reached through that network's gateways.
     pub remote: Option<Arc<str>>,
+    /// HTTPS groups of this network: TLS to the targets. `Err` holds why
+    /// the settings could not be loaded; such a group is never reached.
+    pub tls: Result<Option<Arc<TargetTls>>, Arc<str>>,
     next: AtomicUsize,
 }
 
@@ -151,6 +155,7 @@ impl Group {
             drain: Duration::from_secs(u64::from(spec.drain_seconds)),
             targets,
             remote: None,
+            tls: Ok(None),
             next: AtomicUsize::new(0),
         }
     }

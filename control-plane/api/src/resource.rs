@@ -748,8 +748,29 @@ pub struct TargetGroupSpec {
     /// have this long to finish.
     #[serde(default = "default_drain")]
     pub drain_seconds: u32,
+    /// HTTPS groups: how targets are verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TargetTls>,
     #[serde(default)]
     pub targets: Vec<Target>,
+}
+
+/// TLS to the targets of an HTTPS target group. Targets are always
+/// verified: against `ca` when given, else against the Trellis CA.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TargetTls {
+    /// Sent as SNI and verified in the target's certificate. Without it
+    /// the target's IP address is verified (an IP SAN) and no SNI is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+    /// A PEM file of CA certificates, read by `trellis apply` relative to
+    /// the YAML file and sent as `ca`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// PEM CA certificates the targets' certificates must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 fn default_drain() -> u32 {
