@@ -224,6 +224,40 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
     assert_eq!(code, 200);
     assert!(subject.contains("CN=shop-internal"), "{subject}");
 
+    // A Rust client (hyper over rustls, examples/https_client.rs) by name
+    // through the redirect: HTTP/2 when offered, else HTTP/1.1; three
+    // requests each.
+    let example = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/https_client");
+    assert!(
+        example.exists(),
+        "{} is missing: `cargo test` builds it (or `cargo build --examples`)",
+        example.display()
+    );
+    for (offer, expected) in [("any", "HTTP/2.0"), ("http1", "HTTP/1.1")] {
+        let said = env.topo.client(
+            &env.node,
+            &format!(
+                "{} https://shop.trellis.internal/rust {} {offer} 3",
+                example.display(),
+                env.ca
+            ),
+        );
+        let lines: Vec<_> = said.lines().map(topology::json).collect();
+        assert_eq!(lines.len(), 3, "{offer}: {said}");
+        for line in lines {
+            assert_eq!(line["status"], 200, "{offer}: {line}");
+            assert_eq!(line["version"], expected, "{offer}");
+            let answer = topology::json(line["body"].as_str().unwrap());
+            assert_eq!(answer["path"], "/rust");
+            assert_eq!(answer["headers"]["x-forwarded-for-proto"], "https");
+        }
+    }
+
     // Garbage instead of a ClientHello: refused at once. A client that
     // sends nothing: cut off at headerReadSeconds (2 s).
     for (bytes, at_most) in [("GET / HTTP/1.1\r\n\r\n", 1.0), ("", 3.5)] {
