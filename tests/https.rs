@@ -213,6 +213,8 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
     let answer = topology::json(&body);
     assert_eq!(answer["name"], "shop");
     assert_eq!(answer["headers"]["x-forwarded-for-proto"], "https");
+    // HTTP/2's :authority reaches the HTTP/1.1 target as Host.
+    assert_eq!(answer["headers"]["host"], "shop.trellis.internal");
     // HTTP/1.1 when the client offers only that; SNI picks the custom
     // domain's certificate.
     let (code, version, _, subject) = env.curl("--http1.1 https://shop.example.com/");
@@ -254,6 +256,7 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
             assert_eq!(line["version"], expected, "{offer}");
             let answer = topology::json(line["body"].as_str().unwrap());
             assert_eq!(answer["path"], "/rust");
+            assert_eq!(answer["headers"]["host"], "shop.trellis.internal");
             assert_eq!(answer["headers"]["x-forwarded-for-proto"], "https");
         }
     }

@@ -225,6 +225,17 @@ pub async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    // An HTTP/2 client names the host in :authority alone; HTTP/1.1
+    // targets need it as Host.
+    if !parts.headers.contains_key(http::header::HOST) {
+        if let Some(host) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            parts.headers.insert(http::header::HOST, host);
+        }
+    }
     add_headers(
         &mut parts.headers,
         &conn,
