@@ -162,6 +162,9 @@ impl Tunnels {
 
     /// Sends `req` to a gateway of `network`: the next one in turn that is
     /// not set aside, over its pooled connection (dialled if need be).
+    /// Gateways set aside are tried last rather than skipped: when all of
+    /// them are (a peer that came up a moment ago), the request still gets
+    /// its chance instead of failing untried.
     pub async fn send(
         &self,
         network: &str,
@@ -173,12 +176,12 @@ impl Tunnels {
             .ok_or_else(|| TunnelError::NoGateway(network.to_string()))?;
         let n = remote.gateways.len();
         let first = remote.next.fetch_add(1, Ordering::Relaxed);
-        let mut last = String::from("every gateway was unreachable moments ago");
-        for i in 0..n {
-            let gw = &remote.gateways[(first + i) % n];
-            if gw.down_until.load(Ordering::Relaxed) > self.now_ms() {
-                continue;
-            }
+        let now = self.now_ms();
+        let (up, aside): (Vec<_>, Vec<_>) = (0..n)
+            .map(|i| &remote.gateways[(first + i) % n])
+            .partition(|gw| gw.down_until.load(Ordering::Relaxed) <= now);
+        let mut last = String::new();
+        for gw in up.into_iter().chain(aside) {
             match self.sender(&remote, gw).await {
                 Ok(mut sender) => {
                     return sender
