@@ -30,19 +30,7 @@ PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1}
 BLUE_PORT=${BLUE_PORT:-18081} GREEN_PORT=${GREEN_PORT:-18082}
 NGINX_PORT=${NGINX_PORT:-18443} HAPROXY_PORT=${HAPROXY_PORT:-18453}
 require_free_tcp "$BLUE_PORT" "$GREEN_PORT" "$NGINX_PORT" "$HAPROXY_PORT"
-bin=${TRELLIS_BIN:-$PWD/target/release/trellis}
-[ -x "$bin" ] || die "build first: cargo build --release"
-
-WORK=$(mktemp -d /tmp/bench-https.XXXXXX)
-pins=/sys/fs/bpf/trellis-bench-https-$$
-cleanup() {
-  stop_all_bg
-  "$bin" node --network bench --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
-  kill "${CP_PID:-}" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup https
 
 # One CA and one server certificate for everyone.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
@@ -107,26 +95,9 @@ start_bg haproxy "$WORK/haproxy.log" $(pin "$PROXY_CPU") haproxy -db -f "$WORK/h
 wait_tcp 127.0.0.1 "$HAPROXY_PORT" || die "haproxy did not start: $(cat "$WORK/haproxy.log")"
 
 start_control_plane "$WORK"
-cat >"$WORK/bench.yaml" <<YAML
-apiVersion: trellis.dev/v1alpha1
-kind: Network
-metadata: {name: bench}
-spec: {}
----
-apiVersion: trellis.dev/v1alpha1
-kind: ServiceNetwork
-metadata: {name: bench}
-spec: {networks: [bench]}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {name: blue}
-spec: {network: bench, healthCheck: {enabled: false}, targets: [{address: 127.0.0.1, port: $BLUE_PORT}]}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {name: green}
-spec: {network: bench, healthCheck: {enabled: false}, targets: [{address: 127.0.0.1, port: $GREEN_PORT}]}
+{
+  split_yaml "127.0.0.1:$BLUE_PORT" "127.0.0.1:$GREEN_PORT"
+  cat <<YAML
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: Service
@@ -141,6 +112,7 @@ spec:
       defaultAction:
         forward: [{targetGroup: blue, weight: 90}, {targetGroup: green, weight: 10}]
 YAML
+} >"$WORK/bench.yaml"
 "$bin" apply -f "$WORK/bench.yaml" >/dev/null
 VIP=$("$bin" get service checkout -o json | jq -r .status.vip)
 start_bg node "$WORK/node.log" $(pin "$PROXY_CPU") "$bin" --log warn --worker-threads 1 node \
@@ -169,18 +141,7 @@ split_of() {
 }
 
 run() { # name
-  local name=$1 out="$WORK/wrk-$1-$round.txt" c0 c1 t0 t1 rps p50 p99 err cpu
-  $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$WARMUP" "${URL[$name]}" >/dev/null 2>&1 || true
-  c0=$(group_ticks "${PG[$name]}") t0=$(now_s)
-  $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$DURATION" --latency "${URL[$name]}" >"$out" 2>&1 || true
-  c1=$(group_ticks "${PG[$name]}") t1=$(now_s)
-  cpu=$(cpu_pct $((c1 - c0)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
-  rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
-  p50=$(to_us "$(awk '$1=="50%"{print $2}' "$out")") p99=$(to_us "$(awk '$1=="99%"{print $2}' "$out")")
-  err=$(awk '/Socket errors:/{gsub(/,/,""); e+=$4+$6+$8+$10} /Non-2xx/{e+=$NF} END{print e+0}' "$out")
-  RPS[$name]="${RPS[$name]:-} ${rps:-0}" P50[$name]="${P50[$name]:-} $p50" P99[$name]="${P99[$name]:-} $p99"
-  ERR[$name]=$((${ERR[$name]:-0} + err)) CPU[$name]="${CPU[$name]:-} $cpu"
-  log "round $round $name: ${rps:-0} req/s p50=${p50}us p99=${p99}us errors=$err cpu=$cpu%"
+  wrk_round "$1" "${PG[$1]}" "${URL[$1]}"
 }
 
 log "wrk -t1 -c$CONNS -d$DURATION over TLS, rounds=$ROUNDS; proxies on cpu$PROXY_CPU, wrk and backend on cpu$LOAD_CPU"

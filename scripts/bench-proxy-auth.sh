@@ -30,19 +30,7 @@ ensure_pkgs nginx:nginx wrk:wrk curl:curl jq:jq taskset:util-linux
 PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1}
 BLUE_PORT=${BLUE_PORT:-18081} GREEN_PORT=${GREEN_PORT:-18082} ADMIN_PORT=${ADMIN_PORT:-15090}
 require_free_tcp "$BLUE_PORT" "$GREEN_PORT" "$ADMIN_PORT"
-bin=${TRELLIS_BIN:-$PWD/target/release/trellis}
-[ -x "$bin" ] || die "build first: cargo build --release"
-
-WORK=$(mktemp -d /tmp/bench-auth.XXXXXX)
-pins=/sys/fs/bpf/trellis-bench-auth-$$
-cleanup() {
-  stop_all_bg
-  "$bin" node --network bench --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
-  kill "${CP_PID:-}" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_setup auth
 
 nginx_backend "$WORK/backend" "$BLUE_PORT:blue" "$GREEN_PORT:green"
 start_bg backend "$WORK/backend.log" $(pin "$LOAD_CPU") nginx -p "$WORK/backend" -c nginx.conf -g 'daemon off;'
@@ -67,31 +55,13 @@ $3
 YAML
 }
 {
+  split_yaml "127.0.0.1:$BLUE_PORT" "127.0.0.1:$GREEN_PORT"
   cat <<YAML
-apiVersion: trellis.dev/v1alpha1
-kind: Network
-metadata: {name: bench}
-spec: {}
----
-apiVersion: trellis.dev/v1alpha1
-kind: ServiceNetwork
-metadata: {name: bench}
-spec: {networks: [bench]}
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: Identity
 metadata: {name: bench}
 spec: {}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {name: blue}
-spec: {network: bench, healthCheck: {enabled: false}, targets: [{address: 127.0.0.1, port: $BLUE_PORT}]}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {name: green}
-spec: {network: bench, healthCheck: {enabled: false}, targets: [{address: 127.0.0.1, port: $GREEN_PORT}]}
 YAML
   service open NONE ""
   service signed SIGV4 '  authPolicy:
@@ -147,21 +117,8 @@ allowed() { # requests the signed service allowed so far
     awk '/^trellis_proxy_auth_decisions_total.*service="signed".*outcome="allow"/{n+=$2} END{print n+0}'
 }
 
-run() { # name url [headers...]: one wrk run, appended to RPS P50 P99 ERR
-  local name=$1 url=$2 out="$WORK/wrk-$1-$round.txt"
-  shift 2
-  $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null 2>&1 || true
-  local c0 c1 t0 t1 rps p50 p99 err cpu
-  c0=$(group_ticks "$PID_node") t0=$(now_s)
-  $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1 || true
-  c1=$(group_ticks "$PID_node") t1=$(now_s)
-  cpu=$(cpu_pct $((c1 - c0)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
-  rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
-  p50=$(to_us "$(awk '$1=="50%"{print $2}' "$out")") p99=$(to_us "$(awk '$1=="99%"{print $2}' "$out")")
-  err=$(awk '/Socket errors:/{gsub(/,/,""); e+=$4+$6+$8+$10} /Non-2xx/{e+=$NF} END{print e+0}' "$out")
-  RPS[$name]="${RPS[$name]:-} ${rps:-0}" P50[$name]="${P50[$name]:-} $p50" P99[$name]="${P99[$name]:-} $p99"
-  ERR[$name]=$((${ERR[$name]:-0} + err)) CPU[$name]="${CPU[$name]:-} $cpu"
-  log "round $round $name: ${rps:-0} req/s p50=${p50}us p99=${p99}us errors=$err node cpu=$cpu%"
+run() { # name url [headers...]
+  wrk_round "$1" "$PID_node" "$2" "${@:3}"
 }
 
 declare -A RPS P50 P99 ERR CPU

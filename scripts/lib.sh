@@ -50,3 +50,68 @@ http {
 $servers}
 EOF
 }
+
+# wrk_round NAME PID URL [WRK_ARGS...]: a warm-up, then one measured
+# `wrk -t1 -c$CONNS -d$DURATION --latency` pinned to $LOAD_CPU, with the CPU
+# of PID's process group over the run. Appends to the caller's associative
+# arrays RPS P50 P99 CPU (space-separated, for `median`) and adds to ERR; the
+# wrk output is kept in $WORK/wrk-NAME-$round.txt. Needs ../shared/bench/lib.sh.
+wrk_round() {
+  local name=$1 pg=$2 url=$3 out="$WORK/wrk-$1-$round.txt" c0 c1 t0 t1 rps p50 p99 err cpu
+  shift 3
+  $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null 2>&1 || true
+  c0=$(group_ticks "$pg") t0=$(now_s)
+  $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1 || true
+  c1=$(group_ticks "$pg") t1=$(now_s)
+  cpu=$(cpu_pct $((c1 - c0)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
+  rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
+  p50=$(to_us "$(awk '$1=="50%"{print $2}' "$out")") p99=$(to_us "$(awk '$1=="99%"{print $2}' "$out")")
+  err=$(awk '/Socket errors:/{gsub(/,/,""); e+=$4+$6+$8+$10} /Non-2xx/{e+=$NF} END{print e+0}' "$out")
+  RPS[$name]="${RPS[$name]:-} ${rps:-0}" P50[$name]="${P50[$name]:-} $p50" P99[$name]="${P99[$name]:-} $p99"
+  ERR[$name]=$((${ERR[$name]:-0} + err)) CPU[$name]="${CPU[$name]:-} $cpu"
+  log "round $round $name: ${rps:-0} req/s p50=${p50}us p99=${p99}us errors=$err cpu=$cpu%"
+}
+
+# bench_setup NAME: $bin (the release build), $WORK (a temp dir) and $pins
+# (a node's bpffs pins); at exit, what start_bg started, the node's datapath,
+# the control plane and $WORK are removed. Needs ../shared/bench/lib.sh.
+bench_setup() {
+  bin=${TRELLIS_BIN:-$PWD/target/release/trellis}
+  [ -x "$bin" ] || die "build first: cargo build --release"
+  WORK=$(mktemp -d "/tmp/bench-$1.XXXXXX")
+  pins=/sys/fs/bpf/trellis-bench-$1-$$
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT TERM
+}
+bench_cleanup() {
+  stop_all_bg
+  "$bin" node --network bench --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
+  kill "${CP_PID:-}" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+
+# split_yaml BLUE GREEN: network and service network `bench`, and target
+# groups `blue` and `green` (health checks off) on host:port BLUE and GREEN.
+split_yaml() {
+  cat <<YAML
+apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {name: bench}
+spec: {}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: bench}
+spec: {networks: [bench]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: blue}
+spec: {network: bench, healthCheck: {enabled: false}, targets: [{address: ${1%:*}, port: ${1##*:}}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: green}
+spec: {network: bench, healthCheck: {enabled: false}, targets: [{address: ${2%:*}, port: ${2##*:}}]}
+YAML
+}
