@@ -23,26 +23,9 @@ trap 'exit 0' TERM INT
 source "$(dirname "$0")/lib.sh"
 start_control_plane "$work"
 weights=${BENCH_WEIGHTS:-90/10}
-cat >"$work/bench.yaml" <<YAML
-apiVersion: trellis.dev/v1alpha1
-kind: Network
-metadata: {name: bench}
-spec: {}
----
-apiVersion: trellis.dev/v1alpha1
-kind: ServiceNetwork
-metadata: {name: bench}
-spec: {networks: [bench]}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {name: blue}
-spec: {network: bench, targets: [{address: ${BENCH_BLUE%:*}, port: ${BENCH_BLUE##*:}}]}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {name: green}
-spec: {network: bench, targets: [{address: ${BENCH_GREEN%:*}, port: ${BENCH_GREEN##*:}}]}
+{
+  split_yaml "$BENCH_BLUE" "$BENCH_GREEN"
+  cat <<YAML
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: Service
@@ -55,6 +38,7 @@ spec:
       defaultAction:
         forward: [{targetGroup: blue, weight: ${weights%/*}}, {targetGroup: green, weight: ${weights#*/}}]
 YAML
+} >"$work/bench.yaml"
 "$bin" apply -f "$work/bench.yaml" >/dev/null
 "$bin" --log warn --worker-threads 1 node --network bench --data-dir "$work/node" \
   --bpf-pin-dir "$pins" --datapath ebpf --admin-listen 127.0.0.1:0 \
