@@ -5,7 +5,7 @@
 //! is still there (so health and load survive a swap).
 
 use crate::auth::{Guard, Keys};
-use crate::route::{Matcher, RequestView};
+use crate::route::{Matcher, RequestParts, RequestView};
 use crate::split::Split;
 use crate::targets::{Group, Health, Target};
 use crate::tls::Terminator;
@@ -77,7 +77,7 @@ pub const DEFAULT_RULE: &str = "default";
 impl Listener {
     /// The first rule, by priority, whose conditions all hold; else the
     /// default action.
-    pub fn route(&self, req: &RequestView<'_>) -> (&str, &Action) {
+    pub fn route(&self, req: &impl RequestView) -> (&str, &Action) {
         self.rules
             .iter()
             .find(|r| r.matcher.matches(req))
@@ -92,7 +92,7 @@ impl Listener {
         };
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, host);
-        self.route(&RequestView {
+        self.route(&RequestParts {
             method: &http::Method::GET,
             uri: &http::Uri::from_static("/"),
             headers: &headers,

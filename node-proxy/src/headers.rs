@@ -6,7 +6,7 @@
 use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
 
 /// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
-const HOP_BY_HOP: [&str; 8] = [
+pub const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -12,7 +12,7 @@ use crate::config::{Action, Listener};
 use crate::headers::{self, LATTICE_ACCOUNT};
 use crate::metrics::{RequestLabels, ServiceLabels};
 use crate::proxy::{Conn, Proxy};
-use crate::route::RequestView;
+use crate::route::RequestParts;
 use crate::targets::Group;
 use crate::targets::{Lease, random};
 use crate::tunnel::TunnelError;
@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 
 /// Why Trellis answered itself; the `x-trellis-error` header value.
 #[derive(Clone, Copy, Debug)]
-enum Refusal {
+pub(crate) enum Refusal {
     NoService,
     NoTargetGroup,
     NoHealthyTarget,
@@ -51,7 +51,7 @@ enum Refusal {
 }
 
 impl Refusal {
-    fn status(self) -> StatusCode {
+    pub(crate) fn status(self) -> StatusCode {
         match self {
             Refusal::NoService
             | Refusal::NoTargetGroup
@@ -69,7 +69,7 @@ impl Refusal {
         }
     }
 
-    fn code(self) -> &'static str {
+    pub(crate) fn code(self) -> &'static str {
         match self {
             Refusal::NoService => "no-service",
             Refusal::NoTargetGroup => "no-target-group",
@@ -113,22 +113,45 @@ pub(crate) fn empty() -> Body {
         .boxed_unsync()
 }
 
-fn request_id() -> String {
+pub(crate) fn request_id() -> String {
     format!("{:016x}{:016x}", random() as u64, random() as u64)
 }
 
 /// Methods a retry cannot make happen twice (RFC 9110 9.2.2).
-fn idempotent(m: &Method) -> bool {
-    matches!(
-        *m,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
+pub(crate) fn idempotent(m: &str) -> bool {
+    matches!(m, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
 /// What the log line and the metrics need, filled in as the request goes.
-struct Record {
-    entry: Entry,
-    start: Instant,
+pub(crate) struct Record {
+    pub entry: Entry,
+    pub start: Instant,
+}
+
+impl Record {
+    /// The request is over: counted, timed and logged.
+    pub(crate) fn done(mut self, proxy: &Proxy) {
+        let elapsed = self.start.elapsed();
+        self.entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let m = &proxy.metrics;
+        m.requests
+            .get_or_create(&RequestLabels {
+                service: self.entry.service.clone(),
+                listener: self.entry.listener.clone(),
+                target_group: self.entry.target_group.clone(),
+                code: self.entry.status,
+            })
+            .inc();
+        m.duration
+            .get_or_create(&ServiceLabels {
+                service: self.entry.service.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if proxy.access_log.enabled() {
+            self.entry.time = now_rfc3339();
+            proxy.access_log.log(self.entry);
+        }
+    }
 }
 
 pub async fn handle(
@@ -193,7 +216,7 @@ pub async fn handle(
             }
         }
     }
-    let (rule, action) = listener.route(&RequestView {
+    let (rule, action) = listener.route(&RequestParts {
         method: req.method(),
         uri: req.uri(),
         headers: req.headers(),
@@ -236,14 +259,16 @@ pub async fn handle(
             parts.headers.insert(http::header::HOST, host);
         }
     }
-    add_headers(
-        &mut parts.headers,
-        &conn,
+    let region = &config.snapshot.region;
+    let set = &mut |name, value: &str| headers::set(&mut parts.headers, name, value);
+    connection_headers(&conn, &listener, &config.network, region, set);
+    request_headers(
         &listener,
-        &rec.entry,
-        &config.snapshot.region,
+        region,
+        &rec.entry.request_id,
         &group_name,
         principal.as_deref(),
+        set,
     );
     let timeout = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
     if let Some(network) = &group.remote {
@@ -329,7 +354,7 @@ async fn to_target(
     };
     // A request without a body can be sent again: on a connect failure, an
     // idempotent one is retried once on another target.
-    let retryable = idempotent(&parts.method) && body.is_end_stream();
+    let retryable = idempotent(parts.method.as_str()) && body.is_end_stream();
     let mut body = Some(body);
     let mut tried = None;
     let mut attempt = 0;
@@ -812,32 +837,49 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn add_headers(
-    h: &mut http::HeaderMap,
+/// The headers a target gets about the connection a request came on;
+/// `set` writes one (replacing any of that name).
+pub(crate) fn connection_headers(
     conn: &Conn,
     listener: &Listener,
-    entry: &Entry,
+    network: &str,
     region: &str,
-    group: &str,
-    principal: Option<&Principal>,
+    set: &mut dyn FnMut(&'static str, &str),
 ) {
-    headers::set(h, "x-forwarded-for", &conn.client.ip().to_string());
-    headers::set(h, "x-forwarded-for-port", &conn.client.port().to_string());
+    set("x-forwarded-for", &conn.client.ip().to_string());
+    set("x-forwarded-for-port", &conn.client.port().to_string());
     let proto = match listener.protocol {
         trellis_api::resource::ListenerProtocol::Https => "https",
         _ => "http",
     };
-    headers::set(h, "x-forwarded-for-proto", proto);
-    headers::set(h, "x-trellis-source-network", &entry.source_network);
-    headers::set(h, "x-trellis-service", &listener.service);
-    headers::set(h, "x-trellis-request-id", &entry.request_id);
+    set("x-forwarded-for-proto", proto);
+    set("x-trellis-source-network", network);
+    set("x-trellis-service", &listener.service);
+    if listener.lattice_compat {
+        set(
+            "x-amzn-lattice-network",
+            &format!("SourceVpcArn=arn:aws:ec2:{region}:{LATTICE_ACCOUNT}:vpc/{network}"),
+        );
+    }
+}
+
+/// The headers a target gets about one request: its id, who signed it, and
+/// with Lattice compatibility the group it went to.
+pub(crate) fn request_headers(
+    listener: &Listener,
+    region: &str,
+    request_id: &str,
+    group: &str,
+    principal: Option<&Principal>,
+    set: &mut dyn FnMut(&'static str, &str),
+) {
+    set("x-trellis-request-id", request_id);
     let identity = principal.and_then(|p| p.names.first());
     if let Some(name) = identity {
-        headers::set(h, "x-trellis-identity", name);
+        set("x-trellis-identity", name);
     }
     if listener.lattice_compat {
-        headers::set(
-            h,
+        set(
             "x-amzn-lattice-identity",
             &match identity {
                 Some(name) => format!("Principal={name}; Type=Trellis::Identity"),
@@ -847,16 +889,7 @@ fn add_headers(
         let arn = |kind: &str, name: &str| {
             format!("arn:aws:vpc-lattice:{region}:{LATTICE_ACCOUNT}:{kind}/{name}")
         };
-        headers::set(
-            h,
-            "x-amzn-lattice-network",
-            &format!(
-                "SourceVpcArn=arn:aws:ec2:{region}:{LATTICE_ACCOUNT}:vpc/{}",
-                entry.source_network
-            ),
-        );
-        headers::set(
-            h,
+        set(
             "x-amzn-lattice-target",
             &format!(
                 "ServiceArn={};ServiceNetworkArn={};TargetGroupArn={}",
@@ -930,28 +963,8 @@ impl hyper::body::Body for Observed {
 
 impl Drop for Observed {
     fn drop(&mut self) {
-        let Some(mut rec) = self.record.take() else {
-            return;
-        };
-        let elapsed = rec.start.elapsed();
-        rec.entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
-        let m = &self.proxy.metrics;
-        m.requests
-            .get_or_create(&RequestLabels {
-                service: rec.entry.service.clone(),
-                listener: rec.entry.listener.clone(),
-                target_group: rec.entry.target_group.clone(),
-                code: rec.entry.status,
-            })
-            .inc();
-        m.duration
-            .get_or_create(&ServiceLabels {
-                service: rec.entry.service.clone(),
-            })
-            .observe(elapsed.as_secs_f64());
-        if self.proxy.access_log.enabled() {
-            rec.entry.time = now_rfc3339();
-            self.proxy.access_log.log(rec.entry);
+        if let Some(rec) = self.record.take() {
+            rec.done(&self.proxy);
         }
     }
 }

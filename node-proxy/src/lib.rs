@@ -17,6 +17,7 @@ pub mod agent;
 pub mod auth;
 pub mod config;
 pub mod gateway;
+mod h1;
 mod headers;
 pub mod health;
 mod http;

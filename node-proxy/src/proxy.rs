@@ -5,6 +5,7 @@
 
 use crate::access_log::AccessLog;
 use crate::config::{Config, DEFAULT_RULE, Listener};
+use crate::h1;
 use crate::metrics::{Metrics, ProtocolLabels, ReasonLabels};
 use crate::socket::{self, OrigDstAddr};
 use crate::targets::Target;
@@ -14,6 +15,7 @@ use crate::upstream::Clients;
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -35,6 +37,8 @@ pub struct Proxy {
     pub metrics: Metrics,
     pub access_log: AccessLog,
     pub clients: Arc<Clients>,
+    /// Idle HTTP/1.1 target connections between client connections.
+    pub(crate) pool: h1::Pool,
     /// Set when the node has an identity: groups of other networks are
     /// reached through their gateways.
     tunnels: OnceLock<Arc<Tunnels>>,
@@ -61,6 +65,7 @@ impl Proxy {
             metrics: Metrics::default(),
             access_log,
             clients,
+            pool: h1::Pool::default(),
             tunnels: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
@@ -92,6 +97,12 @@ impl Proxy {
             t.update(&next.snapshot.gateways);
         }
         self.config.store(next.clone());
+        let targets: std::collections::HashSet<SocketAddr> = next
+            .groups
+            .values()
+            .flat_map(|g| g.targets.iter().map(|t| t.addr))
+            .collect();
+        self.pool.retain(|addr| targets.contains(&addr));
         for (target, drain) in next.departed(&previous) {
             tracing::info!(target = %target.addr, in_flight = target.in_flight(), drain = ?drain, "target left its group; draining");
             Target::remove(&target, drain);
@@ -150,13 +161,11 @@ impl Proxy {
             let _ = stream.set_nodelay(true);
             match l.protocol {
                 ListenerProtocol::Http => {
-                    let served = graceful.watch(self.http(l, conn.clone(), stream));
-                    let proxy = self.clone();
+                    let (proxy, watcher, l) = (self.clone(), graceful.watcher(), l.clone());
+                    let stop = shutdown.clone();
                     tokio::spawn(async move {
                         let _active = proxy.track(protocol);
-                        if let Err(e) = served.await {
-                            tracing::debug!(conn = conn.id, client = %conn.client, error = %e, "connection ended with an error");
-                        }
+                        proxy.serve_http(&l, conn, stream, watcher, &stop).await;
                     });
                 }
                 ListenerProtocol::Https => {
@@ -171,6 +180,7 @@ impl Proxy {
                         continue;
                     };
                     let (proxy, watcher, l) = (self.clone(), graceful.watcher(), l.clone());
+                    let stop = shutdown.clone();
                     tokio::spawn(async move {
                         let _active = proxy.track(protocol);
                         let limit =
@@ -188,8 +198,10 @@ impl Proxy {
                             }
                         };
                         drop(permit);
-                        if let Err(e) = watcher.watch(proxy.http(&l, conn.clone(), stream)).await {
-                            tracing::debug!(conn = conn.id, client = %conn.client, error = %e, "connection ended with an error");
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            proxy.serve_hyper(&l, conn, stream, watcher).await;
+                        } else {
+                            proxy.serve_http(&l, conn, stream, watcher, &stop).await;
                         }
                     });
                 }
@@ -240,8 +252,41 @@ impl Proxy {
         }
     }
 
-    /// Serves HTTP/1.1 and HTTP/2 on `io` (a plain or a TLS stream) with the
-    /// listener's limits.
+    /// Serves HTTP on `io` (a plain or a TLS stream): HTTP/1.1 on this task
+    /// (`h1`) while its requests are the common kind, hyper for the rest of
+    /// the connection from the first that is not.
+    async fn serve_http<I>(
+        self: &Arc<Self>,
+        l: &Listener,
+        conn: Arc<Conn>,
+        io: I,
+        watcher: Watcher,
+        stop: &CancellationToken,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        if let h1::Served::HandOver(io) = h1::serve(self, &conn, io, stop).await {
+            self.serve_hyper(l, conn, io, watcher).await;
+        }
+    }
+
+    async fn serve_hyper<I>(
+        self: &Arc<Self>,
+        l: &Listener,
+        conn: Arc<Conn>,
+        io: I,
+        watcher: Watcher,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (id, client) = (conn.id, conn.client);
+        if let Err(e) = watcher.watch(self.http(l, conn, io)).await {
+            tracing::debug!(conn = id, %client, error = %e, "connection ended with an error");
+        }
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 on `io` with hyper, with the listener's
+    /// limits.
     fn http<I>(
         self: &Arc<Self>,
         l: &Listener,

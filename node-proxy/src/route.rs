@@ -16,25 +16,57 @@ use http::{HeaderMap, HeaderName, Method, Uri};
 use regex::{Regex, RegexBuilder};
 use trellis_api::resource::{HeaderMatch, PathMatch, RuleMatch};
 
-/// What a rule looks at in a request.
-pub struct RequestView<'a> {
-    pub method: &'a Method,
-    pub uri: &'a Uri,
-    pub headers: &'a HeaderMap,
-}
+/// What a rule looks at in a request: hyper's parsed request (HTTP/2, and
+/// the HTTP/1 requests `h1` hands over), or the HTTP/1 path's own head.
+pub trait RequestView {
+    fn method(&self) -> &str;
+    /// The path, without the query string.
+    fn path(&self) -> &str;
+    /// The host as sent (absolute URI or `:authority`, else Host), maybe
+    /// with a port.
+    fn raw_host(&self) -> Option<&str>;
+    /// Whether any value of header `name` that is text (visible ASCII, as
+    /// `HeaderValue::to_str` takes it) satisfies `f`.
+    fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&str) -> bool) -> bool;
 
-impl RequestView<'_> {
-    /// The host without port, from the URI (HTTP/2, absolute form) or Host.
-    pub fn host(&self) -> Option<&str> {
-        let raw = self
-            .uri
-            .host()
-            .or_else(|| self.headers.get(http::header::HOST)?.to_str().ok())?;
+    /// The host without port.
+    fn host(&self) -> Option<&str> {
+        let raw = self.raw_host()?;
         // [v6]:port, v4:port, name:port
         Some(match raw.strip_prefix('[') {
             Some(rest) => rest.split(']').next().unwrap_or(rest),
             None => raw.split(':').next().unwrap_or(raw),
         })
+    }
+}
+
+/// A request as hyper parsed it.
+pub struct RequestParts<'a> {
+    pub method: &'a Method,
+    pub uri: &'a Uri,
+    pub headers: &'a HeaderMap,
+}
+
+impl RequestView for RequestParts<'_> {
+    fn method(&self) -> &str {
+        self.method.as_str()
+    }
+
+    fn path(&self) -> &str {
+        self.uri.path()
+    }
+
+    fn raw_host(&self) -> Option<&str> {
+        self.uri
+            .host()
+            .or_else(|| self.headers.get(http::header::HOST)?.to_str().ok())
+    }
+
+    fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&str) -> bool) -> bool {
+        self.headers
+            .get_all(name)
+            .iter()
+            .any(|v| v.to_str().is_ok_and(&mut *f))
     }
 }
 
@@ -120,14 +152,14 @@ impl Matcher {
         })
     }
 
-    pub fn matches(&self, req: &RequestView<'_>) -> bool {
+    pub fn matches(&self, req: &impl RequestView) -> bool {
         if let Some(m) = &self.method {
-            if req.method != m {
+            if req.method() != m.as_str() {
                 return false;
             }
         }
         if let Some(p) = &self.path {
-            let path = req.uri.path();
+            let path = req.path();
             let ok = if p.case_sensitive {
                 p.text.matches(path)
             } else {
@@ -149,8 +181,7 @@ impl Matcher {
             }
         }
         self.headers.iter().all(|h| {
-            req.headers.get_all(&h.name).iter().any(|v| {
-                let Ok(v) = v.to_str() else { return false };
+            req.any_value(&h.name, &mut |v| {
                 if h.case_sensitive {
                     h.text.matches(v)
                 } else {
@@ -370,7 +401,7 @@ mod tests {
         for (cond, (method, uri, headers), expected) in cases {
             let m = rule(cond.clone());
             let (method, uri, headers) = request(method, uri, &headers);
-            let view = RequestView {
+            let view = RequestParts {
                 method: &method,
                 uri: &uri,
                 headers: &headers,

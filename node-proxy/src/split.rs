@@ -48,6 +48,11 @@ impl Split {
         })
     }
 
+    /// The groups with a positive weight.
+    pub fn groups(&self) -> &[Arc<str>] {
+        &self.groups
+    }
+
     /// The group for the next request.
     pub fn pick(&self) -> &Arc<str> {
         let slot = self.next.fetch_add(1, Ordering::Relaxed) % self.schedule.len();
