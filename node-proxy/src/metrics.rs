@@ -51,6 +51,7 @@ pub struct Metrics {
     pub connections: Family<ProtocolLabels, Counter>,
     pub refused: Family<ReasonLabels, Counter>,
     pub retries: Counter,
+    pub handovers: Family<ReasonLabels, Counter>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -71,6 +72,7 @@ impl Default for Metrics {
         let connections = Family::<ProtocolLabels, Counter>::default();
         let refused = Family::<ReasonLabels, Counter>::default();
         let retries = Counter::default();
+        let handovers = Family::<ReasonLabels, Counter>::default();
         let auth = Family::<AuthLabels, Counter>::default();
         registry.register(
             "auth_decisions",
@@ -104,8 +106,13 @@ impl Default for Metrics {
         );
         registry.register(
             "retries",
-            "Requests retried on another target after a connect failure",
+            "Requests sent again: on another target after a connect failure, or on a new connection when a kept one was closed",
             retries.clone(),
+        );
+        registry.register(
+            "http_handovers",
+            "HTTP connections the HTTP/1.1 path handed to hyper, by the first request's reason",
+            handovers.clone(),
         );
         Metrics {
             registry,
@@ -116,6 +123,7 @@ impl Default for Metrics {
             connections,
             refused,
             retries,
+            handovers,
         }
     }
 }

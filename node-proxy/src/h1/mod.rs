@@ -75,7 +75,12 @@ where
         proxy.pool.put(addr, stream);
     }
     match step {
-        Step::HandOver => Served::HandOver(Rewind::new(s.buf.freeze(), s.io)),
+        Step::HandOver(reason) => {
+            let labels = crate::metrics::ReasonLabels { reason };
+            proxy.metrics.handovers.get_or_create(&labels).inc();
+            tracing::debug!(conn = conn.id, reason, "HTTP connection handed to hyper");
+            Served::HandOver(Rewind::new(s.buf.freeze(), s.io))
+        }
         _ => {
             let _ = tokio::time::timeout(SHUTDOWN, s.io.shutdown()).await;
             Served::Closed
@@ -86,7 +91,8 @@ where
 enum Step {
     Next,
     Close,
-    HandOver,
+    /// Why, a metric label.
+    HandOver(&'static str),
 }
 
 struct Session<'a, I> {
@@ -137,7 +143,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     ) -> Step {
         let timeouts = match self.proxy.config().listener(self.conn.dst.0) {
             Some(l) => l.timeouts,
-            None => return Step::HandOver,
+            None => return Step::HandOver("no-service"),
         };
         if let Some(step) = self.read_head(&timeouts, stopped).await {
             return step;
@@ -145,10 +151,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         let start = Instant::now();
         let config = self.proxy.config();
         let Some(listener) = config.listener(self.conn.dst.0).cloned() else {
-            return Step::HandOver;
+            return Step::HandOver("no-service");
         };
-        let Some(plan) = self.plan(&config, &listener, start) else {
-            return Step::HandOver;
+        let plan = match self.plan(&config, &listener, start) {
+            Ok(plan) => plan,
+            Err(reason) => return Step::HandOver(reason),
         };
         drop(config);
         self.forward(&listener, plan, stop).await
@@ -171,7 +178,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                     Ok(httparse::Status::Complete(_)) => return None,
                     Ok(httparse::Status::Partial) if self.buf.len() < MAX_HEADER_BYTES => {}
                     // hyper answers (431, 400) or speaks HTTP/2.
-                    _ => return Some(Step::HandOver),
+                    _ if self.buf.starts_with(b"PRI * HTTP/2.0") => {
+                        return Some(Step::HandOver("http2"));
+                    }
+                    _ => return Some(Step::HandOver("head")),
                 }
                 deadline.get_or_insert_with(|| {
                     tokio::time::Instant::now() + secs(t.header_read_seconds)
@@ -193,11 +203,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     }
 
     /// Routes the head in `buf` and writes the target's head into `out`;
-    /// `None` if hyper is to have the request. Nothing is consumed then,
-    /// not even a turn of the weighted schedule.
-    fn plan(&mut self, config: &Config, listener: &Arc<Listener>, start: Instant) -> Option<Plan> {
+    /// else why hyper is to have the request. Nothing is consumed then, not
+    /// even a turn of the weighted schedule.
+    fn plan(
+        &mut self,
+        config: &Config,
+        listener: &Arc<Listener>,
+        start: Instant,
+    ) -> Result<Plan, &'static str> {
         if listener.guard.is_some() {
-            return None;
+            return Err("auth");
         }
         if !self
             .fixed
@@ -211,21 +226,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             self.fixed = Some((listener.clone(), bytes));
         }
         let mut headers = head::uninit();
-        let (req, len) = head::Request::parse(&self.buf, &mut headers)?;
-        let framing = req.framing()?;
+        let (req, len) = head::Request::parse(&self.buf, &mut headers).ok_or("head")?;
+        let framing = req.framing().ok_or("framing")?;
         let (rule, action) = listener.route(&req);
         let Action::Forward(split) = action else {
-            return None;
+            return Err("action");
         };
         if !split
             .groups()
             .iter()
             .all(|g| config.groups.get(g).is_some_and(|g| plain_http1(g)))
         {
-            return None;
+            return Err("target-group");
         }
         let group_name = split.pick();
-        let group = config.groups.get(group_name)?.clone();
+        let group = config.groups.get(group_name).ok_or("target-group")?.clone();
         let mut entry = Entry {
             kind: "http",
             request_id: http::request_id(),
@@ -259,7 +274,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             rec: Record { entry, start },
         };
         self.buf.advance(len);
-        Some(plan)
+        Ok(plan)
     }
 
     /// Sends the request to a target of the plan's group (a connect failure
@@ -642,3 +657,6 @@ fn secs(s: u32) -> Duration {
 fn ms(m: u32) -> Duration {
     Duration::from_millis(u64::from(m.max(1)))
 }
+
+#[cfg(test)]
+mod tests;
