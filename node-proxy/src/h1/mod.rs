@@ -162,14 +162,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     }
 
     /// Reads until `buf` holds a whole head. `None`: it does; else what to
-    /// do instead. Idle between requests: `idleSeconds`; from a head's
-    /// first byte to its last: `headerReadSeconds`.
+    /// do instead. As hyper does, `headerReadSeconds` runs from the end of
+    /// the previous response: an idle connection and a slow head alike are
+    /// closed when it is over.
     async fn read_head(
         &mut self,
         t: &Timeouts,
         mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Option<Step> {
-        let mut deadline = None;
+        let deadline = tokio::time::Instant::now() + secs(t.header_read_seconds);
         loop {
             if !self.buf.is_empty() {
                 let mut headers = head::uninit();
@@ -183,17 +184,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                     }
                     _ => return Some(Step::HandOver("head")),
                 }
-                deadline.get_or_insert_with(|| {
-                    tokio::time::Instant::now() + secs(t.header_read_seconds)
-                });
             }
+            let idle = self.buf.is_empty();
             self.buf.reserve(READ_CHUNK);
-            let read = match deadline {
-                None => tokio::select! {
-                    r = tokio::time::timeout(secs(t.idle_seconds), self.io.read_buf(&mut self.buf)) => r,
+            let read = timeout_at(deadline, self.io.read_buf(&mut self.buf));
+            let read = if idle {
+                // Between requests, a drain closes the connection at once.
+                tokio::select! {
+                    r = read => r,
                     _ = stopped.as_mut() => return Some(Step::Close),
-                },
-                Some(d) => timeout_at(d, self.io.read_buf(&mut self.buf)).await,
+                }
+            } else {
+                read.await
             };
             match read {
                 Ok(Ok(n)) if n > 0 => {}
