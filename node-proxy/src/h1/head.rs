@@ -74,11 +74,7 @@ impl<'h, 'b> Request<'h, 'b> {
             if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
             } else if name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value)
-                    .ok()?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()?;
+                let n = length_value(h.value)?;
                 if length.is_some_and(|l| l != n) {
                     return None;
                 }
@@ -155,6 +151,16 @@ fn text(v: &[u8]) -> Option<&str> {
     } else {
         None
     }
+}
+
+/// A `Content-Length` value: digits only (`str::parse` would take "+5",
+/// which a target might read otherwise).
+fn length_value(v: &[u8]) -> Option<u64> {
+    let v = v.trim_ascii();
+    if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Whether `v` may go out as a header value (no CR, LF or other control).
@@ -269,11 +275,7 @@ impl<'h, 'b> Response<'h, 'b> {
                 });
             }
             if h.name.eq_ignore_ascii_case("content-length") {
-                let n = std::str::from_utf8(h.value)
-                    .ok()?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()?;
+                let n = length_value(h.value)?;
                 if length.is_some_and(|l| l != n) {
                     return None;
                 }
@@ -440,6 +442,7 @@ mod tests {
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
             "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-private\r\n\r\n",
