@@ -71,24 +71,26 @@ pub struct Listener {
     pub tls: Option<Arc<Terminator>>,
 }
 
-/// The name `route` reports when the default action applies.
-pub const DEFAULT_RULE: &str = "default";
+/// The name `route` reports when the default action applies: one shared
+/// `Arc`, so a request's log entry takes a rule name without allocating.
+pub static DEFAULT_RULE: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from("default"));
 
 impl Listener {
     /// The first rule, by priority, whose conditions all hold; else the
     /// default action.
-    pub fn route(&self, req: &impl RequestView) -> (&str, &Action) {
+    pub fn route(&self, req: &impl RequestView) -> (&Arc<str>, &Action) {
         self.rules
             .iter()
             .find(|r| r.matcher.matches(req))
-            .map_or((DEFAULT_RULE, &self.default), |r| (&r.name, &r.action))
+            .map_or((&DEFAULT_RULE, &self.default), |r| (&r.name, &r.action))
     }
 
     /// TLS passthrough: the rules (host conditions only) against the
     /// ClientHello's server name; none given matches only the default.
-    pub fn route_server_name(&self, name: Option<&str>) -> (&str, &Action) {
+    pub fn route_server_name(&self, name: Option<&str>) -> (&Arc<str>, &Action) {
         let Some(host) = name.and_then(|n| http::HeaderValue::from_str(n).ok()) else {
-            return (DEFAULT_RULE, &self.default);
+            return (&DEFAULT_RULE, &self.default);
         };
         let mut headers = http::HeaderMap::new();
         headers.insert(http::header::HOST, host);

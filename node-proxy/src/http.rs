@@ -221,7 +221,7 @@ pub async fn handle(
         uri: req.uri(),
         headers: req.headers(),
     });
-    rec.entry.rule = Arc::from(rule);
+    rec.entry.rule = rule.clone();
     let split = match action {
         Action::Fixed(status) => {
             let mut r = Response::new(empty());

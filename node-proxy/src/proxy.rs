@@ -211,7 +211,7 @@ impl Proxy {
                     tunnels.spawn(async move {
                         let _active = proxy.track(protocol);
                         let routed = Routed {
-                            rule: DEFAULT_RULE,
+                            rule: &DEFAULT_RULE,
                             action: &l.default,
                             replay: Vec::new(),
                         };

@@ -62,7 +62,7 @@ where
 /// already read from the client (a passthrough listener's ClientHello),
 /// which the target gets first.
 pub struct Routed<'a> {
-    pub rule: &'a str,
+    pub rule: &'a Arc<str>,
     pub action: &'a Action,
     pub replay: Vec<u8>,
 }
@@ -85,7 +85,7 @@ pub async fn forward(
         client: conn.client.to_string(),
         service: listener.service.clone(),
         listener: listener.name.clone(),
-        rule: Arc::from(routed.rule),
+        rule: routed.rule.clone(),
         ..Entry::default()
     };
     let log = |mut entry: Entry, error: Option<&'static str>| {

@@ -249,7 +249,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             source_network: config.network.clone(),
             service: listener.service.clone(),
             listener: listener.name.clone(),
-            rule: Arc::from(rule),
+            rule: rule.clone(),
             target_group: group_name.clone(),
             bytes_received: framing.content_length,
             ..Entry::default()
@@ -303,7 +303,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         let (lease, stream) = loop {
             let Some(target) = group.pick(tried) else {
                 let detail = format!("target group {} has no target to send to", group.name);
-                return self.refuse(plan, Refusal::NoHealthyTarget, &detail).await;
+                return self
+                    .refuse(plan, t, Refusal::NoHealthyTarget, &detail)
+                    .await;
             };
             let lease = target.lease();
             if self.proxy.access_log.enabled() {
@@ -311,15 +313,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             }
             match self.attempt(target, fresh, deadline, t, &mut plan).await {
                 Ok(stream) => break (lease, stream),
-                Err(Failure::Connect(e)) => {
-                    if plan.retryable && tried.is_none() && group.targets.len() > 1 {
-                        tracing::debug!(target = %target.addr, error = %e, "connect failed; retrying on another target");
-                        self.proxy.metrics.retries.inc();
-                        tried = Some(target.addr);
-                        continue;
-                    }
-                    let detail = format!("{}: {e}", target.addr);
-                    return self.refuse(plan, Refusal::ConnectFailed, &detail).await;
+                Err(Failure::Connect(e))
+                    if plan.retryable && tried.is_none() && group.targets.len() > 1 =>
+                {
+                    tracing::debug!(target = %target.addr, error = %e, "connect failed; retrying on another target");
+                    self.proxy.metrics.retries.inc();
+                    tried = Some(target.addr);
                 }
                 Err(Failure::Stale) if plan.retryable && !fresh => {
                     tracing::debug!(target = %target.addr, "kept connection was closed; sending again on a new one");
@@ -329,6 +328,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 Err(f) => {
                     let addr = target.addr;
                     let (refusal, detail) = match f {
+                        Failure::Connect(e) => (Refusal::ConnectFailed, format!("{addr}: {e}")),
                         Failure::Timeout => (
                             Refusal::UpstreamTimeout,
                             format!(
@@ -345,12 +345,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                             "the request body did not arrive".into(),
                         ),
                         Failure::Failed(why) => (Refusal::UpstreamFailed, format!("{addr}: {why}")),
-                        Failure::Stale | Failure::Connect(_) => (
+                        Failure::Stale => (
                             Refusal::UpstreamFailed,
                             format!("{addr}: connection closed before the response"),
                         ),
                     };
-                    return self.refuse(plan, refusal, &detail).await;
+                    return self.refuse(plan, t, refusal, &detail).await;
                 }
             }
         };
@@ -423,21 +423,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 Ok(Ok(_)) => {}
             }
             let mut headers = head::uninit();
-            let informational = match head::Response::parse(&self.rbuf, &mut headers) {
+            let len = match head::Response::parse(&self.rbuf, &mut headers) {
                 Ok(None) if self.rbuf.len() < MAX_HEADER_BYTES => continue,
                 Ok(None) => return Err(Failure::Failed("response head too large".into())),
                 Err(e) => return Err(Failure::Failed(format!("malformed response head: {e}"))),
+                // 1xx: the client gets it, then the final response follows.
+                // (Nothing is sent again once a response began: `out` is free.)
                 Ok(Some((resp, len))) if matches!(resp.status, 100 | 102..=199) => {
-                    let mut out = Vec::new();
-                    resp.write(&mut out, false);
-                    (out, len)
+                    self.out.clear();
+                    resp.write(&mut self.out, false);
+                    len
                 }
                 Ok(Some(_)) => return Ok(stream),
             };
-            // 1xx: the client gets it, then the final response follows.
-            let (out, len) = informational;
             self.rbuf.advance(len);
-            if send(&mut self.io, &out, t).await.is_err() {
+            if send(&mut self.io, &self.out, t).await.is_err() {
                 return Err(Failure::Client);
             }
         }
@@ -457,7 +457,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         let mut headers = head::uninit();
         let Ok(Some((resp, len))) = head::Response::parse(&self.rbuf, &mut headers) else {
             return self
-                .refuse(plan, Refusal::UpstreamFailed, "no response head")
+                .refuse(plan, t, Refusal::UpstreamFailed, "no response head")
                 .await;
         };
         let (status, body) = (resp.status, resp.body(plan.head_request));
@@ -468,7 +468,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                     "{}: a response this proxy cannot frame",
                     lease.target().addr
                 );
-                return self.refuse(plan, Refusal::UpstreamFailed, &detail).await;
+                return self.refuse(plan, t, Refusal::UpstreamFailed, &detail).await;
             }
         };
         let keep = resp.keep_alive && body != Body::UntilClose;
@@ -537,7 +537,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     /// Trellis's own answer (`x-trellis-error` and a one-line reason),
     /// counted and logged like any. A request whose body was not all read
     /// closes the connection after it.
-    async fn refuse(&mut self, mut plan: Plan, refusal: Refusal, detail: &str) -> Step {
+    async fn refuse(
+        &mut self,
+        mut plan: Plan,
+        t: &Timeouts,
+        refusal: Refusal,
+        detail: &str,
+    ) -> Step {
         let close = plan.close || plan.body_left > 0;
         let status = refusal.status();
         let body = format!("{}: {detail}\n", refusal.code());
@@ -557,12 +563,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         plan.rec.entry.status = status.as_u16();
         plan.rec.entry.error = Some(refusal.code());
         plan.rec.entry.bytes_sent = body.len() as u64;
-        let timeouts = self
-            .proxy
-            .config()
-            .listener(self.conn.dst.0)
-            .map(|l| l.timeouts);
-        let sent = send(&mut self.io, &out, &timeouts.unwrap_or_default()).await;
+        let sent = send(&mut self.io, &out, t).await;
         plan.rec.done(self.proxy);
         if close || sent.is_err() {
             Step::Close
