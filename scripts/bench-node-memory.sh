@@ -42,7 +42,7 @@ node_pid=$!
 for _ in $(seq 200); do grep -q "admin listening" "$work/node.out" 2>/dev/null && break; sleep 0.1; done
 admin=$(sed -n 's/.*admin listening on //p' "$work/node.out")
 for _ in $(seq 200); do curl -sf "http://$admin/ready" >/dev/null && break; sleep 0.1; done
-listeners=$(curl -s "http://$admin/config" | jq '.snapshot.services | length')
+listeners=$(curl -s -H "authorization: Bearer $(cat "$work/node/admin-token")" "http://$admin/config" | jq '.snapshot.services | length')
 sleep 7
 [ -n "${KEEP_SECONDS:-}" ] && { echo "pid=$node_pid"; sleep "$KEEP_SECONDS"; }
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$node_pid/status")

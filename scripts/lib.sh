@@ -9,7 +9,7 @@ build_release() {
 
 # start_control_plane DIR [FLAGS...]: runs `$bin control-plane` on a free
 # loopback port with its store in DIR/cp, waits until it listens, exports
-# TRELLIS_SERVER and sets CP_PID. Its output goes to DIR/cp.out and DIR/cp.log.
+# TRELLIS_SERVER and TRELLIS_TOKEN_FILE and sets CP_PID. Its output goes to DIR/cp.out and DIR/cp.log.
 start_control_plane() {
   local dir=$1
   shift
@@ -22,7 +22,8 @@ start_control_plane() {
     echo "the control plane did not start" >&2
     return 1
   fi
-  export TRELLIS_SERVER
+  TRELLIS_TOKEN_FILE=$dir/cp/api-token
+  export TRELLIS_SERVER TRELLIS_TOKEN_FILE
 }
 
 # to_us "1.23ms" -> 1230: wrk's latency units to microseconds.

@@ -486,3 +486,171 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
         assert!(metrics.contains(&line), "no {line} in {metrics}");
     }
 }
+
+/// Every signing key the node holds: the hex values in its persisted
+/// snapshot, which only root can read.
+fn signing_keys(env: &Env) -> Vec<String> {
+    let file = env.run.join("node/node-snapshot-east.json");
+    let snapshot: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("the node's snapshot")).unwrap();
+    let mut keys = Vec::new();
+    for identity in snapshot["identities"].as_array().into_iter().flatten() {
+        for key in identity["keys"].as_array().into_iter().flatten() {
+            for hex in key["signingKeys"]
+                .as_object()
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                keys.push(hex.as_str().unwrap().to_string());
+            }
+        }
+    }
+    keys
+}
+
+/// A command in the node's namespace as uid/gid 65534 (nobody): what any
+/// local process of a node may do. Its stdout, and whether it succeeded.
+fn as_nobody(env: &Env, cmd: &str) -> (bool, String) {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &env.ns,
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+        ])
+        .args(["--clear-groups", "sh", "-c", cmd])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+    )
+}
+
+#[test]
+fn a_local_user_reads_no_key_material_from_the_node() {
+    let Some(mut env) = Env::new("local_user_secrets") else {
+        return;
+    };
+    env.start_backends(&["http:8081:blue"]);
+    env.apply(&shop());
+    let created: serde_json::Value =
+        serde_json::from_str(&env.trellis("identity create alice -o json")).unwrap();
+    let key = created["AccessKeyId"].as_str().unwrap().to_string();
+    let secret = created["SecretAccessKey"].as_str().unwrap().to_string();
+    // The most the node says: every request, every header decision.
+    env.node_log = "trace";
+    env.start_node(&[]);
+    let base = format!("http://{}", env.vip("orders"));
+
+    // Credentials in every form a client sends them, each with a marker.
+    let token = "sessiontoken7e57f00d";
+    let forged = "5ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7e75ec7";
+    let signed = [
+        "--aws-sigv4".to_string(),
+        quote(&format!("aws:amz:{REGION}:{SERVICE}")),
+        "--user".into(),
+        quote(&format!("{key}:{secret}")),
+    ];
+    let (status, body) = call(
+        &env,
+        &[&signed[..], &[quote(&format!("{base}/orders/1"))]].concat(),
+    );
+    assert_eq!(status, 200, "{body}");
+    // Temporary credentials are refused, and not written down either.
+    let with_token = [
+        "-H".into(),
+        quote(&format!("x-amz-security-token: {token}")),
+        quote(&format!("{base}/orders/3")),
+    ];
+    let (status, _) = call(&env, &[&signed[..], &with_token].concat());
+    assert_eq!(status, 403);
+    let curl_auth = |url: &str, authorization: &str| {
+        with_headers(
+            "GET",
+            url,
+            &[
+                ("authorization".into(), authorization.into()),
+                ("x-amz-date".into(), "20261207T000000Z".into()),
+                ("x-amz-security-token".into(), token.into()),
+            ],
+            None,
+        )
+    };
+    let forged_auth = format!(
+        "AWS4-HMAC-SHA256 Credential={key}/20261207/{REGION}/{SERVICE}/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature={forged}"
+    );
+    let (status, _) = call(&env, &curl_auth(&format!("{base}/orders/2"), &forged_auth));
+    assert_eq!(status, 403);
+    let (status, _) = call(
+        &env,
+        &curl_auth(
+            &format!("{base}/public/x?X-Amz-Signature={forged}&X-Amz-Security-Token={token}"),
+            &format!("Bearer {secret}"),
+        ),
+    );
+    assert!(status >= 400, "{status}");
+
+    let keys = signing_keys(&env);
+    assert!(keys.len() >= 3, "the node holds alice's keys: {keys:?}");
+    let mut markers = keys.clone();
+    markers.extend([secret.clone(), forged.to_string(), token.to_string()]);
+
+    // Root, with the documented means, sees the config (keys fingerprinted).
+    let (status, config) = env.admin_get("/config");
+    assert_eq!(status, 200);
+    assert!(config.contains("\"sha256:"), "{config}");
+
+    // Everything a local non-root process can read of the node.
+    let admin = &env.admin;
+    let mut readable = String::new();
+    for path in ["/config", "/metrics", "/ready", "/config?x", "/nope"] {
+        let (_, page) = as_nobody(&env, &format!("curl -s -m 5 http://{admin}{path}"));
+        readable.push_str(&page);
+    }
+    let (_, page) = as_nobody(&env, &format!("curl -s -m 5 http://{admin}/config"));
+    assert!(page.contains("needs the admin token"), "{page}");
+    let (_, page) = as_nobody(&env, &format!("curl -s -m 5 http://{admin}/metrics"));
+    assert!(page.contains("trellis_proxy"), "metrics stay open: {page}");
+    let run = env.run.display();
+    let (ok, files) = as_nobody(
+        &env,
+        &format!("find {run} -type f -readable -exec cat {{}} +"),
+    );
+    readable.push_str(&files);
+    assert!(!ok || !files.is_empty(), "find ran");
+    for name in ["node-snapshot-east.json", "admin-token", "identity.key"] {
+        let (ok, _) = as_nobody(&env, &format!("cat {run}/node/{name}"));
+        assert!(!ok, "nobody read {name}");
+    }
+    for m in &keys {
+        assert!(
+            !readable.contains(m.as_str()),
+            "a signing key is readable by nobody"
+        );
+    }
+
+    // What the node wrote of requests and of itself (as root): no
+    // credential in any form.
+    let mut written = String::new();
+    for name in ["node.log", "node.out", "access.log"] {
+        written.push_str(&std::fs::read_to_string(env.run.join(name)).unwrap_or_default());
+    }
+    assert!(
+        written.contains("/orders/1"),
+        "the access log has the requests"
+    );
+    for m in &markers {
+        assert!(
+            !written.contains(m.as_str()),
+            "the node's output carries {m}"
+        );
+    }
+    assert!(
+        !written.contains("AWS4-HMAC-SHA256 Credential"),
+        "an Authorization header was logged"
+    );
+}

@@ -175,7 +175,8 @@ fn diff_shows_a_weight_shift_without_applying_it() {
 async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
     let cp = ControlPlane::start(&[]);
     assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
-    let client = Client::new(&cp.url, None, Duration::from_secs(10)).unwrap();
+    let token = std::fs::read_to_string(cp.token_file()).unwrap();
+    let client = Client::new(&cp.url, Some(token.trim().into()), Duration::from_secs(10)).unwrap();
     let first = client
         .snapshot("east", None, Duration::ZERO)
         .await
@@ -258,7 +259,7 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
 fn api_answers_bad_requests_with_4xx_and_a_message() {
     let cp = ControlPlane::start(&["--max-body-bytes", "2000"]);
     let curl = |args: &[&str]| -> (String, String) {
-        let out = run("curl", &[&["-sS", "-w", "\n%{http_code}"], args].concat());
+        let out = common::curl(&cp, &[&["-sS", "-w", "\n%{http_code}"], args].concat());
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.to_string(), body.to_string())
@@ -295,17 +296,38 @@ fn api_answers_bad_requests_with_4xx_and_a_message() {
 }
 
 #[test]
-fn off_loopback_every_request_needs_the_token() {
+fn every_request_needs_the_token_loopback_included() {
+    let token_less = |cp: &ControlPlane| {
+        let out = std::process::Command::new(common::BIN)
+            .args(["get", "svc", "--server", &cp.url])
+            .env_remove("TRELLIS_TOKEN")
+            .env_remove("TRELLIS_TOKEN_FILE")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(stderr.contains("missing or wrong bearer token"), "{stderr}");
+    };
+    let status = |url: String| {
+        let out = run(
+            "curl",
+            &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // Any local user can reach loopback: it is no credential.
+    let local = ControlPlane::start(&[]);
+    token_less(&local);
+    assert_eq!(status(format!("{}/v1/services", local.url)), "401");
+
     let cp = ControlPlane::start_at("0.0.0.0:0", &[]);
-    let token_file = cp.data_dir.path().join("api-token");
+    let token_file = cp.token_file();
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-
-    let out = trellis(&cp, &["get", "svc"]);
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("missing or wrong bearer token"), "{stderr}");
+    token_less(&cp);
+    // Probes need none.
+    assert_eq!(status(format!("{}/healthz", cp.url)), "200");
 
     let out = trellis(
         &cp,
@@ -418,8 +440,8 @@ fn multi_cluster_snapshots_carry_the_other_networks_gateways() {
     let cp = ControlPlane::start(&[]);
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/multi-cluster.yaml");
     assert!(trellis(&cp, &["apply", "-f", sample]).status.success());
-    let east = run(
-        "curl",
+    let east = common::curl(
+        &cp,
         &["-s", &format!("{}/v1/networks/east/snapshot", cp.url)],
     );
     let east: Value = serde_json::from_slice(&east.stdout).unwrap();
@@ -439,8 +461,8 @@ fn multi_cluster_snapshots_carry_the_other_networks_gateways() {
 
     // What west's gateways serve: orders' west group, to both networks;
     // the group itself comes along so the gateway can check and pick.
-    let west = run(
-        "curl",
+    let west = common::curl(
+        &cp,
         &["-s", &format!("{}/v1/networks/west/snapshot", cp.url)],
     );
     let west: Value = serde_json::from_slice(&west.stdout).unwrap();

@@ -367,14 +367,18 @@ fn refuses_strangers(s: &mut Scenario) {
         &s.cp.ns,
         None,
         &format!(
-            "{BIN} apply -f {} --server http://127.0.0.1:7071",
-            net.display()
+            "{BIN} apply -f {} --server http://127.0.0.1:7071 --token-file {}/api-token",
+            net.display(),
+            other.display()
         ),
     );
     let foreign_token = s.topo.exec(
         &s.cp.ns,
         None,
-        &format!("{BIN} network join-token east --server http://127.0.0.1:7071"),
+        &format!(
+            "{BIN} network join-token east --server http://127.0.0.1:7071 --token-file {}/api-token",
+            other.display()
+        ),
     );
     let foreign_token = String::from_utf8_lossy(&foreign_token.stdout)
         .trim()

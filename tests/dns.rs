@@ -13,6 +13,14 @@ const SAMPLE: &str = concat!(
     "/samples/path-and-header-routing.yaml"
 );
 
+/// A data dir as `trellis dns` wants it: open to its owner only.
+fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 /// A `trellis dns` process, killed on drop.
 struct Dns {
     child: Child,
@@ -22,11 +30,13 @@ struct Dns {
 
 impl Dns {
     fn start(cp: &ControlPlane, args: &[&str], data_dir: Option<tempfile::TempDir>) -> Dns {
-        let data_dir = data_dir.unwrap_or_else(|| tempfile::tempdir().unwrap());
+        let data_dir = data_dir.unwrap_or_else(private_dir);
         let mut child = Command::new(BIN)
             .arg("dns")
             .args(args)
-            .args(["--control-plane", &cp.url, "--data-dir"])
+            .args(["--control-plane", &cp.url, "--token-file"])
+            .arg(cp.token_file())
+            .arg("--data-dir")
             .arg(data_dir.path())
             .env("TRELLIS_LOG", "warn")
             .stdout(Stdio::piped())
@@ -54,7 +64,7 @@ impl Dns {
     fn stop(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap())
+        std::mem::replace(&mut self.data_dir, private_dir())
     }
 }
 
@@ -188,7 +198,7 @@ fn a_service_exists_only_for_networks_that_may_see_it() {
     assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
     let west =
         "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: west}\nspec: {}\n";
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     std::fs::write(dir.path().join("west.yaml"), west).unwrap();
     assert!(
         trellis(
@@ -248,7 +258,7 @@ fn applies_and_deletes_show_within_a_second_and_the_last_snapshot_survives() {
     let at = dns.addrs[0].clone();
     wait_for(&at, "catalog.trellis.internal", "NOERROR");
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let file = dir.path().join("orders.yaml");
     std::fs::write(
         &file,
@@ -351,7 +361,7 @@ fn malformed_packets_never_stop_the_server() {
 }
 
 fn apply_text(cp: &ControlPlane, yaml: &str) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = private_dir();
     let file = dir.path().join("doc.yaml");
     std::fs::write(&file, yaml).unwrap();
     let out = trellis(cp, &["apply", "-f", file.to_str().unwrap()]);
@@ -521,7 +531,7 @@ fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
     use trellis_api::resource::AuthType;
     use trellis_api::snapshot::{ServiceView, Snapshot};
     let cp = ControlPlane::start(&[]);
-    let data_dir = tempfile::tempdir().unwrap();
+    let data_dir = private_dir();
     let snapshot = Snapshot {
         network: "east".into(),
         revision: 1,
@@ -546,9 +556,10 @@ fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
         identities: Vec::new(),
         inbound: Vec::new(),
     };
-    std::fs::write(
-        data_dir.path().join("dns-snapshot-east.json"),
-        serde_json::to_vec(&snapshot).unwrap(),
+    trellis_api::persist::write_atomic(
+        &data_dir.path().join("dns-snapshot-east.json"),
+        &serde_json::to_vec(&snapshot).unwrap(),
+        0o600,
     )
     .unwrap();
     let dns = Dns::start(
@@ -584,4 +595,49 @@ fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
     let r = dig(at, &["+noedns", "+ignore", "big.trellis.internal", "A"]);
     assert!(r.flags.split_whitespace().any(|f| f == "tc"), "{r:?}");
     assert!(r.answer.len() < 40, "{r:?}");
+}
+
+/// The persisted snapshot carries what nodes verify signatures with: a
+/// data dir others can read is refused, and the error says the fix.
+#[test]
+fn a_data_dir_open_to_others_is_refused_with_the_fix() {
+    use std::os::unix::fs::PermissionsExt;
+    let cp = ControlPlane::start(&[]);
+    let dir = private_dir();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(BIN)
+        .args(["dns", "--listen", "127.0.0.1:0", "--network", "east"])
+        .args(["--control-plane", &cp.url, "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("run `chmod 700 {}`", dir.path().display())),
+        "{stderr}"
+    );
+
+    // A new one is made 0700, and the snapshot in it 0600.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let fresh = dir.path().join("dns");
+    let mut child = Command::new(BIN)
+        .args(["dns", "--listen", "127.0.0.1:0", "--network", "east"])
+        .args(["--control-plane", &cp.url, "--data-dir"])
+        .arg(&fresh)
+        .env("TRELLIS_TOKEN_FILE", cp.token_file())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let snapshot = fresh.join("dns-snapshot-east.json");
+    let t = Instant::now();
+    while !snapshot.exists() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&fresh), 0o700);
+    assert_eq!(mode(&snapshot), 0o600);
 }

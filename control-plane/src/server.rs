@@ -138,13 +138,13 @@ fn raw_json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
 pub async fn serve(
     cp: Arc<ControlPlane>,
     listener: TcpListener,
-    token: Option<String>,
+    token: String,
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_connections));
-    let token: Option<Arc<str>> = token.map(Into::into);
+    let token: Arc<str> = token.into();
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -193,20 +193,20 @@ pub async fn serve(
 
 async fn handle(
     cp: Arc<ControlPlane>,
-    token: Option<Arc<str>>,
+    token: Arc<str>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     // A CSR carries its own proof (a join token or the current
-    // certificate); the CA certificate is public.
-    let own_proof = matches!(path.as_str(), "/v1/certificates" | "/v1/ca");
-    if let (Some(token), false) = (&token, own_proof) {
-        if !authorized(&req, token) {
-            tracing::info!(%peer, %method, %path, "rejected request without a valid token");
-            return HttpError::Unauthorized.into_response();
-        }
+    // certificate); the CA certificate is public; liveness says nothing.
+    let open = matches!(path.as_str(), "/v1/certificates" | "/v1/ca" | "/healthz");
+    // Everything else needs the token on every address: any local user
+    // can reach loopback.
+    if !open && !authorized(&req, &token) {
+        tracing::info!(%peer, %method, %path, "rejected request without a valid token");
+        return HttpError::Unauthorized.into_response();
     }
     let result = route(&cp, req).await;
     let resp = result.unwrap_or_else(HttpError::into_response);
@@ -215,17 +215,8 @@ async fn handle(
 }
 
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let Some(given) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-    else {
-        return false;
-    };
-    // Constant time in the token's length.
-    let (a, b) = (given.as_bytes(), token.as_bytes());
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    let header = req.headers().get(header::AUTHORIZATION);
+    trellis_api::token::is_bearer(header.and_then(|v| v.to_str().ok()), token)
 }
 
 async fn route(

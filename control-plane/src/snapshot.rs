@@ -10,6 +10,7 @@ use trellis_api::Kind;
 use trellis_api::keys::{self, IDENTITY_PREFIX, KeyStatus};
 use trellis_api::resource::Spec;
 use trellis_api::resource::{AuthType, TargetProtocol};
+use trellis_api::secret::Secret;
 use trellis_api::snapshot::{
     IdentityView, InboundView, KeyView, ServiceNetworkView, ServiceView, Snapshot, TargetGroupView,
 };
@@ -216,7 +217,7 @@ fn identities(state: &State, region: &str, day: i64) -> Vec<IdentityView> {
                     .map(|d| {
                         let key =
                             keys::signing_key(k.secret.expose(), d, region, keys::SIGNING_SERVICE);
-                        (d.clone(), HEXLOWER.encode(&key))
+                        (d.clone(), Secret::new(HEXLOWER.encode(&key)))
                     })
                     .collect(),
                 sigv4a_public_key: k.sigv4a_public.map(|p| HEXLOWER.encode(&p)),

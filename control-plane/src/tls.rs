@@ -6,6 +6,7 @@
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use trellis_api::resource::{Listener, Resource, Spec, TlsCertificate, key_sha256};
+use trellis_api::secret::Secret;
 use trellis_api::tls;
 
 /// The leaf's DNS names, or the field at fault and why.
@@ -42,7 +43,7 @@ pub fn check(c: &TlsCertificate, now: i64) -> Result<Vec<String>, (&'static str,
             "no stored key has this hash; give the key (keyFile in YAML)".into(),
         ));
     };
-    let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+    let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
         .map_err(|e| ("privateKey", format!("not a PEM private key: {e}")))?;
     let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| ("privateKey", format!("unsupported key: {e}")))?;
@@ -77,12 +78,12 @@ pub fn restore_keys(resource: &mut Resource, stored: Option<&Resource>) {
     let Spec::Service(svc) = &mut resource.spec else {
         return;
     };
-    let known: Vec<&str> = match stored.map(|r| &r.spec) {
+    let known: Vec<&Secret> = match stored.map(|r| &r.spec) {
         Some(Spec::Service(old)) => old
             .listeners
             .iter()
             .flat_map(Listener::certificates)
-            .filter_map(|c| c.private_key.as_deref())
+            .filter_map(|c| c.private_key.as_ref())
             .collect(),
         _ => Vec::new(),
     };
@@ -96,7 +97,7 @@ pub fn restore_keys(resource: &mut Resource, stored: Option<&Resource>) {
                 cert.private_key = known
                     .iter()
                     .find(|k| key_sha256(k) == *hash)
-                    .map(|k| k.to_string());
+                    .map(|k| (*k).clone());
             }
         }
         if cert.private_key.is_some() {

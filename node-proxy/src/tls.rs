@@ -52,7 +52,7 @@ impl Terminator {
                 .collect();
             let leaf = trellis_api::tls::describe(&chain[0])
                 .map_err(|e| format!("certificate {i}: {e}"))?;
-            let key = PrivateKeyDer::from_pem_slice(key.as_bytes())
+            let key = PrivateKeyDer::from_pem_slice(key.expose().as_bytes())
                 .map_err(|e| format!("certificate {i}: key: {e}"))?;
             let key = provider
                 .key_provider

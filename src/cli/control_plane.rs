@@ -13,10 +13,12 @@ use trellis_control_plane::{Config, ControlPlane, server, token};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Directory of the embedded store and the API token (created if missing).
-    #[arg(long)]
+    /// Directory of the embedded store and the API token (created if
+    /// missing). The CLI on this host finds the token here by default.
+    #[arg(long, default_value = super::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
-    /// API address. Off loopback, every request needs the bearer token.
+    /// API address. Every request needs the bearer token in
+    /// <data-dir>/api-token, loopback included.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
     /// DNS zone of service names.
@@ -87,24 +89,15 @@ pub async fn run(args: Args) -> Result<()> {
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    let require_token = !addr.ip().is_loopback();
     tracing::info!(
         %addr,
         data_dir = %args.data_dir.display(),
         revision = cp.current().revision,
-        token_required = require_token,
         "control plane listening"
     );
     // Scripts and tests started with port 0 learn the port from this line.
     println!("trellis control plane listening on http://{addr}");
-    server::serve(
-        cp,
-        listener,
-        require_token.then_some(token),
-        args.max_connections,
-        shutdown(),
-    )
-    .await;
+    server::serve(cp, listener, token, args.max_connections, shutdown()).await;
     tracing::info!("control plane stopped");
     Ok(())
 }

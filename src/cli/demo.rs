@@ -176,7 +176,10 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
         .await
         .context("the control plane did not start (see control-plane.log in the data dir)")?;
     println!("control plane: {server}");
-    let client = Client::new(&server, None, Duration::from_secs(5))?;
+    // Every client shows the token, loopback included (docs/security.md).
+    let token_file = stack.dir.join("control-plane").join("api-token");
+    let token = super::read_token(Some(&token_file))?;
+    let client = Client::new(&server, token, Duration::from_secs(5))?;
 
     bold("$ trellis apply -f samples/demo.yaml");
     let sources = demo_documents()?;
@@ -231,6 +234,8 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     let child = Command::new(exe())
         .args(["--log", "info", "--log-format", "json", "node"])
         .args(["--network", "remote", "--control-plane", &server])
+        .arg("--token-file")
+        .arg(&token_file)
         .arg("--data-dir")
         .arg(stack.dir.join("remote-node"))
         .args(["--no-datapath", "--gateway-listen", REMOTE_GATEWAY])
@@ -269,6 +274,8 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
             "local",
         ])
         .args(["--control-plane", &server, "--datapath", "auto"])
+        .arg("--token-file")
+        .arg(&token_file)
         .arg("--data-dir")
         .arg(stack.dir.join("node"))
         .arg("--bpf-pin-dir")
@@ -355,7 +362,7 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
         .map_err(|e| super::resources::report(&sources, e))?;
     println!("service/hello configured (revision {})", shifted.revision);
     wait_until("the node to take the new revision", || async {
-        node_revision(admin)
+        node_revision(admin, &stack.dir.join("node"))
             .await
             .is_some_and(|r| r >= shifted.revision)
     })
@@ -437,6 +444,7 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     );
     bold("Try next");
     println!("  export TRELLIS_SERVER={server}");
+    println!("  export TRELLIS_TOKEN_FILE={}", token_file.display());
     println!("  trellis get services");
     println!(
         "  dig @127.0.0.1 -p {} hello.trellis.internal",
@@ -444,6 +452,11 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     );
     println!("  curl http://{hello}/             # from any process on this machine");
     println!("  curl http://127.0.0.1:{}/metrics", admin.port());
+    println!(
+        "  curl -H \"authorization: Bearer $(cat {})\" http://127.0.0.1:{}/config",
+        stack.dir.join("node").join("admin-token").display(),
+        admin.port()
+    );
     if !args.keep_running {
         println!("  (run `trellis demo --keep-running` to keep all of it up)");
     }
@@ -518,8 +531,13 @@ fn datapath_of(log: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-async fn node_revision(admin: SocketAddr) -> Option<u64> {
-    let (_, body) = http_get(admin, "/config", &[]).await.ok()?;
+async fn node_revision(admin: SocketAddr, node_dir: &Path) -> Option<u64> {
+    let token = std::fs::read_to_string(node_dir.join("admin-token")).ok()?;
+    let auth = (
+        "authorization".to_string(),
+        format!("Bearer {}", token.trim()),
+    );
+    let (_, body) = http_get(admin, "/config", &[auth]).await.ok()?;
     serde_json::from_str::<Value>(&body).ok()?["revision"].as_u64()
 }
 

@@ -120,7 +120,7 @@ pub async fn run(args: Args) -> Result<()> {
         ));
     }
     if let Some(dir) = &args.data_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        trellis_api::persist::private_dir(dir)?;
     }
     let token = super::read_token(args.token_file.as_deref())?;
     let client = Client::new(&args.control_plane, token, Duration::from_secs(10))?;
@@ -135,7 +135,8 @@ pub async fn run(args: Args) -> Result<()> {
             .await
             .with_context(|| format!("binding the metrics listener {addr}"))?;
         let options = options.clone();
-        tokio::spawn(crate::admin::serve(listener, move |path| {
+        let access = crate::admin::Access::open_only(&["/metrics"]);
+        tokio::spawn(crate::admin::serve(listener, access, move |path| {
             (path == "/metrics").then(|| crate::admin::Page::metrics(render_metrics(&options)))
         }));
     }

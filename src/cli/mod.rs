@@ -13,15 +13,29 @@ use anyhow::Context;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The API token: from `--token-file`, else `TRELLIS_TOKEN`, else none.
+/// The control plane's data dir unless `--data-dir` says otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/trellis";
+
+/// The API token: from `--token-file`, else `TRELLIS_TOKEN`, else the
+/// default data dir's `api-token` when this user may read it (root, or the
+/// control plane's own user), so local use needs no flag. Else none, and the
+/// control plane answers 401 with what to pass.
 pub fn read_token(file: Option<&Path>) -> anyhow::Result<Option<String>> {
     if let Some(file) = file {
         let t = std::fs::read_to_string(file)
             .with_context(|| format!("reading the token file {}", file.display()))?;
         return Ok(Some(t.trim().to_string()));
     }
-    Ok(std::env::var("TRELLIS_TOKEN")
+    if let Some(t) = std::env::var("TRELLIS_TOKEN")
         .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some(t));
+    }
+    let local = Path::new(DEFAULT_DATA_DIR).join("api-token");
+    Ok(std::fs::read_to_string(local)
+        .ok()
+        .map(|t| t.trim().to_string())
         .filter(|t| !t.is_empty()))
 }
 

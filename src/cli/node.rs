@@ -5,10 +5,11 @@
 
 use super::datapath::{DatapathKind, NftArgs};
 use super::dns::{Serving, render_metrics};
-use crate::admin::{self, Page};
+use crate::admin::{self, Access, Page};
 use anyhow::{Context, Result, bail};
 use http::StatusCode;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -75,7 +76,8 @@ pub struct Args {
     dns_ttl: u32,
     #[command(flatten)]
     dns: Serving,
-    /// Admin endpoint: /ready, /config, /metrics.
+    /// Admin endpoint: /ready and /metrics for anyone who can connect,
+    /// /config with the token in <data-dir>/admin-token.
     #[arg(long, default_value = "127.0.0.1:15000")]
     admin_listen: SocketAddr,
     /// Access log: `stdout`, `off`, or a file path (appended).
@@ -114,9 +116,12 @@ fn access_log(spec: &str) -> Result<AccessLog> {
         "off" => AccessLog::off(),
         "stdout" => AccessLog::to(Box::new(std::io::stdout())),
         path => AccessLog::to(Box::new(
+            // Owner and group (a log shipper's): it names clients and paths,
+            // never a credential (docs/security.md).
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
+                .mode(0o640)
                 .open(path)
                 .with_context(|| format!("opening the access log {path}"))?,
         )),
@@ -130,8 +135,9 @@ pub async fn run(args: Args) -> Result<()> {
     if args.proxy_listen.port() == 0 {
         bail!("--proxy-listen needs a fixed port: the datapath redirects to it");
     }
-    std::fs::create_dir_all(&args.data_dir)
-        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // The snapshot carries signing keys, the identity a private key.
+    trellis_api::persist::private_dir(&args.data_dir)?;
+    let admin_token = args.data_dir.join("admin-token");
     let mut upstream = Upstream {
         snat_v4: None,
         snat_v6: None,
@@ -270,7 +276,9 @@ pub async fn run(args: Args) -> Result<()> {
     {
         let proxy = proxy.clone();
         let identity_metrics = identity.clone();
-        tasks.spawn(admin::serve(admin_listener, move |path| match path {
+        let access = Access::with_token_file(&["/ready", "/metrics"], &admin_token)
+            .with_context(|| format!("creating the admin token {}", admin_token.display()))?;
+        tasks.spawn(admin::serve(admin_listener, access, move |path| match path {
             "/ready" if ready.load(Ordering::Relaxed) => Some(Page::text(StatusCode::OK, "ready\n")),
             "/ready" => Some(Page::text(StatusCode::SERVICE_UNAVAILABLE, "no config yet\n")),
             "/config" => {
@@ -278,7 +286,7 @@ pub async fn run(args: Args) -> Result<()> {
                 let body = serde_json::json!({
                     "revision": config.revision(),
                     "network": config.snapshot.network,
-                    "snapshot": config.snapshot.redacted(),
+                    "snapshot": config.snapshot.shown(),
                 });
                 Some(Page::json(serde_json::to_string_pretty(&body).unwrap_or_default()))
             }

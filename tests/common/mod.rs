@@ -94,10 +94,24 @@ impl Drop for ControlPlane {
     }
 }
 
+impl ControlPlane {
+    pub fn token_file(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("api-token")
+    }
+}
+
+/// curl with the API token of `cp`.
+pub fn curl(cp: &ControlPlane, args: &[&str]) -> Output {
+    let token = std::fs::read_to_string(cp.token_file()).expect("the API token");
+    let auth = format!("authorization: Bearer {}", token.trim());
+    run("curl", &[&["-H", auth.as_str()], args].concat())
+}
+
 fn command(cp: &ControlPlane, args: &[&str]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args)
         .env("TRELLIS_SERVER", &cp.url)
+        .env("TRELLIS_TOKEN_FILE", cp.token_file())
         .env_remove("TRELLIS_TOKEN")
         .env("TRELLIS_LOG", "warn");
     c

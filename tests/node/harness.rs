@@ -15,7 +15,7 @@ pub const TARGET_IP: &str = "10.200.0.2";
 pub const SNAT_IP: &str = "10.200.0.10";
 const HERE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
 
-use crate::topology::{must, wait_line};
+use crate::topology::{must, wait_line, wait_line_kept};
 pub use crate::topology::{root, sh};
 
 fn unique() -> (String, String) {
@@ -38,6 +38,8 @@ pub struct Env {
     node: Option<Child>,
     backends: Vec<Child>,
     pub admin: String,
+    /// The node's log level (`TRELLIS_LOG`).
+    pub node_log: &'static str,
 }
 
 impl Env {
@@ -63,6 +65,7 @@ impl Env {
             node: None,
             backends: Vec::new(),
             admin: String::new(),
+            node_log: "warn",
         };
         std::fs::create_dir_all(&env.cg_mount).unwrap();
         must(&format!(
@@ -95,7 +98,8 @@ impl Env {
             "-c",
             &format!("{join}exec {cmd}"),
         ]);
-        c.env("TRELLIS_LOG", "warn");
+        c.env("TRELLIS_LOG", "warn")
+            .env("TRELLIS_TOKEN_FILE", self.run.join("cp/api-token"));
         c
     }
 
@@ -197,25 +201,33 @@ impl Env {
         v["status"]["vip"].as_str().expect("vip").to_string()
     }
 
+    /// Starts the node; its stdout goes to `run/node.out`, its log to
+    /// `run/node.log`.
     pub fn start_node(&mut self, extra: &[&str]) {
         let cmd = format!(
-            "{BIN} node --network east --control-plane {} --data-dir {}/node --cgroup {} --proxy-cgroup {} \
+            "env TRELLIS_LOG={} {BIN} node --network east --control-plane {} --data-dir {}/node --cgroup {} --proxy-cgroup {} \
              --bpf-pin-dir {} --datapath ebpf --snat-address {SNAT_IP} --admin-listen 127.0.0.1:0 \
-             --access-log {}/access.log --drain-seconds 2 {}",
+             --access-log {}/access.log --drain-seconds 2 {} 2>>{}/node.log",
+            self.node_log,
             self.cp_url,
             self.run.display(),
             self.client_cg.display(),
             self.proxy_cg.display(),
             self.pin_dir.display(),
             self.run.display(),
-            extra.join(" ")
+            extra.join(" "),
+            self.run.display(),
         );
         let mut node = self
             .in_node(Some(&self.proxy_cg), &cmd)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
-        self.admin = wait_line(&mut node, "trellis node admin listening on ");
+        self.admin = wait_line_kept(
+            &mut node,
+            "trellis node admin listening on ",
+            Some(self.run.join("node.out")),
+        );
         self.node = Some(node);
         let t = Instant::now();
         while self.admin_get("/ready").0 != 200 {
@@ -240,7 +252,8 @@ impl Env {
             .in_node(
                 None,
                 &format!(
-                    "curl -s -m 5 -w '\\n%{{http_code}}' http://{}{path}",
+                    "curl -s -m 5 -w '\\n%{{http_code}}' -H \"authorization: Bearer $(cat {}/node/admin-token)\" http://{}{path}",
+                    self.run.display(),
                     self.admin
                 ),
             )
@@ -307,6 +320,14 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.stop_node();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.run.join("node.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("node log (last lines):");
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+        }
         self.stop_control_plane();
         for mut b in self.backends.drain(..) {
             let _ = b.kill();

@@ -7,7 +7,7 @@
 
 #![allow(dead_code, unused_imports)] // each scenario uses a different part
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -198,7 +198,13 @@ impl Topology {
 /// Reads `child`'s stdout until a line starts with `prefix` (20 s at most);
 /// keeps draining it afterwards so the child never blocks on a full pipe.
 pub fn wait_line(child: &mut Child, prefix: &str) -> String {
+    wait_line_kept(child, prefix, None)
+}
+
+/// [`wait_line`], keeping every line the child prints in `keep` too.
+pub fn wait_line_kept(child: &mut Child, prefix: &str, keep: Option<PathBuf>) -> String {
     let out = child.stdout.take().expect("stdout");
+    let mut keep = keep.map(|p| std::fs::File::create(p).expect("a file for the output"));
     let (tx, rx) = std::sync::mpsc::channel();
     let wanted = prefix.to_string();
     std::thread::spawn(move || {
@@ -206,6 +212,9 @@ pub fn wait_line(child: &mut Child, prefix: &str) -> String {
         let mut line = String::new();
         let mut sent = false;
         while reader.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(f) = keep.as_mut() {
+                let _ = f.write_all(line.as_bytes());
+            }
             if !sent {
                 if let Some(rest) = line.trim().strip_prefix(&wanted) {
                     let _ = tx.send(rest.to_string());

@@ -155,7 +155,12 @@ impl Topology {
         let out = self.exec(
             &node.ns,
             None,
-            &format!("curl -s -m 5 http://{}{path}", node.admin),
+            &format!(
+                "curl -s -m 5 -H \"authorization: Bearer $(cat {}/{}/admin-token)\" http://{}{path}",
+                self.run.display(),
+                node.network,
+                node.admin
+            ),
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     }

@@ -15,8 +15,10 @@ pub mod persist;
 pub mod pki;
 pub mod policy;
 pub mod resource;
+pub mod secret;
 pub mod snapshot;
 pub mod tls;
+pub mod token;
 
 pub use error::{ApiError, FieldError};
 pub use resource::{API_VERSION, Kind, Object, Resource, Spec};

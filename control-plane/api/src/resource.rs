@@ -7,6 +7,7 @@
 //! live in the control plane; this module only decodes.
 
 use crate::error::FieldError;
+use crate::secret::Secret;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -506,7 +507,7 @@ pub struct TlsCertificate {
     pub certificate: Option<String>,
     /// PEM (PKCS#8, PKCS#1 or SEC1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub private_key: Option<String>,
+    pub private_key: Option<Secret>,
     /// Hex SHA-256 of `privateKey`'s PEM text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_key_sha256: Option<String>,
@@ -519,7 +520,7 @@ impl TlsCertificate {
             private_key: None,
             private_key_sha256: self
                 .private_key
-                .as_deref()
+                .as_ref()
                 .map(key_sha256)
                 .or_else(|| self.private_key_sha256.clone()),
             ..self.clone()
@@ -528,9 +529,8 @@ impl TlsCertificate {
 }
 
 /// Hex SHA-256 of a private key's PEM text (what `get` shows of a key).
-pub fn key_sha256(pem: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, pem.as_bytes());
-    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+pub fn key_sha256(pem: &Secret) -> String {
+    crate::secret::sha256_hex(pem.expose().as_bytes())
 }
 
 impl fmt::Debug for TlsCertificate {

@@ -2,6 +2,7 @@
 //! by the control plane. Node agents and DNS servers swap it in whole.
 
 use crate::resource::{AuthType, Gateway, Listener, TargetGroupSpec};
+use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -37,19 +38,11 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The snapshot with HTTPS listeners' private keys replaced by their
-    /// hashes: what a node shows of it.
-    pub fn redacted(&self) -> Snapshot {
-        let mut s = self.clone();
-        for cert in s
-            .services
-            .iter_mut()
-            .flat_map(|svc| svc.listeners.iter_mut())
-            .flat_map(Listener::certificates_mut)
-        {
-            *cert = cert.redacted();
-        }
-        s
+    /// What a node shows of its snapshot (admin `/config`): every
+    /// [`Secret`] in it (signing keys, listener private keys) replaced by
+    /// its fingerprint.
+    pub fn shown(&self) -> Value {
+        crate::secret::shown(self)
     }
 }
 
@@ -83,7 +76,7 @@ pub struct KeyView {
     pub access_key_id: String,
     /// `YYYYMMDD` to the hex SigV4 signing key for that date, the snapshot's
     /// region and the `vpc-lattice-svcs` service: yesterday, today, tomorrow.
-    pub signing_keys: BTreeMap<String, String>,
+    pub signing_keys: BTreeMap<String, Secret>,
     /// Hex uncompressed P-256 point that verifies the key's SigV4A
     /// signatures (any region, any date).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,4 +117,165 @@ pub struct TargetGroupView {
     pub name: String,
     #[serde(flatten)]
     pub spec: TargetGroupSpec,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// What a field of the snapshot is, for the admin view.
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Field {
+        /// Shown as it is.
+        Public,
+        /// Key material: shown as its fingerprint only.
+        Secret,
+        /// A subtree of a declared resource spec (listeners, target
+        /// groups): what `trellis get` shows too. Its one secret, a
+        /// listener's private key, is listed on its own.
+        Declared,
+    }
+    use Field::*;
+
+    /// Every field of the snapshot by path (`[]` an array element, `{}` a
+    /// map's key). A field added to the snapshot fails the walk below until
+    /// it is placed here: public, or a [`Secret`].
+    const FIELDS: &[(&str, Field)] = &[
+        ("network", Public),
+        ("revision", Public),
+        ("region", Public),
+        ("dnsZone", Public),
+        ("services[].name", Public),
+        ("services[].vip", Public),
+        ("services[].vipV6", Public),
+        ("services[].dnsNames[]", Public),
+        ("services[].via[]", Public),
+        ("services[].authType", Public),
+        ("services[].authPolicy", Declared),
+        ("services[].latticeCompat", Public),
+        (
+            "services[].listeners[].tls.certificates[].privateKey",
+            Secret,
+        ),
+        ("services[].listeners[]", Declared),
+        ("serviceNetworks[].name", Public),
+        ("serviceNetworks[].authType", Public),
+        ("serviceNetworks[].authPolicy", Declared),
+        ("targetGroups[].name", Public),
+        ("targetGroups[]", Declared),
+        ("gateways{}[].address", Public),
+        ("identities[].name", Public),
+        ("identities[].principals[]", Public),
+        ("identities[].tags{}", Public),
+        ("identities[].keys[].accessKeyId", Public),
+        ("identities[].keys[].signingKeys{}", Secret),
+        // A public key: it verifies SigV4A signatures, it cannot make one.
+        ("identities[].keys[].sigv4aPublicKey", Public),
+        ("inbound[].service", Public),
+        ("inbound[].networks[]", Public),
+        ("inbound[].targetGroups[]", Public),
+    ];
+
+    fn fixture() -> Snapshot {
+        serde_json::from_value(json!({
+            "network": "east", "revision": 7, "region": "us-east-1",
+            "dnsZone": "trellis.internal",
+            "services": [{
+                "name": "shop", "vip": "169.254.171.1", "vipV6": "fd00::1",
+                "dnsNames": ["shop.trellis.internal"], "via": ["sn"],
+                "authType": "SIGV4", "authPolicy": {"Version": "2012-10-17"},
+                "latticeCompat": true,
+                "listeners": [{
+                    "name": "web", "protocol": "HTTPS", "port": 443,
+                    "defaultAction": {"forward": [{"targetGroup": "blue", "weight": 1}]},
+                    "tls": {"certificates": [{
+                        "certificate": "CERT PEM", "privateKey": "KEY PEM 1c0ffee"
+                    }]}
+                }]
+            }],
+            "serviceNetworks": [{"name": "sn", "authType": "SIGV4", "authPolicy": {"Version": "2012-10-17"}}],
+            "targetGroups": [{"name": "blue", "network": "west", "targets": [{"address": "10.0.0.1"}]}],
+            "gateways": {"west": [{"address": "gw.west:15008"}]},
+            "identities": [{
+                "name": "alice", "principals": ["trellis:identity/alice"],
+                "tags": {"team": "a"},
+                "keys": [{
+                    "accessKeyId": "AKIA1",
+                    "signingKeys": {"20261207": "5167c0de"},
+                    "sigv4aPublicKey": "04ab"
+                }]
+            }],
+            "inbound": [{"service": "shop", "networks": ["west"], "targetGroups": ["blue"]}]
+        }))
+        .unwrap()
+    }
+
+    /// Every leaf of `v` with its path, arrays as `[]`, maps of names as `{}`.
+    fn leaves(v: &Value, path: String, out: &mut Vec<(String, Value)>) {
+        let map_of_names = |path: &str| {
+            [
+                "gateways",
+                "identities[].tags",
+                "identities[].keys[].signingKeys",
+            ]
+            .contains(&path)
+        };
+        match v {
+            Value::Array(items) => {
+                for item in items {
+                    leaves(item, format!("{path}[]"), out);
+                }
+            }
+            Value::Object(fields) => {
+                for (k, item) in fields {
+                    let p = match (path.is_empty(), map_of_names(&path)) {
+                        (_, true) => format!("{path}{{}}"),
+                        (true, false) => k.clone(),
+                        (false, false) => format!("{path}.{k}"),
+                    };
+                    leaves(item, p, out);
+                }
+            }
+            _ => out.push((path, v.clone())),
+        }
+    }
+
+    fn class(path: &str) -> Option<Field> {
+        FIELDS
+            .iter()
+            .find(|(p, f)| *p == path || (*f == Declared && path.starts_with(p)))
+            .map(|(_, f)| *f)
+    }
+
+    #[test]
+    fn every_field_is_classified_and_no_secret_is_shown() {
+        let snapshot = fixture();
+        let wire = serde_json::to_value(&snapshot).unwrap();
+        let mut on_wire = Vec::new();
+        leaves(&wire, String::new(), &mut on_wire);
+        let shown = snapshot.shown();
+        let mut leaves_shown = Vec::new();
+        leaves(&shown, String::new(), &mut leaves_shown);
+        assert_eq!(on_wire.len(), leaves_shown.len());
+
+        for ((path, raw), (_, seen)) in on_wire.iter().zip(&leaves_shown) {
+            match class(path) {
+                None => panic!("{path} is in no table row: add it to FIELDS, public or a Secret"),
+                Some(Secret) => {
+                    let seen = seen.as_str().unwrap_or_default();
+                    assert!(seen.starts_with("sha256:"), "{path} shown as {seen}");
+                    assert!(!shown.to_string().contains(raw.as_str().unwrap()), "{path}");
+                }
+                Some(Public | Declared) => assert_eq!(raw, seen, "{path}"),
+            }
+        }
+        // The fixture fills every row, so the walk above saw each.
+        for (row, _) in FIELDS {
+            assert!(
+                on_wire.iter().any(|(p, _)| p.starts_with(row)),
+                "the fixture has no {row}"
+            );
+        }
+    }
 }

@@ -75,7 +75,9 @@ impl Keys {
                     .signing_keys
                     .iter()
                     .filter_map(|(date, hex)| {
-                        let raw = data_encoding::HEXLOWER.decode(hex.as_bytes()).ok()?;
+                        let raw = data_encoding::HEXLOWER
+                            .decode(hex.expose().as_bytes())
+                            .ok()?;
                         Some((date.clone(), hmac::Key::new(hmac::HMAC_SHA256, &raw)))
                     })
                     .collect();
