@@ -286,6 +286,12 @@ impl Validator<'_> {
             &l.default_action,
             &format!("{path}.defaultAction"),
         );
+        if !l.protocol.is_http() && l.path_normalization != PathNormalization::default() {
+            self.problem(
+                format!("{path}.pathNormalization"),
+                "only HTTP and HTTPS listeners read request paths",
+            );
+        }
         if l.protocol == ListenerProtocol::Tcp && !l.rules.is_empty() {
             self.problem(
                 format!("{path}.rules"),

@@ -100,6 +100,8 @@ fn bench(c: &mut Criterion) {
             method: &parts.method,
             path: parts.uri.path(),
             query: parts.uri.query(),
+            signed_path: parts.uri.path(),
+            signed_query: parts.uri.query(),
             headers: &parts.headers,
             authority: None,
             body_sha256: None,

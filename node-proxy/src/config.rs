@@ -5,6 +5,7 @@
 //! is still there (so health and load survive a swap).
 
 use crate::auth::{Guard, Keys};
+use crate::canonical::PathRules;
 use crate::route::{Matcher, RequestParts, RequestView};
 use crate::split::Split;
 use crate::targets::{Group, Health, Target};
@@ -58,6 +59,8 @@ pub struct Listener {
     pub rules: Vec<Rule>,
     pub default: Action,
     pub timeouts: Timeouts,
+    /// How request targets are made canonical.
+    pub paths: PathRules,
     pub lattice_compat: bool,
     /// The service network through which this network sees the service.
     pub service_network: Arc<str>,
@@ -222,6 +225,7 @@ impl Config {
                     rules,
                     default: Action::compile(&l.default_action),
                     timeouts: l.timeouts,
+                    paths: (&l.path_normalization).into(),
                     lattice_compat: svc.lattice_compat,
                     service_network: via.clone(),
                     guard: guard.clone(),

@@ -6,8 +6,10 @@
 use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
 
 /// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
-pub const HOP_BY_HOP: [&str; 8] = [
+pub const HOP_BY_HOP: [&str; 9] = [
     "connection",
+    // h2c's upgrade settings (RFC 7540 3.2.1): h2c never reaches a target.
+    "http2-settings",
     "keep-alive",
     "proxy-connection",
     "proxy-authenticate",
@@ -33,10 +35,18 @@ pub fn strip_reserved(headers: &mut HeaderMap) -> usize {
     reserved.len()
 }
 
-/// Whether the request asks to switch protocols (WebSocket), in which case
-/// `Connection: upgrade` and `Upgrade` must reach the target.
+/// Whether the request asks to switch to WebSocket, in which case
+/// `Connection: upgrade` and `Upgrade` must reach the target. No other
+/// upgrade is passed on: an `h2c` target would carry the rest of the
+/// connection past the per-request rules and auth, so its `Upgrade` is
+/// stripped and the request goes on as plain HTTP/1.1.
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE)
+    let mut upgrades = headers.get_all(UPGRADE).iter();
+    let websocket = match (upgrades.next(), upgrades.next()) {
+        (Some(v), None) => v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"websocket"),
+        _ => false,
+    };
+    websocket
         && headers
             .get_all(CONNECTION)
             .iter()

@@ -7,6 +7,7 @@
 use crate::access_log::{Entry, now_rfc3339};
 use crate::auth::policy::Principal;
 use crate::auth::{self, Guard, Inbound, Place, sigv4};
+use crate::canonical::{self, Target};
 use crate::config::Config;
 use crate::config::{Action, Listener};
 use crate::headers::{self, LATTICE_ACCOUNT};
@@ -24,8 +25,15 @@ use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+/// What `OPTIONS *` answers: the methods a service behind the proxy may take.
+const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// Stands for the sent target where no signature is checked.
+static EMPTY_URI: std::sync::LazyLock<Uri> = std::sync::LazyLock::new(|| Uri::from_static("/"));
 
 /// Why Trellis answered itself; the `x-trellis-error` header value.
 #[derive(Clone, Copy, Debug)]
@@ -189,11 +197,53 @@ pub async fn handle(
     rec.entry.service = listener.service.clone();
     rec.entry.listener = listener.name.clone();
 
+    // From here on every stage reads the canonical target and the one Host;
+    // only the signature check reads what was sent (`sent`).
+    let (method, uri, version) = (req.method(), req.uri(), req.version());
+    let (path_and_query, host) =
+        match canonical::request(method, uri, version, req.headers(), listener.paths) {
+            Ok((Target::Origin(pq), host)) => (pq, host),
+            Ok((Target::Asterisk, _)) => {
+                let mut r = Response::new(empty());
+                r.headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static(ALLOWED));
+                return Ok(finish(&proxy, rec, r, None, None));
+            }
+            Err(e) => return Ok(refuse(&proxy, rec, Refusal::BadRequest, &e.to_string())),
+        };
+    let sent = listener.guard.is_some().then(|| req.uri().clone());
+    match Uri::try_from(path_and_query) {
+        Ok(canonical) => *req.uri_mut() = canonical,
+        Err(e) => return Ok(refuse(&proxy, rec, Refusal::BadRequest, &e.to_string())),
+    }
+    if proxy.access_log.enabled() {
+        rec.entry.path = req.uri().path().to_string();
+    }
+    if let Some(host) = host {
+        req.headers_mut().insert(http::header::HOST, host);
+    }
+    // hyper refuses a length list ("3, 3") itself; repeated lines, equal
+    // or not, and both framings are refused here (and on the HTTP/1.1 path).
+    let lengths = req
+        .headers()
+        .get_all(http::header::CONTENT_LENGTH)
+        .iter()
+        .count();
+    if lengths > 1 {
+        let detail = "more than one Content-Length";
+        return Ok(refuse(&proxy, rec, Refusal::BadRequest, detail));
+    }
+    if lengths == 1 && req.headers().contains_key(http::header::TRANSFER_ENCODING) {
+        let detail = "both Content-Length and Transfer-Encoding";
+        return Ok(refuse(&proxy, rec, Refusal::BadRequest, detail));
+    }
+
     headers::strip_reserved(req.headers_mut());
     // Auth comes first: no byte of a refused request reaches a target.
     let mut principal = None;
     if let Some(guard) = &listener.guard {
-        match guard_request(&config, &listener, guard, &conn, req).await {
+        let sent = sent.as_ref().unwrap_or(&EMPTY_URI);
+        match guard_request(&config, &listener, guard, &conn, sent, req).await {
             Ok((r, p, allowed)) => {
                 proxy.metrics.auth_decisions(&listener.service, "allow");
                 req = r;
@@ -248,17 +298,6 @@ pub async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
-    // An HTTP/2 client names the host in :authority alone; HTTP/1.1
-    // targets need it as Host.
-    if !parts.headers.contains_key(http::header::HOST) {
-        if let Some(host) = parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        {
-            parts.headers.insert(http::header::HOST, host);
-        }
-    }
     let region = &config.snapshot.region;
     let set = &mut |name, value: &str| headers::set(&mut parts.headers, name, value);
     connection_headers(&conn, &listener, &config.network, region, set);
@@ -355,6 +394,20 @@ async fn to_target(
     // A request without a body can be sent again: on a connect failure, an
     // idempotent one is retried once on another target.
     let retryable = idempotent(parts.method.as_str()) && body.is_end_stream();
+    // A client body that breaks off malformed (a bad chunk size) is the
+    // client's fault, not the target's: 400, and hyper drops the target
+    // connection it was half-written to.
+    let malformed = Arc::new(AtomicBool::new(false));
+    let body = if body.is_end_stream() {
+        body
+    } else {
+        let flag = malformed.clone();
+        body.map_err(move |e| {
+            flag.store(true, Ordering::Relaxed);
+            e
+        })
+        .boxed_unsync()
+    };
     let mut body = Some(body);
     let mut tried = None;
     let mut attempt = 0;
@@ -409,6 +462,10 @@ async fn to_target(
     rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(Ok(resp)) => Ok((lease, resp)),
+        Ok(Err(e)) if malformed.load(Ordering::Relaxed) => Err((
+            Refusal::BadRequest,
+            format!("the request body is malformed: {}", error_chain(&e)),
+        )),
         Ok(Err(e)) => {
             let refusal = if tls_failed(&e) {
                 Refusal::TargetTls
@@ -687,6 +744,7 @@ async fn guard_request<'g>(
     listener: &Listener,
     guard: &'g Guard,
     conn: &Conn,
+    sent: &Uri,
     req: Request<Body>,
 ) -> Result<(Request<Body>, Option<Arc<Principal>>, auth::Allowed<'g>), Denied> {
     let (parts, body) = req.into_parts();
@@ -705,8 +763,10 @@ async fn guard_request<'g>(
         method: &parts.method,
         path: parts.uri.path(),
         query: parts.uri.query(),
+        signed_path: sent.path(),
+        signed_query: sent.query(),
         headers: &parts.headers,
-        authority: parts.uri.authority().map(|a| a.as_str()),
+        authority: sent.authority().map(|a| a.as_str()),
         body_sha256: body_sha.as_deref(),
     };
     let now = std::time::SystemTime::now()

@@ -15,6 +15,7 @@
 pub mod access_log;
 pub mod agent;
 pub mod auth;
+pub mod canonical;
 pub mod config;
 pub mod gateway;
 mod h1;
@@ -24,6 +25,8 @@ mod http;
 pub mod identity;
 pub mod metrics;
 pub mod proxy;
+#[cfg(test)]
+mod request_tests;
 pub mod route;
 pub mod socket;
 pub mod split;

@@ -270,6 +270,24 @@ impl Proxy {
         }
     }
 
+    /// One client connection to `conn.dst`, served as the accept loop
+    /// would (the HTTP/1.1 path, then hyper), for in-process tests.
+    #[cfg(test)]
+    pub(crate) async fn serve_connection(
+        self: &Arc<Self>,
+        conn: Conn,
+        stream: tokio::net::TcpStream,
+    ) {
+        let config = self.config();
+        let Some(l) = config.listener(conn.dst.0).cloned() else {
+            return;
+        };
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let stop = CancellationToken::new();
+        self.serve_http(&l, Arc::new(conn), stream, graceful.watcher(), &stop)
+            .await;
+    }
+
     async fn serve_hyper<I>(
         self: &Arc<Self>,
         l: &Listener,

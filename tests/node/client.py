@@ -6,6 +6,9 @@
 #   ws URL MESSAGES PAUSE            a WebSocket: MESSAGES messages PAUSE s apart,
 #       prints each echo
 #   tcp HOST PORT TEXT               prints what the TCP echo sent back
+#   raw HOST PORT HEX                sends the hex-decoded bytes as they are
+#       and prints the first response: {"status", "error" (x-trellis-error),
+#       "body"} (the body parsed as JSON when it is)
 #   slow HOST PORT [BYTES]           sends BYTES (default half a request head)
 #       and waits; prints how long until the proxy closed the connection
 #   tls-hold URL CAFILE FLAG OUT     one TLS connection: a GET, prints "held",
@@ -86,6 +89,17 @@ elif cmd == 'ws':
         head = f.read(2)
         print(f.read(head[1] & 0x7f).decode(), flush=True)
         time.sleep(pause)
+elif cmd == 'raw':
+    s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10)
+    s.sendall(bytes.fromhex(sys.argv[4]))
+    r = http.client.HTTPResponse(s)
+    r.begin()
+    body = r.read().decode(errors='replace')
+    try:
+        body = json.loads(body)
+    except ValueError:
+        pass
+    print(json.dumps({'status': r.status, 'error': r.getheader('x-trellis-error'), 'body': body}))
 elif cmd == 'tcp':
     s = socket.create_connection((sys.argv[2], int(sys.argv[3])), timeout=10)
     s.sendall(sys.argv[4].encode())

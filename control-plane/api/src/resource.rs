@@ -466,6 +466,10 @@ pub struct Listener {
     pub rules: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Timeouts::is_default")]
     pub timeouts: Timeouts,
+    /// HTTP and HTTPS listeners: how request paths are read before routing,
+    /// auth and forwarding (docs/routing.md, "Canonical requests").
+    #[serde(default, skip_serializing_if = "PathNormalization::is_default")]
+    pub path_normalization: PathNormalization,
     /// HTTPS listeners: the certificates the node proxy terminates TLS with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
@@ -480,6 +484,44 @@ impl Listener {
     pub fn certificates_mut(&mut self) -> &mut [TlsCertificate] {
         self.tls.as_mut().map_or(&mut [], |t| &mut t.certificates)
     }
+}
+
+/// What a listener does with paths beyond RFC 3986's normalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathNormalization {
+    /// `//a///b` is `/a/b` (as Envoy's `merge_slashes`).
+    #[serde(default = "yes")]
+    pub merge_slashes: bool,
+    /// `%2F` and `%5C` in a path: refused with 400, or kept as they are.
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+impl Default for PathNormalization {
+    fn default() -> Self {
+        PathNormalization {
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
+        }
+    }
+}
+
+impl PathNormalization {
+    fn is_default(&self) -> bool {
+        *self == PathNormalization::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EscapedSlashes {
+    /// 400: a target that decodes them would see another path than the
+    /// rules did.
+    #[default]
+    Reject,
+    /// Opaque: rules, policies and the target see `%2F` as it is.
+    Keep,
 }
 
 /// An HTTPS listener's certificates: SNI picks among them, the first is

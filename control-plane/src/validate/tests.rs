@@ -115,7 +115,7 @@ fn envelope_and_decoding() {
         (
             "unknown field",
             service(&format!("{FORWARD_BLUE}      colour: red\n")),
-            &["t.yaml:11:7: spec.listeners[0].colour: unknown field `colour`, expected one of `name`, `protocol`, `port`, `defaultAction`, `rules`, `timeouts`, `tls`"],
+            &["t.yaml:11:7: spec.listeners[0].colour: unknown field `colour`, expected one of `name`, `protocol`, `port`, `defaultAction`, `rules`, `timeouts`, `pathNormalization`, `tls`"],
         ),
         (
             "wrong type",
@@ -322,6 +322,7 @@ spec:
       protocol: TLS_PASSTHROUGH
       defaultAction: {fixedResponse: {statusCode: 404}}
       tls: {certificates: []}
+      pathNormalization: {escapedSlashes: KEEP}
 ";
     check(&[(
         "ports, names, protocols",
@@ -335,6 +336,7 @@ spec:
             "t.yaml:18:34: spec.listeners[2].defaultAction.forward[0].targetGroup: target group \"pool\" speaks TCP, which this listener cannot forward to",
             "t.yaml:15:7: spec.listeners[2].tls.certificates: an HTTPS listener needs at least one certificate (certificateFile and keyFile)",
             "t.yaml:21:23: spec.listeners[3].defaultAction.fixedResponse: fixed responses need an HTTP or HTTPS listener",
+            "t.yaml:23:7: spec.listeners[3].pathNormalization: only HTTP and HTTPS listeners read request paths",
             "t.yaml:22:7: spec.listeners[3].tls: only HTTPS listeners take certificates",
         ],
     )]);

@@ -152,8 +152,12 @@ pub struct Signed {
 /// The request as the auth checks see it.
 pub struct Inbound<'a> {
     pub method: &'a Method,
+    /// The canonical path and query (crate::canonical): what policies read.
     pub path: &'a str,
     pub query: Option<&'a str>,
+    /// The path and query as sent: what the client signed.
+    pub signed_path: &'a str,
+    pub signed_query: Option<&'a str>,
     pub headers: &'a HeaderMap,
     pub authority: Option<&'a str>,
     /// The body's hash, when it was buffered before the check (a request
@@ -304,8 +308,8 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
     };
     let request = sigv4::Request {
         method: req.method,
-        path: req.path,
-        query: req.query,
+        path: req.signed_path,
+        query: req.signed_query,
         headers: req.headers,
         authority: req.authority,
     };

@@ -21,9 +21,19 @@ pub fn uninit<'b>() -> Headers<'b> {
 /// A parsed request head.
 pub struct Request<'h, 'b> {
     pub method: &'b str,
-    /// The request target as sent: origin form, with the query.
+    /// The request target as sent, with the query; the path forwards only
+    /// canonical ones (`crate::canonical::is_canonical`).
     pub target: &'b str,
     pub headers: &'h [Header<'b>],
+}
+
+/// A head the HTTP/1.1 path does not forward.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unusual {
+    /// hyper's side is to take it.
+    HandOver,
+    /// Nobody is: 400, for this reason.
+    Refuse(&'static str),
 }
 
 /// What the client's head says about its body and its connection.
@@ -35,7 +45,7 @@ pub struct Framing {
 
 impl<'h, 'b> Request<'h, 'b> {
     /// Parses a complete head. `None` for anything this path leaves to
-    /// hyper: not HTTP/1.1, not origin form, a head httparse refuses.
+    /// hyper: not HTTP/1.1, a head httparse refuses.
     pub fn parse(buf: &'b [u8], headers: &'h mut Headers<'b>) -> Option<(Request<'h, 'b>, usize)> {
         let mut req = httparse::Request::new(&mut []);
         let len = match req.parse_with_uninit_headers(buf, headers) {
@@ -45,9 +55,6 @@ impl<'h, 'b> Request<'h, 'b> {
         let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
             return None;
         };
-        if !target.starts_with('/') {
-            return None;
-        }
         let headers = std::mem::take(&mut req.headers);
         Some((
             Request {
@@ -60,45 +67,49 @@ impl<'h, 'b> Request<'h, 'b> {
     }
 
     /// The body's length and whether the client closes after this request;
-    /// `None` when the request needs what only hyper does: a chunked body,
+    /// else `HandOver` when the request needs what only hyper does: a chunked body,
     /// `Expect`, an upgrade, `Connection` naming headers, a missing or
-    /// repeated Host, conflicting lengths.
-    pub fn framing(&self) -> Option<Framing> {
+    /// repeated Host; or `Refuse` for more than one length.
+    pub fn framing(&self) -> Result<Framing, Unusual> {
         let mut framing = Framing {
             content_length: 0,
             close: false,
         };
-        let (mut hosts, mut length) = (0, None);
+        let (mut hosts, mut length, mut chunked) = (0, None, false);
         for h in self.headers {
             let name = h.name;
             if name.eq_ignore_ascii_case("host") {
                 hosts += 1;
             } else if name.eq_ignore_ascii_case("content-length") {
-                let n = length_value(h.value)?;
-                if length.is_some_and(|l| l != n) {
-                    return None;
+                // A second one, equal or not, is refused as hyper refuses a
+                // length list ("3, 3"): every form alike.
+                if length.is_some() {
+                    return Err(Unusual::Refuse("more than one Content-Length"));
                 }
-                length = Some(n);
+                length = Some(length_value(h.value).ok_or(Unusual::HandOver)?);
             } else if name.eq_ignore_ascii_case("connection") {
                 for token in tokens(h.value) {
                     if token.eq_ignore_ascii_case(b"close") {
                         framing.close = true;
                     } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                        return None;
+                        return Err(Unusual::HandOver);
                     }
                 }
-            } else if name.eq_ignore_ascii_case("transfer-encoding")
-                || name.eq_ignore_ascii_case("expect")
-                || name.eq_ignore_ascii_case("upgrade")
-            {
-                return None;
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = true;
+            } else if name.eq_ignore_ascii_case("expect") || name.eq_ignore_ascii_case("upgrade") {
+                return Err(Unusual::HandOver);
             }
         }
-        if hosts != 1 || self.method == "CONNECT" {
-            return None;
+        if chunked && length.is_some() {
+            // RFC 9112 6.1 allows reading it as chunked; a target may not.
+            return Err(Unusual::Refuse("both Content-Length and Transfer-Encoding"));
+        }
+        if chunked || hosts != 1 || self.method == "CONNECT" {
+            return Err(Unusual::HandOver);
         }
         framing.content_length = length.unwrap_or(0);
-        Some(framing)
+        Ok(framing)
     }
 
     /// The head for the target: the client's headers without reserved,
@@ -404,7 +415,8 @@ mod tests {
     fn request(raw: &str) -> Option<(String, bool, u64)> {
         let mut headers = uninit();
         let (req, _) = Request::parse(raw.as_bytes(), &mut headers)?;
-        let framing = req.framing()?;
+        let framing = req.framing().ok()?;
+        crate::canonical::is_canonical(req.target).then_some(())?;
         let mut out = Vec::new();
         req.write(&mut out, |o| put(o, b"x-forwarded-for", b"10.0.0.1"));
         Some((
@@ -440,7 +452,6 @@ mod tests {
             "GET / HTTP/1.1\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
             "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +1\r\n\r\n",
             "PUT / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
@@ -448,8 +459,26 @@ mod tests {
             "GET / HTTP/1.1\r\nHost: a\r\nConnection: x-private\r\n\r\n",
             "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\n",
+            "GET /a/../b HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /%61 HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET //a HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET * HTTP/1.1\r\nHost: a\r\n\r\n",
         ] {
             assert!(request(raw).is_none(), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_length_is_refused_in_every_form() {
+        for raw in [
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n",
+        ] {
+            let mut headers = uninit();
+            let (req, _) = Request::parse(raw.as_bytes(), &mut headers).unwrap();
+            assert!(matches!(req.framing(), Err(Unusual::Refuse(_))), "{raw:?}");
         }
     }
 

@@ -111,6 +111,29 @@ struct Session<'a, I> {
     fixed: Option<(Arc<Listener>, Vec<u8>)>,
 }
 
+/// Why the HTTP/1.1 path does not take a request.
+enum NoPlan {
+    /// hyper's side is to have it: why, a metric label.
+    HandOver(&'static str),
+    /// Nobody is: a 400 with this reason, and the connection closed.
+    Refuse(&'static str),
+}
+
+impl From<&'static str> for NoPlan {
+    fn from(reason: &'static str) -> NoPlan {
+        NoPlan::HandOver(reason)
+    }
+}
+
+impl From<head::Unusual> for NoPlan {
+    fn from(u: head::Unusual) -> NoPlan {
+        match u {
+            head::Unusual::HandOver => NoPlan::HandOver("framing"),
+            head::Unusual::Refuse(detail) => NoPlan::Refuse(detail),
+        }
+    }
+}
+
 /// One request, decided.
 struct Plan {
     group: Arc<Group>,
@@ -155,7 +178,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         };
         let plan = match self.plan(&config, &listener, start) {
             Ok(plan) => plan,
-            Err(reason) => return Step::HandOver(reason),
+            Err(NoPlan::HandOver(reason)) => return Step::HandOver(reason),
+            Err(NoPlan::Refuse(detail)) => {
+                let rec = Record {
+                    entry: Entry {
+                        kind: "http",
+                        request_id: http::request_id(),
+                        source_network: config.network.clone(),
+                        service: listener.service.clone(),
+                        listener: listener.name.clone(),
+                        ..Entry::default()
+                    },
+                    start,
+                };
+                drop(config);
+                let t = listener.timeouts;
+                return self
+                    .refuse(rec, true, &t, Refusal::BadRequest, detail)
+                    .await;
+            }
         };
         drop(config);
         self.forward(&listener, plan, stop).await
@@ -212,9 +253,18 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         config: &Config,
         listener: &Arc<Listener>,
         start: Instant,
-    ) -> Result<Plan, &'static str> {
+    ) -> Result<Plan, NoPlan> {
+        let mut headers = head::uninit();
+        let (req, len) = head::Request::parse(&self.buf, &mut headers).ok_or("head")?;
+        // Refusals first: they hold on every listener, auth or not.
+        let framing = req.framing()?;
+        // Anything but a canonical target goes to hyper's side, which makes
+        // it canonical or refuses it (crate::canonical).
+        if !crate::canonical::is_canonical(req.target) {
+            return Err(NoPlan::HandOver("target"));
+        }
         if listener.guard.is_some() {
-            return Err("auth");
+            return Err(NoPlan::HandOver("auth"));
         }
         if !self
             .fixed
@@ -227,19 +277,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             http::connection_headers(self.conn, listener, &config.network, region, set);
             self.fixed = Some((listener.clone(), bytes));
         }
-        let mut headers = head::uninit();
-        let (req, len) = head::Request::parse(&self.buf, &mut headers).ok_or("head")?;
-        let framing = req.framing().ok_or("framing")?;
         let (rule, action) = listener.route(&req);
         let Action::Forward(split) = action else {
-            return Err("action");
+            return Err(NoPlan::HandOver("action"));
         };
         if !split
             .groups()
             .iter()
             .all(|g| config.groups.get(g).is_some_and(|g| plain_http1(g)))
         {
-            return Err("target-group");
+            return Err(NoPlan::HandOver("target-group"));
         }
         let group_name = split.pick();
         let group = config.groups.get(group_name).ok_or("target-group")?.clone();
@@ -304,7 +351,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             let Some(target) = group.pick(tried) else {
                 let detail = format!("target group {} has no target to send to", group.name);
                 return self
-                    .refuse(plan, t, Refusal::NoHealthyTarget, &detail)
+                    .refuse_plan(plan, t, Refusal::NoHealthyTarget, &detail)
                     .await;
             };
             let lease = target.lease();
@@ -350,7 +397,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                             format!("{addr}: connection closed before the response"),
                         ),
                     };
-                    return self.refuse(plan, t, refusal, &detail).await;
+                    return self.refuse_plan(plan, t, refusal, &detail).await;
                 }
             }
         };
@@ -457,7 +504,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         let mut headers = head::uninit();
         let Ok(Some((resp, len))) = head::Response::parse(&self.rbuf, &mut headers) else {
             return self
-                .refuse(plan, t, Refusal::UpstreamFailed, "no response head")
+                .refuse_plan(plan, t, Refusal::UpstreamFailed, "no response head")
                 .await;
         };
         let (status, body) = (resp.status, resp.body(plan.head_request));
@@ -468,7 +515,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                     "{}: a response this proxy cannot frame",
                     lease.target().addr
                 );
-                return self.refuse(plan, t, Refusal::UpstreamFailed, &detail).await;
+                return self
+                    .refuse_plan(plan, t, Refusal::UpstreamFailed, &detail)
+                    .await;
             }
         };
         let keep = resp.keep_alive && body != Body::UntilClose;
@@ -537,14 +586,27 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     /// Trellis's own answer (`x-trellis-error` and a one-line reason),
     /// counted and logged like any. A request whose body was not all read
     /// closes the connection after it.
-    async fn refuse(
+    async fn refuse_plan(
         &mut self,
-        mut plan: Plan,
+        plan: Plan,
         t: &Timeouts,
         refusal: Refusal,
         detail: &str,
     ) -> Step {
         let close = plan.close || plan.body_left > 0;
+        self.refuse(plan.rec, close, t, refusal, detail).await
+    }
+
+    /// Trellis's own answer for a request no plan was made for, or whose
+    /// plan failed; the connection closes after it when `close`.
+    async fn refuse(
+        &mut self,
+        mut rec: Record,
+        close: bool,
+        t: &Timeouts,
+        refusal: Refusal,
+        detail: &str,
+    ) -> Step {
         let status = refusal.status();
         let body = format!("{}: {detail}\n", refusal.code());
         let mut out = Vec::with_capacity(256 + body.len());
@@ -560,11 +622,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         }
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body.as_bytes());
-        plan.rec.entry.status = status.as_u16();
-        plan.rec.entry.error = Some(refusal.code());
-        plan.rec.entry.bytes_sent = body.len() as u64;
+        rec.entry.status = status.as_u16();
+        rec.entry.error = Some(refusal.code());
+        rec.entry.bytes_sent = body.len() as u64;
         let sent = send(&mut self.io, &out, t).await;
-        plan.rec.done(self.proxy);
+        rec.done(self.proxy);
         if close || sent.is_err() {
             Step::Close
         } else {
@@ -662,4 +724,4 @@ fn ms(m: u32) -> Duration {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

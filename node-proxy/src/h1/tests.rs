@@ -18,13 +18,13 @@ use tokio_util::sync::CancellationToken;
 const VIP: &str = "169.254.171.9:80";
 
 /// What the target saw: per request, its connection's port and its head.
-type Seen = Arc<Mutex<Vec<(u16, String)>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<(u16, String)>>>;
 
 /// A target that answers by path: `/len` echoes the head it got,
 /// `/chunked` answers in chunks, `/close` without a length, `/early` with a
 /// 103 first, `/bye` closes the connection after answering, `/post`
 /// counts the body.
-async fn target() -> (SocketAddr, Seen) {
+pub(crate) async fn target() -> (SocketAddr, Seen) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
     let seen = Seen::default();
@@ -99,7 +99,7 @@ async fn target() -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-async fn read_until_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+pub(crate) async fn read_until_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(i + 4);
@@ -116,7 +116,7 @@ async fn read_until_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> 
     }
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
     head.lines().find_map(|l| {
         let (k, v) = l.split_once(':')?;
         k.eq_ignore_ascii_case(name).then(|| v.trim())
@@ -173,7 +173,7 @@ async fn connect(proxy: &Arc<Proxy>) -> (TcpStream, JoinHandle<Served<TcpStream>
 }
 
 /// Reads one response: its head, and its body by its framing.
-async fn response(c: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+pub(crate) async fn response(c: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
     let end = read_until_head(c, buf).await.expect("a response head");
     let head = String::from_utf8_lossy(&buf[..end]).to_string();
     buf.drain(..end);
