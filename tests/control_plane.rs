@@ -140,6 +140,62 @@ spec:
     );
 }
 
+/// Free text and lists have a maximum, and the store as a whole has one:
+/// what would pass them is refused, located, and changes nothing.
+#[test]
+fn sizes_are_limited_field_by_field_and_in_total() {
+    let cp = ControlPlane::start(&["--max-state-bytes", "6000"]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("big.yaml");
+    let network = |name: &str, description: &str| {
+        format!(
+            "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {{name: {name}}}\n\
+             spec:\n  description: \"{description}\"\n"
+        )
+    };
+    // 60 MB was accepted once; now anything over 1024 bytes is refused.
+    std::fs::write(&file, network("east", &"x".repeat(5000))).unwrap();
+    let out = trellis(&cp, &["apply", "-f", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}:5:3: spec.description: 5000 bytes, at most 1024 allowed",
+            file.display()
+        )),
+        "{stderr}"
+    );
+
+    // Objects of 1000 bytes each: the sixth passes 6000 bytes in total.
+    let docs: Vec<String> = (0..5)
+        .map(|i| network(&format!("n{i}"), &"d".repeat(900)))
+        .collect();
+    std::fs::write(&file, docs.join("---\n")).unwrap();
+    let out = trellis(&cp, &["apply", "-f", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&file, network("n5", &"d".repeat(900))).unwrap();
+    let out = trellis(&cp, &["apply", "-f", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("over the limit of 6000 (--max-state-bytes)"),
+        "{stderr}"
+    );
+    let list = json(&trellis(&cp, &["get", "networks", "-o", "json"]));
+    assert_eq!(list["items"].as_array().unwrap().len(), 5);
+    // Deleting makes room again.
+    assert!(trellis(&cp, &["delete", "network", "n0"]).status.success());
+    assert!(
+        trellis(&cp, &["apply", "-f", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+}
+
 #[test]
 fn diff_shows_a_weight_shift_without_applying_it() {
     let cp = ControlPlane::start(&[]);

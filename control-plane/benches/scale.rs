@@ -18,6 +18,7 @@ fn settings() -> Settings {
         vip_pool_v4: "169.254.128.0/17".parse().unwrap(),
         vip_pool_v6: "fd00:7472:6c73::/112".parse().unwrap(),
         vip_hold_secs: 900,
+        max_state_bytes: usize::MAX,
     }
 }
 

@@ -30,6 +30,8 @@ pub struct Settings {
     pub vip_pool_v6: Ipv6Net,
     /// How long a deleted service's VIPs are held back, in seconds.
     pub vip_hold_secs: u64,
+    /// The most the stored objects may add up to, in bytes of JSON.
+    pub max_state_bytes: usize,
 }
 
 /// Access keys by id.
@@ -39,6 +41,8 @@ pub type Keys = BTreeMap<String, Arc<AccessKey>>;
 pub struct State {
     pub revision: u64,
     pub objects: Objects,
+    /// What the objects add up to in the store, in bytes of JSON.
+    pub bytes: usize,
     pub vips: VipAllocator,
     /// Unsealed at start by the caller of [`State::load`] (it holds the
     /// master key); the store's sealed records are in `Loaded::keys`.
@@ -66,6 +70,11 @@ pub enum DeleteError {
     },
 }
 
+/// An object's size in the store.
+fn stored_size(obj: &Object) -> usize {
+    serde_json::to_vec(obj).map_or(0, |b| b.len())
+}
+
 fn key_string(kind: Kind, name: &str) -> String {
     format!("{kind}/{name}")
 }
@@ -75,6 +84,7 @@ impl State {
         State {
             revision: 0,
             objects: Objects::new(),
+            bytes: 0,
             vips: VipAllocator::new(
                 settings.vip_pool_v4,
                 settings.vip_pool_v6,
@@ -92,7 +102,9 @@ impl State {
             None => Allocations::default(),
         };
         let mut objects = Objects::new();
+        let mut total = 0;
         for (key, bytes) in loaded.objects {
+            total += bytes.len();
             let mut obj: Object = serde_json::from_slice(&bytes)
                 .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
             if obj.resource.kind() == Kind::Service {
@@ -107,6 +119,7 @@ impl State {
         Ok(State {
             revision: loaded.revision,
             objects,
+            bytes: total,
             vips: VipAllocator::new(
                 settings.vip_pool_v4,
                 settings.vip_pool_v6,
@@ -247,7 +260,7 @@ impl State {
             });
         }
         next.revision = revision;
-        let put = changed
+        let put: Vec<(String, Vec<u8>)> = changed
             .iter()
             .filter_map(|key| {
                 let obj = next.objects.get(key)?;
@@ -257,6 +270,25 @@ impl State {
                 ))
             })
             .collect();
+        let before: usize = changed
+            .iter()
+            .filter_map(|key| self.objects.get(key))
+            .map(|obj| stored_size(obj))
+            .sum();
+        next.bytes =
+            self.bytes - before.min(self.bytes) + put.iter().map(|(_, b)| b.len()).sum::<usize>();
+        if next.bytes > settings.max_state_bytes && next.bytes > self.bytes {
+            return Err(vec![FieldError {
+                document: None,
+                object: "the store".into(),
+                path: String::new(),
+                message: format!(
+                    "this apply would make the stored state {} bytes, over the limit of {} \
+                     (--max-state-bytes); delete what is unused, or raise the limit",
+                    next.bytes, settings.max_state_bytes
+                ),
+            }]);
+        }
         let commit = Commit {
             revision,
             put,
@@ -286,7 +318,9 @@ impl State {
             });
         }
         let mut next = self.clone();
-        next.objects.remove(&key);
+        if let Some(old) = next.objects.remove(&key) {
+            next.bytes = next.bytes.saturating_sub(stored_size(&old));
+        }
         if kind == Kind::Service {
             next.vips.release(name, now);
         }

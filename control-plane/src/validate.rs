@@ -44,6 +44,7 @@ pub fn validate(objects: &Objects, zone: &str) -> Vec<Problem> {
         v.kind = *kind;
         v.name = name;
         v.check_name("metadata.name", name);
+        v.limits(&obj.resource.metadata, &obj.resource.spec);
         match &obj.resource.spec {
             Spec::Network(s) => v.network(s),
             Spec::ServiceNetwork(s) => v.service_network(s),
@@ -724,5 +725,6 @@ fn status_matcher(s: &str) -> Result<(), String> {
     s.split(',').try_for_each(|c| code(c).map(|_| ()))
 }
 
+mod limits;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -44,6 +44,10 @@ pub struct Args {
     /// Largest accepted request body, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_body_bytes: usize,
+    /// The most all stored objects may add up to, in bytes of JSON; an
+    /// apply that would pass it is refused (422) and changes nothing.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_state_bytes: usize,
     /// Lifetime of node certificates (nodes renew at two thirds of it).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     node_cert_ttl: std::time::Duration,
@@ -72,6 +76,7 @@ pub async fn run(args: Args) -> Result<()> {
             vip_pool_v4: args.vip_pool_v4,
             vip_pool_v6: args.vip_pool_v6,
             vip_hold_secs: args.vip_hold_seconds,
+            max_state_bytes: args.max_state_bytes,
         },
         region: args.sigv4_region,
         max_body_bytes: args.max_body_bytes,

@@ -16,31 +16,305 @@ pub const ACTION_PREFIXES: [&str; 2] = ["vpc-lattice-svcs:", "trellis:"];
 
 const VERSIONS: [&str; 2] = ["2012-10-17", "2008-10-17"];
 
-/// Condition operators understood, without set qualifiers or `IfExists`.
-const OPERATORS: [&str; 22] = [
-    "StringEquals",
-    "StringNotEquals",
-    "StringEqualsIgnoreCase",
-    "StringNotEqualsIgnoreCase",
-    "StringLike",
-    "StringNotLike",
-    "NumericEquals",
-    "NumericNotEquals",
-    "NumericLessThan",
-    "NumericLessThanEquals",
-    "NumericGreaterThan",
-    "NumericGreaterThanEquals",
-    "DateEquals",
-    "DateNotEquals",
-    "DateLessThan",
-    "DateGreaterThan",
-    "Bool",
-    "IpAddress",
-    "NotIpAddress",
-    "ArnEquals",
-    "ArnLike",
-    "Null",
+/// A condition operator, without its set qualifier or `IfExists`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operator {
+    StringEquals,
+    StringNotEquals,
+    StringEqualsIgnoreCase,
+    StringNotEqualsIgnoreCase,
+    StringLike,
+    StringNotLike,
+    NumericEquals,
+    NumericNotEquals,
+    NumericLessThan,
+    NumericLessThanEquals,
+    NumericGreaterThan,
+    NumericGreaterThanEquals,
+    DateEquals,
+    DateNotEquals,
+    DateLessThan,
+    DateGreaterThan,
+    Bool,
+    IpAddress,
+    NotIpAddress,
+    ArnEquals,
+    ArnLike,
+    Null,
+}
+
+impl Operator {
+    const ALL: [(&'static str, Operator); 22] = [
+        ("StringEquals", Operator::StringEquals),
+        ("StringNotEquals", Operator::StringNotEquals),
+        ("StringEqualsIgnoreCase", Operator::StringEqualsIgnoreCase),
+        (
+            "StringNotEqualsIgnoreCase",
+            Operator::StringNotEqualsIgnoreCase,
+        ),
+        ("StringLike", Operator::StringLike),
+        ("StringNotLike", Operator::StringNotLike),
+        ("NumericEquals", Operator::NumericEquals),
+        ("NumericNotEquals", Operator::NumericNotEquals),
+        ("NumericLessThan", Operator::NumericLessThan),
+        ("NumericLessThanEquals", Operator::NumericLessThanEquals),
+        ("NumericGreaterThan", Operator::NumericGreaterThan),
+        (
+            "NumericGreaterThanEquals",
+            Operator::NumericGreaterThanEquals,
+        ),
+        ("DateEquals", Operator::DateEquals),
+        ("DateNotEquals", Operator::DateNotEquals),
+        ("DateLessThan", Operator::DateLessThan),
+        ("DateGreaterThan", Operator::DateGreaterThan),
+        ("Bool", Operator::Bool),
+        ("IpAddress", Operator::IpAddress),
+        ("NotIpAddress", Operator::NotIpAddress),
+        ("ArnEquals", Operator::ArnEquals),
+        ("ArnLike", Operator::ArnLike),
+        ("Null", Operator::Null),
+    ];
+
+    fn parse(name: &str) -> Option<Operator> {
+        Operator::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, o)| *o)
+    }
+
+    /// Operators that hold when no value matches.
+    pub fn negated(self) -> bool {
+        matches!(
+            self,
+            Operator::StringNotEquals
+                | Operator::StringNotEqualsIgnoreCase
+                | Operator::StringNotLike
+                | Operator::NumericNotEquals
+                | Operator::DateNotEquals
+                | Operator::NotIpAddress
+        )
+    }
+
+    /// The values this operator compares: `None` for the string operators
+    /// (IAM compares any key as text) and `Null` (presence).
+    fn kind(self) -> Option<Kind> {
+        use Operator::*;
+        match self {
+            NumericEquals
+            | NumericNotEquals
+            | NumericLessThan
+            | NumericLessThanEquals
+            | NumericGreaterThan
+            | NumericGreaterThanEquals => Some(Kind::Number),
+            DateEquals | DateNotEquals | DateLessThan | DateGreaterThan => Some(Kind::Date),
+            Bool => Some(Kind::Bool),
+            IpAddress | NotIpAddress => Some(Kind::Ip),
+            ArnEquals | ArnLike => Some(Kind::Arn),
+            _ => None,
+        }
+    }
+}
+
+/// What a condition key's values are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Text,
+    Arn,
+    Number,
+    Date,
+    Bool,
+    Ip,
+}
+
+/// A condition key Trellis evaluates. The node's evaluator reads requests
+/// by this type and the control plane's validator parses keys into it, so
+/// a key is valid at apply exactly when the node can evaluate it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Key {
+    PrincipalType,
+    /// `aws:PrincipalArn`, `aws:PrincipalId`, `trellis:Principal`.
+    Principal,
+    PrincipalTag(String),
+    SourceIp,
+    SecureTransport,
+    CurrentTime,
+    EpochTime,
+    /// `vpc-lattice-svcs:SourceVpc`, `trellis:SourceNetwork`.
+    SourceNetwork,
+    SourceVpcOwnerAccount,
+    RequestMethod,
+    RequestPath,
+    RequestHeader(String),
+    RequestQueryString(String),
+    ServiceArn,
+    ServiceNetworkArn,
+    Service,
+    ServiceNetwork,
+    Port,
+}
+
+/// Keys by their lowercase name; `/` ends the ones that take a name after
+/// it (a tag, a header, a query parameter).
+const KEYS: [(&str, Kind); 26] = [
+    ("aws:PrincipalType", Kind::Text),
+    ("aws:PrincipalArn", Kind::Arn),
+    ("aws:PrincipalId", Kind::Text),
+    ("trellis:Principal", Kind::Text),
+    ("aws:PrincipalTag/", Kind::Text),
+    ("aws:SourceIp", Kind::Ip),
+    ("aws:SecureTransport", Kind::Bool),
+    ("aws:CurrentTime", Kind::Date),
+    ("aws:EpochTime", Kind::Date),
+    ("vpc-lattice-svcs:SourceVpc", Kind::Text),
+    ("trellis:SourceNetwork", Kind::Text),
+    ("vpc-lattice-svcs:SourceVpcOwnerAccount", Kind::Text),
+    ("vpc-lattice-svcs:RequestMethod", Kind::Text),
+    ("trellis:RequestMethod", Kind::Text),
+    ("vpc-lattice-svcs:RequestPath", Kind::Text),
+    ("trellis:RequestPath", Kind::Text),
+    ("vpc-lattice-svcs:RequestHeader/", Kind::Text),
+    ("trellis:RequestHeader/", Kind::Text),
+    ("vpc-lattice-svcs:RequestQueryString/", Kind::Text),
+    ("trellis:RequestQueryString/", Kind::Text),
+    ("vpc-lattice-svcs:ServiceArn", Kind::Arn),
+    ("vpc-lattice-svcs:ServiceNetworkArn", Kind::Arn),
+    ("trellis:Service", Kind::Text),
+    ("trellis:ServiceNetwork", Kind::Text),
+    ("vpc-lattice-svcs:Port", Kind::Number),
+    ("trellis:Port", Kind::Number),
 ];
+
+/// AWS global condition keys that mean nothing here: refused by name, since
+/// a condition on one would silently never (or, negated, always) hold.
+const UNMODELLED: [&str; 22] = [
+    "aws:CalledVia",
+    "aws:CalledViaFirst",
+    "aws:CalledViaLast",
+    "aws:FederatedProvider",
+    "aws:MultiFactorAuthAge",
+    "aws:MultiFactorAuthPresent",
+    "aws:PrincipalAccount",
+    "aws:PrincipalIsAWSService",
+    "aws:PrincipalOrgID",
+    "aws:PrincipalOrgPaths",
+    "aws:PrincipalServiceName",
+    "aws:Referer",
+    "aws:RequestedRegion",
+    "aws:RequestTag/",
+    "aws:ResourceAccount",
+    "aws:ResourceTag/",
+    "aws:SourceAccount",
+    "aws:SourceArn",
+    "aws:SourceVpc",
+    "aws:SourceVpce",
+    "aws:UserAgent",
+    "aws:userid",
+];
+
+impl Key {
+    /// Parses a key as policies write it: case-insensitive up to the `/`,
+    /// the name after it kept as written.
+    pub fn parse(key: &str) -> Result<Key, String> {
+        let (prefix, name) = match key.find('/') {
+            Some(i) => (&key[..=i], &key[i + 1..]),
+            None => (key, ""),
+        };
+        let is = |known: &str| known.eq_ignore_ascii_case(prefix);
+        if UNMODELLED.iter().any(|k| is(k)) {
+            return Err(format!(
+                "{key} is an AWS key Trellis does not model; a condition on it would never hold. Keys: {}",
+                Key::names()
+            ));
+        }
+        let Some((known, _)) = KEYS.iter().find(|(k, _)| is(k)) else {
+            return Err(format!(
+                "unknown condition key {key}; keys: {}",
+                Key::names()
+            ));
+        };
+        if known.ends_with('/') && name.is_empty() {
+            return Err(format!("{key} needs a name after the /"));
+        }
+        let lower = known.to_ascii_lowercase();
+        Ok(match lower.as_str() {
+            "aws:principaltype" => Key::PrincipalType,
+            "aws:principalarn" | "aws:principalid" | "trellis:principal" => Key::Principal,
+            "aws:principaltag/" => Key::PrincipalTag(name.into()),
+            "aws:sourceip" => Key::SourceIp,
+            "aws:securetransport" => Key::SecureTransport,
+            "aws:currenttime" => Key::CurrentTime,
+            "aws:epochtime" => Key::EpochTime,
+            "vpc-lattice-svcs:sourcevpc" | "trellis:sourcenetwork" => Key::SourceNetwork,
+            "vpc-lattice-svcs:sourcevpcowneraccount" => Key::SourceVpcOwnerAccount,
+            "vpc-lattice-svcs:requestmethod" | "trellis:requestmethod" => Key::RequestMethod,
+            "vpc-lattice-svcs:requestpath" | "trellis:requestpath" => Key::RequestPath,
+            "vpc-lattice-svcs:requestheader/" | "trellis:requestheader/" => {
+                Key::RequestHeader(name.to_ascii_lowercase())
+            }
+            "vpc-lattice-svcs:requestquerystring/" | "trellis:requestquerystring/" => {
+                Key::RequestQueryString(name.into())
+            }
+            "vpc-lattice-svcs:servicearn" => Key::ServiceArn,
+            "vpc-lattice-svcs:servicenetworkarn" => Key::ServiceNetworkArn,
+            "trellis:service" => Key::Service,
+            "trellis:servicenetwork" => Key::ServiceNetwork,
+            _ => Key::Port,
+        })
+    }
+
+    fn kind(&self) -> Kind {
+        match self {
+            Key::Principal | Key::ServiceArn | Key::ServiceNetworkArn => Kind::Arn,
+            Key::SourceIp => Kind::Ip,
+            Key::SecureTransport => Kind::Bool,
+            Key::CurrentTime | Key::EpochTime => Kind::Date,
+            Key::Port => Kind::Number,
+            _ => Kind::Text,
+        }
+    }
+
+    fn names() -> String {
+        let names: Vec<String> = KEYS
+            .iter()
+            .map(|(k, _)| match k.strip_suffix('/') {
+                Some(p) => format!("{p}/NAME"),
+                None => k.to_string(),
+            })
+            .collect();
+        names.join(", ")
+    }
+}
+
+/// Seconds since the epoch of a policy date: epoch seconds or RFC 3339.
+pub fn epoch_seconds(s: &str) -> Option<u64> {
+    s.parse::<u64>().ok().or_else(|| {
+        humantime::parse_rfc3339_weak(s)
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_secs())
+    })
+}
+
+/// Whether `v` is a value `kind`'s operators can compare.
+fn valid_value(kind: Kind, v: &str) -> Result<(), String> {
+    let ok = match kind {
+        Kind::Number => v.parse::<f64>().is_ok_and(f64::is_finite),
+        Kind::Date => epoch_seconds(v).is_some(),
+        Kind::Bool => v == "true" || v == "false",
+        Kind::Ip => v.parse::<ipnet::IpNet>().is_ok() || v.parse::<std::net::IpAddr>().is_ok(),
+        Kind::Text | Kind::Arn => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(match kind {
+        Kind::Number => format!("{v:?} is not a number"),
+        Kind::Date => format!("{v:?} is not a date (RFC 3339, or seconds since 1970)"),
+        Kind::Bool => format!("{v:?} is neither true nor false"),
+        _ => format!("{v:?} is not an IP address or CIDR (such as 10.0.0.0/8)"),
+    })
+}
 
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("{path}: {message}")]
@@ -87,10 +361,9 @@ pub enum SetQualifier {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Condition {
     pub qualifier: SetQualifier,
-    /// Base operator, e.g. `StringLike`.
-    pub operator: String,
+    pub operator: Operator,
     pub if_exists: bool,
-    pub key: String,
+    pub key: Key,
     pub values: Vec<String>,
 }
 
@@ -262,8 +535,8 @@ fn parse_statement(v: &Value, path: &str) -> Result<Statement, PolicyError> {
         Matching::Not((v, p)) => Matching::Not(parse_actions(v, &p)?),
     };
     let resource = match one_of(obj, "Resource", path)? {
-        Matching::Is((v, p)) => Matching::Is(string_list(v, &p)?),
-        Matching::Not((v, p)) => Matching::Not(string_list(v, &p)?),
+        Matching::Is((v, p)) => Matching::Is(parse_resources(v, &p)?),
+        Matching::Not((v, p)) => Matching::Not(parse_resources(v, &p)?),
     };
     let conditions = match obj.get("Condition") {
         None => Vec::new(),
@@ -321,6 +594,32 @@ fn parse_actions(v: &Value, path: &str) -> Result<Vec<String>, PolicyError> {
     Ok(actions)
 }
 
+/// `*`, or a service: `trellis:service/NAME[/PATH]` or VPC Lattice's
+/// `arn:aws:vpc-lattice:REGION:ACCOUNT:service/NAME[/PATH]` (globs allowed).
+/// Anything else would match no request, silently.
+fn parse_resources(v: &Value, path: &str) -> Result<Vec<String>, PolicyError> {
+    let resources = string_list(v, path)?;
+    for (i, r) in resources.iter().enumerate() {
+        let service = |rest: &str| rest.starts_with("service/") || rest == "*";
+        let ok = r == "*"
+            || r.strip_prefix("trellis:").is_some_and(service)
+            || r.strip_prefix("arn:aws:vpc-lattice:").is_some_and(|rest| {
+                let fields: Vec<&str> = rest.splitn(3, ':').collect();
+                fields.len() == 3 && service(fields[2])
+            });
+        if !ok {
+            return Err(perr(
+                format!("{path}[{i}]"),
+                format!(
+                    "resource \"{r}\" names no service; use \"*\", \"trellis:service/NAME/PATH\" \
+                     or \"arn:aws:vpc-lattice:REGION:ACCOUNT:service/NAME/PATH\""
+                ),
+            ));
+        }
+    }
+    Ok(resources)
+}
+
 fn parse_conditions(v: &Value, path: &str) -> Result<Vec<Condition>, PolicyError> {
     let ops = v
         .as_object()
@@ -339,16 +638,25 @@ fn parse_conditions(v: &Value, path: &str) -> Result<Vec<Condition>, PolicyError
             Some(b) if b != "Null" => (b, true),
             _ => (rest, false),
         };
-        if !OPERATORS.contains(&base) {
-            return Err(perr(op_path, "unknown condition operator"));
-        }
+        let Some(operator) = Operator::parse(base) else {
+            let known: Vec<&str> = Operator::ALL.iter().map(|(n, _)| *n).collect();
+            return Err(perr(
+                op_path,
+                format!(
+                    "unknown condition operator; operators: {}",
+                    known.join(", ")
+                ),
+            ));
+        };
         let keys = keys
             .as_object()
             .filter(|k| !k.is_empty())
             .ok_or_else(|| perr(&op_path, "must be a non-empty mapping of key to values"))?;
-        let mut by_key: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut by_key: BTreeMap<&str, (Key, Vec<String>)> = BTreeMap::new();
         for (key, values) in keys {
             let key_path = format!("{op_path}.{key}");
+            let parsed = Key::parse(key).map_err(|m| perr(&key_path, m))?;
+            let values_given = values;
             let values = match values {
                 Value::Array(items) if !items.is_empty() => items
                     .iter()
@@ -358,20 +666,35 @@ fn parse_conditions(v: &Value, path: &str) -> Result<Vec<Condition>, PolicyError
                 Value::Array(_) => return Err(perr(key_path, "must not be empty")),
                 x => vec![scalar(x, &key_path)?],
             };
-            if base == "Null" && values.iter().any(|v| v != "true" && v != "false") {
+            if operator == Operator::Null && values.iter().any(|v| v != "true" && v != "false") {
                 return Err(perr(key_path, "Null takes true or false"));
             }
-            if base == "Bool" && values.iter().any(|v| v != "true" && v != "false") {
-                return Err(perr(key_path, "Bool takes true or false"));
+            if let Some(kind) = operator.kind() {
+                if kind != parsed.kind() && !(kind == Kind::Arn && parsed.kind() == Kind::Text) {
+                    return Err(perr(
+                        key_path,
+                        format!(
+                            "{base} does not apply to {key}, whose values are {:?}",
+                            parsed.kind()
+                        ),
+                    ));
+                }
+                for (i, v) in values.iter().enumerate() {
+                    let at = || match values_given {
+                        Value::Array(_) => format!("{key_path}[{i}]"),
+                        _ => key_path.clone(),
+                    };
+                    valid_value(kind, v).map_err(|m| perr(at(), m))?;
+                }
             }
-            by_key.insert(key, values);
+            by_key.insert(key, (parsed, values));
         }
-        for (key, values) in by_key {
+        for (_, (key, values)) in by_key {
             out.push(Condition {
                 qualifier,
-                operator: base.to_string(),
+                operator,
                 if_exists,
-                key: key.to_string(),
+                key,
                 values,
             });
         }
@@ -430,8 +753,8 @@ mod tests {
         assert!(
             s.conditions
                 .iter()
-                .any(|c| c.operator == "StringNotEqualsIgnoreCase"
-                    && c.key == "aws:PrincipalType"
+                .any(|c| c.operator == Operator::StringNotEqualsIgnoreCase
+                    && c.key == Key::PrincipalType
                     && c.values == ["anonymous"])
         );
     }
@@ -442,12 +765,14 @@ mod tests {
             "Version": "2012-10-17",
             "Statement": {"Effect": "Deny", "Principal": {"AWS": ["trellis:identity/a"]},
                 "NotAction": "trellis:Invoke", "Resource": "*",
-                "Condition": {"ForAnyValue:StringLikeIfExists": {"k": ["a*", 3, true]}}}
+                "Condition": {"ForAnyValue:StringLikeIfExists": {
+                    "trellis:RequestHeader/X-Team": ["a*", 3, true]}}}
         }))
         .unwrap();
         let c = &p.statements[0].conditions[0];
         assert_eq!(c.qualifier, SetQualifier::ForAnyValue);
-        assert_eq!(c.operator, "StringLike");
+        assert_eq!(c.operator, Operator::StringLike);
+        assert_eq!(c.key, Key::RequestHeader("x-team".into()));
         assert!(c.if_exists);
         assert_eq!(c.values, ["a*", "3", "true"]);
     }

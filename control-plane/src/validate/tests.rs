@@ -40,6 +40,7 @@ pub(crate) fn settings(pool: &str) -> Settings {
         vip_pool_v4: pool.parse().unwrap(),
         vip_pool_v6: "fd00:7472:6c73::/112".parse().unwrap(),
         vip_hold_secs: 60,
+        max_state_bytes: 1 << 20,
     }
 }
 
@@ -491,6 +492,94 @@ spec:
     ]);
 }
 
+/// Every policy element the node could not evaluate as written is refused
+/// where it is written: a misspelt key read as absent would make a negated
+/// condition grant access.
+#[test]
+fn policy_elements_are_checked_at_apply() {
+    let doc = |statement: &str| {
+        format!(
+            "apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {{name: sn2}}
+spec:
+  networks: [east]
+  authType: SIGV4
+  authPolicy:
+    Version: \"2012-10-17\"
+    Statement:
+      - Effect: Allow
+        Principal: \"*\"
+        Action: vpc-lattice-svcs:Invoke
+{statement}"
+        )
+    };
+    let any = "        Resource: \"*\"\n";
+    let cond = |op: &str, key: &str, value: &str| {
+        doc(&format!(
+            "{any}        Condition:\n          {op}:\n            {key}: {value}\n"
+        ))
+    };
+    check(&[
+        (
+            "a misspelt key",
+            cond("StringNotEquals", "aws:PrincipalTagg/team", "red"),
+            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringNotEquals.aws:PrincipalTagg/team: unknown condition key aws:PrincipalTagg/team; keys: aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port"],
+        ),
+        (
+            "an unknown namespace",
+            cond("StringEquals", "foo:Bar", "x"),
+            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringEquals.foo:Bar: unknown condition key foo:Bar; keys: aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port"],
+        ),
+        (
+            "an AWS key Trellis does not model",
+            cond("StringEquals", "aws:PrincipalOrgID", "o-1"),
+            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringEquals.aws:PrincipalOrgID: aws:PrincipalOrgID is an AWS key Trellis does not model; a condition on it would never hold. Keys: aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port"],
+        ),
+        (
+            "a bad CIDR",
+            cond("IpAddress", "aws:SourceIp", "10.0.0.0/33"),
+            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.IpAddress.aws:SourceIp: \"10.0.0.0/33\" is not an IP address or CIDR (such as 10.0.0.0/8)"],
+        ),
+        (
+            "a bad date",
+            cond("DateLessThan", "aws:CurrentTime", "2026-13-45"),
+            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.DateLessThan.aws:CurrentTime: \"2026-13-45\" is not a date (RFC 3339, or seconds since 1970)"],
+        ),
+        (
+            "a bad number",
+            cond("NumericLessThan", "vpc-lattice-svcs:Port", "eighty"),
+            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.NumericLessThan.vpc-lattice-svcs:Port: \"eighty\" is not a number"],
+        ),
+        (
+            "an operator for another kind of value",
+            cond("IpAddress", "vpc-lattice-svcs:RequestPath", "10.0.0.0/8"),
+            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.IpAddress.vpc-lattice-svcs:RequestPath: IpAddress does not apply to vpc-lattice-svcs:RequestPath, whose values are Text"],
+        ),
+        (
+            "a key without its name",
+            cond("StringEquals", "aws:PrincipalTag/", "x"),
+            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringEquals.aws:PrincipalTag/: aws:PrincipalTag/ needs a name after the /"],
+        ),
+        (
+            "a resource that names no service",
+            doc("        Resource: \"trellis:services/orders/*\"\n"),
+            &["t.yaml:13:9: spec.authPolicy.Statement[0].Resource[0]: resource \"trellis:services/orders/*\" names no service; use \"*\", \"trellis:service/NAME/PATH\" or \"arn:aws:vpc-lattice:REGION:ACCOUNT:service/NAME/PATH\""],
+        ),
+        (
+            "what is valid stays valid",
+            doc("        Resource: [\"trellis:service/orders/*\", \"arn:aws:vpc-lattice:us-east-1:123456789012:service/orders/*\"]
+        Condition:
+          IpAddress: {aws:SourceIp: [10.0.0.0/8, 192.0.2.1]}
+          DateLessThan: {aws:CurrentTime: \"2030-01-01T00:00:00Z\"}
+          NumericLessThan: {vpc-lattice-svcs:Port: 8080}
+          StringEquals: {aws:principaltag/Team: red, trellis:RequestHeader/X-Env: prod}
+"),
+            &[],
+        ),
+    ]);
+}
+
 #[test]
 fn vip_pool_exhaustion_rejects_the_apply() {
     // A /30 has two usable addresses; BASE's service takes one.
@@ -576,6 +665,51 @@ spec:
                 "x".repeat(257)
             ),
             &["t.yaml:5:10: spec.tags.team: tag keys are 1..=128 bytes, values at most 256"],
+        ),
+    ]);
+}
+
+#[test]
+fn every_list_and_free_text_has_a_maximum() {
+    let labels: String = (0..70).map(|i| format!("l{i}: v\n    ")).collect();
+    let tags: String = (0..51).map(|i| format!("t{i}: v, ")).collect();
+    check(&[
+        (
+            "labels, tags, description",
+            format!(
+                "apiVersion: trellis.dev/v1alpha1
+kind: Identity
+metadata:
+  name: alice
+  labels:
+    {labels}
+spec:
+  description: \"{}\"
+  tags: {{{tags}}}
+",
+                "x".repeat(1025)
+            ),
+            &[
+                "t.yaml:5:3: metadata.labels: 70 entries, at most 64 allowed",
+                "t.yaml:78:3: spec.description: 1025 bytes, at most 1024 allowed",
+                "t.yaml:79:3: spec.tags: 51 entries, at most 50 allowed",
+            ],
+        ),
+        (
+            "a header match value",
+            service(&format!(
+                "      defaultAction: {{forward: [{{targetGroup: blue}}]}}
+      rules:
+        - name: r
+          priority: 1
+          match: {{headers: [{{name: x-a, exact: \"{}\"}}]}}
+          action: {{forward: [{{targetGroup: blue}}]}}
+",
+                "v".repeat(1025)
+            )),
+            &[
+                "t.yaml:14:29: spec.listeners[0].rules[0].match.headers[0]: 1025 bytes, at most 1024 allowed",
+            ],
         ),
     ]);
 }

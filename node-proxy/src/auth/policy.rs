@@ -15,8 +15,8 @@
 use std::borrow::Cow;
 use std::net::IpAddr;
 use trellis_api::policy::{
-    Condition, Effect, Matching, PolicyDocument, Principal as PolicyPrincipal, SetQualifier,
-    Statement,
+    Condition, Effect, Key, Matching, Operator, PolicyDocument, Principal as PolicyPrincipal,
+    SetQualifier, Statement, epoch_seconds,
 };
 
 pub const ACTION: &str = "vpc-lattice-svcs:Invoke";
@@ -52,71 +52,55 @@ const ACCOUNT: &str = "000000000000";
 
 impl Request<'_> {
     /// The values of a condition key; empty when the request lacks it.
-    /// `key` is lowercase up to its first `/` (see [`Policy::compile`]).
-    fn values(&self, key: &str) -> Vec<Cow<'_, str>> {
+    fn values(&self, key: &Key) -> Vec<Cow<'_, str>> {
         let one = |s: String| vec![Cow::Owned(s)];
-        let (prefix, rest) = key.split_once('/').unwrap_or((key, ""));
-        match (prefix, rest) {
-            ("aws:principaltype", "") => one(match self.principal {
+        match key {
+            Key::PrincipalType => one(match self.principal {
                 Some(_) => "Authenticated",
                 None => "Anonymous",
             }
             .into()),
-            ("aws:principalarn" | "aws:principalid" | "trellis:principal", "") => self
+            Key::Principal => self
                 .principal
                 .map(|p| p.names.iter().map(|n| Cow::Borrowed(n.as_str())).collect())
                 .unwrap_or_default(),
-            ("aws:principaltag", _) => {
-                // Tag keys keep their case after the slash.
-                let tag = &key[key.find('/').map_or(key.len(), |i| i + 1)..];
-                self.principal
-                    .and_then(|p| p.tags.get(tag))
-                    .map(|v| vec![Cow::Borrowed(v.as_str())])
-                    .unwrap_or_default()
-            }
-            ("aws:sourceip", "") => one(self.source_ip.to_string()),
-            ("aws:securetransport", "") => one("false".into()),
-            ("aws:currenttime", "") => one(humantime::format_rfc3339_seconds(
+            Key::PrincipalTag(tag) => self
+                .principal
+                .and_then(|p| p.tags.get(tag))
+                .map(|v| vec![Cow::Borrowed(v.as_str())])
+                .unwrap_or_default(),
+            Key::SourceIp => one(self.source_ip.to_string()),
+            Key::SecureTransport => one("false".into()),
+            Key::CurrentTime => one(humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.now),
             )
             .to_string()),
-            ("aws:epochtime", "") => one(self.now.to_string()),
-            ("vpc-lattice-svcs:sourcevpc" | "trellis:sourcenetwork", "") => {
-                vec![Cow::Borrowed(self.source_network)]
-            }
-            ("vpc-lattice-svcs:sourcevpcowneraccount", "") => vec![Cow::Borrowed(ACCOUNT)],
-            ("vpc-lattice-svcs:requestmethod" | "trellis:requestmethod", "") => {
-                vec![Cow::Borrowed(self.method)]
-            }
-            ("vpc-lattice-svcs:requestpath" | "trellis:requestpath", "") => {
-                vec![Cow::Borrowed(self.path)]
-            }
-            ("vpc-lattice-svcs:requestheader" | "trellis:requestheader", name) => self
+            Key::EpochTime => one(self.now.to_string()),
+            Key::SourceNetwork => vec![Cow::Borrowed(self.source_network)],
+            Key::SourceVpcOwnerAccount => vec![Cow::Borrowed(ACCOUNT)],
+            Key::RequestMethod => vec![Cow::Borrowed(self.method)],
+            Key::RequestPath => vec![Cow::Borrowed(self.path)],
+            Key::RequestHeader(name) => self
                 .headers
-                .get_all(name)
+                .get_all(name.as_str())
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .map(Cow::Borrowed)
                 .collect(),
-            ("vpc-lattice-svcs:requestquerystring" | "trellis:requestquerystring", _) => {
-                let name = &key[key.find('/').map_or(key.len(), |i| i + 1)..];
-                self.query
-                    .unwrap_or_default()
-                    .split('&')
-                    .filter_map(|p| {
-                        let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                        (k == name).then_some(Cow::Borrowed(v))
-                    })
-                    .collect()
-            }
-            ("vpc-lattice-svcs:servicearn", "") => one(self.arn("service", self.service)),
-            ("vpc-lattice-svcs:servicenetworkarn", "") => {
-                one(self.arn("servicenetwork", self.service_network))
-            }
-            ("trellis:service", "") => vec![Cow::Borrowed(self.service)],
-            ("trellis:servicenetwork", "") => vec![Cow::Borrowed(self.service_network)],
-            ("vpc-lattice-svcs:port" | "trellis:port", "") => one(self.port.to_string()),
-            _ => Vec::new(),
+            Key::RequestQueryString(name) => self
+                .query
+                .unwrap_or_default()
+                .split('&')
+                .filter_map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (k == name).then_some(Cow::Borrowed(v))
+                })
+                .collect(),
+            Key::ServiceArn => one(self.arn("service", self.service)),
+            Key::ServiceNetworkArn => one(self.arn("servicenetwork", self.service_network)),
+            Key::Service => vec![Cow::Borrowed(self.service)],
+            Key::ServiceNetwork => vec![Cow::Borrowed(self.service_network)],
+            Key::Port => one(self.port.to_string()),
         }
     }
 
@@ -190,8 +174,8 @@ pub enum Outcome<'p> {
 }
 
 /// A document made ready for evaluation, once per snapshot: statement names
-/// fixed, `trellis:` actions and pasted Lattice ARNs rewritten, condition key
-/// prefixes lowercased, so a request costs no rewriting.
+/// fixed, `trellis:` actions and pasted Lattice ARNs rewritten, so a request
+/// costs no rewriting (condition keys come parsed, `trellis_api::policy::Key`).
 #[derive(Debug)]
 pub struct Policy {
     statements: Vec<(String, Statement)>,
@@ -213,12 +197,6 @@ impl Policy {
                 }
                 for r in matching_list(&mut s.resource) {
                     *r = any_account(r).into_owned();
-                }
-                for c in &mut s.conditions {
-                    // Condition keys are case-insensitive up to the slash;
-                    // after it (a tag, header or query name) case is kept.
-                    let cut = c.key.find('/').unwrap_or(c.key.len());
-                    c.key[..cut].make_ascii_lowercase();
                 }
                 (name, s)
             })
@@ -295,65 +273,53 @@ fn principal_matches(p: &PolicyPrincipal, req: &Request<'_>) -> bool {
     }
 }
 
-/// Operators that hold when no value matches.
-fn negated(op: &str) -> bool {
-    matches!(
-        op,
-        "StringNotEquals"
-            | "StringNotEqualsIgnoreCase"
-            | "StringNotLike"
-            | "NumericNotEquals"
-            | "DateNotEquals"
-            | "NotIpAddress"
-    )
-}
-
 fn condition_holds(c: &Condition, req: &Request<'_>) -> bool {
     let values = req.values(&c.key);
-    if c.operator == "Null" {
+    if c.operator == Operator::Null {
         let wants_absent = c.values.iter().any(|v| v == "true");
         return values.is_empty() == wants_absent;
     }
     if values.is_empty() {
         return match c.qualifier {
             SetQualifier::ForAllValues => true,
-            _ => c.if_exists || (c.qualifier == SetQualifier::None && negated(&c.operator)),
+            _ => c.if_exists || (c.qualifier == SetQualifier::None && c.operator.negated()),
         };
     }
-    let one = |v: &str| matches_any(&c.operator, v, &c.values);
+    let one = |v: &str| matches_any(c.operator, v, &c.values);
     match c.qualifier {
         SetQualifier::ForAllValues => values.iter().all(|v| one(v)),
         SetQualifier::ForAnyValue => values.iter().any(|v| one(v)),
         // A plain operator on a multi-valued key: any value will do for a
         // positive operator, every value must stay clear for a negated one.
-        SetQualifier::None if negated(&c.operator) => values.iter().all(|v| one(v)),
+        SetQualifier::None if c.operator.negated() => values.iter().all(|v| one(v)),
         SetQualifier::None => values.iter().any(|v| one(v)),
     }
 }
 
 /// Whether `have` satisfies `op` against the condition's values (for a
 /// negated operator: matches none of them).
-fn matches_any(op: &str, have: &str, wanted: &[String]) -> bool {
+fn matches_any(op: Operator, have: &str, wanted: &[String]) -> bool {
+    use Operator::*;
     let positive = |w: &str| -> bool {
         match op {
-            "StringEquals" | "StringNotEquals" | "ArnEquals" => have == w,
-            "StringEqualsIgnoreCase" | "StringNotEqualsIgnoreCase" => have.eq_ignore_ascii_case(w),
-            "StringLike" | "StringNotLike" | "ArnLike" => glob(w, have, false),
-            "Bool" => have.eq_ignore_ascii_case(w),
-            "IpAddress" | "NotIpAddress" => in_network(have, w),
-            "NumericEquals" | "NumericNotEquals" => number(have, w, |a, b| a == b),
-            "NumericLessThan" => number(have, w, |a, b| a < b),
-            "NumericLessThanEquals" => number(have, w, |a, b| a <= b),
-            "NumericGreaterThan" => number(have, w, |a, b| a > b),
-            "NumericGreaterThanEquals" => number(have, w, |a, b| a >= b),
-            "DateEquals" | "DateNotEquals" => date(have, w, |a, b| a == b),
-            "DateLessThan" => date(have, w, |a, b| a < b),
-            "DateGreaterThan" => date(have, w, |a, b| a > b),
-            _ => false,
+            StringEquals | StringNotEquals | ArnEquals => have == w,
+            StringEqualsIgnoreCase | StringNotEqualsIgnoreCase => have.eq_ignore_ascii_case(w),
+            StringLike | StringNotLike | ArnLike => glob(w, have, false),
+            Bool => have.eq_ignore_ascii_case(w),
+            IpAddress | NotIpAddress => in_network(have, w),
+            NumericEquals | NumericNotEquals => number(have, w, |a, b| a == b),
+            NumericLessThan => number(have, w, |a, b| a < b),
+            NumericLessThanEquals => number(have, w, |a, b| a <= b),
+            NumericGreaterThan => number(have, w, |a, b| a > b),
+            NumericGreaterThanEquals => number(have, w, |a, b| a >= b),
+            DateEquals | DateNotEquals => date(have, w, |a, b| a == b),
+            DateLessThan => date(have, w, |a, b| a < b),
+            DateGreaterThan => date(have, w, |a, b| a > b),
+            Null => false,
         }
     };
     let any = wanted.iter().any(|w| positive(w));
-    if negated(op) { !any } else { any }
+    if op.negated() { !any } else { any }
 }
 
 fn in_network(ip: &str, cidr: &str) -> bool {
@@ -373,19 +339,8 @@ fn number(a: &str, b: &str, f: impl Fn(f64, f64) -> bool) -> bool {
     }
 }
 
-/// Epoch seconds or RFC 3339.
-fn epoch(s: &str) -> Option<u64> {
-    s.parse::<u64>().ok().or_else(|| {
-        humantime::parse_rfc3339_weak(s)
-            .ok()?
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()
-            .map(|d| d.as_secs())
-    })
-}
-
 fn date(a: &str, b: &str, f: impl Fn(u64, u64) -> bool) -> bool {
-    match (epoch(a), epoch(b)) {
+    match (epoch_seconds(a), epoch_seconds(b)) {
         (Some(a), Some(b)) => f(a, b),
         _ => false,
     }

@@ -46,7 +46,8 @@ const LATTICE_AUTHENTICATED: &str = r#"{
 }"#;
 
 /// "Allow access to a specific organization" (VPC Lattice docs): Trellis has
-/// no organizations, so the key is absent and nothing is allowed.
+/// no organizations, so the policy is refused where it is applied, by name,
+/// instead of reading the key as absent (`lattice_org_policy_is_refused`).
 const LATTICE_ORG: &str = r#"{
    "Version": "2012-10-17",
    "Statement": [
@@ -192,10 +193,6 @@ fn decisions() {
         Case {
             doc: text(LATTICE_AUTHENTICATED),
             principal: None,
-            ..base(json!(null))
-        },
-        Case {
-            doc: text(LATTICE_ORG),
             ..base(json!(null))
         },
         Case {
@@ -504,4 +501,17 @@ fn globs() {
         assert_eq!(glob(p, t, false), want, "{p} vs {t}");
     }
     assert!(glob("VPC-LATTICE-SVCS:invoke", ACTION, true));
+}
+
+#[test]
+fn lattice_org_policy_is_refused() {
+    let e = PolicyDocument::parse(&text(LATTICE_ORG)).unwrap_err();
+    assert_eq!(
+        e.path,
+        "Statement[0].Condition.StringEquals.aws:PrincipalOrgID"
+    );
+    assert!(
+        e.message.contains("an AWS key Trellis does not model"),
+        "{e}"
+    );
 }
