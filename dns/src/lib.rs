@@ -20,3 +20,11 @@ pub mod tcp;
 mod udp;
 pub mod view;
 mod wire;
+
+/// What the fuzz targets in `fuzz/` drive: the message handler behind both
+/// transports.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub use crate::wire::{Reply, answer};
+    pub use hickory_server::net::xfer::Protocol;
+}

@@ -38,3 +38,23 @@ pub mod upstream;
 
 pub use agent::Agent;
 pub use proxy::Proxy;
+
+/// What the fuzz targets in `fuzz/` drive beyond the public modules: the
+/// HTTP/1.1 path's reading of a request head.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    /// A head as the HTTP/1.1 path reads it: its target if it is complete,
+    /// HTTP/1.1, of usable framing and canonical (what the path forwards
+    /// as it is), and the head written for the target.
+    pub fn head(bytes: &[u8]) -> Option<(String, Vec<u8>)> {
+        let mut headers = crate::h1::head::uninit();
+        let (req, _) = crate::h1::head::Request::parse(bytes, &mut headers)?;
+        req.framing().ok()?;
+        if !crate::canonical::is_canonical(req.target) {
+            return None;
+        }
+        let mut out = Vec::new();
+        req.write(&mut out, |_| {});
+        Some((req.target.to_string(), out))
+    }
+}

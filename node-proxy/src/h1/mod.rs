@@ -12,7 +12,7 @@
 //! life, before anything of that request went anywhere. hyper's path stays
 //! the one place that answers the unusual; this one stays small.
 
-mod head;
+pub(crate) mod head;
 mod pool;
 mod rewind;
 
