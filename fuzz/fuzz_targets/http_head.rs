@@ -2,7 +2,7 @@
 //! as canonical must be canonical to the full path too, parse the same way
 //! with `http`, and come out unchanged in the head sent to the target; any
 //! origin-form target the full path makes canonical must be a fixed point
-//! that `http` parses to the same path and query.
+//! that `http` parses to the same path and query, with no dot-segment left.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +19,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
     };
+    // The fast path's check is sound (it may pass over canonical targets
+    // with `%` in them, never take a non-canonical one).
+    if is_canonical(raw) {
+        assert_eq!(origin(raw, PathRules::default()).unwrap(), raw);
+    }
     for rules in [
         PathRules::default(),
         PathRules {
@@ -30,9 +35,6 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         assert_eq!(origin(&canonical, rules).unwrap(), canonical, "not a fixed point");
-        if rules == PathRules::default() {
-            assert!(is_canonical(&canonical), "{canonical:?}");
-        }
         let uri: http::Uri = canonical.parse().expect("canonical parses");
         let (path, query) = canonical.split_once('?').unwrap_or((&canonical, ""));
         assert_eq!(uri.path(), path);
