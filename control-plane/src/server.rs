@@ -12,7 +12,7 @@
 //! | `GET /v1/identities/{name}/keys`         | `{"items": [...]}`: key ids, status, creation time |
 //! | `PATCH /v1/identities/{name}/keys/{id}`  | `{"Status": "Active" or "Inactive"}`        |
 //! | `DELETE /v1/identities/{name}/keys/{id}` | delete a key                                |
-//! | `GET /healthz`                           | liveness                                    |
+//! | `GET /healthz`                           | liveness (no token, like `GET /v1/ca` and `POST /v1/certificates`; everything else needs it on every address) |
 
 use crate::ControlPlane;
 use crate::state::DeleteError;
