@@ -29,21 +29,7 @@ pub enum KeyError {
     Random,
 }
 
-/// A secret that never prints.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
+pub use trellis_api::secret::Secret;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessKey {
@@ -170,7 +156,7 @@ impl Keyring {
         const SECRET_ALPHABET: &[u8] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let id = format!("TKIA{}", self.random_text(16, ALPHABET)?);
-        let secret = Secret(self.random_text(40, SECRET_ALPHABET)?);
+        let secret = Secret::new(self.random_text(40, SECRET_ALPHABET)?);
         let sealed = self.seal(&id, &secret)?;
         let sigv4a_public = keys::sigv4a_public_key(&id, secret.expose());
         Ok(AccessKey {
@@ -187,7 +173,7 @@ impl Keyring {
     fn seal(&self, id: &str, secret: &Secret) -> Result<String, KeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| KeyError::Random)?;
-        let mut buf = secret.0.as_bytes().to_vec();
+        let mut buf = secret.expose().as_bytes().to_vec();
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
@@ -226,7 +212,7 @@ impl Keyring {
             created: r.created,
             status: r.status,
             sigv4a_public: keys::sigv4a_public_key(id, &secret),
-            secret: Secret(secret),
+            secret: Secret::new(secret),
             sealed: r.sealed,
         })
     }
