@@ -21,9 +21,9 @@ use trellis_api::keys::{self, AccessKeyInfo, KeyStatus};
 pub enum KeyError {
     #[error("secrets key file {0}: {1}")]
     MasterKey(PathBuf, String),
-    #[error("access key {0}: cannot unseal its secret (wrong secrets key file?)")]
+    #[error("{0}: cannot unseal its secret (wrong secrets key file?)")]
     Unseal(String),
-    #[error("access key record {0} is corrupt: {1}")]
+    #[error("sealed record of {0} is corrupt: {1}")]
     Corrupt(String, String),
     #[error("no randomness available")]
     Random,
@@ -171,13 +171,19 @@ impl Keyring {
     }
 
     fn seal(&self, id: &str, secret: &Secret) -> Result<String, KeyError> {
+        self.seal_text(id, secret.expose())
+    }
+
+    /// `text` sealed (base64 of nonce, ciphertext and tag), bound to `owner`:
+    /// it opens only for the same owner.
+    pub fn seal_text(&self, owner: &str, text: &str) -> Result<String, KeyError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| KeyError::Random)?;
-        let mut buf = secret.expose().as_bytes().to_vec();
+        let mut buf = text.as_bytes().to_vec();
         self.key
             .seal_in_place_append_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(id.as_bytes()),
+                Aad::from(owner.as_bytes()),
                 &mut buf,
             )
             .map_err(|_| KeyError::Random)?;
@@ -186,26 +192,31 @@ impl Keyring {
         Ok(BASE64.encode(&out))
     }
 
+    /// The text [`Keyring::seal_text`] sealed for `owner`.
+    pub fn open_text(&self, owner: &str, sealed: &str) -> Result<String, KeyError> {
+        let corrupt = |m: String| KeyError::Corrupt(owner.to_string(), m);
+        let raw = BASE64
+            .decode(sealed.as_bytes())
+            .map_err(|e| corrupt(e.to_string()))?;
+        if raw.len() < NONCE_LEN {
+            return Err(corrupt("too short".into()));
+        }
+        let (nonce, sealed) = raw.split_at(NONCE_LEN);
+        let nonce =
+            Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Unseal(owner.into()))?;
+        let mut buf = sealed.to_vec();
+        let plain = self
+            .key
+            .open_in_place(nonce, Aad::from(owner.as_bytes()), &mut buf)
+            .map_err(|_| KeyError::Unseal(owner.to_string()))?;
+        String::from_utf8(plain.to_vec()).map_err(|_| corrupt("not text".into()))
+    }
+
     /// A stored key, its secret unsealed.
     pub fn load(&self, id: &str, record: &[u8]) -> Result<AccessKey, KeyError> {
         let r: Record = serde_json::from_slice(record)
             .map_err(|e| KeyError::Corrupt(id.to_string(), e.to_string()))?;
-        let raw = BASE64
-            .decode(r.sealed.as_bytes())
-            .map_err(|e| KeyError::Corrupt(id.to_string(), e.to_string()))?;
-        if raw.len() < NONCE_LEN {
-            return Err(KeyError::Corrupt(id.to_string(), "too short".into()));
-        }
-        let (nonce, sealed) = raw.split_at(NONCE_LEN);
-        let nonce =
-            Nonce::try_assume_unique_for_key(nonce).map_err(|_| KeyError::Unseal(id.into()))?;
-        let mut buf = sealed.to_vec();
-        let plain = self
-            .key
-            .open_in_place(nonce, Aad::from(id.as_bytes()), &mut buf)
-            .map_err(|_| KeyError::Unseal(id.to_string()))?;
-        let secret = String::from_utf8(plain.to_vec())
-            .map_err(|_| KeyError::Corrupt(id.to_string(), "secret is not text".into()))?;
+        let secret = self.open_text(id, &r.sealed)?;
         Ok(AccessKey {
             id: id.to_string(),
             identity: r.identity,

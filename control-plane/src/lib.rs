@@ -11,6 +11,7 @@
 pub mod ca;
 pub mod keys;
 pub mod manifest;
+mod sealed;
 pub mod server;
 pub mod snapshot;
 pub mod state;
@@ -83,7 +84,7 @@ pub struct ControlPlane {
     /// Per network: a single-flight slot, so that a thousand nodes woken by
     /// one apply cause one compilation, not a thousand.
     snapshots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<CachedSnapshot>>>>>,
-    keyring: Keyring,
+    keyring: Arc<Keyring>,
     /// Signs node certificates (cross-network mTLS).
     ca: ca::Authority,
 }
@@ -108,16 +109,32 @@ impl ControlPlane {
         keyring: Keyring,
         ca: ca::Authority,
     ) -> Result<ControlPlane, OpenError> {
-        let loaded = store.load()?;
+        let mut loaded = store.load()?;
         let mut keys = state::Keys::new();
         for (id, record) in &loaded.keys {
             keys.insert(id.clone(), Arc::new(keyring.load(id, record)?));
         }
+        let clear = sealed::open(&keyring, &mut loaded)?;
         let mut state = State::load(loaded, &config.settings)?;
         state.keys = keys;
+        if !clear.is_empty() {
+            // Same revision, same VIPs: only the keys' form on disk changes.
+            let mut commit = store::Commit {
+                revision: state.revision,
+                put: clear,
+                vips: serde_json::to_vec(state.vips.allocations()).unwrap_or_default(),
+                ..store::Commit::default()
+            };
+            sealed::seal(&keyring, &mut commit)?;
+            store.commit(&commit)?;
+            tracing::info!(
+                services = commit.put.len(),
+                "sealed HTTPS listener keys an older version stored in the clear"
+            );
+        }
         let (revision, _) = watch::channel(state.revision);
         Ok(ControlPlane {
-            keyring,
+            keyring: Arc::new(keyring),
             ca,
             config,
             state: RwLock::new(Arc::new(state)),
@@ -192,11 +209,13 @@ impl ControlPlane {
         let store = self.store.clone();
         let count = documents.len();
         // Validation and the fsync'ed commit are blocking work.
+        let keyring = self.keyring.clone();
         let outcome = tokio::task::spawn_blocking(move || {
-            let applied = current
+            let mut applied = current
                 .apply(&documents, &settings, now(), dry_run)
                 .map_err(HttpError::Invalid)?;
-            if let (Some(commit), false) = (&applied.commit, dry_run) {
+            if let (Some(commit), false) = (&mut applied.commit, dry_run) {
+                sealed::seal(&keyring, commit).map_err(|e| HttpError::Internal(e.to_string()))?;
                 store.commit(commit).map_err(|e| {
                     tracing::error!(error = %e, "commit failed; state unchanged");
                     HttpError::Unavailable(e.to_string())
