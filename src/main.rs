@@ -42,6 +42,8 @@ enum Command {
     Get(cli::resources::GetArgs),
     /// Delete one resource (refused while others reference it).
     Delete(cli::resources::DeleteArgs),
+    /// Every mutating API call: who, when, from where, what changed, outcome.
+    Audit(cli::audit::Args),
     /// Identities and their access keys (SigV4).
     #[command(subcommand)]
     Identity(cli::identity::Command),
@@ -87,6 +89,7 @@ fn main() -> ExitCode {
             Command::Diff(args) => cli::resources::diff(args).await,
             Command::Get(args) => cli::resources::get(args).await,
             Command::Delete(args) => cli::resources::delete(args).await,
+            Command::Audit(args) => cli::audit::run(args).await,
             Command::Datapath(cmd) => cli::datapath::run(cmd),
             Command::Dns(args) => cli::dns::run(args).await,
             Command::Identity(cmd) => cli::identity::run(cmd).await,

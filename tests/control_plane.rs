@@ -196,6 +196,122 @@ fn sizes_are_limited_field_by_field_and_in_total() {
     );
 }
 
+/// Every mutating call lands in the audit log with its actor, what changed
+/// and the outcome, refused ones too, never a secret, and the log outlives
+/// a restart.
+#[test]
+fn every_mutating_call_is_audited_across_a_restart() {
+    let mut cp = ControlPlane::start(&[]);
+    let ok = |out: std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    ok(trellis(&cp, &["apply", "-f", SAMPLE]));
+    let created: Value = serde_json::from_str(&ok(trellis(
+        &cp,
+        &["identity", "create", "alice", "-o", "json"],
+    )))
+    .unwrap();
+    let key = created["AccessKeyId"].as_str().unwrap().to_string();
+    let secret = created["SecretAccessKey"].as_str().unwrap().to_string();
+    let join = ok(trellis(&cp, &["network", "join-token", "east"]));
+    ok(trellis(&cp, &["delete", "identity", "alice"]));
+    // No token: refused, and recorded as such.
+    let refused = run(
+        "curl",
+        &[
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            "--data",
+            "{}",
+            &format!("{}/v1/apply", cp.url),
+        ],
+    );
+    assert_eq!(String::from_utf8_lossy(&refused.stdout), "401");
+    cp.restart();
+
+    let audit = json(&trellis(&cp, &["audit", "-o", "json"]));
+    let items = audit["items"].as_array().unwrap();
+    let line = |i: usize| {
+        let r = &items[i];
+        format!(
+            "{} {} {} {} {} {}",
+            r["actor"].as_str().unwrap(),
+            r["method"].as_str().unwrap(),
+            r["path"].as_str().unwrap(),
+            r["status"],
+            r["revision"],
+            r["changes"]
+        )
+    };
+    let lines: Vec<String> = (0..items.len()).map(line).collect();
+    assert_eq!(items.len(), 6, "{lines:#?}");
+    assert!(
+        lines[0].starts_with("admin POST /v1/apply 200 "),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[0].contains("service/checkout created"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("admin POST /v1/apply 200"),
+        "{}",
+        lines[1]
+    );
+    assert!(lines[1].contains("identity/alice created"), "{}", lines[1]);
+    assert!(
+        lines[2].contains(&format!("key {key} of identity/alice created")),
+        "{}",
+        lines[2]
+    );
+    assert!(
+        lines[3].contains("join token for network/east created"),
+        "{}",
+        lines[3]
+    );
+    assert!(
+        lines[4].contains("admin DELETE /v1/identities/alice 200"),
+        "{}",
+        lines[4]
+    );
+    assert!(lines[4].contains("Identity/alice deleted"), "{}", lines[4]);
+    assert!(
+        lines[5].starts_with("anonymous POST /v1/apply 401"),
+        "{}",
+        lines[5]
+    );
+    for r in items {
+        assert!(
+            r["time"].as_u64().unwrap() > 0
+                && r["peer"].as_str().unwrap().starts_with("127.0.0.1:")
+        );
+    }
+    // Filters.
+    let anonymous = json(&trellis(
+        &cp,
+        &["audit", "--actor", "anonymous", "-o", "json"],
+    ));
+    assert_eq!(anonymous["items"].as_array().unwrap().len(), 1);
+    // Nothing secret in it.
+    let file = std::fs::read_to_string(cp.data_dir.path().join("audit.log")).unwrap();
+    assert!(
+        !file.contains(&secret) && !file.contains(join.trim()),
+        "{file}"
+    );
+}
+
 #[test]
 fn diff_shows_a_weight_shift_without_applying_it() {
     let cp = ControlPlane::start(&[]);

@@ -8,6 +8,7 @@
 //! writers, and writers are serialized.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod ca;
 pub mod keys;
 pub mod manifest;
@@ -54,6 +55,8 @@ pub enum OpenError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Key(#[from] keys::KeyError),
+    #[error(transparent)]
+    Audit(#[from] audit::AuditError),
 }
 
 /// Most access keys one identity may hold (two let it rotate; a few more let
@@ -87,6 +90,8 @@ pub struct ControlPlane {
     keyring: Arc<Keyring>,
     /// Signs node certificates (cross-network mTLS).
     ca: ca::Authority,
+    /// Every mutating API call (the server writes it).
+    pub audit: audit::AuditLog,
 }
 
 fn now() -> u64 {
@@ -135,6 +140,7 @@ impl ControlPlane {
         let (revision, _) = watch::channel(state.revision);
         Ok(ControlPlane {
             keyring: Arc::new(keyring),
+            audit: audit::AuditLog::open(&config.data_dir)?,
             ca,
             config,
             state: RwLock::new(Arc::new(state)),

@@ -12,10 +12,11 @@
 //! | `GET /v1/identities/{name}/keys`         | `{"items": [...]}`: key ids, status, creation time |
 //! | `PATCH /v1/identities/{name}/keys/{id}`  | `{"Status": "Active" or "Inactive"}`        |
 //! | `DELETE /v1/identities/{name}/keys/{id}` | delete a key                                |
+//! | `GET /v1/audit?since=S&actor=A`          | the audit log (`{"items": [...]}`)          |
 //! | `GET /healthz`                           | liveness (no token, like `GET /v1/ca` and `POST /v1/certificates`; everything else needs it on every address) |
 
-use crate::ControlPlane;
 use crate::state::DeleteError;
+use crate::{ControlPlane, audit};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use trellis_api::client::{ApplyRequest, DeleteResponse};
+use trellis_api::client::{ApplyRequest, ApplyResponse, ChangeAction, DeleteResponse};
 use trellis_api::keys::KeyStatus;
 use trellis_api::{ApiError, FieldError, Kind};
 
@@ -202,16 +203,47 @@ async fn handle(
     // A CSR carries its own proof (a join token or the current
     // certificate); the CA certificate is public; liveness says nothing.
     let open = matches!(path.as_str(), "/v1/certificates" | "/v1/ca" | "/healthz");
+    let mut summary = Summary {
+        actor: "admin",
+        ..Summary::default()
+    };
     // Everything else needs the token on every address: any local user
     // can reach loopback.
-    if !open && !authorized(&req, &token) {
+    let resp = if !open && !authorized(&req, &token) {
         tracing::info!(%peer, %method, %path, "rejected request without a valid token");
-        return HttpError::Unauthorized.into_response();
-    }
-    let result = route(&cp, req).await;
-    let resp = result.unwrap_or_else(HttpError::into_response);
+        summary.actor = "anonymous";
+        HttpError::Unauthorized.into_response()
+    } else {
+        route(&cp, req, &mut summary)
+            .await
+            .unwrap_or_else(HttpError::into_response)
+    };
     tracing::debug!(%peer, %method, %path, status = resp.status().as_u16(), "request");
+    if !matches!(method, Method::GET | Method::HEAD) {
+        let record = audit::Record {
+            time: crate::now(),
+            actor: summary.actor.to_string(),
+            peer: peer.to_string(),
+            method: method.to_string(),
+            path,
+            status: resp.status().as_u16(),
+            revision: summary.revision,
+            changes: summary.changes,
+        };
+        if let Err(e) = cp.audit.append(&record) {
+            // The change is made; the operator must learn the trail is not.
+            tracing::error!(error = %e, "could not write the audit record");
+        }
+    }
     resp
+}
+
+/// What a mutating call did, for its audit record: names and ids only.
+#[derive(Default)]
+struct Summary {
+    actor: &'static str,
+    revision: Option<u64>,
+    changes: Vec<String>,
 }
 
 fn authorized(req: &Request<Incoming>, token: &str) -> bool {
@@ -222,6 +254,7 @@ fn authorized(req: &Request<Incoming>, token: &str) -> bool {
 async fn route(
     cp: &Arc<ControlPlane>,
     req: Request<Incoming>,
+    summary: &mut Summary,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
     let path = req.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -233,7 +266,11 @@ async fn route(
         )),
         (Method::POST, ["v1", "apply"]) => {
             let body: ApplyRequest = read_json(cp, req).await?;
-            let applied = cp.apply(body.documents, body.dry_run).await?;
+            let dry_run = body.dry_run;
+            let applied = cp.apply(body.documents, dry_run).await?;
+            if !dry_run {
+                summary.applied(&applied);
+            }
             Ok(json_response(StatusCode::OK, &applied))
         }
         (Method::GET, ["v1", "networks", name, "snapshot"]) => {
@@ -248,14 +285,23 @@ async fn route(
             let body: JoinTokenRequest = read_json(cp, req).await?;
             let ttl = Duration::from_secs(body.ttl_seconds.unwrap_or(3600).clamp(1, 7 * 86_400));
             let token = cp.create_join_token(name, ttl)?;
+            summary
+                .changes
+                .push(format!("join token for network/{name} created"));
             Ok(json_response(StatusCode::CREATED, &token))
         }
         (Method::POST, ["v1", "certificates"]) => {
             let body: trellis_api::pki::CertificateRequest = read_json(cp, req).await?;
-            Ok(json_response(
-                StatusCode::CREATED,
-                &cp.issue_certificate(&body)?,
-            ))
+            summary.actor = match body.join_token {
+                Some(_) => "join-token",
+                None => "node-certificate",
+            };
+            let issued = cp.issue_certificate(&body)?;
+            summary.changes.push(format!(
+                "certificate for a node of network/{} issued",
+                issued.network
+            ));
+            Ok(json_response(StatusCode::CREATED, &issued))
         }
         (Method::GET, ["v1", "ca"]) => {
             let mut r = Response::new(Full::new(Bytes::from(cp.ca_pem().to_string())));
@@ -267,6 +313,10 @@ async fn route(
         }
         (Method::POST, ["v1", "identities", name, "keys"]) => {
             let created = cp.create_key(name).await?;
+            summary.changes.push(format!(
+                "key {} of identity/{name} created",
+                created.access_key_id
+            ));
             Ok(json_response(StatusCode::CREATED, &created))
         }
         (Method::GET, ["v1", "identities", name, "keys"]) => Ok(json_response(
@@ -276,11 +326,30 @@ async fn route(
         (Method::PATCH, ["v1", "identities", name, "keys", id]) => {
             let change: KeyStatusChange = read_json(cp, req).await?;
             let info = cp.set_key_status(name, id, change.status).await?;
+            summary.changes.push(format!(
+                "key {id} of identity/{name} set {:?}",
+                change.status
+            ));
             Ok(json_response(StatusCode::OK, &info))
         }
         (Method::DELETE, ["v1", "identities", name, "keys", id]) => {
             let revision = cp.delete_key(name, id).await?;
+            summary.revision = Some(revision);
+            summary
+                .changes
+                .push(format!("key {id} of identity/{name} deleted"));
             Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
+        }
+        (Method::GET, ["v1", "audit"]) => {
+            let query = AuditQuery::parse(req.uri().query())?;
+            let items = cp
+                .audit
+                .read(query.since, query.actor.as_deref())
+                .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "items": items }),
+            ))
         }
         (Method::GET, ["v1", kind]) => {
             let kind = parse_kind(kind)?;
@@ -304,11 +373,14 @@ async fn route(
                 )));
             }
             let applied = cp.apply(vec![doc], false).await?;
+            summary.applied(&applied);
             Ok(json_response(StatusCode::OK, &applied))
         }
         (Method::DELETE, ["v1", kind, name]) => {
             let kind = parse_kind(kind)?;
             let revision = cp.delete(kind, name).await?;
+            summary.revision = Some(revision);
+            summary.changes.push(format!("{kind}/{name} deleted"));
             Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
         }
         (_, segs) if known_path(segs) => Err(HttpError::MethodNotAllowed),
@@ -319,6 +391,7 @@ async fn route(
 fn known_path(segments: &[&str]) -> bool {
     match segments {
         ["healthz"] | ["v1", "apply"] | ["v1", "certificates"] | ["v1", "ca"] => true,
+        ["v1", "audit"] => true,
         ["v1", kind] | ["v1", kind, _] => Kind::parse(kind).is_some(),
         ["v1", "networks", _, "snapshot"] | ["v1", "networks", _, "join-tokens"] => true,
         ["v1", "identities", _, "keys"] | ["v1", "identities", _, "keys", _] => true,
@@ -386,6 +459,51 @@ impl Query {
             match k {
                 "since" => out.since = Some(n),
                 "waitSeconds" => out.wait_seconds = Some(n),
+                _ => {
+                    return Err(HttpError::BadRequest(format!(
+                        "unknown query parameter {k}"
+                    )));
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Summary {
+    fn applied(&mut self, applied: &ApplyResponse) {
+        self.changes.extend(
+            applied
+                .changes
+                .iter()
+                .filter(|c| c.action != ChangeAction::Unchanged)
+                .map(|c| format!("{}/{} {:?}", c.kind, c.name, c.action).to_ascii_lowercase()),
+        );
+        if !self.changes.is_empty() {
+            self.revision = Some(applied.revision);
+        }
+    }
+}
+
+/// `GET /v1/audit?since=UNIX_SECONDS&actor=NAME`.
+#[derive(Default)]
+struct AuditQuery {
+    since: u64,
+    actor: Option<String>,
+}
+
+impl AuditQuery {
+    fn parse(q: Option<&str>) -> Result<AuditQuery, HttpError> {
+        let mut out = AuditQuery::default();
+        for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            match k {
+                "since" => {
+                    out.since = v.parse().map_err(|_| {
+                        HttpError::BadRequest(format!("since: \"{v}\" is not Unix seconds"))
+                    })?;
+                }
+                "actor" => out.actor = Some(v.to_string()),
                 _ => {
                     return Err(HttpError::BadRequest(format!(
                         "unknown query parameter {k}"

@@ -1,5 +1,6 @@
 //! Subcommands of the `trellis` binary.
 
+pub mod audit;
 pub mod control_plane;
 pub mod datapath;
 pub mod demo;

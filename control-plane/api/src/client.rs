@@ -63,6 +63,30 @@ pub struct ApplyResponse {
     pub changes: Vec<Change>,
 }
 
+/// One mutating API call, as the audit log keeps it (`GET /v1/audit`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditRecord {
+    /// Unix seconds.
+    pub time: u64,
+    /// Who: `admin` (the API token), `join-token` or `node-certificate`
+    /// (a CSR's own proof), `anonymous` (no valid credential).
+    pub actor: String,
+    /// The client's address.
+    pub peer: String,
+    pub method: String,
+    pub path: String,
+    /// The HTTP status answered.
+    pub status: u16,
+    /// The store revision the call produced, when it changed the state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+    /// What changed: `Service/checkout configured`, `key TKIA... of
+    /// identity/alice created`, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ApplyRequest {
@@ -146,6 +170,24 @@ impl Client {
         let path = format!("/v1/{}/{}", kind.plural(), name);
         let (_, bytes) = self.call(Method::DELETE, &path, None, self.timeout).await?;
         decode(&bytes)
+    }
+
+    /// The audit records from `since` (Unix seconds) on, of `actor` if given.
+    pub async fn audit(
+        &self,
+        since: u64,
+        actor: Option<&str>,
+    ) -> Result<Vec<AuditRecord>, ClientError> {
+        let mut path = format!("/v1/audit?since={since}");
+        if let Some(a) = actor {
+            path.push_str(&format!("&actor={a}"));
+        }
+        let (_, bytes) = self.call(Method::GET, &path, None, self.timeout).await?;
+        #[derive(Deserialize)]
+        struct Items {
+            items: Vec<AuditRecord>,
+        }
+        decode::<Items>(&bytes).map(|i| i.items)
     }
 
     /// Issues an access key for `identity`: the only time its secret is seen.
