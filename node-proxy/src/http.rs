@@ -32,9 +32,6 @@ use std::time::{Duration, Instant};
 /// What `OPTIONS *` answers: the methods a service behind the proxy may take.
 const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
-/// Stands for the sent target where no signature is checked.
-static EMPTY_URI: std::sync::LazyLock<Uri> = std::sync::LazyLock::new(|| Uri::from_static("/"));
-
 /// Why Trellis answered itself; the `x-trellis-error` header value.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Refusal {
@@ -211,7 +208,9 @@ pub async fn handle(
             }
             Err(e) => return Ok(refuse(&proxy, rec, Refusal::BadRequest, &e.to_string())),
         };
-    let sent = listener.guard.is_some().then(|| req.uri().clone());
+    // What the client signed, for the signature check (`Uri`'s parts are
+    // shared bytes: the clone copies none).
+    let sent = req.uri().clone();
     match Uri::try_from(path_and_query) {
         Ok(canonical) => *req.uri_mut() = canonical,
         Err(e) => return Ok(refuse(&proxy, rec, Refusal::BadRequest, &e.to_string())),
@@ -242,8 +241,7 @@ pub async fn handle(
     // Auth comes first: no byte of a refused request reaches a target.
     let mut principal = None;
     if let Some(guard) = &listener.guard {
-        let sent = sent.as_ref().unwrap_or(&EMPTY_URI);
-        match guard_request(&config, &listener, guard, &conn, sent, req).await {
+        match guard_request(&config, &listener, guard, &conn, &sent, req).await {
             Ok((r, p, allowed)) => {
                 proxy.metrics.auth_decisions(&listener.service, "allow");
                 req = r;
@@ -397,16 +395,17 @@ async fn to_target(
     // A client body that breaks off malformed (a bad chunk size) is the
     // client's fault, not the target's: 400, and hyper drops the target
     // connection it was half-written to.
-    let malformed = Arc::new(AtomicBool::new(false));
-    let body = if body.is_end_stream() {
-        body
-    } else {
-        let flag = malformed.clone();
-        body.map_err(move |e| {
-            flag.store(true, Ordering::Relaxed);
-            e
-        })
-        .boxed_unsync()
+    let malformed = (!body.is_end_stream()).then(|| Arc::new(AtomicBool::new(false)));
+    let body = match &malformed {
+        None => body,
+        Some(flag) => {
+            let flag = flag.clone();
+            body.map_err(move |e| {
+                flag.store(true, Ordering::Relaxed);
+                e
+            })
+            .boxed_unsync()
+        }
     };
     let mut body = Some(body);
     let mut tried = None;
@@ -462,10 +461,16 @@ async fn to_target(
     rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(Ok(resp)) => Ok((lease, resp)),
-        Ok(Err(e)) if malformed.load(Ordering::Relaxed) => Err((
-            Refusal::BadRequest,
-            format!("the request body is malformed: {}", error_chain(&e)),
-        )),
+        Ok(Err(e))
+            if malformed
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed)) =>
+        {
+            Err((
+                Refusal::BadRequest,
+                format!("the request body is malformed: {}", error_chain(&e)),
+            ))
+        }
         Ok(Err(e)) => {
             let refusal = if tls_failed(&e) {
                 Refusal::TargetTls
