@@ -193,17 +193,23 @@ fn with_headers(
     args
 }
 
+/// The backends, `shop()` applied, and an access key issued to alice: its
+/// id and secret.
+fn shop_with_alice(env: &mut Env) -> (String, String) {
+    env.start_backends(&["http:8081:blue"]);
+    env.apply(&shop());
+    let created: serde_json::Value =
+        serde_json::from_str(&env.trellis("identity create alice -o json")).unwrap();
+    let field = |k: &str| created[k].as_str().unwrap().to_string();
+    (field("AccessKeyId"), field("SecretAccessKey"))
+}
+
 #[test]
 fn sigv4_signed_requests_are_verified_and_policies_decide() {
     let Some(mut env) = Env::new("sigv4_auth") else {
         return;
     };
-    env.start_backends(&["http:8081:blue"]);
-    env.apply(&shop());
-    let created: serde_json::Value =
-        serde_json::from_str(&env.trellis("identity create alice -o json")).unwrap();
-    let key = created["AccessKeyId"].as_str().unwrap().to_string();
-    let secret = created["SecretAccessKey"].as_str().unwrap().to_string();
+    let (key, secret) = shop_with_alice(&mut env);
     // `get` and the key listing never show the secret.
     let listed = env.trellis("identity keys alice -o json");
     assert!(
@@ -534,12 +540,7 @@ fn a_local_user_reads_no_key_material_from_the_node() {
     let Some(mut env) = Env::new("local_user_secrets") else {
         return;
     };
-    env.start_backends(&["http:8081:blue"]);
-    env.apply(&shop());
-    let created: serde_json::Value =
-        serde_json::from_str(&env.trellis("identity create alice -o json")).unwrap();
-    let key = created["AccessKeyId"].as_str().unwrap().to_string();
-    let secret = created["SecretAccessKey"].as_str().unwrap().to_string();
+    let (key, secret) = shop_with_alice(&mut env);
     // The most the node says: every request, every header decision.
     env.node_log = "trace";
     env.start_node(&[]);

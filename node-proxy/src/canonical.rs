@@ -119,6 +119,43 @@ fn dot_params(segment: &[u8]) -> bool {
     segment.starts_with(b".;") || segment.starts_with(b"..;")
 }
 
+/// Writes `input` to `out` with each `%XX` as `escaped` says (`Some`: the
+/// byte itself, `None`: the escape, its hex upper-cased), each printable
+/// character URIs may not hold percent-encoded, and any other byte refused.
+fn escapes(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    mut escaped: impl FnMut(u8) -> Result<Option<u8>, BadRequest>,
+) -> Result<(), BadRequest> {
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        if b == b'%' {
+            let (Some(h), Some(l)) = (
+                input.get(i + 1).copied().and_then(hex),
+                input.get(i + 2).copied().and_then(hex),
+            ) else {
+                return Err(BadRequest::Encoding);
+            };
+            match escaped(h << 4 | l)? {
+                Some(c) => out.push(c),
+                None => out.extend_from_slice(&[b'%', HEX[usize::from(h)], HEX[usize::from(l)]]),
+            }
+            i += 3;
+            continue;
+        }
+        if plain(b) {
+            out.push(b);
+        } else if encodable(b) {
+            out.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+        } else {
+            return Err(BadRequest::Byte(b));
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
 /// Whether an origin-form `target` is its own canonical form under any
 /// listener's rules: the HTTP/1.1 fast path forwards such targets as they
 /// are and hands every other one to the full path.
@@ -158,36 +195,15 @@ pub fn origin(raw: &str, rules: PathRules) -> Result<Cow<'_, str>, BadRequest> {
 
     // Decode what needs no encoding; refuse what no reader agrees on.
     let mut decoded: Vec<u8> = Vec::with_capacity(path.len());
-    let mut i = 0;
-    while i < path.len() {
-        let b = path[i];
-        if b == b'%' {
-            let (Some(h), Some(l)) = (
-                path.get(i + 1).copied().and_then(hex),
-                path.get(i + 2).copied().and_then(hex),
-            ) else {
-                return Err(BadRequest::Encoding);
-            };
-            let c = h << 4 | l;
-            if unreserved(c) {
-                decoded.push(c);
-            } else if matches!(c, b'/' | b'\\') && !rules.keep_escaped_slashes {
-                return Err(BadRequest::EscapedSlash);
-            } else {
-                decoded.extend_from_slice(&[b'%', HEX[usize::from(h)], HEX[usize::from(l)]]);
-            }
-            i += 3;
-            continue;
-        }
-        if plain(b) {
-            decoded.push(b);
-        } else if encodable(b) {
-            decoded.extend_from_slice(&[b'%', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+    escapes(path, &mut decoded, |c| {
+        if unreserved(c) {
+            Ok(Some(c))
+        } else if matches!(c, b'/' | b'\\') && !rules.keep_escaped_slashes {
+            Err(BadRequest::EscapedSlash)
         } else {
-            return Err(BadRequest::Byte(b));
+            Ok(None)
         }
-        i += 1;
-    }
+    })?;
 
     // RFC 3986 5.2.4 on segments: "." goes, ".." takes the one before it
     // (never above the root); with merging, empty segments go too, except
@@ -223,33 +239,7 @@ pub fn origin(raw: &str, rules: PathRules) -> Result<Cow<'_, str>, BadRequest> {
     }
 
     // The query is kept as sent, its encodings upper-cased.
-    let mut j = 0;
-    while j < query.len() {
-        let b = query[j];
-        if b == b'%' {
-            let (Some(h), Some(l)) = (
-                query.get(j + 1).copied().and_then(hex),
-                query.get(j + 2).copied().and_then(hex),
-            ) else {
-                return Err(BadRequest::Encoding);
-            };
-            canonical.extend_from_slice(&[b'%', HEX[usize::from(h)], HEX[usize::from(l)]]);
-            j += 3;
-            continue;
-        }
-        if plain(b) {
-            canonical.push(b);
-        } else if encodable(b) {
-            canonical.extend_from_slice(&[
-                b'%',
-                HEX[usize::from(b >> 4)],
-                HEX[usize::from(b & 15)],
-            ]);
-        } else {
-            return Err(BadRequest::Byte(b));
-        }
-        j += 1;
-    }
+    escapes(query, &mut canonical, |_| Ok(None))?;
     // Every byte written is ASCII.
     String::from_utf8(canonical)
         .map(Cow::Owned)

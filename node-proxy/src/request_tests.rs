@@ -5,11 +5,9 @@
 //! service denying `/admin*`), and the exact request line and `Host` the
 //! target received: one reading of each request for every stage.
 
-use crate::access_log::AccessLog;
-use crate::h1::tests::{Seen, header, response, target};
+use crate::h1::tests::{Seen, applied, header, response, target};
 use crate::proxy::{Conn, Proxy};
-use crate::socket::{OrigDstAddr, Upstream};
-use crate::upstream::Clients;
+use crate::socket::OrigDstAddr;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,14 +50,7 @@ fn proxy(public: SocketAddr, rest: SocketAddr) -> Arc<Proxy> {
         ],
         "gateways": {}
     });
-    let upstream = Upstream {
-        snat_v4: None,
-        snat_v6: None,
-        mark: 0,
-    };
-    let proxy = Proxy::new("east", Clients::new(upstream), AccessLog::off());
-    proxy.apply(serde_json::from_value(snapshot).unwrap());
-    proxy
+    applied(snapshot)
 }
 
 /// Sends `raw` on a new connection to `vip`; the first response's status

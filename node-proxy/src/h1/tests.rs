@@ -146,6 +146,11 @@ fn proxy(target: SocketAddr) -> Arc<Proxy> {
         ],
         "gateways": {}
     });
+    applied(snapshot)
+}
+
+/// A proxy of network east, without SNAT or marks, with `snapshot` applied.
+pub(crate) fn applied(snapshot: serde_json::Value) -> Arc<Proxy> {
     let upstream = Upstream {
         snat_v4: None,
         snat_v6: None,
