@@ -448,22 +448,29 @@ struct Query {
     wait_seconds: Option<u64>,
 }
 
+/// A query string's `key=value` pairs.
+fn query_pairs(q: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    q.unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+fn unknown_parameter(k: &str) -> HttpError {
+    HttpError::BadRequest(format!("unknown query parameter {k}"))
+}
+
 impl Query {
     fn parse(q: Option<&str>) -> Result<Query, HttpError> {
         let mut out = Query::default();
-        for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        for (k, v) in query_pairs(q) {
             let n = v.parse::<u64>().map_err(|_| {
                 HttpError::BadRequest(format!("query parameter {k}: \"{v}\" is not a number"))
             })?;
             match k {
                 "since" => out.since = Some(n),
                 "waitSeconds" => out.wait_seconds = Some(n),
-                _ => {
-                    return Err(HttpError::BadRequest(format!(
-                        "unknown query parameter {k}"
-                    )));
-                }
+                _ => return Err(unknown_parameter(k)),
             }
         }
         Ok(out)
@@ -495,8 +502,7 @@ struct AuditQuery {
 impl AuditQuery {
     fn parse(q: Option<&str>) -> Result<AuditQuery, HttpError> {
         let mut out = AuditQuery::default();
-        for pair in q.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        for (k, v) in query_pairs(q) {
             match k {
                 "since" => {
                     out.since = v.parse().map_err(|_| {
@@ -504,11 +510,7 @@ impl AuditQuery {
                     })?;
                 }
                 "actor" => out.actor = Some(v.to_string()),
-                _ => {
-                    return Err(HttpError::BadRequest(format!(
-                        "unknown query parameter {k}"
-                    )));
-                }
+                _ => return Err(unknown_parameter(k)),
             }
         }
         Ok(out)

@@ -492,6 +492,9 @@ spec:
     ]);
 }
 
+/// The condition keys a policy may use, as refusals list them.
+const KEYS: &str = "aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port";
+
 /// Every policy element the node could not evaluate as written is refused
 /// where it is written: a misspelt key read as absent would make a negated
 /// condition grant access.
@@ -514,6 +517,15 @@ spec:
 {statement}"
         )
     };
+    // Every refusal of a key lists the keys there are.
+    let unknown: Vec<String> = [
+        "t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringNotEquals.aws:PrincipalTagg/team: unknown condition key aws:PrincipalTagg/team; keys: {KEYS}",
+        "t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringEquals.foo:Bar: unknown condition key foo:Bar; keys: {KEYS}",
+        "t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringEquals.aws:PrincipalOrgID: aws:PrincipalOrgID is an AWS key Trellis does not model; a condition on it would never hold. Keys: {KEYS}",
+    ]
+    .iter()
+    .map(|m| m.replace("{KEYS}", KEYS))
+    .collect();
     let any = "        Resource: \"*\"\n";
     let cond = |op: &str, key: &str, value: &str| {
         doc(&format!(
@@ -524,17 +536,17 @@ spec:
         (
             "a misspelt key",
             cond("StringNotEquals", "aws:PrincipalTagg/team", "red"),
-            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringNotEquals.aws:PrincipalTagg/team: unknown condition key aws:PrincipalTagg/team; keys: aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port"],
+            &[unknown[0].as_str()],
         ),
         (
             "an unknown namespace",
             cond("StringEquals", "foo:Bar", "x"),
-            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringEquals.foo:Bar: unknown condition key foo:Bar; keys: aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port"],
+            &[unknown[1].as_str()],
         ),
         (
             "an AWS key Trellis does not model",
             cond("StringEquals", "aws:PrincipalOrgID", "o-1"),
-            &["t.yaml:16:13: spec.authPolicy.Statement[0].Condition.StringEquals.aws:PrincipalOrgID: aws:PrincipalOrgID is an AWS key Trellis does not model; a condition on it would never hold. Keys: aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port"],
+            &[unknown[2].as_str()],
         ),
         (
             "a bad CIDR",
