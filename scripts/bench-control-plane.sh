@@ -52,8 +52,8 @@ ms() { local t0=$(date +%s%N); "$@" >/dev/null; echo $(( ($(date +%s%N) - t0) / 
 apply_ms=$(ms "$bin" apply -f "$work/big.yaml")
 reapply_ms=$(ms "$bin" apply -f "$work/big.yaml")
 snap_url="$TRELLIS_SERVER/v1/networks/east/snapshot"
-snap_cold=$(curl -s -H "authorization: Bearer $(cat "$TRELLIS_TOKEN_FILE")" -o "$work/snap.json" -w '%{time_total}' "$snap_url")
-snap_warm=$(curl -s -H "authorization: Bearer $(cat "$TRELLIS_TOKEN_FILE")" -o /dev/null -w '%{time_total}' "$snap_url")
+snap_cold=$(curl -s --cacert "$TRELLIS_CA_FILE" -H "authorization: Bearer $(cat "$TRELLIS_TOKEN_FILE")" -o "$work/snap.json" -w '%{time_total}' "$snap_url")
+snap_warm=$(curl -s --cacert "$TRELLIS_CA_FILE" -H "authorization: Bearer $(cat "$TRELLIS_TOKEN_FILE")" -o /dev/null -w '%{time_total}' "$snap_url")
 services=$(jq '.services | length' "$work/snap.json")
 [ "$services" = "$n" ] || { echo "snapshot has $services services, expected $n" >&2; exit 1; }
 

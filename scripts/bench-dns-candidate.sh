@@ -21,4 +21,5 @@ start_control_plane "$work"
 } >"$work/services.yaml"
 "$bin" apply -f "$work/services.yaml" >/dev/null
 # One worker thread: the same core budget as NSD's server-count 1.
-exec "$bin" --log warn --worker-threads 1 dns --listen "${BENCH_LISTEN:?}" --network bench
+exec "$bin" --log warn --worker-threads 1 dns --listen "${BENCH_LISTEN:?}" --network bench \
+  --data-dir "$work/dns" --join-token "$("$bin" network join-token bench --role dns)"

@@ -24,7 +24,8 @@ for i in range(1, n + 1):
           f"spec: {{serviceNetworks: [bench], customDomainName: svc-{i}.example.com}}")
 PY
 "$bin" apply -f "$work/services.yaml" >/dev/null
-"$bin" --log warn --worker-threads 1 dns --listen 127.0.0.1:0 --network bench >"$work/dns.out" &
+"$bin" --log warn --worker-threads 1 dns --listen 127.0.0.1:0 --network bench --data-dir "$work/dns" \
+  --join-token "$("$bin" network join-token bench --role dns)" >"$work/dns.out" &
 pids+=($!)
 dns_pid=$!
 for _ in $(seq 100); do grep -q listening "$work/dns.out" 2>/dev/null && break; sleep 0.1; done

@@ -117,7 +117,8 @@ YAML
 VIP=$("$bin" get service checkout -o json | jq -r .status.vip)
 start_bg node "$WORK/node.log" $(pin "$PROXY_CPU") "$bin" --log warn --worker-threads 1 node \
   --network bench --data-dir "$WORK/node" --bpf-pin-dir "$pins" --datapath ebpf \
-  --admin-listen 127.0.0.1:0 --access-log off --drain-seconds 1
+  --admin-listen 127.0.0.1:0 --access-log off --drain-seconds 1 \
+  --join-token "$("$bin" network join-token bench)"
 verified() { curl -sS -m 1 -o /dev/null --cacert "$WORK/ca.pem" -w '%{http_code}' \
   --resolve "checkout.trellis.internal:443:$VIP" https://checkout.trellis.internal/; }
 for _ in $(seq 50); do [ "$(verified 2>/dev/null)" = 200 ] && break; sleep 0.1; done

@@ -37,7 +37,7 @@ mkdir -p "$(dirname "$cg")"
 mkdir -p "$cg"
 "$bin" --log warn --worker-threads 1 node --network mem --data-dir "$work/node" --cgroup "$cg" \
   --bpf-pin-dir "$pins" --datapath ebpf --admin-listen 127.0.0.1:0 --access-log off \
-  --proxy-listen 127.0.0.1:15091 >"$work/node.out" &
+  --proxy-listen 127.0.0.1:15091 --join-token "$("$bin" network join-token mem)" >"$work/node.out" &
 node_pid=$!
 for _ in $(seq 200); do grep -q "admin listening" "$work/node.out" 2>/dev/null && break; sleep 0.1; done
 admin=$(sed -n 's/.*admin listening on //p' "$work/node.out")

@@ -89,7 +89,8 @@ OPEN_URL="http://$(vip open)/" SIGNED_URL="http://$(vip signed)/"
 
 start_bg node "$WORK/node.log" $(pin "$PROXY_CPU") "$bin" --log warn --worker-threads 1 node \
   --network bench --data-dir "$WORK/node" --bpf-pin-dir "$pins" --datapath ebpf \
-  --admin-listen "127.0.0.1:$ADMIN_PORT" --access-log off --drain-seconds 1
+  --admin-listen "127.0.0.1:$ADMIN_PORT" --access-log off --drain-seconds 1 \
+  --join-token "$("$bin" network join-token bench)"
 for _ in $(seq 100); do
   [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' "$OPEN_URL")" = 200 ] && break
   sleep 0.1

@@ -42,6 +42,7 @@ YAML
 "$bin" apply -f "$work/bench.yaml" >/dev/null
 "$bin" --log warn --worker-threads 1 node --network bench --data-dir "$work/node" \
   --bpf-pin-dir "$pins" --datapath ebpf --admin-listen 127.0.0.1:0 \
-  --access-log "${TRELLIS_ACCESS_LOG:-off}" --drain-seconds 1 &
+  --access-log "${TRELLIS_ACCESS_LOG:-off}" --drain-seconds 1 \
+  --join-token "$("$bin" network join-token bench)" &
 node_pid=$!
 wait "$node_pid"

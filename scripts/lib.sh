@@ -9,7 +9,7 @@ build_release() {
 
 # start_control_plane DIR [FLAGS...]: runs `$bin control-plane` on a free
 # loopback port with its store in DIR/cp, waits until it listens, exports
-# TRELLIS_SERVER and TRELLIS_TOKEN_FILE and sets CP_PID. Its output goes to DIR/cp.out and DIR/cp.log.
+# TRELLIS_SERVER, TRELLIS_TOKEN_FILE and TRELLIS_CA_FILE and sets CP_PID. Its output goes to DIR/cp.out and DIR/cp.log.
 start_control_plane() {
   local dir=$1
   shift
@@ -23,7 +23,8 @@ start_control_plane() {
     return 1
   fi
   TRELLIS_TOKEN_FILE=$dir/cp/api-token
-  export TRELLIS_SERVER TRELLIS_TOKEN_FILE
+  TRELLIS_CA_FILE=$dir/cp/ca.pem
+  export TRELLIS_SERVER TRELLIS_TOKEN_FILE TRELLIS_CA_FILE
 }
 
 # to_us "1.23ms" -> 1230: wrk's latency units to microseconds.

@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::{ControlPlane, run, trellis};
+use common::{ControlPlane, trellis};
 use serde_json::Value;
 use std::time::{Duration, Instant};
-use trellis_api::client::Client;
 
 const SAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/blue-green.yaml");
 
@@ -221,8 +220,8 @@ fn every_mutating_call_is_audited_across_a_restart() {
     let join = ok(trellis(&cp, &["network", "join-token", "east"]));
     ok(trellis(&cp, &["delete", "identity", "alice"]));
     // No token: refused, and recorded as such.
-    let refused = run(
-        "curl",
+    let refused = common::curl_anonymous(
+        &cp,
         &[
             "-s",
             "-o",
@@ -347,8 +346,7 @@ fn diff_shows_a_weight_shift_without_applying_it() {
 async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
     let cp = ControlPlane::start(&[]);
     assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
-    let token = std::fs::read_to_string(cp.token_file()).unwrap();
-    let client = Client::new(&cp.url, Some(token.trim().into()), Duration::from_secs(10)).unwrap();
+    let client = common::client(&cp);
     let first = client
         .snapshot("east", None, Duration::ZERO)
         .await
@@ -377,20 +375,30 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
         "east's view did not change"
     );
 
-    // Clients that stall (half-sent headers; a watch whose answer is never
-    // read) must not hold up anyone else.
+    // Clients that stall (a TLS handshake never finished; a watch whose
+    // answer is never read) must not hold up anyone else.
     use std::io::Write;
-    let addr = cp.url.trim_start_matches("http://").to_string();
-    let mut half = std::net::TcpStream::connect(&addr).unwrap();
-    half.write_all(b"GET /v1/networks/east/snapshot?since=0 HTTP/1.1\r\nHost: x\r\n")
+    let addr = cp.url.trim_start_matches("https://").to_string();
+    let half = std::net::TcpStream::connect(&addr).unwrap();
+    let tls = trellis_api::client::Trust::from_pem(&std::fs::read_to_string(cp.ca_file()).unwrap())
+        .unwrap()
+        .client_config(None)
         .unwrap();
-    let mut deaf = std::net::TcpStream::connect(&addr).unwrap();
-    let since = first.revision;
-    write!(
-        deaf,
-        "GET /v1/networks/east/snapshot?since={since}&waitSeconds=60 HTTP/1.1\r\nHost: x\r\n\r\n"
+    let conn = rustls::ClientConnection::new(
+        std::sync::Arc::new(tls),
+        rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap(),
     )
     .unwrap();
+    let mut deaf = rustls::StreamOwned::new(conn, std::net::TcpStream::connect(&addr).unwrap());
+    let since = first.revision;
+    let token = std::fs::read_to_string(cp.token_file()).unwrap();
+    write!(
+        deaf,
+        "GET /v1/networks/east/snapshot?since={since}&waitSeconds=60 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
+    deaf.flush().unwrap();
 
     // A weight change does, at once.
     let text = std::fs::read_to_string(SAMPLE)
@@ -472,6 +480,7 @@ fn every_request_needs_the_token_loopback_included() {
     let token_less = |cp: &ControlPlane| {
         let out = std::process::Command::new(common::BIN)
             .args(["get", "svc", "--server", &cp.url])
+            .env("TRELLIS_CA_FILE", cp.ca_file())
             .env_remove("TRELLIS_TOKEN")
             .env_remove("TRELLIS_TOKEN_FILE")
             .output()
@@ -480,17 +489,16 @@ fn every_request_needs_the_token_loopback_included() {
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(stderr.contains("missing or wrong bearer token"), "{stderr}");
     };
-    let status = |url: String| {
-        let out = run(
-            "curl",
-            &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url],
-        );
+    let status = |cp: &ControlPlane, path: &str| {
+        let url = format!("{}{path}", cp.url);
+        let out =
+            common::curl_anonymous(cp, &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]);
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     // Any local user can reach loopback: it is no credential.
     let local = ControlPlane::start(&[]);
     token_less(&local);
-    assert_eq!(status(format!("{}/v1/services", local.url)), "401");
+    assert_eq!(status(&local, "/v1/services"), "401");
 
     let cp = ControlPlane::start_at("0.0.0.0:0", &[]);
     let token_file = cp.token_file();
@@ -499,7 +507,7 @@ fn every_request_needs_the_token_loopback_included() {
     assert_eq!(mode, 0o600);
     token_less(&cp);
     // Probes need none.
-    assert_eq!(status(format!("{}/healthz", cp.url)), "200");
+    assert_eq!(status(&cp, "/healthz"), "200");
 
     let out = trellis(
         &cp,

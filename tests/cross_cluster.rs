@@ -125,7 +125,7 @@ impl Scenario {
         self.topo.start_node(
             node,
             &self.cp,
-            &format!("http://{cp_addr}:7070"),
+            &format!("https://{cp_addr}:7070"),
             "10.0.1.1",
             &format!("--gateway-listen {gw}:15008 {token}"),
         );
@@ -303,7 +303,7 @@ fn refuses_strangers(s: &mut Scenario) {
     );
     let dir = s.topo.run.join("certs");
     std::fs::create_dir_all(&dir).unwrap();
-    let issue = |server: &str, token: &str, name: &str| -> (String, String) {
+    let issue = |server: &str, data: &std::path::Path, token: &str, name: &str| {
         let key = rcgen::KeyPair::generate().unwrap();
         let csr = rcgen::CertificateParams::default()
             .serialize_request(&key)
@@ -320,7 +320,8 @@ fn refuses_strangers(s: &mut Scenario) {
             &s.cp.ns,
             None,
             &format!(
-                "curl -s -m 5 -X POST --data-binary @{} {server}/v1/certificates",
+                "curl -s -m 5 --cacert {}/ca.pem -X POST --data-binary @{} {server}/v1/certificates",
+                data.display(),
                 req.display()
             ),
         );
@@ -337,6 +338,7 @@ fn refuses_strangers(s: &mut Scenario) {
         std::fs::write(&keyf, key.serialize_pem()).unwrap();
         (cert.display().to_string(), keyf.display().to_string())
     };
+    let cp_data = s.cp.data.clone();
     let ca = dir.join("ca.pem");
     std::fs::copy(s.cp.data.join("ca.pem"), &ca).unwrap();
     let gateway = |cert: &(String, String), headers: &str| -> (u16, String) {
@@ -367,7 +369,7 @@ fn refuses_strangers(s: &mut Scenario) {
         &s.cp.ns,
         None,
         &format!(
-            "{BIN} apply -f {} --server http://127.0.0.1:7071 --token-file {}/api-token",
+            "{BIN} apply -f {} --server https://127.0.0.1:7071 --token-file {1}/api-token --ca-file {1}/ca.pem",
             net.display(),
             other.display()
         ),
@@ -376,7 +378,7 @@ fn refuses_strangers(s: &mut Scenario) {
         &s.cp.ns,
         None,
         &format!(
-            "{BIN} network join-token east --server http://127.0.0.1:7071 --token-file {}/api-token",
+            "{BIN} network join-token east --server https://127.0.0.1:7071 --token-file {0}/api-token --ca-file {0}/ca.pem",
             other.display()
         ),
     );
@@ -388,14 +390,14 @@ fn refuses_strangers(s: &mut Scenario) {
         "{foreign_token} (apply: {})",
         String::from_utf8_lossy(&apply.stderr)
     );
-    let foreign = issue("http://127.0.0.1:7071", &foreign_token, "foreign");
+    let foreign = issue("https://127.0.0.1:7071", &other, &foreign_token, "foreign");
     let proper = "-H 'x-trellis-source-network: east' -H 'x-trellis-service: orders' \
                   -H 'x-trellis-tunnel-group: orders-west'";
     let (code, body) = gateway(&foreign, proper);
     assert_eq!(code, 0, "another CA's certificate got an answer: {body}");
 
     let token = s.trellis("network join-token east --ttl 1m");
-    let east = issue("http://127.0.0.1:7070", &token, "east");
+    let east = issue("https://127.0.0.1:7070", &cp_data, &token, "east");
     let (code, body) = gateway(&east, proper);
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["name"], "orders-west");

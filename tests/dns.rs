@@ -29,13 +29,32 @@ struct Dns {
 }
 
 impl Dns {
+    /// Starts `trellis dns` with `args`, joining with a DNS join token each
+    /// network it answers that has no certificate in `data_dir` yet.
     fn start(cp: &ControlPlane, args: &[&str], data_dir: Option<tempfile::TempDir>) -> Dns {
         let data_dir = data_dir.unwrap_or_else(private_dir);
+        let networks = args.windows(2).filter_map(|w| match w {
+            ["--network", n] => Some(n.to_string()),
+            ["--listen" | "--source", spec] => spec.split_once('=').map(|(_, n)| n.to_string()),
+            _ => None,
+        });
+        let mut tokens = Vec::new();
+        for network in networks {
+            let kept = data_dir
+                .path()
+                .join("identity")
+                .join(&network)
+                .join("identity.json");
+            if !kept.exists() {
+                tokens.push("--join-token".to_string());
+                tokens.push(format!("{network}={}", cp.join_token(&network, "dns")));
+            }
+        }
         let mut child = Command::new(BIN)
             .arg("dns")
             .args(args)
-            .args(["--control-plane", &cp.url, "--token-file"])
-            .arg(cp.token_file())
+            .args(&tokens)
+            .args(["--control-plane", &cp.url])
             .arg("--data-dir")
             .arg(data_dir.path())
             .env("TRELLIS_LOG", "warn")
@@ -525,13 +544,17 @@ fn connect_after_slots_free(at: &str) -> std::net::TcpStream {
 
 /// No snapshot the control plane compiles has an answer over 512 bytes (one A
 /// and one AAAA per name), so this one is written by hand: 40 services under
-/// one name, served from the persisted snapshot as after a restart.
+/// one name, served from the persisted snapshot as after a restart with the
+/// control plane down.
 #[test]
 fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
     use trellis_api::resource::AuthType;
     use trellis_api::snapshot::{ServiceView, Snapshot};
-    let cp = ControlPlane::start(&[]);
-    let data_dir = private_dir();
+    let mut cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let joined = Dns::start(&cp, &["--listen", "127.0.0.1:0", "--network", "east"], None);
+    let data_dir = joined.stop();
+    cp.kill9();
     let snapshot = Snapshot {
         network: "east".into(),
         revision: 1,
@@ -626,7 +649,7 @@ fn a_data_dir_open_to_others_is_refused_with_the_fix() {
         .args(["dns", "--listen", "127.0.0.1:0", "--network", "east"])
         .args(["--control-plane", &cp.url, "--data-dir"])
         .arg(&fresh)
-        .env("TRELLIS_TOKEN_FILE", cp.token_file())
+        .args(["--join-token", &cp.join_token("east", "dns")])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

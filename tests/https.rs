@@ -169,7 +169,7 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
     env.topo.start_node(
         &mut env.node,
         &env.cp,
-        "http://10.250.1.1:7070",
+        "https://10.250.1.1:7070",
         "10.0.1.1",
         "",
     );
@@ -340,7 +340,7 @@ fn bad_certificates_are_refused_where_they_are_declared() {
             &env.cp.ns,
             None,
             &format!(
-                "{} apply -f {} --server http://127.0.0.1:7070 --token-file {}/api-token",
+                "{} apply -f {} --server https://127.0.0.1:7070 --token-file {2}/api-token --ca-file {2}/ca.pem",
                 topology::BIN,
                 env.yaml,
                 env.cp.data.display()
@@ -386,7 +386,7 @@ fn bad_certificates_are_refused_where_they_are_declared() {
         &env.cp.ns,
         None,
         &format!(
-            "{} get services --server http://127.0.0.1:7070 --token-file {}/api-token",
+            "{} get services --server https://127.0.0.1:7070 --token-file {1}/api-token --ca-file {1}/ca.pem",
             topology::BIN,
             env.cp.data.display()
         ),
@@ -479,7 +479,7 @@ fn tls_passthrough_routes_by_server_name() {
     env.topo.start_node(
         &mut env.node,
         &env.cp,
-        "http://10.250.1.1:7070",
+        "https://10.250.1.1:7070",
         "10.0.1.1",
         "",
     );
@@ -605,7 +605,7 @@ fn tls_to_targets_is_verified() {
     env.topo.start_node(
         &mut env.node,
         &env.cp,
-        "http://10.250.1.1:7070",
+        "https://10.250.1.1:7070",
         "10.0.1.1",
         "",
     );

@@ -42,7 +42,7 @@ impl Cluster {
         self.topo.start_node(
             &mut self.node,
             &self.cp,
-            "http://10.250.1.1:7070",
+            "https://10.250.1.1:7070",
             "10.0.1.1",
             "",
         );

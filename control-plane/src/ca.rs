@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
-use trellis_api::pki::{self, CertificateRequest, IssuedCertificate, JoinToken};
+use trellis_api::pki::{self, CertificateRequest, IssuedCertificate, JoinSecret, JoinToken, Role};
 
 /// Clocks of nodes may run a little behind the control plane's.
 const BACKDATE_SECS: u64 = 300;
@@ -50,6 +50,8 @@ pub enum CaError {
 struct StoredToken {
     sha256: String,
     network: String,
+    #[serde(default)]
+    role: Role,
     expires_at: u64,
 }
 
@@ -161,9 +163,16 @@ impl Authority {
         &self.ca_pem
     }
 
-    /// A token that lets nodes of `network` get their first certificate
-    /// until it expires. The caller has checked that the network exists.
-    pub fn create_join_token(&self, network: &str, ttl: Duration) -> Result<JoinToken, CaError> {
+    /// A token that lets `role`s of `network` get their first certificate
+    /// until it expires; it names the API's CA by `api_ca_sha256`. The
+    /// caller has checked that the network exists.
+    pub fn create_join_token(
+        &self,
+        network: &str,
+        role: Role,
+        ttl: Duration,
+        api_ca_sha256: [u8; 32],
+    ) -> Result<JoinToken, CaError> {
         let mut raw = [0u8; 20];
         getrandom::fill(&mut raw).map_err(|e| {
             CaError::Io(
@@ -182,6 +191,7 @@ impl Authority {
         next.push(StoredToken {
             sha256: sha256_hex(&token),
             network: network.to_string(),
+            role,
             expires_at,
         });
         let body = serde_json::to_vec_pretty(&next).unwrap_or_default();
@@ -189,8 +199,9 @@ impl Authority {
             .map_err(|e| CaError::Io(self.tokens_file.clone(), e))?;
         *tokens = next;
         Ok(JoinToken {
-            token,
+            token: JoinSecret::new(token, api_ca_sha256).to_string(),
             network: network.to_string(),
+            role,
             expires_at,
         })
     }
@@ -205,7 +216,7 @@ impl Authority {
     ) -> Result<IssuedCertificate, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(&req.csr)
             .map_err(|e| CaError::BadCsr(e.to_string()))?;
-        let network = match (&req.join_token, &req.certificate) {
+        let (network, role) = match (&req.join_token, &req.certificate) {
             (Some(token), _) => self.redeem(token)?,
             (None, Some(current)) => self.renewal(current, csr.public_key.der_bytes())?,
             (None, None) => return Err(CaError::NoProof),
@@ -218,21 +229,25 @@ impl Authority {
         let (not_before, not_after) = (now() - BACKDATE_SECS, now() + self.ttl.as_secs());
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("trellis node of {network}"));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!("trellis {} of {network}", role.as_str()),
+        );
         let ia5 = |s: String| {
             rcgen::string::Ia5String::try_from(s).map_err(|e| CaError::Crypto("SAN", e))
         };
-        params.subject_alt_names = vec![
-            SanType::URI(ia5(pki::network_uri(&network))?),
-            SanType::DnsName(ia5(pki::server_name(&network))?),
-        ];
+        params.subject_alt_names = vec![SanType::URI(ia5(pki::subject_uri(&network, role))?)];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        // Only a node serves: its network's gateway.
+        if role == Role::Node {
+            params
+                .subject_alt_names
+                .push(SanType::DnsName(ia5(pki::server_name(&network))?));
+            params
+                .extended_key_usages
+                .push(ExtendedKeyUsagePurpose::ServerAuth);
+        }
         params.not_before = time_at(not_before);
         params.not_after = time_at(not_after);
         params.serial_number = Some(random_serial());
@@ -240,9 +255,10 @@ impl Authority {
         let cert = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(|e| CaError::Crypto("signing", e))?;
-        tracing::info!(%network, not_after, "issued a node certificate");
+        tracing::info!(%network, role = role.as_str(), not_after, "issued a certificate");
         Ok(IssuedCertificate {
             network,
+            role,
             certificate: cert.pem(),
             ca: self.ca_pem.clone(),
             not_before,
@@ -250,21 +266,24 @@ impl Authority {
         })
     }
 
-    fn redeem(&self, token: &str) -> Result<String, CaError> {
-        let want = sha256_hex(token.trim());
+    fn redeem(&self, token: &str) -> Result<(String, Role), CaError> {
+        // Nodes send the secret; the CA hash after it, if sent, is theirs.
+        let secret = token.trim().split('.').next().unwrap_or_default();
+        let want = sha256_hex(secret);
         let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         // Hashes are compared, not tokens: timing says nothing of a token.
         tokens
             .iter()
             .find(|t| t.sha256 == want)
             .filter(|t| t.expires_at > now())
-            .map(|t| t.network.clone())
+            .map(|t| (t.network.clone(), t.role))
             .ok_or(CaError::BadToken)
     }
 
-    /// The network of `current`, a certificate this CA signed, valid now,
-    /// for the key `csr_key` (the CSR's signature proved its possession).
-    fn renewal(&self, current: &str, csr_key: &[u8]) -> Result<String, CaError> {
+    /// The network and role of `current`, a certificate this CA signed,
+    /// valid now, for the key `csr_key` (the CSR's signature proved its
+    /// possession).
+    fn renewal(&self, current: &str, csr_key: &[u8]) -> Result<(String, Role), CaError> {
         use x509_parser::prelude::FromDer;
         let bad = |m: &str| CaError::BadCertificate(m.to_string());
         let der = pem_der(current).ok_or_else(|| bad("not a PEM certificate"))?;
@@ -282,7 +301,53 @@ impl Authority {
         if cert.public_key().subject_public_key.data.as_ref() != csr_key {
             return Err(CaError::KeyMismatch);
         }
-        pki::network_of(&der).ok_or_else(|| bad("names no network"))
+        pki::subject_of(&der)
+            .map(|s| (s.network, s.role))
+            .ok_or_else(|| bad("names no network"))
+    }
+
+    /// The API's own serving certificate, for `names` (DNS names or IP
+    /// addresses), with its fresh key: kept in memory only, issued again at
+    /// every start, so it always names what the control plane was told.
+    pub fn serving_certificate(
+        &self,
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<(Vec<Vec<u8>>, Vec<u8>), CaError> {
+        let key = KeyPair::generate().map_err(|e| CaError::Crypto("API key", e))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "trellis control plane");
+        for name in names {
+            let san = match name.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(
+                    rcgen::string::Ia5String::try_from(name.as_str())
+                        .map_err(|e| CaError::Crypto("--advertise", e))?,
+                ),
+            };
+            params.subject_alt_names.push(san);
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = time_at(now() - BACKDATE_SECS);
+        params.not_after = time_at(now() + lifetime.as_secs());
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| CaError::Crypto("signing", e))?;
+        Ok((
+            vec![cert.der().to_vec(), self.ca_der.clone()],
+            key.serialize_der(),
+        ))
+    }
+
+    /// The CA certificate, DER.
+    pub fn ca_der(&self) -> &[u8] {
+        &self.ca_der
     }
 }
 
@@ -303,7 +368,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::open(dir.path(), Duration::from_secs(3600)).unwrap();
         let token = ca
-            .create_join_token("west", Duration::from_secs(60))
+            .create_join_token("west", Role::Node, Duration::from_secs(60), [0; 32])
             .unwrap();
         let key = KeyPair::generate().unwrap();
         let first = ca
@@ -352,7 +417,7 @@ mod tests {
         let dir2 = tempfile::tempdir().unwrap();
         let foreign = Authority::open(dir2.path(), Duration::from_secs(3600)).unwrap();
         let t2 = foreign
-            .create_join_token("west", Duration::from_secs(60))
+            .create_join_token("west", Role::Node, Duration::from_secs(60), [0; 32])
             .unwrap();
         let theirs = foreign
             .issue(
@@ -399,22 +464,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
         let token = a
-            .create_join_token("east", Duration::from_secs(60))
+            .create_join_token("east", Role::Node, Duration::from_secs(60), [0; 32])
             .unwrap();
         let pem = a.ca_pem().to_string();
         drop(a);
         let b = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
         assert_eq!(b.ca_pem(), pem);
-        assert_eq!(b.redeem(&token.token).unwrap(), "east");
+        assert_eq!(b.redeem(&token.token).unwrap(), ("east".into(), Role::Node));
         let stored = std::fs::read_to_string(dir.path().join("join-tokens.json")).unwrap();
-        assert!(!stored.contains(&token.token), "only the hash is stored");
+        let secret = token.token.split('.').next().unwrap();
+        assert!(!stored.contains(secret), "only the hash is stored");
     }
 
     #[test]
     fn an_expired_token_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let a = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
-        let token = a.create_join_token("east", Duration::ZERO).unwrap();
+        let token = a
+            .create_join_token("east", Role::Node, Duration::ZERO, [0; 32])
+            .unwrap();
         assert!(matches!(a.redeem(&token.token), Err(CaError::BadToken)));
     }
 }

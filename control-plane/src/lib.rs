@@ -8,6 +8,7 @@
 //! writers, and writers are serialized.
 #![forbid(unsafe_code)]
 
+pub mod api_tls;
 pub mod audit;
 pub mod ca;
 pub mod keys;
@@ -47,6 +48,17 @@ pub struct Config {
     pub region: String,
     pub max_body_bytes: usize,
     pub max_connections: usize,
+    /// The SHA-256 of the API's trust anchor (DER): join tokens carry it.
+    pub api_ca_sha256: [u8; 32],
+}
+
+/// Which snapshot a watcher gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotView {
+    /// All of it: a node signs, verifies and serves TLS with its keys.
+    Full,
+    /// Every key replaced by its fingerprint: what a DNS server needs.
+    Public,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +85,10 @@ struct CachedSnapshot {
     day: i64,
     /// The snapshot serialized with revision 0, to tell real changes apart.
     content: Bytes,
-    /// What is served.
+    /// What is served to nodes.
     body: Bytes,
+    /// What is served to DNS servers: keys replaced by fingerprints.
+    public: Bytes,
 }
 
 pub struct ControlPlane {
@@ -155,10 +169,12 @@ impl ControlPlane {
         self.ca.ca_pem()
     }
 
-    /// A join token for `network` (which must exist), valid for `ttl`.
+    /// A join token for `role`s of `network` (which must exist), valid for
+    /// `ttl`.
     pub fn create_join_token(
         &self,
         network: &str,
+        role: trellis_api::pki::Role,
         ttl: Duration,
     ) -> Result<trellis_api::pki::JoinToken, HttpError> {
         if self.get(Kind::Network, network).is_none() {
@@ -167,7 +183,7 @@ impl ControlPlane {
             )));
         }
         self.ca
-            .create_join_token(network, ttl)
+            .create_join_token(network, role, ttl, self.config.api_ca_sha256)
             .map_err(|e| HttpError::Internal(e.to_string()))
     }
 
@@ -433,13 +449,17 @@ impl ControlPlane {
         network: &str,
         since: Option<u64>,
         wait: Duration,
+        view: SnapshotView,
     ) -> Result<Option<Bytes>, HttpError> {
         let mut changes = self.revision.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (changed_at, body) = self.snapshot(network).await?;
+            let (changed_at, full, public) = self.snapshot(network).await?;
             if since.is_none_or(|s| changed_at > s) {
-                return Ok(Some(body));
+                return Ok(Some(match view {
+                    SnapshotView::Full => full,
+                    SnapshotView::Public => public,
+                }));
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
@@ -448,7 +468,9 @@ impl ControlPlane {
         }
     }
 
-    async fn snapshot(&self, network: &str) -> Result<(u64, Bytes), HttpError> {
+    /// The network's snapshot in both views, compiled at most once per
+    /// revision (and day).
+    async fn snapshot(&self, network: &str) -> Result<(u64, Bytes, Bytes), HttpError> {
         let state = self.current();
         let unknown = || HttpError::NotFound(format!("Network \"{network}\" does not exist"));
         if state.get(Kind::Network, network).is_none() {
@@ -472,7 +494,7 @@ impl ControlPlane {
             .as_ref()
             .filter(|c| c.compiled_at >= state.revision && c.day == day)
         {
-            return Ok((c.changed_at, c.body.clone()));
+            return Ok((c.changed_at, c.body.clone(), c.public.clone()));
         }
         let previous = slot.as_ref().map(|c| (c.changed_at, c.content.clone()));
         let (zone, region, name, ca) = (
@@ -490,18 +512,24 @@ impl ControlPlane {
             };
             snap.revision = changed_at;
             let body = Bytes::from(serde_json::to_vec(&snap).ok()?);
+            let public = Bytes::from(serde_json::to_vec(&snap.shown()).ok()?);
             Some(CachedSnapshot {
                 compiled_at: state.revision,
                 changed_at,
                 day,
                 content,
                 body,
+                public,
             })
         })
         .await
         .map_err(|e| HttpError::Internal(format!("snapshot task failed: {e}")))?
         .ok_or_else(unknown)?;
-        let out = (compiled.changed_at, compiled.body.clone());
+        let out = (
+            compiled.changed_at,
+            compiled.body.clone(),
+            compiled.public.clone(),
+        );
         *slot = Some(compiled);
         Ok(out)
     }

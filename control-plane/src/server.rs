@@ -1,4 +1,9 @@
-//! The control plane's HTTP/JSON API on hyper.
+//! The control plane's HTTP/JSON API on hyper, over TLS only.
+//!
+//! Every request is read as a [`Route`], its caller as a [`Caller`], and
+//! [`Caller::may`] decides before anything runs: operators hold the API
+//! token; nodes and DNS servers show their certificate (mutual TLS), which
+//! lets them read their own network's snapshot and renew, nothing else.
 //!
 //! | method and path                          | what                                        |
 //! |------------------------------------------|---------------------------------------------|
@@ -13,10 +18,13 @@
 //! | `PATCH /v1/identities/{name}/keys/{id}`  | `{"Status": "Active" or "Inactive"}`        |
 //! | `DELETE /v1/identities/{name}/keys/{id}` | delete a key                                |
 //! | `GET /v1/audit?since=S&actor=A`          | the audit log (`{"items": [...]}`)          |
-//! | `GET /healthz`                           | liveness (no token, like `GET /v1/ca` and `POST /v1/certificates`; everything else needs it on every address) |
+//! | `POST /v1/networks/{name}/join-tokens`   | a join token (`{"ttlSeconds": N, "role": "node" or "dns"}`) |
+//! | `POST /v1/certificates`                  | a certificate for a CSR with a join token or the current certificate |
+//! | `GET /v1/ca`                             | the CA certificate (PEM)                    |
+//! | `GET /healthz`                           | liveness |
 
 use crate::state::DeleteError;
-use crate::{ControlPlane, audit};
+use crate::{ControlPlane, SnapshotView, audit};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -29,13 +37,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
 use trellis_api::client::{ApplyRequest, ApplyResponse, ChangeAction, DeleteResponse};
 use trellis_api::keys::KeyStatus;
+use trellis_api::pki::{Role, Subject};
 use trellis_api::{ApiError, FieldError, Kind};
 
 /// Longest a watch may wait before answering 304.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
-/// A client must send its request headers within this time.
+/// A client must finish its TLS handshake, and send its request headers,
+/// within this time.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request body must arrive within this time.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -134,11 +145,12 @@ fn raw_json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     resp
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then lets
-/// in-flight requests finish (up to 10 s).
+/// Serves the API over TLS (`tls`) on `listener` until `shutdown`
+/// resolves, then lets in-flight requests finish (up to 10 s).
 pub async fn serve(
     cp: Arc<ControlPlane>,
     listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
     token: String,
     max_connections: usize,
     shutdown: impl std::future::Future<Output = ()>,
@@ -146,6 +158,7 @@ pub async fn serve(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_connections));
     let token: Arc<str> = token.into();
+    let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -165,20 +178,39 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let cp = cp.clone();
-        let token = token.clone();
-        let svc = service_fn(move |req| {
-            let cp = cp.clone();
-            let token = token.clone();
-            async move { Ok::<_, std::convert::Infallible>(handle(cp, token, peer, req).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let (cp, token, acceptor) = (cp.clone(), token.clone(), acceptor.clone());
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let stream =
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+            // The verifier checked the chain against the CA: what it names is so.
+            let member = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| trellis_api::pki::subject_of(c));
+            let svc = service_fn(move |req| {
+                let (cp, token, member) = (cp.clone(), token.clone(), member.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(cp, token, member, peer, req).await)
+                }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
@@ -192,37 +224,80 @@ pub async fn serve(
     }
 }
 
+/// Who calls, as the API sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The bootstrap API token (`<data-dir>/api-token`).
+    Admin,
+    /// A node or DNS server, by its certificate.
+    Member(Subject),
+    /// No valid credential.
+    Anonymous,
+}
+
+impl Caller {
+    /// The actor of its audit records.
+    fn actor(&self) -> String {
+        match self {
+            Caller::Admin => "admin".into(),
+            Caller::Member(s) => format!("{}/{}", s.role.as_str(), s.network),
+            Caller::Anonymous => "anonymous".into(),
+        }
+    }
+
+    /// Whether this caller may take `route`, and if not, why.
+    pub fn may(&self, route: &Route) -> Result<(), HttpError> {
+        if route.is_open() {
+            return Ok(());
+        }
+        match self {
+            Caller::Admin => Ok(()),
+            Caller::Anonymous => Err(HttpError::Unauthorized),
+            Caller::Member(s) => match route {
+                Route::Snapshot { network } if *network == s.network => Ok(()),
+                _ => Err(HttpError::Forbidden(format!(
+                    "a {} certificate of network {} may read only that network's snapshot and renew itself",
+                    s.role.as_str(),
+                    s.network
+                ))),
+            },
+        }
+    }
+}
+
 async fn handle(
     cp: Arc<ControlPlane>,
     token: Arc<str>,
+    member: Option<Subject>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    // A CSR carries its own proof (a join token or the current
-    // certificate); the CA certificate is public; liveness says nothing.
-    let open = matches!(path.as_str(), "/v1/certificates" | "/v1/ca" | "/healthz");
+    // A bearer token speaks for whoever sends it, on any connection.
+    let caller = match req.headers().get(header::AUTHORIZATION) {
+        Some(h) if trellis_api::token::is_bearer(h.to_str().ok(), &token) => Caller::Admin,
+        Some(_) => Caller::Anonymous,
+        None => member.map_or(Caller::Anonymous, Caller::Member),
+    };
     let mut summary = Summary {
-        actor: "admin",
+        actor: caller.actor(),
         ..Summary::default()
     };
-    // Everything else needs the token on every address: any local user
-    // can reach loopback.
-    let resp = if !open && !authorized(&req, &token) {
-        tracing::info!(%peer, %method, %path, "rejected request without a valid token");
-        summary.actor = "anonymous";
-        HttpError::Unauthorized.into_response()
-    } else {
-        route(&cp, req, &mut summary)
+    let resp = match Route::parse(&method, &path).and_then(|r| caller.may(&r).map(|()| r)) {
+        Ok(route) => run(&cp, &caller, route, req, &mut summary)
             .await
-            .unwrap_or_else(HttpError::into_response)
+            .unwrap_or_else(HttpError::into_response),
+        Err(e) => {
+            tracing::info!(%peer, %method, %path, actor = summary.actor, "refused");
+            e.into_response()
+        }
     };
     tracing::debug!(%peer, %method, %path, status = resp.status().as_u16(), "request");
     if !matches!(method, Method::GET | Method::HEAD) {
         let record = audit::Record {
             time: crate::now(),
-            actor: summary.actor.to_string(),
+            actor: summary.actor,
             peer: peer.to_string(),
             method: method.to_string(),
             path,
@@ -241,30 +316,98 @@ async fn handle(
 /// What a mutating call did, for its audit record: names and ids only.
 #[derive(Default)]
 struct Summary {
-    actor: &'static str,
+    actor: String,
     revision: Option<u64>,
     changes: Vec<String>,
 }
 
-fn authorized(req: &Request<Incoming>, token: &str) -> bool {
-    let header = req.headers().get(header::AUTHORIZATION);
-    trellis_api::token::is_bearer(header.and_then(|v| v.to_str().ok()), token)
+/// Every call the API knows, read from its method and path before anyone
+/// is let in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Ca,
+    Certificates,
+    Apply,
+    Audit,
+    Snapshot { network: String },
+    JoinToken { network: String },
+    CreateKey { identity: String },
+    ListKeys { identity: String },
+    SetKeyStatus { identity: String, id: String },
+    DeleteKey { identity: String, id: String },
+    List { kind: Kind },
+    Get { kind: Kind, name: String },
+    Put { kind: Kind, name: String },
+    Delete { kind: Kind, name: String },
 }
 
-async fn route(
+impl Route {
+    pub fn parse(method: &Method, path: &str) -> Result<Route, HttpError> {
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let s = |x: &&str| x.to_string();
+        let route = match (method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => Route::Healthz,
+            (&Method::GET, ["v1", "ca"]) => Route::Ca,
+            (&Method::POST, ["v1", "certificates"]) => Route::Certificates,
+            (&Method::POST, ["v1", "apply"]) => Route::Apply,
+            (&Method::GET, ["v1", "audit"]) => Route::Audit,
+            (&Method::GET, ["v1", "networks", n, "snapshot"]) => Route::Snapshot { network: s(n) },
+            (&Method::POST, ["v1", "networks", n, "join-tokens"]) => {
+                Route::JoinToken { network: s(n) }
+            }
+            (&Method::POST, ["v1", "identities", i, "keys"]) => Route::CreateKey { identity: s(i) },
+            (&Method::GET, ["v1", "identities", i, "keys"]) => Route::ListKeys { identity: s(i) },
+            (&Method::PATCH, ["v1", "identities", i, "keys", id]) => Route::SetKeyStatus {
+                identity: s(i),
+                id: s(id),
+            },
+            (&Method::DELETE, ["v1", "identities", i, "keys", id]) => Route::DeleteKey {
+                identity: s(i),
+                id: s(id),
+            },
+            (&Method::GET, ["v1", k]) => Route::List {
+                kind: parse_kind(k)?,
+            },
+            (&Method::GET, ["v1", k, n]) => Route::Get {
+                kind: parse_kind(k)?,
+                name: s(n),
+            },
+            (&Method::PUT, ["v1", k, n]) => Route::Put {
+                kind: parse_kind(k)?,
+                name: s(n),
+            },
+            (&Method::DELETE, ["v1", k, n]) => Route::Delete {
+                kind: parse_kind(k)?,
+                name: s(n),
+            },
+            (_, segs) if known_path(segs) => return Err(HttpError::MethodNotAllowed),
+            _ => return Err(HttpError::NotFound(format!("no such path {path}"))),
+        };
+        Ok(route)
+    }
+
+    /// Needs no credential: a CSR carries its own proof (a join token or
+    /// the current certificate); the CA certificate is public; liveness
+    /// says nothing.
+    fn is_open(&self) -> bool {
+        matches!(self, Route::Healthz | Route::Ca | Route::Certificates)
+    }
+}
+
+async fn run(
     cp: &Arc<ControlPlane>,
+    caller: &Caller,
+    route: Route,
     req: Request<Incoming>,
     summary: &mut Summary,
 ) -> Result<Response<Full<Bytes>>, HttpError> {
-    let path = req.uri().path().to_string();
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method().clone();
-    match (method, segments.as_slice()) {
-        (Method::GET, ["healthz"]) => Ok(json_response(
+    match route {
+        Route::Healthz => Ok(json_response(
             StatusCode::OK,
             &serde_json::json!({"status": "ok"}),
         )),
-        (Method::POST, ["v1", "apply"]) => {
+        Route::Apply => {
             let body: ApplyRequest = read_json(cp, req).await?;
             let dry_run = body.dry_run;
             let applied = cp.apply(body.documents, dry_run).await?;
@@ -273,37 +416,48 @@ async fn route(
             }
             Ok(json_response(StatusCode::OK, &applied))
         }
-        (Method::GET, ["v1", "networks", name, "snapshot"]) => {
+        Route::Snapshot { network } => {
             let query = Query::parse(req.uri().query())?;
             let wait = Duration::from_secs(query.wait_seconds.unwrap_or(30)).min(MAX_WAIT);
-            match cp.watch_snapshot(name, query.since, wait).await? {
+            // A DNS server needs names, never a key.
+            let view = match caller {
+                Caller::Member(s) if s.role == Role::Dns => SnapshotView::Public,
+                _ => SnapshotView::Full,
+            };
+            match cp.watch_snapshot(&network, query.since, wait, view).await? {
                 Some(body) => Ok(raw_json(StatusCode::OK, body)),
                 None => Ok(raw_json(StatusCode::NOT_MODIFIED, Bytes::new())),
             }
         }
-        (Method::POST, ["v1", "networks", name, "join-tokens"]) => {
+        Route::JoinToken { network } => {
             let body: JoinTokenRequest = read_json(cp, req).await?;
             let ttl = Duration::from_secs(body.ttl_seconds.unwrap_or(3600).clamp(1, 7 * 86_400));
-            let token = cp.create_join_token(name, ttl)?;
-            summary
-                .changes
-                .push(format!("join token for network/{name} created"));
+            let role = body.role.unwrap_or_default();
+            let token = cp.create_join_token(&network, role, ttl)?;
+            summary.changes.push(format!(
+                "{} join token for network/{network} created",
+                role.as_str()
+            ));
             Ok(json_response(StatusCode::CREATED, &token))
         }
-        (Method::POST, ["v1", "certificates"]) => {
+        Route::Certificates => {
             let body: trellis_api::pki::CertificateRequest = read_json(cp, req).await?;
-            summary.actor = match body.join_token {
-                Some(_) => "join-token",
-                None => "node-certificate",
-            };
+            if *caller == Caller::Anonymous {
+                summary.actor = match body.join_token {
+                    Some(_) => "join-token",
+                    None => "certificate",
+                }
+                .into();
+            }
             let issued = cp.issue_certificate(&body)?;
             summary.changes.push(format!(
-                "certificate for a node of network/{} issued",
+                "certificate for a {} of network/{} issued",
+                issued.role.as_str(),
                 issued.network
             ));
             Ok(json_response(StatusCode::CREATED, &issued))
         }
-        (Method::GET, ["v1", "ca"]) => {
+        Route::Ca => {
             let mut r = Response::new(Full::new(Bytes::from(cp.ca_pem().to_string())));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -311,36 +465,36 @@ async fn route(
             );
             Ok(r)
         }
-        (Method::POST, ["v1", "identities", name, "keys"]) => {
-            let created = cp.create_key(name).await?;
+        Route::CreateKey { identity: name } => {
+            let created = cp.create_key(&name).await?;
             summary.changes.push(format!(
                 "key {} of identity/{name} created",
                 created.access_key_id
             ));
             Ok(json_response(StatusCode::CREATED, &created))
         }
-        (Method::GET, ["v1", "identities", name, "keys"]) => Ok(json_response(
+        Route::ListKeys { identity: name } => Ok(json_response(
             StatusCode::OK,
-            &serde_json::json!({ "items": cp.list_keys(name)? }),
+            &serde_json::json!({ "items": cp.list_keys(&name)? }),
         )),
-        (Method::PATCH, ["v1", "identities", name, "keys", id]) => {
+        Route::SetKeyStatus { identity: name, id } => {
             let change: KeyStatusChange = read_json(cp, req).await?;
-            let info = cp.set_key_status(name, id, change.status).await?;
+            let info = cp.set_key_status(&name, &id, change.status).await?;
             summary.changes.push(format!(
                 "key {id} of identity/{name} set {:?}",
                 change.status
             ));
             Ok(json_response(StatusCode::OK, &info))
         }
-        (Method::DELETE, ["v1", "identities", name, "keys", id]) => {
-            let revision = cp.delete_key(name, id).await?;
+        Route::DeleteKey { identity: name, id } => {
+            let revision = cp.delete_key(&name, &id).await?;
             summary.revision = Some(revision);
             summary
                 .changes
                 .push(format!("key {id} of identity/{name} deleted"));
             Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
         }
-        (Method::GET, ["v1", "audit"]) => {
+        Route::Audit => {
             let query = AuditQuery::parse(req.uri().query())?;
             let items = cp
                 .audit
@@ -351,22 +505,17 @@ async fn route(
                 &serde_json::json!({ "items": items }),
             ))
         }
-        (Method::GET, ["v1", kind]) => {
-            let kind = parse_kind(kind)?;
-            Ok(raw_json(StatusCode::OK, cp.list(kind)))
-        }
-        (Method::GET, ["v1", kind, name]) => {
-            let kind = parse_kind(kind)?;
+        Route::List { kind } => Ok(raw_json(StatusCode::OK, cp.list(kind))),
+        Route::Get { kind, name } => {
             let obj = cp
-                .get(kind, name)
+                .get(kind, &name)
                 .ok_or_else(|| HttpError::NotFound(format!("{kind} \"{name}\" does not exist")))?;
             Ok(json_response(StatusCode::OK, &obj))
         }
-        (Method::PUT, ["v1", kind, name]) => {
-            let kind = parse_kind(kind)?;
+        Route::Put { kind, name } => {
             let doc: serde_json::Value = read_json(cp, req).await?;
             if doc.get("kind").and_then(|k| k.as_str()) != Some(kind.as_str())
-                || doc.pointer("/metadata/name").and_then(|n| n.as_str()) != Some(*name)
+                || doc.pointer("/metadata/name").and_then(|n| n.as_str()) != Some(name.as_str())
             {
                 return Err(HttpError::BadRequest(format!(
                     "the body must be a {kind} named \"{name}\", as the path says"
@@ -376,15 +525,12 @@ async fn route(
             summary.applied(&applied);
             Ok(json_response(StatusCode::OK, &applied))
         }
-        (Method::DELETE, ["v1", kind, name]) => {
-            let kind = parse_kind(kind)?;
-            let revision = cp.delete(kind, name).await?;
+        Route::Delete { kind, name } => {
+            let revision = cp.delete(kind, &name).await?;
             summary.revision = Some(revision);
             summary.changes.push(format!("{kind}/{name} deleted"));
             Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
         }
-        (_, segs) if known_path(segs) => Err(HttpError::MethodNotAllowed),
-        _ => Err(HttpError::NotFound(format!("no such path {path}"))),
     }
 }
 
@@ -440,6 +586,8 @@ struct KeyStatusChange {
 struct JoinTokenRequest {
     #[serde(default)]
     ttl_seconds: Option<u64>,
+    #[serde(default)]
+    role: Option<Role>,
 }
 
 #[derive(Default)]

@@ -27,18 +27,17 @@ pub fn publish(tx: &watch::Sender<Arc<Views>>, snapshot: &Snapshot, ttl: u32) {
 
 /// Follows `networks` until the process ends.
 pub async fn follow(
-    client: Client,
-    networks: Vec<String>,
-    data_dir: Option<PathBuf>,
+    networks: Vec<(String, Client)>,
+    data_dir: PathBuf,
     ttl: u32,
     tx: watch::Sender<Arc<Views>>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
-    for network in networks {
-        let store = data_dir.as_deref().map(|d| store_path(d, &network));
+    for (network, client) in networks {
+        let store = Some(store_path(&data_dir, &network));
         let tx = tx.clone();
         tasks.spawn(trellis_api::follow::follow(
-            client.clone(),
+            client,
             network,
             store,
             move |s| publish(&tx, &s, ttl),

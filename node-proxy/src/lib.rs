@@ -22,7 +22,6 @@ mod h1;
 mod headers;
 pub mod health;
 mod http;
-pub mod identity;
 pub mod metrics;
 pub mod proxy;
 #[cfg(test)]

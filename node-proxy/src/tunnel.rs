@@ -7,7 +7,6 @@
 //! each network's gateways are asked for the health of their target
 //! groups, so a group with nothing healthy behind it is not sent to.
 
-use crate::identity::Identity;
 use crate::socket::Upstream;
 use crate::upstream::Body;
 use bytes::Bytes;
@@ -23,6 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio_rustls::TlsConnector;
+use trellis_api::identity::Identity;
 use trellis_api::resource::Gateway as GatewaySpec;
 
 /// The path on which a gateway reports its target groups' health.
@@ -86,7 +86,7 @@ impl Tunnels {
         identity: &Arc<Identity>,
         upstream: Upstream,
         connect_timeout: Duration,
-    ) -> Result<Arc<Tunnels>, crate::identity::IdentityError> {
+    ) -> Result<Arc<Tunnels>, trellis_api::identity::IdentityError> {
         Ok(Arc::new(Tunnels {
             tls: TlsConnector::from(identity.client_config()?),
             upstream: Upstream {

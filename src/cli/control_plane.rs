@@ -5,6 +5,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use trellis_control_plane::api_tls::{self, Serving};
 use trellis_control_plane::ca::Authority;
 use trellis_control_plane::keys::Keyring;
 use trellis_control_plane::state::Settings;
@@ -17,10 +18,22 @@ pub struct Args {
     /// missing). The CLI on this host finds the token here by default.
     #[arg(long, default_value = super::DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
-    /// API address. Every request needs the bearer token in
-    /// <data-dir>/api-token, loopback included.
+    /// API address (HTTPS). Operators show the bearer token in
+    /// <data-dir>/api-token; nodes and DNS servers their certificate.
     #[arg(long, default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// A DNS name or IP address clients reach the API by, for its
+    /// certificate (localhost and the loopback addresses are always in it).
+    /// Repeatable.
+    #[arg(long)]
+    advertise: Vec<String>,
+    /// Serve the API with this certificate chain (PEM, leaf first, ending
+    /// with the CA clients trust) instead of one issued by the node CA.
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// The private key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
     /// DNS zone of service names.
     #[arg(long, default_value = "trellis.internal")]
     dns_zone: String,
@@ -68,6 +81,13 @@ pub async fn run(args: Args) -> Result<()> {
         )
     })?;
     let store = RedbStore::open(&args.data_dir)?;
+    let ca = Authority::open(&args.data_dir, args.node_cert_ttl)?;
+    let names = serving_names(&args);
+    let serving = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => Serving::Files { cert, key },
+        _ => Serving::Issued(&names),
+    };
+    let (tls, api_ca_sha256) = api_tls::server_config(&ca, serving)?;
     let config = Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
@@ -81,13 +101,13 @@ pub async fn run(args: Args) -> Result<()> {
         region: args.sigv4_region,
         max_body_bytes: args.max_body_bytes,
         max_connections: args.max_connections,
+        api_ca_sha256,
     };
     let key_file = args
         .secrets_key_file
         .clone()
         .unwrap_or_else(|| args.data_dir.join("secrets.key"));
     let keyring = Keyring::open_or_create(&key_file)?;
-    let ca = Authority::open(&args.data_dir, args.node_cert_ttl)?;
     let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring, ca)?);
     tokio::spawn(cp.clone().rotate_daily());
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -101,10 +121,31 @@ pub async fn run(args: Args) -> Result<()> {
         "control plane listening"
     );
     // Scripts and tests started with port 0 learn the port from this line.
-    println!("trellis control plane listening on http://{addr}");
-    server::serve(cp, listener, token, args.max_connections, shutdown()).await;
+    println!("trellis control plane listening on https://{addr}");
+    server::serve(cp, listener, tls, token, args.max_connections, shutdown()).await;
     tracing::info!("control plane stopped");
     Ok(())
+}
+
+/// What the self-issued API certificate names: loopback always, the listen
+/// address when it is one, and every --advertise.
+fn serving_names(args: &Args) -> Vec<String> {
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "::1"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let ip = args.listen.ip();
+    if !ip.is_unspecified() {
+        names.push(ip.to_string());
+    } else if args.advertise.is_empty() {
+        tracing::warn!(
+            "listening on every address with no --advertise: remote clients will not find their address in the API certificate"
+        );
+    }
+    names.extend(args.advertise.iter().cloned());
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -21,7 +21,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use trellis_api::client::Client;
+use trellis_api::pki::Role;
 
 /// The demo's configuration: a sample, applied by tests too.
 const DEMO_YAML: &str = include_str!("../../samples/demo.yaml");
@@ -178,8 +178,13 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     println!("control plane: {server}");
     // Every client shows the token, loopback included (docs/security.md).
     let token_file = stack.dir.join("control-plane").join("api-token");
-    let token = super::read_token(Some(&token_file))?;
-    let client = Client::new(&server, token, Duration::from_secs(5))?;
+    let ca_file = stack.dir.join("control-plane").join("ca.pem");
+    let client = super::operator_client(
+        &server,
+        Some(&ca_file),
+        Some(&token_file),
+        Duration::from_secs(5),
+    )?;
 
     bold("$ trellis apply -f samples/demo.yaml");
     let sources = demo_documents()?;
@@ -222,10 +227,10 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     // Network remote's gateway: a node that redirects nothing here and
     // serves remote's targets to the other networks' nodes.
     let local_token = client
-        .create_join_token("local", Duration::from_secs(600))
+        .create_join_token("local", Role::Node, Duration::from_secs(600))
         .await?;
     let remote_token = client
-        .create_join_token("remote", Duration::from_secs(600))
+        .create_join_token("remote", Role::Node, Duration::from_secs(600))
         .await?;
     bold(&format!(
         "$ trellis node --network remote --no-datapath --gateway-listen {REMOTE_GATEWAY} \\\n    --join-token $(trellis network join-token remote) &"
@@ -234,8 +239,6 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     let child = Command::new(exe())
         .args(["--log", "info", "--log-format", "json", "node"])
         .args(["--network", "remote", "--control-plane", &server])
-        .arg("--token-file")
-        .arg(&token_file)
         .arg("--data-dir")
         .arg(stack.dir.join("remote-node"))
         .args(["--no-datapath", "--gateway-listen", REMOTE_GATEWAY])
@@ -274,8 +277,6 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
             "local",
         ])
         .args(["--control-plane", &server, "--datapath", "auto"])
-        .arg("--token-file")
-        .arg(&token_file)
         .arg("--data-dir")
         .arg(stack.dir.join("node"))
         .arg("--bpf-pin-dir")
@@ -445,6 +446,7 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     bold("Try next");
     println!("  export TRELLIS_SERVER={server}");
     println!("  export TRELLIS_TOKEN_FILE={}", token_file.display());
+    println!("  export TRELLIS_CA_FILE={}", ca_file.display());
     println!("  trellis get services");
     println!(
         "  dig @127.0.0.1 -p {} hello.trellis.internal",

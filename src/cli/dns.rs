@@ -1,14 +1,14 @@
 //! `trellis dns`: the authoritative DNS server on its own.
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Context, Result, anyhow, bail};
 use ipnet::IpNet;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use trellis_api::client::Client;
+use trellis_api::pki::Role;
 use trellis_dns::forward::Forwarder;
 use trellis_dns::handler::{Networks, Views};
 use trellis_dns::server::Options;
@@ -28,15 +28,23 @@ pub struct Args {
     #[arg(long = "source")]
     sources: Vec<String>,
     /// Control plane URL.
-    #[arg(long, env = "TRELLIS_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, env = "TRELLIS_SERVER", default_value = "https://127.0.0.1:7070")]
     control_plane: String,
-    /// File holding the API token (or TRELLIS_TOKEN).
-    #[arg(long, env = "TRELLIS_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
-    /// Where the last snapshot of each network is kept, so that a restart
-    /// with the control plane down serves it.
+    /// A join token of role dns (`trellis network join-token NETWORK --role
+    /// dns`), as `NETWORK=TOKEN`, or TOKEN alone when one network is
+    /// answered. Needed once per network: the certificate is kept in
+    /// --data-dir. Repeatable.
     #[arg(long)]
-    data_dir: Option<PathBuf>,
+    join_token: Vec<String>,
+    /// The CA of the API's certificate, when the control plane serves one
+    /// of the operator's; by default the node CA.
+    #[arg(long)]
+    control_plane_ca: Option<PathBuf>,
+    /// Where this server's certificates and the last snapshot of each
+    /// network are kept, so that a restart with the control plane down
+    /// serves it.
+    #[arg(long, default_value = "/var/lib/trellis/dns")]
+    data_dir: PathBuf,
     /// TTL of answers, and of negative answers (SOA minimum), in seconds.
     #[arg(long, default_value_t = 30)]
     ttl: u32,
@@ -85,6 +93,27 @@ pub fn render_metrics(options: &Options) -> String {
     out
 }
 
+/// `--join-token`s by network: `NETWORK=TOKEN`, or a bare TOKEN when only
+/// one network is answered.
+fn join_tokens(given: &[String], networks: &BTreeSet<String>) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for t in given {
+        let (network, token) = match (t.split_once('='), networks.len()) {
+            (Some((n, t)), _) => (n.to_string(), t.to_string()),
+            (None, 1) => (
+                networks.iter().next().cloned().unwrap_or_default(),
+                t.clone(),
+            ),
+            (None, _) => bail!("--join-token: several networks are answered; give NETWORK=TOKEN"),
+        };
+        if !networks.contains(&network) {
+            bail!("--join-token for {network:?}, a network this server does not answer");
+        }
+        out.insert(network, token);
+    }
+    Ok(out)
+}
+
 fn split(s: &str) -> (&str, Option<&str>) {
     match s.split_once('=') {
         Some((a, n)) => (a, Some(n)),
@@ -119,15 +148,29 @@ pub async fn run(args: Args) -> Result<()> {
             "no network to answer as: pass --network, --listen ADDR=NETWORK or --source CIDR=NETWORK"
         ));
     }
-    if let Some(dir) = &args.data_dir {
-        trellis_api::persist::private_dir(dir)?;
+    trellis_api::persist::private_dir(&args.data_dir)?;
+    let tokens = join_tokens(&args.join_token, &networks)?;
+    // One certificate per network: each shows only what reads that network.
+    let mut followed = Vec::new();
+    for network in &networks {
+        let dir = args.data_dir.join("identity").join(network);
+        trellis_api::persist::private_dir(&dir)?;
+        let member = super::MemberArgs {
+            control_plane: args.control_plane.clone(),
+            join_token: tokens.get(network).cloned(),
+            control_plane_ca: args.control_plane_ca.clone(),
+        };
+        let (identity, client) = member
+            .join(Role::Dns, network, &dir)
+            .await
+            .with_context(|| format!("the certificate for network {network}"))?;
+        tokio::spawn(identity.renew_forever(client.clone()));
+        followed.push((network.clone(), client));
     }
-    let token = super::read_token(args.token_file.as_deref())?;
-    let client = Client::new(&args.control_plane, token, Duration::from_secs(10))?;
-    let followed: Vec<String> = networks.iter().cloned().collect();
-    trellis_dns::metrics::init(&followed);
+    let names: Vec<String> = networks.iter().cloned().collect();
+    trellis_dns::metrics::init(&names);
     let (tx, rx) = watch::channel(Arc::new(Views::new()));
-    let follow = trellis_dns::feed::follow(client, followed, args.data_dir, args.ttl, tx);
+    let follow = trellis_dns::feed::follow(followed, args.data_dir.clone(), args.ttl, tx);
     tokio::spawn(follow);
     let options = args.serving.options();
     if let Some(addr) = args.metrics_listen {

@@ -16,10 +16,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use trellis_api::client::Client;
+use trellis_api::pki::Role;
 use trellis_dns::handler::{Networks, Views};
 use trellis_node::access_log::AccessLog;
-use trellis_node::identity::Identity;
 use trellis_node::socket::Upstream;
 use trellis_node::tunnel::Tunnels;
 use trellis_node::upstream::Clients;
@@ -33,12 +32,8 @@ pub struct Args {
     /// The network this node is in.
     #[arg(long)]
     network: String,
-    /// Control plane URL.
-    #[arg(long, env = "TRELLIS_SERVER", default_value = "http://127.0.0.1:7070")]
-    control_plane: String,
-    /// File holding the API token (or TRELLIS_TOKEN).
-    #[arg(long, env = "TRELLIS_TOKEN_FILE")]
-    token_file: Option<PathBuf>,
+    #[command(flatten)]
+    member: super::MemberArgs,
     /// Where the last snapshot is kept (served at start until the control
     /// plane answers).
     #[arg(long, default_value = "/var/lib/trellis/node")]
@@ -91,11 +86,6 @@ pub struct Args {
     /// others dial is the Network's `spec.gateways`.
     #[arg(long)]
     gateway_listen: Option<SocketAddr>,
-    /// A join token for this network (`trellis network join-token`): the
-    /// node gets its certificate with it, then renews on its own. Needed
-    /// once; the certificate is kept in --data-dir.
-    #[arg(long, env = "TRELLIS_JOIN_TOKEN")]
-    join_token: Option<String>,
     /// Connect timeout to other networks' gateways, in milliseconds; a
     /// gateway that does not answer in time is skipped for the next.
     #[arg(long, default_value_t = 1000)]
@@ -187,31 +177,17 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut agent = Agent::new(proxy.clone(), datapath);
     let ready = agent.ready();
-    let token = super::read_token(args.token_file.as_deref())?;
-    let client = Client::new(&args.control_plane, token, Duration::from_secs(10))?;
-
-    // Identity between networks: needed to call other networks' gateways
-    // and to be one.
-    let enrolled = args.join_token.is_some()
-        || args.gateway_listen.is_some()
-        || args.data_dir.join("identity.json").exists();
-    let identity = if enrolled {
-        let identity = Identity::enroll(
-            &client,
-            &args.network,
-            &args.data_dir,
-            args.join_token.as_deref(),
-        )
+    // The node's certificate: what it shows the control plane, and other
+    // networks' gateways.
+    let (identity, client) = args
+        .member
+        .join(Role::Node, &args.network, &args.data_dir)
         .await?;
-        let connect = Duration::from_millis(args.gateway_connect_timeout_ms.max(1));
-        let tunnels = Tunnels::new(&identity, upstream, connect)?;
-        proxy.set_tunnels(tunnels.clone());
-        tokio::spawn(tunnels.watch_health());
-        tokio::spawn(identity.clone().renew_forever(client.clone()));
-        Some(identity)
-    } else {
-        None
-    };
+    let connect = Duration::from_millis(args.gateway_connect_timeout_ms.max(1));
+    let tunnels = Tunnels::new(&identity, upstream, connect)?;
+    proxy.set_tunnels(tunnels.clone());
+    tokio::spawn(tunnels.watch_health());
+    tokio::spawn(identity.clone().renew_forever(client.clone()));
 
     // The DNS, if any, follows the same snapshots.
     let dns_options = args.dns.options();
@@ -300,7 +276,8 @@ pub async fn run(args: Args) -> Result<()> {
                 if dns_on {
                     text.push_str(&render_metrics(&dns_options));
                 }
-                if let Some(id) = &identity_metrics {
+                {
+                    let id = &identity_metrics;
                     text.push_str(&format!(
                         "# HELP trellis_node_certificate_expiry_timestamp_seconds When this node's certificate expires (Unix time).\n\
                          # TYPE trellis_node_certificate_expiry_timestamp_seconds gauge\n\
@@ -317,7 +294,7 @@ pub async fn run(args: Args) -> Result<()> {
             _ => None,
         }));
     }
-    if let (Some(addr), Some(identity)) = (args.gateway_listen, &identity) {
+    if let Some(addr) = args.gateway_listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the gateway on {addr}"))?;

@@ -12,8 +12,12 @@ use trellis_control_plane::manifest::{self, Document, to_yaml};
 #[derive(clap::Args)]
 pub struct ServerArgs {
     /// Control plane URL.
-    #[arg(long, env = "TRELLIS_SERVER", default_value = "http://127.0.0.1:7070")]
+    #[arg(long, env = "TRELLIS_SERVER", default_value = "https://127.0.0.1:7070")]
     server: String,
+    /// The control plane's CA certificate (its <data-dir>/ca.pem), to
+    /// verify it by. Default: /var/lib/trellis/ca.pem.
+    #[arg(long, env = "TRELLIS_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// File holding the API token (the control plane's <data-dir>/api-token).
     /// The token itself may be given in TRELLIS_TOKEN instead.
     #[arg(long, env = "TRELLIS_TOKEN_FILE")]
@@ -25,12 +29,12 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     pub fn client(&self) -> Result<Client> {
-        let token = super::read_token(self.token_file.as_deref())?;
-        Ok(Client::new(
+        super::operator_client(
             &self.server,
-            token,
+            self.ca_file.as_deref(),
+            self.token_file.as_deref(),
             Duration::from_secs(self.timeout),
-        )?)
+        )
     }
 }
 

@@ -37,7 +37,7 @@ impl ControlPlane {
 
     /// Starts the process on the same data dir (and the same port, once known).
     pub fn start_again(&mut self) {
-        let listen = match self.url.strip_prefix("http://") {
+        let listen = match self.url.strip_prefix("https://") {
             Some(addr) if !self.listen.starts_with("0.0.0.0") => addr.to_string(),
             _ => self.listen.clone(),
         };
@@ -98,13 +98,52 @@ impl ControlPlane {
     pub fn token_file(&self) -> std::path::PathBuf {
         self.data_dir.path().join("api-token")
     }
+
+    /// The CA the API's certificate chains to.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.data_dir.path().join("ca.pem")
+    }
+
+    /// A join token for `network` in `role` (`node` or `dns`).
+    pub fn join_token(&self, network: &str, role: &str) -> String {
+        let out = trellis(self, &["network", "join-token", network, "--role", role]);
+        assert!(
+            out.status.success(),
+            "join token: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+/// An API client of `cp` with its admin token.
+pub fn client(cp: &ControlPlane) -> trellis_api::client::Client {
+    use trellis_api::client::{Client, Credential, Trust};
+    let ca = std::fs::read_to_string(cp.ca_file()).expect("the CA");
+    let token = std::fs::read_to_string(cp.token_file()).expect("the API token");
+    Client::new(
+        &cp.url,
+        Trust::from_pem(&ca).expect("a CA"),
+        Credential::Token(token.trim().into()),
+        Duration::from_secs(10),
+    )
+    .expect("a client")
+}
+
+/// curl that trusts `cp`'s CA and nothing else, with no credential.
+pub fn curl_anonymous(cp: &ControlPlane, args: &[&str]) -> Output {
+    let ca = cp.ca_file();
+    run(
+        "curl",
+        &[&["--cacert", ca.to_str().unwrap()], args].concat(),
+    )
 }
 
 /// curl with the API token of `cp`.
 pub fn curl(cp: &ControlPlane, args: &[&str]) -> Output {
     let token = std::fs::read_to_string(cp.token_file()).expect("the API token");
     let auth = format!("authorization: Bearer {}", token.trim());
-    run("curl", &[&["-H", auth.as_str()], args].concat())
+    curl_anonymous(cp, &[&["-H", auth.as_str()], args].concat())
 }
 
 fn command(cp: &ControlPlane, args: &[&str]) -> Command {
@@ -112,6 +151,7 @@ fn command(cp: &ControlPlane, args: &[&str]) -> Command {
     c.args(args)
         .env("TRELLIS_SERVER", &cp.url)
         .env("TRELLIS_TOKEN_FILE", cp.token_file())
+        .env("TRELLIS_CA_FILE", cp.ca_file())
         .env_remove("TRELLIS_TOKEN")
         .env("TRELLIS_LOG", "warn");
     c

@@ -99,14 +99,15 @@ impl Env {
             &format!("{join}exec {cmd}"),
         ]);
         c.env("TRELLIS_LOG", "warn")
-            .env("TRELLIS_TOKEN_FILE", self.run.join("cp/api-token"));
+            .env("TRELLIS_TOKEN_FILE", self.run.join("cp/api-token"))
+            .env("TRELLIS_CA_FILE", self.run.join("cp/ca.pem"));
         c
     }
 
     pub fn start_control_plane(&mut self) {
         let listen = self
             .cp_url
-            .strip_prefix("http://")
+            .strip_prefix("https://")
             .unwrap_or("127.0.0.1:0")
             .to_string();
         let mut cp = self
@@ -201,13 +202,20 @@ impl Env {
         v["status"]["vip"].as_str().expect("vip").to_string()
     }
 
-    /// Starts the node; its stdout goes to `run/node.out`, its log to
-    /// `run/node.log`.
+    /// Starts the node (with a join token on its first start); its stdout
+    /// goes to `run/node.out`, its log to `run/node.log`.
     pub fn start_node(&mut self, extra: &[&str]) {
+        let join = match self.run.join("node/identity.json").exists() {
+            true => String::new(),
+            false => format!(
+                "--join-token {}",
+                self.trellis("network join-token east").trim()
+            ),
+        };
         let cmd = format!(
             "env TRELLIS_LOG={} {BIN} node --network east --control-plane {} --data-dir {}/node --cgroup {} --proxy-cgroup {} \
              --bpf-pin-dir {} --datapath ebpf --snat-address {SNAT_IP} --admin-listen 127.0.0.1:0 \
-             --access-log {}/access.log --drain-seconds 2 {} 2>>{}/node.log",
+             --access-log {}/access.log --drain-seconds 2 {join} {} 2>>{}/node.log",
             self.node_log,
             self.cp_url,
             self.run.display(),

@@ -47,15 +47,28 @@ pub fn json(body: &str) -> serde_json::Value {
 }
 
 impl Topology {
-    /// A control plane in `ns` on 0.0.0.0:7070, data in the topology's run dir.
+    /// A control plane in `ns` on 0.0.0.0:7070, data in the topology's run
+    /// dir, its API certificate naming every IPv4 address `ns` has now.
     pub fn control_plane(&mut self, ns: &str, flags: &str) -> ControlPlane {
         let data = self.run.join("cp");
+        let addrs = self.exec(ns, None, "ip -o -4 addr show");
+        let advertise: String = String::from_utf8_lossy(&addrs.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_whitespace()
+                    .nth(3)?
+                    .split('/')
+                    .next()
+                    .map(String::from)
+            })
+            .map(|a| format!(" --advertise {a}"))
+            .collect();
         self.spawn(
             "cp",
             ns,
             None,
             &format!(
-                "{BIN} control-plane --data-dir {} --listen 0.0.0.0:7070 {flags}",
+                "{BIN} control-plane --data-dir {} --listen 0.0.0.0:7070{advertise} {flags}",
                 data.display()
             ),
             "trellis control plane listening on ",
@@ -72,7 +85,7 @@ impl Topology {
             &cp.ns,
             None,
             &format!(
-                "{BIN} {args} --server http://127.0.0.1:7070 --token-file {}/api-token",
+                "{BIN} {args} --server https://127.0.0.1:7070 --token-file {0}/api-token --ca-file {0}/ca.pem",
                 cp.data.display()
             ),
         );
@@ -119,6 +132,8 @@ impl Topology {
 
     /// Starts `node`'s agent against the control plane at `cp_url` (eBPF
     /// datapath, DNS on 127.0.0.53, SNAT from `snat`) and waits until ready.
+    /// A node with no certificate yet joins with a fresh join token unless
+    /// `flags` gives one.
     pub fn start_node(
         &mut self,
         node: &mut Node,
@@ -129,13 +144,20 @@ impl Topology {
     ) {
         let name = &node.network;
         let run = self.run.display().to_string();
+        let joined = self.run.join(name).join("identity.json").exists();
+        let join = match joined || flags.contains("--join-token") {
+            true => String::new(),
+            false => format!(
+                "--join-token {}",
+                self.trellis(cp, &format!("network join-token {name}"))
+            ),
+        };
         let cmd = format!(
             "{BIN} node --network {name} --control-plane {cp_url} \
-             --token-file {}/api-token --data-dir {run}/{name} --cgroup {} --proxy-cgroup {} \
+             --data-dir {run}/{name} --cgroup {} --proxy-cgroup {} \
              --bpf-pin-dir {} --datapath ebpf --snat-address {snat} \
              --admin-listen 127.0.0.1:0 --dns-listen 127.0.0.53:53 \
-             --access-log {run}/{name}-access.log --drain-seconds 1 {flags}",
-            cp.data.display(),
+             --access-log {run}/{name}-access.log --drain-seconds 1 {join} {flags}",
             node.clients.display(),
             node.proxy_cg.display(),
             node.pins.display(),

@@ -1,5 +1,8 @@
-//! HTTP client for the control plane's API, shared by the CLI, node agents
-//! and DNS servers. Every call is bounded by a timeout.
+//! HTTPS client for the control plane's API, shared by the CLI, node agents
+//! and DNS servers. It speaks only TLS, and trusts only the control plane it
+//! was told about: a CA certificate, or a CA hash from a join token
+//! ([`Trust`]). Operators add a bearer token; nodes and DNS servers show
+//! their certificate instead. Every call is bounded by a timeout.
 
 use crate::error::ApiError;
 use crate::keys::{AccessKeyInfo, KeyStatus, NewAccessKey};
@@ -8,12 +11,18 @@ use crate::snapshot::Snapshot;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Uri, header};
 use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{Client as HyperClient, connect::HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use rustls::client::ResolvesClientCert;
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
+
+pub use crate::trust::Trust;
 
 /// Largest response body the client reads (a full listing of 10,000 services
 /// is about 10 MiB).
@@ -23,6 +32,8 @@ const MAX_RESPONSE_BYTES: usize = 256 << 20;
 pub enum ClientError {
     #[error("invalid server URL {0:?}: {1}")]
     Url(String, String),
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot reach the control plane at {0}: {1}")]
     Connect(String, String),
     #[error("no answer from the control plane at {0} within {1:?}")]
@@ -110,32 +121,68 @@ pub struct Client {
     base: String,
     token: Option<String>,
     timeout: Duration,
-    http: HyperClient<HttpConnector, Full<Bytes>>,
+    trust: Trust,
+    http: HyperClient<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+/// How a [`Client`] proves who calls: an operator's bearer token, or a
+/// node's certificate (mutual TLS).
+#[derive(Clone, Default)]
+pub enum Credential {
+    #[default]
+    None,
+    Token(String),
+    Certificate(Arc<dyn ResolvesClientCert>),
 }
 
 impl Client {
+    /// A client of the control plane at `base` (`https://HOST:PORT`) that
+    /// trusts it as `trust` says and calls with `credential`.
     pub fn new(
         base: &str,
-        token: Option<String>,
+        trust: Trust,
+        credential: Credential,
         timeout: Duration,
     ) -> Result<Client, ClientError> {
         let base = base.trim_end_matches('/').to_string();
         let uri: Uri = base
             .parse()
             .map_err(|e: http::uri::InvalidUri| ClientError::Url(base.clone(), e.to_string()))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(ClientError::Url(base, "expected http://HOST:PORT".into()));
+        if uri.scheme_str() != Some("https") || uri.authority().is_none() {
+            return Err(ClientError::Url(
+                base,
+                "expected https://HOST:PORT (the API speaks only TLS)".into(),
+            ));
         }
+        let (token, resolver) = match credential {
+            Credential::None => (None, None),
+            Credential::Token(t) => (Some(t), None),
+            Credential::Certificate(r) => (None, Some(r)),
+        };
+        let tls = trust.client_config(resolver).map_err(ClientError::Tls)?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         connector.set_nodelay(true);
-        let http = HyperClient::builder(TokioExecutor::new()).build(connector);
+        connector.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .wrap_connector(connector);
+        let http = HyperClient::builder(TokioExecutor::new()).build(https);
         Ok(Client {
             base,
             token,
             timeout,
+            trust,
             http,
         })
+    }
+
+    /// The CA certificate the server proved it holds, once a call has
+    /// succeeded: what a node keeps after joining by a CA hash.
+    pub fn anchor(&self) -> Option<CertificateDer<'static>> {
+        self.trust.anchor()
     }
 
     pub fn base(&self) -> &str {
@@ -231,15 +278,17 @@ impl Client {
         decode(&bytes)
     }
 
-    /// A join token for nodes of `network`, valid for `ttl`.
+    /// A join token for `role`s of `network`, valid for `ttl`.
     pub async fn create_join_token(
         &self,
         network: &str,
+        role: crate::pki::Role,
         ttl: Duration,
     ) -> Result<crate::pki::JoinToken, ClientError> {
         let path = format!("/v1/networks/{network}/join-tokens");
-        let body = serde_json::to_vec(&serde_json::json!({ "ttlSeconds": ttl.as_secs() }))
-            .unwrap_or_default();
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "ttlSeconds": ttl.as_secs(), "role": role }))
+                .unwrap_or_default();
         let (_, bytes) = self
             .call(Method::POST, &path, Some(body), self.timeout)
             .await?;

@@ -10,6 +10,7 @@
 pub mod client;
 pub mod error;
 pub mod follow;
+pub mod identity;
 pub mod keys;
 pub mod persist;
 pub mod pki;
@@ -19,6 +20,7 @@ pub mod secret;
 pub mod snapshot;
 pub mod tls;
 pub mod token;
+pub mod trust;
 
 pub use error::{ApiError, FieldError};
 pub use resource::{API_VERSION, Kind, Object, Resource, Spec};

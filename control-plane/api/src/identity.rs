@@ -1,12 +1,15 @@
-//! This node's identity between networks: a P-256 key that never leaves
-//! the node and a short-lived certificate from the control plane's CA
-//! naming the node's network (`trellis_api::pki`). The first certificate
+//! A node's (or a standalone DNS server's) identity: a P-256 key that never
+//! leaves the host and a short-lived certificate from the control plane's CA
+//! naming its network and role ([`crate::pki`]). It is what the holder shows
+//! the control plane (mutual TLS) and, for a node, other networks' gateways. The first certificate
 //! takes a join token; after that the node renews on its own at two thirds
 //! of the lifetime, proving itself with the current certificate. Both are
 //! kept in the data dir, so a restart needs no new token while the
 //! certificate is valid. rustls reads the current certificate on every
 //! handshake, so a renewal needs no restart and cuts no connection.
 
+use crate::client::Client;
+use crate::pki::{CertificateRequest, IssuedCertificate, Role};
 use arc_swap::ArcSwap;
 use rustls::client::ResolvesClientCert;
 use rustls::crypto::CryptoProvider;
@@ -19,8 +22,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use trellis_api::client::Client;
-use trellis_api::pki::{CertificateRequest, IssuedCertificate};
 
 /// Both ends speak HTTP/2 in the tunnel.
 pub const ALPN: &[u8] = b"h2";
@@ -35,6 +36,11 @@ pub enum IdentityError {
     Refused(String),
     #[error("the issued certificate names network {got}, not {want}")]
     WrongNetwork { got: String, want: String },
+    #[error("the join token is for a {got} certificate; this is a {want}")]
+    WrongRole {
+        got: &'static str,
+        want: &'static str,
+    },
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
     #[error("{0}")]
@@ -51,6 +57,7 @@ struct Current {
 
 pub struct Identity {
     network: String,
+    role: Role,
     key_pem: String,
     dir: PathBuf,
     provider: Arc<CryptoProvider>,
@@ -63,6 +70,7 @@ impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Identity")
             .field("network", &self.network)
+            .field("role", &self.role)
             .field("not_after", &self.not_after())
             .finish_non_exhaustive()
     }
@@ -105,11 +113,13 @@ fn csr(key_pem: &str) -> Result<String, IdentityError> {
 }
 
 impl Identity {
-    /// The identity of a node of `network`: the one kept in `dir` while its
-    /// certificate is valid, else a new key and a certificate got with
-    /// `join_token`.
+    /// The identity of a `role` of `network`: the one kept in `dir` while
+    /// its certificate is valid, else a new key and a certificate got with
+    /// `join_token`. `client` carries no credential: the token (or, to
+    /// renew, the certificate) is the proof.
     pub async fn enroll(
         client: &Client,
+        role: Role,
         network: &str,
         dir: &Path,
         join_token: Option<&str>,
@@ -121,7 +131,9 @@ impl Identity {
                 .and_then(|b| serde_json::from_slice::<IssuedCertificate>(&b).ok()),
         );
         let (key_pem, issued) = match kept {
-            Some((key, issued)) if issued.network == network && issued.not_after > now() => {
+            Some((key, issued))
+                if issued.network == network && issued.role == role && issued.not_after > now() =>
+            {
                 tracing::info!(
                     network,
                     not_after = issued.not_after,
@@ -141,7 +153,7 @@ impl Identity {
                     .issue_certificate(&req)
                     .await
                     .map_err(|e| IdentityError::Refused(e.to_string()))?;
-                trellis_api::persist::write_atomic(&key_file, key.as_bytes(), 0o600)
+                crate::persist::write_atomic(&key_file, key.as_bytes(), 0o600)
                     .map_err(|e| IdentityError::Io(key_file.clone(), e))?;
                 tracing::info!(
                     network,
@@ -157,6 +169,12 @@ impl Identity {
                 want: network.into(),
             });
         }
+        if issued.role != role {
+            return Err(IdentityError::WrongRole {
+                got: issued.role.as_str(),
+                want: role.as_str(),
+            });
+        }
         let provider = provider();
         let mut roots = RootCertStore::empty();
         for ca in CertificateDer::pem_slice_iter(issued.ca.as_bytes()) {
@@ -164,6 +182,7 @@ impl Identity {
         }
         let identity = Identity {
             network: network.to_string(),
+            role,
             dir: dir.to_path_buf(),
             current: ArcSwap::from_pointee(Current {
                 certified: certified(&provider, &key_pem, &issued)?,
@@ -182,8 +201,18 @@ impl Identity {
     fn persist(&self) -> Result<(), IdentityError> {
         let file = self.dir.join("identity.json");
         let json = serde_json::to_vec_pretty(&self.current.load().issued).map_err(tls)?;
-        trellis_api::persist::write_atomic(&file, &json, 0o600)
-            .map_err(|e| IdentityError::Io(file, e))
+        crate::persist::write_atomic(&file, &json, 0o600).map_err(|e| IdentityError::Io(file, e))
+    }
+
+    /// The CA certificates (PEM) of the control plane that issued this.
+    pub fn ca_pem(&self) -> String {
+        self.current.load().issued.ca.clone()
+    }
+
+    /// What shows this identity's current certificate on each handshake:
+    /// the credential of its [`Client`].
+    pub fn credential(self: &Arc<Self>) -> crate::client::Credential {
+        crate::client::Credential::Certificate(Arc::new(Resolver(self.clone())))
     }
 
     /// Unix seconds.
@@ -212,7 +241,8 @@ impl Identity {
                     tracing::info!(
                         network = self.network,
                         not_after = self.not_after(),
-                        "node certificate renewed"
+                        role = self.role.as_str(),
+                        "certificate renewed"
                     );
                 }
                 Err(e) => {
@@ -233,10 +263,10 @@ impl Identity {
             .issue_certificate(&req)
             .await
             .map_err(|e| IdentityError::Refused(e.to_string()))?;
-        if issued.network != self.network {
+        if issued.network != self.network || issued.role != self.role {
             return Err(IdentityError::WrongNetwork {
-                got: issued.network,
-                want: self.network.clone(),
+                got: format!("{} ({})", issued.network, issued.role.as_str()),
+                want: format!("{} ({})", self.network, self.role.as_str()),
             });
         }
         let certified = certified(&self.provider, &self.key_pem, &issued)?;
