@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{BIN, ControlPlane, trellis};
+use common::{BIN, ControlPlane, private_dir, trellis};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,14 +12,6 @@ const SAMPLE: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/samples/path-and-header-routing.yaml"
 );
-
-/// A data dir as `trellis dns` wants it: open to its owner only.
-fn private_dir() -> tempfile::TempDir {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-    dir
-}
 
 /// A `trellis dns` process, killed on drop.
 struct Dns {

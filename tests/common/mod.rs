@@ -185,6 +185,15 @@ pub fn run(program: &str, args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("{program} is needed by this test (see README setup): {e}"))
 }
 
+/// A data dir as `trellis node` and `trellis dns` want it: open to its
+/// owner only.
+pub fn private_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
 /// Documents of a YAML text, through the real front end.
 pub fn documents(text: &str) -> Vec<serde_json::Value> {
     trellis_control_plane::manifest::parse("test.yaml", text)
