@@ -47,6 +47,9 @@ enum Command {
     /// Identities and their access keys (SigV4).
     #[command(subcommand)]
     Identity(cli::identity::Command),
+    /// Named API tokens with roles: create, list, revoke.
+    #[command(subcommand)]
+    Token(cli::token::Command),
     /// Network operations: join tokens for nodes.
     #[command(subcommand)]
     Network(cli::network::Command),
@@ -94,6 +97,7 @@ fn main() -> ExitCode {
             Command::Dns(args) => cli::dns::run(args).await,
             Command::Identity(cmd) => cli::identity::run(cmd).await,
             Command::Network(cmd) => cli::network::run(cmd).await,
+            Command::Token(cmd) => cli::token::run(cmd).await,
             Command::Node(args) => cli::node::run(*args).await,
         }
     });

@@ -487,7 +487,10 @@ fn every_request_needs_the_token_loopback_included() {
             .unwrap();
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-        assert!(stderr.contains("missing or wrong bearer token"), "{stderr}");
+        assert!(
+            stderr.contains("missing, wrong, expired or revoked bearer token"),
+            "{stderr}"
+        );
     };
     let status = |cp: &ControlPlane, path: &str| {
         let url = format!("{}{path}", cp.url);

@@ -13,6 +13,7 @@ pub mod audit;
 pub mod ca;
 pub mod keys;
 pub mod manifest;
+pub mod operators;
 mod sealed;
 pub mod server;
 pub mod snapshot;
@@ -36,7 +37,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use store::{Commit, Store};
 use tokio::sync::watch;
 use trellis_api::Kind;
-use trellis_api::client::ApplyResponse;
+use trellis_api::client::{ApplyResponse, ChangeAction};
 use trellis_api::keys::{AccessKeyInfo, KeyStatus, NewAccessKey};
 
 #[derive(Clone, Debug)]
@@ -69,6 +70,8 @@ pub enum OpenError {
     Key(#[from] keys::KeyError),
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
+    #[error(transparent)]
+    Operators(#[from] operators::OperatorError),
 }
 
 /// Most access keys one identity may hold (two let it rotate; a few more let
@@ -106,6 +109,8 @@ pub struct ControlPlane {
     ca: ca::Authority,
     /// Every mutating API call (the server writes it).
     pub audit: audit::AuditLog,
+    /// Named API tokens with roles.
+    pub operators: operators::Operators,
 }
 
 fn now() -> u64 {
@@ -155,6 +160,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             keyring: Arc::new(keyring),
             audit: audit::AuditLog::open(&config.data_dir)?,
+            operators: operators::Operators::open(&config.data_dir)?,
             ca,
             config,
             state: RwLock::new(Arc::new(state)),
@@ -220,10 +226,14 @@ impl ControlPlane {
         self.revision.send_replace(rev);
     }
 
+    /// Validates and applies `documents` as one change. With `scope`, every
+    /// object the change touches must be within it (checked under the
+    /// writer lock, against the state the change starts from).
     pub async fn apply(
         &self,
         documents: Vec<Value>,
         dry_run: bool,
+        scope: Option<operators::EditScope>,
     ) -> Result<ApplyResponse, HttpError> {
         let _writer = self.writer.lock().await;
         let current = self.current();
@@ -236,6 +246,19 @@ impl ControlPlane {
             let mut applied = current
                 .apply(&documents, &settings, now(), dry_run)
                 .map_err(HttpError::Invalid)?;
+            if let Some(scope) = &scope {
+                for c in applied
+                    .changes
+                    .iter()
+                    .filter(|c| c.action != ChangeAction::Unchanged)
+                {
+                    let old = current.get(c.kind, &c.name).map(|o| &o.resource);
+                    let new = applied.state.get(c.kind, &c.name).map(|o| &o.resource);
+                    scope
+                        .allows(c.kind, &c.name, old, new, &applied.state)
+                        .map_err(HttpError::Forbidden)?;
+                }
+            }
             if let (Some(commit), false) = (&mut applied.commit, dry_run) {
                 sealed::seal(&keyring, commit).map_err(|e| HttpError::Internal(e.to_string()))?;
                 store.commit(commit).map_err(|e| {
@@ -265,9 +288,21 @@ impl ControlPlane {
         })
     }
 
-    pub async fn delete(&self, kind: Kind, name: &str) -> Result<u64, HttpError> {
+    /// Deletes an object; with `scope`, only one within it.
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        name: &str,
+        scope: Option<&operators::EditScope>,
+    ) -> Result<u64, HttpError> {
         let _writer = self.writer.lock().await;
-        let (next, commit) = self.current().delete(kind, name, now())?;
+        let current = self.current();
+        if let (Some(scope), Some(old)) = (scope, current.get(kind, name)) {
+            scope
+                .allows(kind, name, Some(&old.resource), None, &current)
+                .map_err(HttpError::Forbidden)?;
+        }
+        let (next, commit) = current.delete(kind, name, now())?;
         let revision = self.commit(next, commit).await?;
         tracing::info!(revision, %kind, name, "deleted");
         Ok(revision)

@@ -1,9 +1,11 @@
 //! The control plane's HTTP/JSON API on hyper, over TLS only.
 //!
 //! Every request is read as a [`Route`], its caller as a [`Caller`], and
-//! [`Caller::may`] decides before anything runs: operators hold the API
-//! token; nodes and DNS servers show their certificate (mutual TLS), which
-//! lets them read their own network's snapshot and renew, nothing else.
+//! [`Caller::may`] decides before anything runs: operators hold the
+//! bootstrap token or a named token with a role (editors' changes are then
+//! checked object by object against their scopes); nodes and DNS servers
+//! show their certificate (mutual TLS), which lets them read their own
+//! network's snapshot and renew, nothing else.
 //!
 //! | method and path                          | what                                        |
 //! |------------------------------------------|---------------------------------------------|
@@ -18,11 +20,15 @@
 //! | `PATCH /v1/identities/{name}/keys/{id}`  | `{"Status": "Active" or "Inactive"}`        |
 //! | `DELETE /v1/identities/{name}/keys/{id}` | delete a key                                |
 //! | `GET /v1/audit?since=S&actor=A`          | the audit log (`{"items": [...]}`)          |
+//! | `POST /v1/tokens`                        | a named API token with a role; the only answer with its text (201) |
+//! | `GET /v1/tokens`                         | `{"items": [...]}`: names, roles, scopes, expiry |
+//! | `DELETE /v1/tokens/{name}`               | revoke a token, at once                     |
 //! | `POST /v1/networks/{name}/join-tokens`   | a join token (`{"ttlSeconds": N, "role": "node" or "dns"}`) |
 //! | `POST /v1/certificates`                  | a certificate for a CSR with a join token or the current certificate |
 //! | `GET /v1/ca`                             | the CA certificate (PEM)                    |
 //! | `GET /healthz`                           | liveness |
 
+use crate::operators::{EditScope, OperatorError};
 use crate::state::DeleteError;
 use crate::{ControlPlane, SnapshotView, audit};
 use bytes::Bytes;
@@ -38,7 +44,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
-use trellis_api::client::{ApplyRequest, ApplyResponse, ChangeAction, DeleteResponse};
+use trellis_api::client::{
+    ApiToken, ApplyRequest, ApplyResponse, ChangeAction, DeleteResponse, NewApiToken, TokenRole,
+};
 use trellis_api::keys::KeyStatus;
 use trellis_api::pki::{Role, Subject};
 use trellis_api::{ApiError, FieldError, Kind};
@@ -79,7 +87,7 @@ impl HttpError {
                 StatusCode::UNAUTHORIZED,
                 e(
                     "unauthorized",
-                    "missing or wrong bearer token; pass --token-file <data-dir>/api-token or TRELLIS_TOKEN".into(),
+                    "missing, wrong, expired or revoked bearer token; pass --token-file <data-dir>/api-token or TRELLIS_TOKEN".into(),
                 ),
             ),
             HttpError::Forbidden(m) => (StatusCode::FORBIDDEN, e("forbidden", m)),
@@ -229,6 +237,8 @@ pub async fn serve(
 pub enum Caller {
     /// The bootstrap API token (`<data-dir>/api-token`).
     Admin,
+    /// A named token, with its role and scopes.
+    Operator(Arc<ApiToken>),
     /// A node or DNS server, by its certificate.
     Member(Subject),
     /// No valid credential.
@@ -240,6 +250,7 @@ impl Caller {
     fn actor(&self) -> String {
         match self {
             Caller::Admin => "admin".into(),
+            Caller::Operator(t) => format!("token/{}", t.name),
             Caller::Member(s) => format!("{}/{}", s.role.as_str(), s.network),
             Caller::Anonymous => "anonymous".into(),
         }
@@ -252,6 +263,7 @@ impl Caller {
         }
         match self {
             Caller::Admin => Ok(()),
+            Caller::Operator(t) => operator_may(t, route),
             Caller::Anonymous => Err(HttpError::Unauthorized),
             Caller::Member(s) => match route {
                 Route::Snapshot { network } if *network == s.network => Ok(()),
@@ -263,6 +275,54 @@ impl Caller {
             },
         }
     }
+}
+
+/// A named token's rights: every role reads (secrets hidden); an editor
+/// changes services and target groups (each object then checked against
+/// its scopes); a key manager handles its identities' keys; an admin does
+/// everything.
+fn operator_may(t: &ApiToken, route: &Route) -> Result<(), HttpError> {
+    let reads = matches!(
+        route,
+        Route::List { .. }
+            | Route::Get { .. }
+            | Route::Audit
+            | Route::ListKeys { .. }
+            | Route::Snapshot { .. }
+    );
+    let edits = |kind: &Kind| matches!(kind, Kind::Service | Kind::TargetGroup);
+    let allowed = reads
+        || match t.role {
+            TokenRole::Admin => true,
+            TokenRole::Viewer => false,
+            TokenRole::Editor => match route {
+                Route::Apply => true,
+                Route::Put { kind, .. } | Route::Delete { kind, .. } => edits(kind),
+                _ => false,
+            },
+            TokenRole::KeyManager => match route {
+                Route::CreateKey { identity }
+                | Route::SetKeyStatus { identity, .. }
+                | Route::DeleteKey { identity, .. } => {
+                    t.scopes.contains(&format!("identity/{identity}"))
+                }
+                _ => false,
+            },
+        };
+    if allowed {
+        return Ok(());
+    }
+    Err(HttpError::Forbidden(format!(
+        "token {} ({}{}) may not {}",
+        t.name,
+        t.role.as_str(),
+        if t.scopes.is_empty() {
+            String::new()
+        } else {
+            format!(" of {}", t.scopes.join(", "))
+        },
+        route.describe()
+    )))
 }
 
 async fn handle(
@@ -277,7 +337,12 @@ async fn handle(
     // A bearer token speaks for whoever sends it, on any connection.
     let caller = match req.headers().get(header::AUTHORIZATION) {
         Some(h) if trellis_api::token::is_bearer(h.to_str().ok(), &token) => Caller::Admin,
-        Some(_) => Caller::Anonymous,
+        Some(h) => h
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| cp.operators.authenticate(v, crate::now()))
+            .map_or(Caller::Anonymous, Caller::Operator),
         None => member.map_or(Caller::Anonymous, Caller::Member),
     };
     let mut summary = Summary {
@@ -340,6 +405,9 @@ pub enum Route {
     Get { kind: Kind, name: String },
     Put { kind: Kind, name: String },
     Delete { kind: Kind, name: String },
+    CreateToken,
+    ListTokens,
+    RevokeToken { name: String },
 }
 
 impl Route {
@@ -366,6 +434,9 @@ impl Route {
                 identity: s(i),
                 id: s(id),
             },
+            (&Method::POST, ["v1", "tokens"]) => Route::CreateToken,
+            (&Method::GET, ["v1", "tokens"]) => Route::ListTokens,
+            (&Method::DELETE, ["v1", "tokens", n]) => Route::RevokeToken { name: s(n) },
             (&Method::GET, ["v1", k]) => Route::List {
                 kind: parse_kind(k)?,
             },
@@ -393,6 +464,29 @@ impl Route {
     fn is_open(&self) -> bool {
         matches!(self, Route::Healthz | Route::Ca | Route::Certificates)
     }
+
+    /// What it does, for a refusal.
+    fn describe(&self) -> String {
+        match self {
+            Route::Healthz | Route::Ca | Route::Certificates => "call this".into(),
+            Route::Apply => "apply".into(),
+            Route::Audit => "read the audit log".into(),
+            Route::Snapshot { network } => format!("read network {network}'s snapshot"),
+            Route::JoinToken { network } => format!("create join tokens for network {network}"),
+            Route::CreateKey { identity } => format!("issue keys for identity {identity}"),
+            Route::ListKeys { identity } => format!("list identity {identity}'s keys"),
+            Route::SetKeyStatus { identity, .. } | Route::DeleteKey { identity, .. } => {
+                format!("change identity {identity}'s keys")
+            }
+            Route::List { kind } => format!("list {}", kind.plural()),
+            Route::Get { kind, name } => format!("read {kind}/{name}"),
+            Route::Put { kind, name } => format!("change {kind}/{name}"),
+            Route::Delete { kind, name } => format!("delete {kind}/{name}"),
+            Route::CreateToken | Route::ListTokens | Route::RevokeToken { .. } => {
+                "manage API tokens".into()
+            }
+        }
+    }
 }
 
 async fn run(
@@ -410,7 +504,9 @@ async fn run(
         Route::Apply => {
             let body: ApplyRequest = read_json(cp, req).await?;
             let dry_run = body.dry_run;
-            let applied = cp.apply(body.documents, dry_run).await?;
+            let applied = cp
+                .apply(body.documents, dry_run, edit_scope(caller))
+                .await?;
             if !dry_run {
                 summary.applied(&applied);
             }
@@ -421,8 +517,10 @@ async fn run(
             let wait = Duration::from_secs(query.wait_seconds.unwrap_or(30)).min(MAX_WAIT);
             // A DNS server needs names, never a key.
             let view = match caller {
-                Caller::Member(s) if s.role == Role::Dns => SnapshotView::Public,
-                _ => SnapshotView::Full,
+                Caller::Admin => SnapshotView::Full,
+                Caller::Member(s) if s.role == Role::Node => SnapshotView::Full,
+                Caller::Operator(t) if t.role == TokenRole::Admin => SnapshotView::Full,
+                _ => SnapshotView::Public,
             };
             match cp.watch_snapshot(&network, query.since, wait, view).await? {
                 Some(body) => Ok(raw_json(StatusCode::OK, body)),
@@ -494,6 +592,31 @@ async fn run(
                 .push(format!("key {id} of identity/{name} deleted"));
             Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
         }
+        Route::CreateToken => {
+            let body: NewApiToken = read_json(cp, req).await?;
+            let created = cp
+                .operators
+                .create(&body, crate::now())
+                .map_err(operator_error)?;
+            summary.changes.push(format!(
+                "token {} ({}) created",
+                created.name,
+                created.role.as_str()
+            ));
+            Ok(json_response(StatusCode::CREATED, &created))
+        }
+        Route::ListTokens => Ok(json_response(
+            StatusCode::OK,
+            &serde_json::json!({ "items": cp.operators.list() }),
+        )),
+        Route::RevokeToken { name } => {
+            cp.operators.revoke(&name).map_err(operator_error)?;
+            summary.changes.push(format!("token {name} revoked"));
+            Ok(json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "revoked": name }),
+            ))
+        }
         Route::Audit => {
             let query = AuditQuery::parse(req.uri().query())?;
             let items = cp
@@ -521,12 +644,12 @@ async fn run(
                     "the body must be a {kind} named \"{name}\", as the path says"
                 )));
             }
-            let applied = cp.apply(vec![doc], false).await?;
+            let applied = cp.apply(vec![doc], false, edit_scope(caller)).await?;
             summary.applied(&applied);
             Ok(json_response(StatusCode::OK, &applied))
         }
         Route::Delete { kind, name } => {
-            let revision = cp.delete(kind, &name).await?;
+            let revision = cp.delete(kind, &name, edit_scope(caller).as_ref()).await?;
             summary.revision = Some(revision);
             summary.changes.push(format!("{kind}/{name} deleted"));
             Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
@@ -534,10 +657,27 @@ async fn run(
     }
 }
 
+/// An editor's scope; `None` (no limit) for everyone else `may` let in.
+fn edit_scope(caller: &Caller) -> Option<EditScope> {
+    match caller {
+        Caller::Operator(t) if t.role == TokenRole::Editor => Some(EditScope::of(t)),
+        _ => None,
+    }
+}
+
+fn operator_error(e: OperatorError) -> HttpError {
+    match e {
+        OperatorError::Invalid(m) => HttpError::BadRequest(m),
+        OperatorError::Exists(_) => HttpError::Conflict(e.to_string()),
+        OperatorError::NotFound(_) => HttpError::NotFound(e.to_string()),
+        OperatorError::Io(..) => HttpError::Unavailable(e.to_string()),
+    }
+}
+
 fn known_path(segments: &[&str]) -> bool {
     match segments {
         ["healthz"] | ["v1", "apply"] | ["v1", "certificates"] | ["v1", "ca"] => true,
-        ["v1", "audit"] => true,
+        ["v1", "audit"] | ["v1", "tokens"] | ["v1", "tokens", _] => true,
         ["v1", kind] | ["v1", kind, _] => Kind::parse(kind).is_some(),
         ["v1", "networks", _, "snapshot"] | ["v1", "networks", _, "join-tokens"] => true,
         ["v1", "identities", _, "keys"] | ["v1", "identities", _, "keys", _] => true,
@@ -662,5 +802,204 @@ impl AuditQuery {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of every route: the match makes a new route fail to compile
+    /// here until it is listed (and so judged below).
+    fn every_route() -> Vec<Route> {
+        let s = |x: &str| x.to_string();
+        let all = vec![
+            Route::Healthz,
+            Route::Ca,
+            Route::Certificates,
+            Route::Apply,
+            Route::Audit,
+            Route::Snapshot { network: s("east") },
+            Route::JoinToken { network: s("east") },
+            Route::CreateKey {
+                identity: s("alice"),
+            },
+            Route::ListKeys {
+                identity: s("alice"),
+            },
+            Route::SetKeyStatus {
+                identity: s("alice"),
+                id: s("K"),
+            },
+            Route::DeleteKey {
+                identity: s("alice"),
+                id: s("K"),
+            },
+            Route::List {
+                kind: Kind::Service,
+            },
+            Route::Get {
+                kind: Kind::Service,
+                name: s("shop"),
+            },
+            Route::Put {
+                kind: Kind::Service,
+                name: s("shop"),
+            },
+            Route::Put {
+                kind: Kind::Network,
+                name: s("east"),
+            },
+            Route::Delete {
+                kind: Kind::TargetGroup,
+                name: s("blue"),
+            },
+            Route::Delete {
+                kind: Kind::Identity,
+                name: s("alice"),
+            },
+            Route::CreateToken,
+            Route::ListTokens,
+            Route::RevokeToken { name: s("ci") },
+        ];
+        for r in &all {
+            match r {
+                Route::Healthz
+                | Route::Ca
+                | Route::Certificates
+                | Route::Apply
+                | Route::Audit
+                | Route::Snapshot { .. }
+                | Route::JoinToken { .. }
+                | Route::CreateKey { .. }
+                | Route::ListKeys { .. }
+                | Route::SetKeyStatus { .. }
+                | Route::DeleteKey { .. }
+                | Route::List { .. }
+                | Route::Get { .. }
+                | Route::Put { .. }
+                | Route::Delete { .. }
+                | Route::CreateToken
+                | Route::ListTokens
+                | Route::RevokeToken { .. } => {}
+            }
+        }
+        all
+    }
+
+    /// The request that takes each route of `every_route`, in order.
+    #[test]
+    fn every_route_is_read_from_its_request() {
+        let requests = [
+            ("GET", "/healthz"),
+            ("GET", "/v1/ca"),
+            ("POST", "/v1/certificates"),
+            ("POST", "/v1/apply"),
+            ("GET", "/v1/audit"),
+            ("GET", "/v1/networks/east/snapshot"),
+            ("POST", "/v1/networks/east/join-tokens"),
+            ("POST", "/v1/identities/alice/keys"),
+            ("GET", "/v1/identities/alice/keys"),
+            ("PATCH", "/v1/identities/alice/keys/K"),
+            ("DELETE", "/v1/identities/alice/keys/K"),
+            ("GET", "/v1/services"),
+            ("GET", "/v1/services/shop"),
+            ("PUT", "/v1/services/shop"),
+            ("PUT", "/v1/networks/east"),
+            ("DELETE", "/v1/targetgroups/blue"),
+            ("DELETE", "/v1/identities/alice"),
+            ("POST", "/v1/tokens"),
+            ("GET", "/v1/tokens"),
+            ("DELETE", "/v1/tokens/ci"),
+        ];
+        let routes = every_route();
+        assert_eq!(requests.len(), routes.len());
+        for ((method, path), want) in requests.iter().zip(routes) {
+            let method = Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(Route::parse(&method, path).unwrap(), want, "{method} {path}");
+        }
+        assert!(matches!(
+            Route::parse(&Method::PATCH, "/v1/tokens"),
+            Err(HttpError::MethodNotAllowed)
+        ));
+        assert!(matches!(
+            Route::parse(&Method::GET, "/v1/nothing/here/at/all"),
+            Err(HttpError::NotFound(_))
+        ));
+    }
+
+    fn token(role: TokenRole, scopes: &[&str]) -> Caller {
+        Caller::Operator(Arc::new(ApiToken {
+            name: "t".into(),
+            role,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            created_at: 0,
+            expires_at: u64::MAX,
+            token: None,
+        }))
+    }
+
+    /// (caller, the routes it may take, by index in `every_route`); every
+    /// other route is refused. Editors' applies are further checked object
+    /// by object (tests/roles.rs).
+    #[test]
+    fn every_caller_against_every_route() {
+        let routes = every_route();
+        let open = [0, 1, 2];
+        let reads = [4, 5, 8, 11, 12];
+        let member = |role| {
+            Caller::Member(Subject {
+                network: "east".into(),
+                role,
+            })
+        };
+        let west = Caller::Member(Subject {
+            network: "west".into(),
+            role: Role::Node,
+        });
+        let everything: Vec<usize> = (0..routes.len()).collect();
+        let with = |extra: &[usize]| -> Vec<usize> {
+            let mut v: Vec<usize> = open.iter().chain(extra).copied().collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let table: Vec<(&str, Caller, Vec<usize>)> = vec![
+            ("bootstrap admin", Caller::Admin, everything.clone()),
+            ("anonymous", Caller::Anonymous, with(&[])),
+            ("node of east", member(Role::Node), with(&[5])),
+            ("dns of east", member(Role::Dns), with(&[5])),
+            ("node of west", west, with(&[])),
+            ("admin token", token(TokenRole::Admin, &[]), everything),
+            ("viewer", token(TokenRole::Viewer, &[]), with(&reads)),
+            (
+                "editor of shop",
+                token(TokenRole::Editor, &["servicenetwork/shop"]),
+                with(&[&reads[..], &[3, 13, 15]].concat()),
+            ),
+            (
+                "key manager of alice",
+                token(TokenRole::KeyManager, &["identity/alice"]),
+                with(&[&reads[..], &[7, 9, 10]].concat()),
+            ),
+            (
+                "key manager of bob",
+                token(TokenRole::KeyManager, &["identity/bob"]),
+                with(&reads),
+            ),
+        ];
+        for (who, caller, allowed) in table {
+            for (i, route) in routes.iter().enumerate() {
+                let got = caller.may(route);
+                match (allowed.contains(&i), got) {
+                    (true, Ok(())) => {}
+                    (false, Err(HttpError::Unauthorized)) if caller == Caller::Anonymous => {}
+                    (false, Err(HttpError::Forbidden(why))) => {
+                        assert!(!why.is_empty(), "{who} {route:?}")
+                    }
+                    (want, got) => panic!("{who} {route:?}: allowed={want}, got {got:?}"),
+                }
+            }
+        }
     }
 }

@@ -9,8 +9,9 @@ pub struct Args {
     /// Only records younger than this (`1h`, `7d`); default all.
     #[arg(long, value_parser = humantime::parse_duration)]
     since: Option<Duration>,
-    /// Only records of this actor (`admin`, `anonymous`, `join-token`,
-    /// `node-certificate`).
+    /// Only records of this actor: `admin` (the bootstrap token),
+    /// `token/NAME`, `node/NETWORK`, `dns/NETWORK`, `join-token`,
+    /// `certificate` (a renewal), `anonymous`.
     #[arg(long)]
     actor: Option<String>,
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Text)]

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod network;
 pub mod node;
 pub mod resources;
+pub mod token;
 
 use anyhow::Context;
 use std::path::Path;

@@ -80,8 +80,10 @@ pub struct ApplyResponse {
 pub struct AuditRecord {
     /// Unix seconds.
     pub time: u64,
-    /// Who: `admin` (the API token), `join-token` or `node-certificate`
-    /// (a CSR's own proof), `anonymous` (no valid credential).
+    /// Who: `admin` (the bootstrap token), `token/NAME` (a named token),
+    /// `node/NETWORK` or `dns/NETWORK` (a certificate shown in the TLS
+    /// handshake), `join-token` or `certificate` (a CSR's own proof),
+    /// `anonymous` (no valid credential).
     pub actor: String,
     /// The client's address.
     pub peer: String,
@@ -96,6 +98,60 @@ pub struct AuditRecord {
     /// identity/alice created`, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changes: Vec<String>,
+}
+
+/// What a named API token lets its holder do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TokenRole {
+    /// Everything, as the bootstrap token.
+    Admin,
+    /// Apply and delete services and target groups within its scopes
+    /// (`servicenetwork/NAME`, `network/NAME`); read.
+    Editor,
+    /// Issue, deactivate and delete access keys of its scopes'
+    /// identities (`identity/NAME`); read.
+    KeyManager,
+    /// Read, never a secret.
+    Viewer,
+}
+
+impl TokenRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenRole::Admin => "admin",
+            TokenRole::Editor => "editor",
+            TokenRole::KeyManager => "key-manager",
+            TokenRole::Viewer => "viewer",
+        }
+    }
+}
+
+/// A named API token (`/v1/tokens`); `token` only in the answer that
+/// creates it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiToken {
+    pub name: String,
+    pub role: TokenRole,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Unix seconds.
+    pub created_at: u64,
+    pub expires_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+/// `POST /v1/tokens`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewApiToken {
+    pub name: String,
+    pub role: TokenRole,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub ttl_seconds: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -235,6 +291,32 @@ impl Client {
             items: Vec<AuditRecord>,
         }
         decode::<Items>(&bytes).map(|i| i.items)
+    }
+
+    /// Creates a named API token: the only time its text is seen.
+    pub async fn create_token(&self, req: &NewApiToken) -> Result<ApiToken, ClientError> {
+        let body = serde_json::to_vec(req).unwrap_or_default();
+        let (_, bytes) = self
+            .call(Method::POST, "/v1/tokens", Some(body), self.timeout)
+            .await?;
+        decode(&bytes)
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>, ClientError> {
+        #[derive(Deserialize)]
+        struct Items {
+            items: Vec<ApiToken>,
+        }
+        let (_, bytes) = self
+            .call(Method::GET, "/v1/tokens", None, self.timeout)
+            .await?;
+        decode::<Items>(&bytes).map(|i| i.items)
+    }
+
+    pub async fn revoke_token(&self, name: &str) -> Result<(), ClientError> {
+        let path = format!("/v1/tokens/{name}");
+        self.call(Method::DELETE, &path, None, self.timeout).await?;
+        Ok(())
     }
 
     /// Issues an access key for `identity`: the only time its secret is seen.
