@@ -47,6 +47,9 @@ enum Command {
     /// Identities and their access keys (SigV4).
     #[command(subcommand)]
     Identity(cli::identity::Command),
+    /// Certificates for HTTPS targets from the control plane's CA.
+    #[command(subcommand)]
+    Ca(cli::ca::Command),
     /// Named API tokens with roles: create, list, revoke.
     #[command(subcommand)]
     Token(cli::token::Command),
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
             Command::Identity(cmd) => cli::identity::run(cmd).await,
             Command::Network(cmd) => cli::network::run(cmd).await,
             Command::Token(cmd) => cli::token::run(cmd).await,
+            Command::Ca(cmd) => cli::ca::run(cmd).await,
             Command::Node(args) => cli::node::run(*args).await,
         }
     });

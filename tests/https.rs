@@ -582,16 +582,14 @@ fn tls_to_targets_is_verified() {
     let run = env.topo.run.clone();
     ca.issue(&run, "up-name", "up-name", &["backend.shop.internal"]);
     ca.issue(&run, "up-ip", "up-ip", &["10.0.1.11"]);
-    let trellis_ca = Ca {
-        issuer: rcgen::Issuer::from_ca_cert_pem(
-            &std::fs::read_to_string(env.cp.data.join("ca.pem")).unwrap(),
-            rcgen::KeyPair::from_pem(&std::fs::read_to_string(env.cp.data.join("ca.key")).unwrap())
-                .unwrap(),
-        )
-        .unwrap(),
-        pem: String::new(),
-    };
-    trellis_ca.issue(&run, "up-trellis", "up-trellis", &["backend.shop.internal"]);
+    // The Trellis CA's key is sealed: the control plane signs.
+    env.topo.trellis(
+        &env.cp,
+        &format!(
+            "ca issue backend.shop.internal --out {}/up-trellis",
+            run.display()
+        ),
+    );
     Ca::new().issue(&run, "up-rogue", "up-rogue", &["backend.shop.internal"]);
     let targets = format!("{}-targets", env.topo.id);
     env.topo.address(&targets, "10.0.1.11");

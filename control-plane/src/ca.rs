@@ -7,9 +7,15 @@
 //! long as it keeps renewing in time.
 //!
 //! On disk, in the data dir (mode 0600, written atomically): `ca.key`,
-//! `ca.pem`, and `join-tokens.json`, which keeps only the SHA-256 of each
-//! token: a copy of the data dir cannot join anyone.
+//! sealed with the secrets key like access-key secrets (a key an older
+//! version kept in the clear is sealed at start), `ca.pem`, and
+//! `join-tokens.json`, which keeps only the SHA-256 of each token: a copy of
+//! the data dir without the secrets key mints no identity and joins no one.
+//!
+//! Operators get certificates for HTTPS targets from it through the API
+//! ([`Authority::sign_server`]), never by reading the key.
 
+use crate::keys::Keyring;
 use crate::token::write_private;
 use data_encoding::HEXLOWER;
 use rcgen::{
@@ -43,7 +49,14 @@ pub enum CaError {
     Io(PathBuf, std::io::Error),
     #[error("{0}: {1}")]
     Crypto(&'static str, rcgen::Error),
+    #[error("ca.key: {0}")]
+    Sealed(#[from] crate::keys::KeyError),
+    #[error("{0}")]
+    Refused(String),
 }
+
+/// What the sealed key is bound to (AEAD associated data).
+const SEALED_OWNER: &str = "ca.key";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -93,17 +106,30 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
 
 impl Authority {
     /// Loads the CA from `data_dir`, creating it (a P-256 key and a
-    /// self-signed certificate valid ten years) on first start. `ttl` is the
-    /// lifetime of node certificates.
-    pub fn open(data_dir: &Path, ttl: Duration) -> Result<Authority, CaError> {
+    /// self-signed certificate valid ten years) on first start; its key is
+    /// sealed with `keyring`. `ttl` is the lifetime of node certificates.
+    pub fn open(data_dir: &Path, ttl: Duration, keyring: &Keyring) -> Result<Authority, CaError> {
         let (key_file, cert_file) = (data_dir.join("ca.key"), data_dir.join("ca.pem"));
         let io = |p: &Path| {
             let p = p.to_path_buf();
             move |e| CaError::Io(p, e)
         };
+        let seal = |key: &KeyPair| -> Result<(), CaError> {
+            let sealed = keyring.seal_text(SEALED_OWNER, &key.serialize_pem())?;
+            write_private(&key_file, sealed.as_bytes()).map_err(io(&key_file))
+        };
         let (key, ca_pem) = match std::fs::read_to_string(&key_file) {
-            Ok(key_pem) => {
+            Ok(stored) => {
+                let clear = stored.starts_with("-----BEGIN");
+                let key_pem = match clear {
+                    true => stored,
+                    false => keyring.open_text(SEALED_OWNER, stored.trim())?,
+                };
                 let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Crypto("ca.key", e))?;
+                if clear {
+                    seal(&key)?;
+                    tracing::info!(path = %key_file.display(), "sealed the CA key an older version stored in the clear");
+                }
                 (
                     key,
                     std::fs::read_to_string(&cert_file).map_err(io(&cert_file))?,
@@ -127,7 +153,7 @@ impl Authority {
                 // The certificate first: a key without its certificate
                 // would be taken for a CA on the next start.
                 write_private(&cert_file, cert.pem().as_bytes()).map_err(io(&cert_file))?;
-                write_private(&key_file, key.serialize_pem().as_bytes()).map_err(io(&key_file))?;
+                seal(&key)?;
                 tracing::info!(path = %cert_file.display(), "created the node CA");
                 (key, cert.pem())
             }
@@ -345,6 +371,56 @@ impl Authority {
         ))
     }
 
+    /// A server certificate for an operator's HTTPS target, for the CSR's
+    /// own DNS names and IP addresses, valid for `lifetime`. Names under
+    /// `.network.trellis` are refused: they are gateways' identities.
+    pub fn sign_server(&self, csr_pem: &str, lifetime: Duration) -> Result<String, CaError> {
+        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        let sans = std::mem::take(&mut csr.params.subject_alt_names);
+        if sans.is_empty() {
+            return Err(CaError::Refused(
+                "the CSR names no DNS name or IP address".into(),
+            ));
+        }
+        for san in &sans {
+            match san {
+                SanType::DnsName(d)
+                    if d.as_str()
+                        .to_ascii_lowercase()
+                        .ends_with(".network.trellis") =>
+                {
+                    return Err(CaError::Refused(format!(
+                        "{} is a gateway's name; only the control plane issues those",
+                        d.as_str()
+                    )));
+                }
+                SanType::DnsName(_) | SanType::IpAddress(_) => {}
+                other => {
+                    return Err(CaError::Refused(format!(
+                        "only DNS names and IP addresses are signed, not {other:?}"
+                    )));
+                }
+            }
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "trellis target");
+        params.subject_alt_names = sans;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = time_at(now() - BACKDATE_SECS);
+        params.not_after = time_at(now() + lifetime.as_secs());
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&csr.public_key, &self.issuer)
+            .map_err(|e| CaError::Crypto("signing", e))?;
+        Ok(cert.pem())
+    }
+
     /// The CA certificate, DER.
     pub fn ca_der(&self) -> &[u8] {
         &self.ca_der
@@ -354,6 +430,11 @@ impl Authority {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The secrets key of a test data dir.
+    fn keyring(dir: &Path) -> Keyring {
+        Keyring::open_or_create(&dir.join("secrets.key")).unwrap()
+    }
 
     fn csr(key: &KeyPair) -> String {
         CertificateParams::default()
@@ -366,7 +447,8 @@ mod tests {
     #[test]
     fn join_then_renew_then_refuse_strangers() {
         let dir = tempfile::tempdir().unwrap();
-        let ca = Authority::open(dir.path(), Duration::from_secs(3600)).unwrap();
+        let ca =
+            Authority::open(dir.path(), Duration::from_secs(3600), &keyring(dir.path())).unwrap();
         let token = ca
             .create_join_token("west", Role::Node, Duration::from_secs(60), [0; 32])
             .unwrap();
@@ -415,7 +497,12 @@ mod tests {
 
         // A certificate from another CA renews nothing.
         let dir2 = tempfile::tempdir().unwrap();
-        let foreign = Authority::open(dir2.path(), Duration::from_secs(3600)).unwrap();
+        let foreign = Authority::open(
+            dir2.path(),
+            Duration::from_secs(3600),
+            &keyring(dir2.path()),
+        )
+        .unwrap();
         let t2 = foreign
             .create_join_token("west", Role::Node, Duration::from_secs(60), [0; 32])
             .unwrap();
@@ -462,13 +549,13 @@ mod tests {
     #[test]
     fn the_ca_and_its_tokens_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let a = Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
         let token = a
             .create_join_token("east", Role::Node, Duration::from_secs(60), [0; 32])
             .unwrap();
         let pem = a.ca_pem().to_string();
         drop(a);
-        let b = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let b = Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
         assert_eq!(b.ca_pem(), pem);
         assert_eq!(b.redeem(&token.token).unwrap(), ("east".into(), Role::Node));
         let stored = std::fs::read_to_string(dir.path().join("join-tokens.json")).unwrap();
@@ -479,10 +566,65 @@ mod tests {
     #[test]
     fn an_expired_token_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Authority::open(dir.path(), Duration::from_secs(60)).unwrap();
+        let a = Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
         let token = a
             .create_join_token("east", Role::Node, Duration::ZERO, [0; 32])
             .unwrap();
         assert!(matches!(a.redeem(&token.token), Err(CaError::BadToken)));
+    }
+
+    #[test]
+    fn the_ca_key_is_sealed_and_a_clear_one_is_sealed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
+        let pem = a.ca_pem().to_string();
+        let stored = std::fs::read_to_string(dir.path().join("ca.key")).unwrap();
+        assert!(!stored.contains("PRIVATE KEY"), "{stored}");
+        drop(a);
+        // Without the secrets key it opens to nothing.
+        let other = Keyring::open_or_create(&dir.path().join("other.key")).unwrap();
+        assert!(Authority::open(dir.path(), Duration::from_secs(60), &other).is_err());
+
+        // A key an older version wrote in the clear: sealed, same CA.
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::default();
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        let cert = params.self_signed(&key).unwrap();
+        let old = tempfile::tempdir().unwrap();
+        std::fs::write(old.path().join("ca.key"), key.serialize_pem()).unwrap();
+        std::fs::write(old.path().join("ca.pem"), cert.pem()).unwrap();
+        let b = Authority::open(old.path(), Duration::from_secs(60), &keyring(old.path())).unwrap();
+        assert_eq!(b.ca_pem(), cert.pem());
+        let stored = std::fs::read_to_string(old.path().join("ca.key")).unwrap();
+        assert!(!stored.contains("PRIVATE KEY"));
+        assert_ne!(pem, cert.pem());
+    }
+
+    #[test]
+    fn target_certificates_are_signed_for_their_own_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca =
+            Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
+        let request = |names: &[&str]| {
+            let key = KeyPair::generate().unwrap();
+            let params =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .unwrap();
+            params.serialize_request(&key).unwrap().pem().unwrap()
+        };
+        let pem = ca
+            .sign_server(
+                &request(&["backend.shop.internal", "10.0.1.11"]),
+                Duration::from_secs(3600),
+            )
+            .unwrap();
+        let der = pem_der(&pem).unwrap();
+        let described = trellis_api::tls::describe(&der).unwrap();
+        assert_eq!(described.dns_names, ["backend.shop.internal"]);
+        assert!(pki::subject_of(&der).is_none(), "no Trellis identity in it");
+        for names in [&["west.network.trellis"][..], &[][..]] {
+            let r = ca.sign_server(&request(names), Duration::from_secs(3600));
+            assert!(matches!(r, Err(CaError::Refused(_))), "{names:?}: {r:?}");
+        }
     }
 }

@@ -53,6 +53,21 @@ pub struct Config {
     pub api_ca_sha256: [u8; 32],
 }
 
+fn ca_error(e: ca::CaError) -> HttpError {
+    use ca::CaError;
+    match e {
+        CaError::BadCsr(_) | CaError::NoProof | CaError::Refused(_) => {
+            HttpError::BadRequest(e.to_string())
+        }
+        CaError::BadToken | CaError::BadCertificate(_) | CaError::KeyMismatch => {
+            HttpError::Forbidden(e.to_string())
+        }
+        CaError::Io(..) | CaError::Crypto(..) | CaError::Sealed(_) => {
+            HttpError::Internal(e.to_string())
+        }
+    }
+}
+
 /// Which snapshot a watcher gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotView {
@@ -199,17 +214,19 @@ impl ControlPlane {
         &self,
         req: &trellis_api::pki::CertificateRequest,
     ) -> Result<trellis_api::pki::IssuedCertificate, HttpError> {
-        use ca::CaError;
         let state = self.current();
         self.ca
             .issue(req, |n| state.get(Kind::Network, n).is_some())
-            .map_err(|e| match e {
-                CaError::BadCsr(_) | CaError::NoProof => HttpError::BadRequest(e.to_string()),
-                CaError::BadToken | CaError::BadCertificate(_) | CaError::KeyMismatch => {
-                    HttpError::Forbidden(e.to_string())
-                }
-                CaError::Io(..) | CaError::Crypto(..) => HttpError::Internal(e.to_string()),
-            })
+            .map_err(ca_error)
+    }
+
+    /// A certificate for an HTTPS target, from the node CA (PEM).
+    pub fn sign_server_certificate(
+        &self,
+        csr: &str,
+        lifetime: Duration,
+    ) -> Result<String, HttpError> {
+        self.ca.sign_server(csr, lifetime).map_err(ca_error)
     }
 
     pub fn config(&self) -> &Config {

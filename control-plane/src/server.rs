@@ -26,6 +26,7 @@
 //! | `POST /v1/networks/{name}/join-tokens`   | a join token (`{"ttlSeconds": N, "role": "node" or "dns"}`) |
 //! | `POST /v1/certificates`                  | a certificate for a CSR with a join token or the current certificate |
 //! | `GET /v1/ca`                             | the CA certificate (PEM)                    |
+//! | `POST /v1/ca/certificates`               | a server certificate for an HTTPS target (`{"csr": PEM, "ttlSeconds": N}`; admin) |
 //! | `GET /healthz`                           | liveness |
 
 use crate::operators::{EditScope, OperatorError};
@@ -408,6 +409,7 @@ pub enum Route {
     CreateToken,
     ListTokens,
     RevokeToken { name: String },
+    SignCertificate,
 }
 
 impl Route {
@@ -417,6 +419,7 @@ impl Route {
         let route = match (method, segments.as_slice()) {
             (&Method::GET, ["healthz"]) => Route::Healthz,
             (&Method::GET, ["v1", "ca"]) => Route::Ca,
+            (&Method::POST, ["v1", "ca", "certificates"]) => Route::SignCertificate,
             (&Method::POST, ["v1", "certificates"]) => Route::Certificates,
             (&Method::POST, ["v1", "apply"]) => Route::Apply,
             (&Method::GET, ["v1", "audit"]) => Route::Audit,
@@ -485,6 +488,7 @@ impl Route {
             Route::CreateToken | Route::ListTokens | Route::RevokeToken { .. } => {
                 "manage API tokens".into()
             }
+            Route::SignCertificate => "have the CA sign certificates".into(),
         }
     }
 }
@@ -592,6 +596,18 @@ async fn run(
                 .push(format!("key {id} of identity/{name} deleted"));
             Ok(json_response(StatusCode::OK, &DeleteResponse { revision }))
         }
+        Route::SignCertificate => {
+            let body: SignRequest = read_json(cp, req).await?;
+            let ttl = Duration::from_secs(body.ttl_seconds.clamp(3600, 366 * 86_400));
+            let certificate = cp.sign_server_certificate(&body.csr, ttl)?;
+            summary
+                .changes
+                .push("a target certificate signed by the CA".into());
+            Ok(json_response(
+                StatusCode::CREATED,
+                &serde_json::json!({ "certificate": certificate, "ca": cp.ca_pem() }),
+            ))
+        }
         Route::CreateToken => {
             let body: NewApiToken = read_json(cp, req).await?;
             let created = cp
@@ -677,6 +693,7 @@ fn operator_error(e: OperatorError) -> HttpError {
 fn known_path(segments: &[&str]) -> bool {
     match segments {
         ["healthz"] | ["v1", "apply"] | ["v1", "certificates"] | ["v1", "ca"] => true,
+        ["v1", "ca", "certificates"] => true,
         ["v1", "audit"] | ["v1", "tokens"] | ["v1", "tokens", _] => true,
         ["v1", kind] | ["v1", kind, _] => Kind::parse(kind).is_some(),
         ["v1", "networks", _, "snapshot"] | ["v1", "networks", _, "join-tokens"] => true,
@@ -728,6 +745,13 @@ struct JoinTokenRequest {
     ttl_seconds: Option<u64>,
     #[serde(default)]
     role: Option<Role>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct SignRequest {
+    csr: String,
+    ttl_seconds: u64,
 }
 
 #[derive(Default)]
@@ -861,6 +885,7 @@ mod tests {
             Route::CreateToken,
             Route::ListTokens,
             Route::RevokeToken { name: s("ci") },
+            Route::SignCertificate,
         ];
         for r in &all {
             match r {
@@ -881,7 +906,8 @@ mod tests {
                 | Route::Delete { .. }
                 | Route::CreateToken
                 | Route::ListTokens
-                | Route::RevokeToken { .. } => {}
+                | Route::RevokeToken { .. }
+                | Route::SignCertificate => {}
             }
         }
         all
@@ -911,12 +937,17 @@ mod tests {
             ("POST", "/v1/tokens"),
             ("GET", "/v1/tokens"),
             ("DELETE", "/v1/tokens/ci"),
+            ("POST", "/v1/ca/certificates"),
         ];
         let routes = every_route();
         assert_eq!(requests.len(), routes.len());
         for ((method, path), want) in requests.iter().zip(routes) {
             let method = Method::from_bytes(method.as_bytes()).unwrap();
-            assert_eq!(Route::parse(&method, path).unwrap(), want, "{method} {path}");
+            assert_eq!(
+                Route::parse(&method, path).unwrap(),
+                want,
+                "{method} {path}"
+            );
         }
         assert!(matches!(
             Route::parse(&Method::PATCH, "/v1/tokens"),

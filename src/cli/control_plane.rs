@@ -81,7 +81,12 @@ pub async fn run(args: Args) -> Result<()> {
         )
     })?;
     let store = RedbStore::open(&args.data_dir)?;
-    let ca = Authority::open(&args.data_dir, args.node_cert_ttl)?;
+    let key_file = args
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("secrets.key"));
+    let keyring = Keyring::open_or_create(&key_file)?;
+    let ca = Authority::open(&args.data_dir, args.node_cert_ttl, &keyring)?;
     let names = serving_names(&args);
     let serving = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Serving::Files { cert, key },
@@ -103,11 +108,6 @@ pub async fn run(args: Args) -> Result<()> {
         max_connections: args.max_connections,
         api_ca_sha256,
     };
-    let key_file = args
-        .secrets_key_file
-        .clone()
-        .unwrap_or_else(|| args.data_dir.join("secrets.key"));
-    let keyring = Keyring::open_or_create(&key_file)?;
     let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring, ca)?);
     tokio::spawn(cp.clone().rotate_daily());
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -1,6 +1,7 @@
 //! Subcommands of the `trellis` binary.
 
 pub mod audit;
+pub mod ca;
 pub mod control_plane;
 pub mod datapath;
 pub mod demo;

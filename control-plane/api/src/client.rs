@@ -293,6 +293,26 @@ impl Client {
         decode::<Items>(&bytes).map(|i| i.items)
     }
 
+    /// A server certificate (PEM) for the CSR's names, from the node CA.
+    pub async fn sign_certificate(&self, csr: &str, ttl: Duration) -> Result<String, ClientError> {
+        let body =
+            serde_json::to_vec(&serde_json::json!({ "csr": csr, "ttlSeconds": ttl.as_secs() }))
+                .unwrap_or_default();
+        let (_, bytes) = self
+            .call(
+                Method::POST,
+                "/v1/ca/certificates",
+                Some(body),
+                self.timeout,
+            )
+            .await?;
+        #[derive(Deserialize)]
+        struct Signed {
+            certificate: String,
+        }
+        decode::<Signed>(&bytes).map(|s| s.certificate)
+    }
+
     /// Creates a named API token: the only time its text is seen.
     pub async fn create_token(&self, req: &NewApiToken) -> Result<ApiToken, ClientError> {
         let body = serde_json::to_vec(req).unwrap_or_default();
