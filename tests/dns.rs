@@ -261,6 +261,35 @@ fn wait_for(at: &str, name: &str, status: &str) -> Duration {
     }
 }
 
+/// A server whose certificate expired while it was down still starts, with
+/// the control plane down too, and answers from its last snapshot.
+#[test]
+fn an_expired_certificate_still_serves_the_last_snapshot() {
+    let mut cp = ControlPlane::start(&["--node-cert-ttl", "2s"]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let dns = Dns::start(&cp, &["--listen", "127.0.0.1:0", "--network", "east"], None);
+    wait_for(&dns.addrs[0], "catalog.trellis.internal", "NOERROR");
+    let data_dir = dns.stop();
+    cp.kill9();
+    std::thread::sleep(Duration::from_secs(3));
+    let kept: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(data_dir.path().join("identity/east/identity.json")).unwrap(),
+    )
+    .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(kept["notAfter"].as_u64().unwrap() < now, "{kept}");
+    let dns = Dns::start(
+        &cp,
+        &["--listen", "127.0.0.1:0", "--network", "east"],
+        Some(data_dir),
+    );
+    let r = dig(&dns.addrs[0], &["catalog.trellis.internal", "A"]);
+    assert_eq!(r.answer.len(), 1, "{r:?}");
+}
+
 #[test]
 fn applies_and_deletes_show_within_a_second_and_the_last_snapshot_survives() {
     let mut cp = ControlPlane::start(&[]);

@@ -105,8 +105,9 @@ struct CachedSnapshot {
     content: Bytes,
     /// What is served to nodes.
     body: Bytes,
-    /// What is served to DNS servers: keys replaced by fingerprints.
-    public: Bytes,
+    /// What is served to DNS servers and viewers: keys replaced by
+    /// fingerprints. Made from `body` when first asked for.
+    public: Option<Bytes>,
 }
 
 pub struct ControlPlane {
@@ -506,12 +507,9 @@ impl ControlPlane {
         let mut changes = self.revision.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (changed_at, full, public) = self.snapshot(network).await?;
+            let (changed_at, body) = self.snapshot(network, view).await?;
             if since.is_none_or(|s| changed_at > s) {
-                return Ok(Some(match view {
-                    SnapshotView::Full => full,
-                    SnapshotView::Public => public,
-                }));
+                return Ok(Some(body));
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
@@ -520,9 +518,9 @@ impl ControlPlane {
         }
     }
 
-    /// The network's snapshot in both views, compiled at most once per
-    /// revision (and day).
-    async fn snapshot(&self, network: &str) -> Result<(u64, Bytes, Bytes), HttpError> {
+    /// The network's snapshot in `view`, compiled at most once per revision
+    /// (and day); the public view only once someone asks for it.
+    async fn snapshot(&self, network: &str, view: SnapshotView) -> Result<(u64, Bytes), HttpError> {
         let state = self.current();
         let unknown = || HttpError::NotFound(format!("Network \"{network}\" does not exist"));
         if state.get(Kind::Network, network).is_none() {
@@ -542,20 +540,54 @@ impl ControlPlane {
             .clone();
         let mut slot = slot.lock().await;
         let day = today();
-        if let Some(c) = slot
+        let fresh = slot
             .as_ref()
-            .filter(|c| c.compiled_at >= state.revision && c.day == day)
-        {
-            return Ok((c.changed_at, c.body.clone(), c.public.clone()));
+            .is_some_and(|c| c.compiled_at >= state.revision && c.day == day);
+        if !fresh {
+            *slot = Some(self.compile(network, state, day, slot.as_ref()).await?);
         }
-        let previous = slot.as_ref().map(|c| (c.changed_at, c.content.clone()));
+        let Some(c) = slot.as_mut() else {
+            return Err(HttpError::Internal("no snapshot compiled".into()));
+        };
+        let body = match view {
+            SnapshotView::Full => c.body.clone(),
+            SnapshotView::Public => match &c.public {
+                Some(p) => p.clone(),
+                None => {
+                    let body = c.body.clone();
+                    let public = tokio::task::spawn_blocking(move || {
+                        let snap: trellis_api::snapshot::Snapshot = serde_json::from_slice(&body)?;
+                        serde_json::to_vec(&snap.shown()).map(Bytes::from)
+                    })
+                    .await
+                    .map_err(|e| HttpError::Internal(format!("snapshot task failed: {e}")))?
+                    .map_err(|e| HttpError::Internal(format!("public snapshot: {e}")))?;
+                    c.public = Some(public.clone());
+                    public
+                }
+            },
+        };
+        Ok((c.changed_at, body))
+    }
+
+    /// Compiles and serializes `network`'s snapshot of `state`, keeping the
+    /// revision of `previous` when nothing in it changed.
+    async fn compile(
+        &self,
+        network: &str,
+        state: Arc<State>,
+        day: i64,
+        previous: Option<&CachedSnapshot>,
+    ) -> Result<CachedSnapshot, HttpError> {
+        let unknown = || HttpError::NotFound(format!("Network \"{network}\" does not exist"));
+        let previous = previous.map(|c| (c.changed_at, c.content.clone()));
         let (zone, region, name, ca) = (
             self.config.settings.zone.clone(),
             self.config.region.clone(),
             network.to_string(),
             self.ca_pem().to_string(),
         );
-        let compiled = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let mut snap = snapshot::compile(&state, &name, &zone, &region, day, &ca)?;
             let content = Bytes::from(serde_json::to_vec(&snap).ok()?);
             let changed_at = match previous {
@@ -564,25 +596,17 @@ impl ControlPlane {
             };
             snap.revision = changed_at;
             let body = Bytes::from(serde_json::to_vec(&snap).ok()?);
-            let public = Bytes::from(serde_json::to_vec(&snap.shown()).ok()?);
             Some(CachedSnapshot {
                 compiled_at: state.revision,
                 changed_at,
                 day,
                 content,
                 body,
-                public,
+                public: None,
             })
         })
         .await
         .map_err(|e| HttpError::Internal(format!("snapshot task failed: {e}")))?
-        .ok_or_else(unknown)?;
-        let out = (
-            compiled.changed_at,
-            compiled.body.clone(),
-            compiled.public.clone(),
-        );
-        *slot = Some(compiled);
-        Ok(out)
+        .ok_or_else(unknown)
     }
 }

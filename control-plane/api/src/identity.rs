@@ -131,14 +131,27 @@ impl Identity {
                 .and_then(|b| serde_json::from_slice::<IssuedCertificate>(&b).ok()),
         );
         let (key_pem, issued) = match kept {
+            // An expired one without a token to replace it still starts the
+            // host: it serves its last snapshot (the control plane will
+            // refuse it until it joins again).
             Some((key, issued))
-                if issued.network == network && issued.role == role && issued.not_after > now() =>
+                if issued.network == network
+                    && issued.role == role
+                    && (issued.not_after > now() || join_token.is_none()) =>
             {
-                tracing::info!(
-                    network,
-                    not_after = issued.not_after,
-                    "node certificate loaded from the data dir"
-                );
+                if issued.not_after > now() {
+                    tracing::info!(
+                        network,
+                        not_after = issued.not_after,
+                        "certificate loaded from the data dir"
+                    );
+                } else {
+                    tracing::error!(
+                        network,
+                        not_after = issued.not_after,
+                        "the certificate in the data dir has expired: the control plane refuses this host until it joins again with --join-token; serving the last snapshot meanwhile"
+                    );
+                }
                 (key, issued)
             }
             _ => {
@@ -246,8 +259,10 @@ impl Identity {
                     );
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, expires_in = na.saturating_sub(now()), "renewing the node certificate failed; retrying");
-                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    tracing::warn!(error = %e, expires_in = na.saturating_sub(now()), "renewing the certificate failed; retrying");
+                    // Past expiry only a new join token helps: ask less often.
+                    let pause = if na > now() { 5 } else { 60 };
+                    tokio::time::sleep(Duration::from_secs(pause)).await;
                 }
             }
         }
