@@ -323,7 +323,9 @@ fn a_join_token_trusts_only_the_control_plane_it_names() {
         assert!(!out.status.success());
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
-            stderr.contains("the control plane's CA is not the one the join token names"),
+            stderr.contains(
+                "the control plane's CA is not the pinned one (the join token's or --ca-hash)"
+            ),
             "{stderr}"
         );
         assert!(!dir.path().join("identity/east/identity.json").exists());
@@ -335,9 +337,24 @@ fn a_join_token_trusts_only_the_control_plane_it_names() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not the pinned one"), "{stderr}");
+    // The CLI pinned by the same hash: ours answers, theirs is refused.
+    let pinned = |cp: &ControlPlane| {
+        Command::new(BIN)
+            .args(["get", "networks", "--server", &cp.url, "--ca-hash", hash])
+            .arg("--token-file")
+            .arg(cp.token_file())
+            .env_remove("TRELLIS_CA_FILE")
+            .output()
+            .unwrap()
+    };
+    ok(pinned(&ours));
+    let out = pinned(&theirs);
+    assert!(!out.status.success());
     assert!(
-        stderr.contains("not the one the join token names"),
-        "{stderr}"
+        String::from_utf8_lossy(&out.stderr).contains("not the pinned one"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     // Audit: the stranger issued nothing.
     let audit = ok(trellis(&theirs, &["audit"]));

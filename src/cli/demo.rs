@@ -181,7 +181,7 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     let ca_file = stack.dir.join("control-plane").join("ca.pem");
     let client = super::operator_client(
         &server,
-        Some(&ca_file),
+        super::read_trust(Some(&ca_file))?,
         Some(&token_file),
         Duration::from_secs(5),
     )?;

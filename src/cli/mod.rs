@@ -61,11 +61,20 @@ pub fn read_trust(file: Option<&Path>) -> anyhow::Result<Trust> {
     Trust::from_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
-/// An operator's client: the CA from [`read_trust`], the token from
+/// Trust in the one CA whose certificate has this SHA-256 (hex, optionally
+/// `sha256:`-prefixed).
+pub fn pinned_trust(hash: &str) -> anyhow::Result<Trust> {
+    let hex = hash.trim().trim_start_matches("sha256:");
+    let bytes = trellis_api::trust::parse_sha256(hex)
+        .ok_or_else(|| anyhow::anyhow!("--ca-hash: expected 64 hex digits, got {hash:?}"))?;
+    Ok(Trust::pin(bytes))
+}
+
+/// An operator's client: `trust` for the server, the token from
 /// [`read_token`].
 pub fn operator_client(
     server: &str,
-    ca_file: Option<&Path>,
+    trust: Trust,
     token_file: Option<&Path>,
     timeout: std::time::Duration,
 ) -> anyhow::Result<Client> {
@@ -73,12 +82,7 @@ pub fn operator_client(
         Some(t) => Credential::Token(t),
         None => Credential::None,
     };
-    Ok(Client::new(
-        server,
-        read_trust(ca_file)?,
-        credential,
-        timeout,
-    )?)
+    Ok(Client::new(server, trust, credential, timeout)?)
 }
 
 /// How a node or DNS server reaches the control plane: no token, only its

@@ -16,8 +16,12 @@ pub struct ServerArgs {
     server: String,
     /// The control plane's CA certificate (its <data-dir>/ca.pem), to
     /// verify it by. Default: /var/lib/trellis/ca.pem.
-    #[arg(long, env = "TRELLIS_CA_FILE")]
+    #[arg(long, env = "TRELLIS_CA_FILE", conflicts_with = "ca_hash")]
     ca_file: Option<PathBuf>,
+    /// Instead of a CA file: the SHA-256 of the CA certificate (the hex
+    /// after the dot in a join token); the server must send that CA.
+    #[arg(long, env = "TRELLIS_CA_HASH")]
+    ca_hash: Option<String>,
     /// File holding the API token (the control plane's <data-dir>/api-token).
     /// The token itself may be given in TRELLIS_TOKEN instead.
     #[arg(long, env = "TRELLIS_TOKEN_FILE")]
@@ -29,9 +33,13 @@ pub struct ServerArgs {
 
 impl ServerArgs {
     pub fn client(&self) -> Result<Client> {
+        let trust = match &self.ca_hash {
+            Some(hash) => super::pinned_trust(hash)?,
+            None => super::read_trust(self.ca_file.as_deref())?,
+        };
         super::operator_client(
             &self.server,
-            self.ca_file.as_deref(),
+            trust,
             self.token_file.as_deref(),
             Duration::from_secs(self.timeout),
         )

@@ -118,10 +118,7 @@ impl JoinSecret {
             .split_once('.')
             .filter(|(s, _)| s.starts_with(JOIN_PREFIX) && s.len() > JOIN_PREFIX.len())
             .ok_or("not a join token (trellis-join-SECRET.CAHASH); create one with `trellis network join-token`")?;
-        let bytes = data_encoding::HEXLOWER_PERMISSIVE
-            .decode(hash.as_bytes())
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        let bytes = crate::trust::parse_sha256(hash)
             .ok_or("the join token's CA hash is not 64 hex digits")?;
         Ok(JoinSecret::new(secret.to_string(), bytes))
     }

@@ -29,6 +29,14 @@ pub fn sha256(der: &[u8]) -> [u8; 32] {
     out
 }
 
+/// A SHA-256 written as 64 hex digits (either case).
+pub fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    data_encoding::HEXLOWER_PERMISSIVE
+        .decode(hex.as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+}
+
 impl Trust {
     /// The CA certificates of a PEM text.
     pub fn from_pem(pem: &str) -> Result<Trust, String> {
@@ -118,7 +126,8 @@ impl ServerCertVerifier for PinVerifier {
             .find(|c| sha256(c) == self.pinned.sha256)
             .ok_or_else(|| {
                 rustls::Error::General(
-                    "the control plane's CA is not the one the join token names".into(),
+                    "the control plane's CA is not the pinned one (the join token's or --ca-hash)"
+                        .into(),
                 )
             })?
             .clone()
