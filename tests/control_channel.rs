@@ -243,16 +243,16 @@ fn nothing_secret_crosses_the_wire_in_clear() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // A change while they watch: a new key, so new signing keys.
-    ok(trellis(
-        &cp,
-        &["identity", "create", "billing-job", "-o", "json"],
-    ));
     let revision = |p: &Path| -> u64 {
         serde_json::from_slice::<Value>(&std::fs::read(p).unwrap()).unwrap()["revision"]
             .as_u64()
             .unwrap()
     };
     let before = revision(&node_snapshot);
+    ok(trellis(
+        &cp,
+        &["identity", "create", "billing-job", "-o", "json"],
+    ));
     let t = Instant::now();
     while revision(&node_snapshot) == before {
         assert!(
