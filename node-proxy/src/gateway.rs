@@ -2,15 +2,28 @@
 //! reach this network's targets. Mutual TLS 1.3 with the Trellis CA on both
 //! sides; the caller's network is read from its certificate. Each
 //! connection is HTTP/2 and carries many tunnelled requests (handled in
-//! `http::handle_tunnelled`).
+//! `handle_tunnelled` below, which checks what the caller may reach and
+//! sends it on as any request).
 
-use crate::http::Peer;
+use crate::access_log::Entry;
+use crate::config::Config;
+use crate::forward::to_target;
+use crate::headers;
 use crate::metrics::ReasonLabels;
 use crate::proxy::Proxy;
+use crate::record::{Record, finish, refuse};
+use crate::refusal::Refusal;
+use crate::targets::Group;
+use crate::upstream::{Body, HttpClient, empty, full};
+use http::{HeaderValue, Method, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::ServerConfig;
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -97,7 +110,7 @@ pub async fn serve(
                 idle_timeout,
             });
             let service = hyper::service::service_fn(move |req| {
-                crate::http::handle_tunnelled(proxy.clone(), peer.clone(), req)
+                handle_tunnelled(proxy.clone(), peer.clone(), req)
             });
             let served = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
@@ -111,4 +124,192 @@ pub async fn serve(
             }
         });
     }
+}
+
+/// A gateway's caller: the network its certificate names, and the clients
+/// the gateway reaches its own targets with.
+pub struct Peer {
+    pub network: Arc<str>,
+    pub addr: std::net::SocketAddr,
+    pub http1: HttpClient,
+    pub http2: HttpClient,
+    pub request_timeout: Duration,
+    /// For CONNECT streams (TCP listeners of other networks).
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+}
+
+/// A request that came through the tunnel to this node's gateway. The
+/// caller's network is the one its certificate names, never what a header
+/// says; the service must be visible to that network and the target group
+/// one of the service's groups here. Then it goes to a target like any
+/// request, from this node's SNAT address.
+pub async fn handle_tunnelled(
+    proxy: Arc<Proxy>,
+    peer: Arc<Peer>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let mut req = req.map(BodyExt::boxed_unsync);
+    let config = proxy.config();
+    if req.uri().path() == crate::tunnel::HEALTH_PATH {
+        return Ok(health_report(&config, &peer.network));
+    }
+    let header = |h: &http::HeaderMap, name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (claimed, service, group_name) = (
+        header(req.headers(), "x-trellis-source-network"),
+        header(req.headers(), "x-trellis-service"),
+        header(req.headers(), crate::tunnel::GROUP_HEADER),
+    );
+    let mut rec = Record {
+        entry: Entry {
+            kind: "tunnel",
+            request_id: header(req.headers(), "x-trellis-request-id"),
+            source_network: peer.network.clone(),
+            service: Arc::from(service.as_str()),
+            target_group: Arc::from(group_name.as_str()),
+            ..Entry::default()
+        },
+        start: Instant::now(),
+    };
+    if proxy.access_log.enabled() {
+        rec.entry.client = peer.addr.to_string();
+        rec.entry.method = req.method().to_string();
+        rec.entry.path = req.uri().path().to_string();
+        rec.entry.identity =
+            Some(header(req.headers(), "x-trellis-identity")).filter(|i| !i.is_empty());
+    }
+    let refused = |rec, detail: String| Ok(refuse(&proxy, rec, Refusal::TunnelRefused, &detail));
+    if *claimed != *peer.network {
+        return refused(
+            rec,
+            format!(
+                "the caller's certificate names network {}, the request claims {claimed:?}",
+                peer.network
+            ),
+        );
+    }
+    let allowed = config
+        .inbound
+        .get(service.as_str())
+        .is_some_and(|i| i.allows(&peer.network, &group_name));
+    let group = config
+        .groups
+        .get(group_name.as_str())
+        .filter(|g| g.remote.is_none());
+    let (true, Some(group)) = (allowed, group) else {
+        return refused(
+            rec,
+            format!(
+                "network {} may not reach service {service:?} through target group {group_name:?} here",
+                peer.network
+            ),
+        );
+    };
+    if req.method() == Method::CONNECT {
+        return Ok(connect_target(&proxy, &peer, group, req, rec).await);
+    }
+    req.headers_mut().remove(crate::tunnel::GROUP_HEADER);
+    headers::strip_hop_by_hop(req.headers_mut(), false);
+    let (parts, body) = req.into_parts();
+    let clients = (&peer.http1, &peer.http2, peer.connect_timeout);
+    let sent = to_target(
+        &proxy,
+        clients,
+        group,
+        parts,
+        body,
+        peer.request_timeout,
+        &mut rec,
+    )
+    .await;
+    Ok(match sent {
+        Ok((lease, resp)) => {
+            let (mut parts, body) = resp.into_parts();
+            headers::strip_hop_by_hop(&mut parts.headers, false);
+            let resp = Response::from_parts(parts, body.boxed_unsync());
+            finish(&proxy, rec, resp, None, Some(lease))
+        }
+        Err((refusal, detail)) => refuse(&proxy, rec, refusal, &detail),
+    })
+}
+
+/// A CONNECT stream for a TCP listener of another network: a target of
+/// `group` is connected from this node's SNAT address (the next one if the
+/// connect fails), then the stream and the target are spliced.
+async fn connect_target(
+    proxy: &Arc<Proxy>,
+    peer: &Peer,
+    group: &Group,
+    req: Request<Body>,
+    mut rec: Record,
+) -> Response<Body> {
+    let upstream = proxy.clients.upstream();
+    let mut tried = None;
+    let (lease, stream) = loop {
+        let Some(target) = group.pick(tried) else {
+            let detail = format!("target group {} has no target to send to", group.name);
+            return refuse(proxy, rec, Refusal::NoHealthyTarget, &detail);
+        };
+        let lease = target.lease();
+        rec.entry.target = target.addr.to_string();
+        match upstream.connect(target.addr, peer.connect_timeout).await {
+            Ok(s) => break (lease, s),
+            Err(_) if tried.is_none() && group.targets.len() > 1 => tried = Some(target.addr),
+            Err(e) => {
+                let detail = format!("{}: {e}", target.addr);
+                return refuse(proxy, rec, Refusal::ConnectFailed, &detail);
+            }
+        }
+    };
+    rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
+    let idle = peer.idle_timeout;
+    tokio::spawn(async move {
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        tokio::select! {
+            r = crate::tcp::splice(hyper_util::rt::TokioIo::new(upgraded), stream, idle) => {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "tunnelled TCP stream ended");
+                }
+            }
+            _ = lease.target().drained() => {}
+        }
+    });
+    finish(proxy, rec, Response::new(empty()), None, None)
+}
+
+/// The health of the groups `network` may reach through this gateway.
+fn health_report(config: &Config, network: &str) -> Response<Body> {
+    let mut report = std::collections::BTreeMap::new();
+    for inbound in config.inbound.values() {
+        if !inbound.networks.iter().any(|n| n == network) {
+            continue;
+        }
+        for name in &inbound.groups {
+            if let Some(g) = config.groups.get(name.as_str()) {
+                let (healthy, unknown) = g.health_counts();
+                let total = g.targets.len();
+                report.insert(
+                    name.clone(),
+                    crate::tunnel::GroupHealth {
+                        healthy,
+                        unknown,
+                        total,
+                    },
+                );
+            }
+        }
+    }
+    let mut r = Response::new(full(serde_json::to_string(&report).unwrap_or_default()));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
 }

@@ -3,6 +3,9 @@
 //! proxy's to say), hop-by-hop headers (RFC 9110 7.6.1), and what the proxy
 //! adds for the target.
 
+use crate::auth::policy::Principal;
+use crate::config::Listener;
+use crate::proxy::Conn;
 use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
 
 /// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
@@ -91,6 +94,70 @@ pub fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 /// The AWS account id in the ARNs of Lattice-compatible headers; Trellis
 /// resources belong to no AWS account.
 pub const LATTICE_ACCOUNT: &str = "000000000000";
+
+/// The headers a target gets about the connection a request came on;
+/// `set` writes one (replacing any of that name).
+pub(crate) fn connection_headers(
+    conn: &Conn,
+    listener: &Listener,
+    network: &str,
+    region: &str,
+    set: &mut dyn FnMut(&'static str, &str),
+) {
+    set("x-forwarded-for", &conn.client.ip().to_string());
+    set("x-forwarded-for-port", &conn.client.port().to_string());
+    let proto = match listener.protocol {
+        trellis_api::resource::ListenerProtocol::Https => "https",
+        _ => "http",
+    };
+    set("x-forwarded-for-proto", proto);
+    set("x-trellis-source-network", network);
+    set("x-trellis-service", &listener.service);
+    if listener.lattice_compat {
+        set(
+            "x-amzn-lattice-network",
+            &format!("SourceVpcArn=arn:aws:ec2:{region}:{LATTICE_ACCOUNT}:vpc/{network}"),
+        );
+    }
+}
+
+/// The headers a target gets about one request: its id, who signed it, and
+/// with Lattice compatibility the group it went to.
+pub(crate) fn request_headers(
+    listener: &Listener,
+    region: &str,
+    request_id: &str,
+    group: &str,
+    principal: Option<&Principal>,
+    set: &mut dyn FnMut(&'static str, &str),
+) {
+    set("x-trellis-request-id", request_id);
+    let identity = principal.and_then(|p| p.names.first());
+    if let Some(name) = identity {
+        set("x-trellis-identity", name);
+    }
+    if listener.lattice_compat {
+        set(
+            "x-amzn-lattice-identity",
+            &match identity {
+                Some(name) => format!("Principal={name}; Type=Trellis::Identity"),
+                None => "Type=Anonymous".to_string(),
+            },
+        );
+        let arn = |kind: &str, name: &str| {
+            format!("arn:aws:vpc-lattice:{region}:{LATTICE_ACCOUNT}:{kind}/{name}")
+        };
+        set(
+            "x-amzn-lattice-target",
+            &format!(
+                "ServiceArn={};ServiceNetworkArn={};TargetGroupArn={}",
+                arn("service", &listener.service),
+                arn("servicenetwork", &listener.service_network),
+                arn("targetgroup", group)
+            ),
+        );
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -12,18 +12,24 @@
 //! `metrics` and `access_log` report.
 #![forbid(unsafe_code)]
 
+mod accept;
 pub mod access_log;
 pub mod agent;
 pub mod auth;
 pub mod canonical;
 pub mod config;
+mod forward;
 pub mod gateway;
+mod guard;
 mod h1;
 mod headers;
 pub mod health;
 mod http;
 pub mod metrics;
+mod pool;
 pub mod proxy;
+mod record;
+mod refusal;
 #[cfg(test)]
 mod request_tests;
 pub mod route;

@@ -226,7 +226,7 @@ async fn through_gateway(
         .header("x-trellis-service", &*listener.service)
         .header("x-forwarded-for", conn.client.ip().to_string())
         .header(GROUP_HEADER, group)
-        .body(crate::http::empty())
+        .body(crate::upstream::empty())
         .map_err(|_| "connect-failed")?;
     let resp = match tokio::time::timeout(timeout * 2, tunnels.send(network, req)).await {
         Err(_) => return Err("connect-timeout"),

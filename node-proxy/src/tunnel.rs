@@ -187,7 +187,7 @@ impl Tunnels {
                     return sender
                         .send_request(req)
                         .await
-                        .map_err(|e| TunnelError::Request(crate::http::error_chain(&e)));
+                        .map_err(|e| TunnelError::Request(crate::upstream::error_chain(&e)));
                 }
                 Err(e) => {
                     tracing::debug!(gateway = gw.address, error = %e, "gateway unreachable; trying the next");
@@ -283,7 +283,7 @@ impl Tunnels {
             "https://{}{HEALTH_PATH}",
             trellis_api::pki::server_name(network)
         ))
-        .body(crate::http::empty())
+        .body(crate::upstream::empty())
         .map_err(|e| e.to_string())?;
         let resp = self.send(network, req).await.map_err(|e| e.to_string())?;
         if !resp.status().is_success() {

@@ -25,6 +25,20 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 pub type Body = UnsyncBoxBody<Bytes, hyper::Error>;
+
+pub(crate) fn full(s: String) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(Bytes::from(s))
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync()
+}
+
+pub(crate) fn empty() -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never: std::convert::Infallible| match never {})
+        .boxed_unsync()
+}
 pub type HttpClient = Client<Connector, Body>;
 pub type TlsClient = Client<HttpsConnector<Connector>, Body>;
 
@@ -242,4 +256,34 @@ impl TargetTls {
             .connect(name, stream)
             .await
     }
+}
+
+/// Whether rustls is at the root of `e`: a target's handshake failed.
+pub(crate) fn tls_failed(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(inner) = source {
+        if inner.is::<rustls::Error>() {
+            return true;
+        }
+        // An io::Error's source() skips what it wraps: look inside.
+        let wrapped = inner
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref());
+        if wrapped.is_some_and(|w| tls_failed(w)) {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
 }

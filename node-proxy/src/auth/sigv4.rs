@@ -16,6 +16,10 @@
 //! SigV4A (`AWS4-ECDSA-P256-SHA256`) shares the canonical request; its scope
 //! drops the region and its signature is ECDSA P-256, checked with the
 //! access key's public key.
+//!
+//! Long because it is one algorithm read against one specification: the
+//! canonical request, the string to sign and both signature schemes, top to
+//! bottom, with the AWS test suites as its tests.
 
 use http::{HeaderMap, Method};
 use ring::{digest, hmac, signature};

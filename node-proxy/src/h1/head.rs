@@ -2,6 +2,9 @@
 //! rewritten for the target, the target's response rewritten for the
 //! client, and where each body ends. The header rules are `headers.rs`'s
 //! (RFC 9110 7.6.1 hop-by-hop, reserved prefixes), applied to raw heads.
+//!
+//! Long because requests and responses share the header rules and the
+//! writers: split apart, each would restate them.
 
 use crate::headers::HOP_BY_HOP;
 use crate::route::RequestView;

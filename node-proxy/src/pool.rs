@@ -1,4 +1,5 @@
-//! Idle connections to targets, shared by client connections. A client
+//! Idle connections to targets, shared by client connections (the
+//! HTTP/1.1 path's). A client
 //! connection keeps the few target connections it uses between its own
 //! requests (no lock, no hop); when it ends they come here, for the next
 //! client connection that needs one.

@@ -1,0 +1,268 @@
+//! The accept loop every redirected connection reaches: the original
+//! VIP:port read back (`socket`), the service's listener found in the
+//! current config, and the connection handed to its protocol's path —
+//! HTTP (`h1`, then hyper's `http` for the unusual), HTTPS (TLS first),
+//! TCP and TLS passthrough (`tcp`) — until the proxy drains.
+
+use crate::config::{DEFAULT_RULE, Listener};
+use crate::h1;
+use crate::metrics::{ProtocolLabels, ReasonLabels};
+use crate::proxy::{Conn, MAX_HEADER_BYTES, Proxy};
+use crate::socket::{self, OrigDstAddr};
+use crate::tcp::Routed;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::Watcher;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use trellis_api::resource::ListenerProtocol;
+
+impl Proxy {
+    fn refuse(&self, reason: &'static str, client: SocketAddr, dst: Option<OrigDstAddr>) {
+        tracing::debug!(%client, dst = ?dst.map(|d| d.0), reason, "connection refused");
+        self.metrics
+            .refused
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Accepts on `listener` until `shutdown`, then stops accepting and
+    /// gives open connections `drain` to finish (HTTP/1 connections close
+    /// after their current request, HTTP/2 ones get GOAWAY).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+        drain: Duration,
+    ) {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let tunnels = TaskTracker::new();
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                _ = shutdown.cancelled() => break,
+            };
+            let Some(dst) = socket::original_dst(&stream) else {
+                self.refuse("not-redirected", client, None);
+                continue;
+            };
+            let config = self.config();
+            let Some(l) = config.listener(dst.0) else {
+                // No service this network may see: refused even though
+                // the connection got here.
+                self.refuse("no-service", client, Some(dst));
+                continue;
+            };
+            let conn = Arc::new(Conn {
+                id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+                client,
+                dst,
+            });
+            let protocol = l.protocol.as_str();
+            let _ = stream.set_nodelay(true);
+            match l.protocol {
+                ListenerProtocol::Http => {
+                    let (proxy, watcher, l) = (self.clone(), graceful.watcher(), l.clone());
+                    let stop = shutdown.clone();
+                    tokio::spawn(async move {
+                        let _active = proxy.track(protocol);
+                        proxy.serve_http(&l, conn, stream, watcher, &stop).await;
+                    });
+                }
+                ListenerProtocol::Https => {
+                    let Some(tls) = l.tls.clone() else {
+                        self.refuse("no-certificate", client, Some(dst));
+                        continue;
+                    };
+                    // A bound on handshakes in flight: they cost CPU
+                    // before a client has shown it is one.
+                    let Ok(permit) = self.handshakes.clone().try_acquire_owned() else {
+                        self.refuse("tls-handshakes-full", client, Some(dst));
+                        continue;
+                    };
+                    let (proxy, watcher, l) = (self.clone(), graceful.watcher(), l.clone());
+                    let stop = shutdown.clone();
+                    tokio::spawn(async move {
+                        let _active = proxy.track(protocol);
+                        let limit =
+                            Duration::from_secs(u64::from(l.timeouts.header_read_seconds.max(1)));
+                        let stream = match tokio::time::timeout(limit, tls.acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(conn = conn.id, client = %conn.client, error = %e, "TLS handshake failed");
+                                return proxy.refuse("tls-handshake", client, Some(dst));
+                            }
+                            Err(_) => {
+                                return proxy.refuse("tls-handshake-timeout", client, Some(dst));
+                            }
+                        };
+                        drop(permit);
+                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            proxy.serve_hyper(&l, conn, stream, watcher).await;
+                        } else {
+                            proxy.serve_http(&l, conn, stream, watcher, &stop).await;
+                        }
+                    });
+                }
+                ListenerProtocol::Tcp => {
+                    let (proxy, l) = (self.clone(), l.clone());
+                    let stop = shutdown.clone();
+                    tunnels.spawn(async move {
+                        let _active = proxy.track(protocol);
+                        let routed = Routed {
+                            rule: &DEFAULT_RULE,
+                            action: &l.default,
+                            replay: Vec::new(),
+                        };
+                        crate::tcp::forward(&proxy, &conn, &l, routed, stream, stop, drain).await;
+                    });
+                }
+                ListenerProtocol::TlsPassthrough => {
+                    let (proxy, l) = (self.clone(), l.clone());
+                    let stop = shutdown.clone();
+                    tunnels.spawn(async move {
+                        let _active = proxy.track(protocol);
+                        let mut stream = stream;
+                        let limit = Duration::from_secs(u64::from(l.timeouts.header_read_seconds.max(1)));
+                        let hello = tokio::time::timeout(limit, crate::tls::read_client_hello(&mut stream)).await;
+                        let (replay, name) = match hello {
+                            Ok(Ok(h)) => h,
+                            Ok(Err(e)) => {
+                                tracing::debug!(conn = conn.id, client = %conn.client, error = ?e, "no usable ClientHello");
+                                return proxy.refuse("tls-client-hello", client, Some(dst));
+                            }
+                            Err(_) => return proxy.refuse("tls-handshake-timeout", client, Some(dst)),
+                        };
+                        let (rule, action) = l.route_server_name(name.as_deref());
+                        let routed = Routed { rule, action, replay };
+                        crate::tcp::forward(&proxy, &conn, &l, routed, stream, stop, drain).await;
+                    });
+                }
+            }
+        }
+        tracing::info!(drain = ?drain, "proxy stopped accepting; draining connections");
+        tunnels.close();
+        let drained = async {
+            graceful.shutdown().await;
+            tunnels.wait().await;
+        };
+        if tokio::time::timeout(drain, drained).await.is_err() {
+            tracing::warn!("drain time over; closing what is left");
+        }
+    }
+
+    /// Serves HTTP on `io` (a plain or a TLS stream): HTTP/1.1 on this task
+    /// (`h1`) while its requests are the common kind, hyper for the rest of
+    /// the connection from the first that is not.
+    async fn serve_http<I>(
+        self: &Arc<Self>,
+        l: &Listener,
+        conn: Arc<Conn>,
+        io: I,
+        watcher: Watcher,
+        stop: &CancellationToken,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        if let h1::Served::HandOver(io) = h1::serve(self, &conn, io, stop).await {
+            self.serve_hyper(l, conn, io, watcher).await;
+        }
+    }
+
+    /// One client connection to `conn.dst`, served as the accept loop
+    /// would (the HTTP/1.1 path, then hyper), for in-process tests.
+    #[cfg(test)]
+    pub(crate) async fn serve_connection(
+        self: &Arc<Self>,
+        conn: Conn,
+        stream: tokio::net::TcpStream,
+    ) {
+        let config = self.config();
+        let Some(l) = config.listener(conn.dst.0).cloned() else {
+            return;
+        };
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let stop = CancellationToken::new();
+        self.serve_http(&l, Arc::new(conn), stream, graceful.watcher(), &stop)
+            .await;
+    }
+
+    async fn serve_hyper<I>(
+        self: &Arc<Self>,
+        l: &Listener,
+        conn: Arc<Conn>,
+        io: I,
+        watcher: Watcher,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (id, client) = (conn.id, conn.client);
+        if let Err(e) = watcher.watch(self.http(l, conn, io)).await {
+            tracing::debug!(conn = id, %client, error = %e, "connection ended with an error");
+        }
+    }
+
+    /// Serves HTTP/1.1 and HTTP/2 on `io` with hyper, with the listener's
+    /// limits.
+    fn http<I>(
+        self: &Arc<Self>,
+        l: &Listener,
+        conn: Arc<Conn>,
+        io: I,
+    ) -> impl hyper_util::server::graceful::GracefulConnection<
+        Error = Box<dyn std::error::Error + Send + Sync>,
+    > + use<I>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(u64::from(
+                l.timeouts.header_read_seconds.max(1),
+            )))
+            .max_buf_size(MAX_HEADER_BYTES);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(MAX_HEADER_BYTES as u32);
+        let proxy = self.clone();
+        let service = hyper::service::service_fn(move |req| {
+            crate::http::handle(proxy.clone(), conn.clone(), req)
+        });
+        builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned()
+    }
+
+    /// Counts a connection as active until the guard drops.
+    fn track(&self, protocol: &'static str) -> Active<'_> {
+        let labels = ProtocolLabels { protocol };
+        self.metrics.connections.get_or_create(&labels).inc();
+        self.metrics.active.get_or_create(&labels).inc();
+        Active(self, labels)
+    }
+}
+
+struct Active<'a>(&'a Proxy, ProtocolLabels);
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.active.get_or_create(&self.1).dec();
+    }
+}

@@ -1,0 +1,149 @@
+//! A request against its service's auth: the signature (with the body,
+//! when it is signed, buffered and compared with its hash), then the
+//! policies. What `auth` decides, read from a hyper request.
+
+use crate::auth::policy::Principal;
+use crate::auth::{self, Guard, Inbound, Place, sigv4};
+use crate::config::{Config, Listener};
+use crate::proxy::Conn;
+use crate::refusal::Refusal;
+use crate::upstream::{Body, empty};
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Checks a request against its service's auth: the signature (with the
+/// body, when it is signed, buffered and compared with its hash) and then
+/// the policies. Returns the request to forward, with its body buffered if
+/// it had to be read, and who signed it.
+pub(crate) async fn guard_request<'g>(
+    config: &Config,
+    listener: &Listener,
+    guard: &'g Guard,
+    conn: &Conn,
+    sent: &Uri,
+    req: Request<Body>,
+) -> Result<(Request<Body>, Option<Arc<Principal>>, auth::Allowed<'g>), Denied> {
+    let (parts, body) = req.into_parts();
+    let wait = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
+    let mut body = Some(body);
+    let mut buffered = None;
+    if auth::needs_body_first(&parts.headers) && body.as_ref().is_some_and(|b| !b.is_end_stream()) {
+        buffered = Some(
+            read_body(body.take(), wait)
+                .await
+                .map_err(Denied::reading)?,
+        );
+    }
+    let body_sha = buffered.as_deref().map(sigv4::sha256_hex);
+    let inbound = Inbound {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: parts.uri.query(),
+        signed_path: sent.path(),
+        signed_query: sent.query(),
+        headers: &parts.headers,
+        authority: sent.authority().map(|a| a.as_str()),
+        body_sha256: body_sha.as_deref(),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let denied = |f: sigv4::Failure| Denied {
+        refusal: Refusal::AuthDenied,
+        code: f.code,
+        detail: format!("{}: {}", f.code, f.message),
+    };
+    let signed =
+        auth::authenticate(&config.keys, &inbound, now.as_secs() as i64).map_err(denied)?;
+    let place = Place {
+        region: &config.snapshot.region,
+        source_network: &config.network,
+        service: &listener.service,
+        service_network: &listener.service_network,
+        client: conn.client,
+        port: conn.dst.0.port(),
+        now: now.as_secs(),
+    };
+    let statement =
+        auth::authorize(guard, signed.principal.as_deref(), &inbound, &place).map_err(denied)?;
+    if let Some(want) = &signed.body_hash {
+        if buffered.is_none() {
+            buffered = Some(
+                read_body(body.take(), wait)
+                    .await
+                    .map_err(Denied::reading)?,
+            );
+        }
+        let got = sigv4::sha256_hex(buffered.as_deref().unwrap_or_default());
+        if got != *want {
+            return Err(Denied {
+                refusal: Refusal::AuthDenied,
+                code: "XAmzContentSHA256Mismatch",
+                detail: "XAmzContentSHA256Mismatch: the body does not match x-amz-content-sha256"
+                    .into(),
+            });
+        }
+    }
+    let body = match (buffered, body) {
+        (Some(b), _) => Full::new(b)
+            .map_err(|never: Infallible| match never {})
+            .boxed_unsync(),
+        (None, Some(b)) => b,
+        (None, None) => empty(),
+    };
+    Ok((
+        Request::from_parts(parts, body),
+        signed.principal,
+        statement,
+    ))
+}
+
+/// Why auth refused a request: the answer, the AWS-style code (a metric
+/// label) and the reason for the client and the access log.
+pub(crate) struct Denied {
+    pub refusal: Refusal,
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl Denied {
+    /// The body could not be read to check its hash.
+    fn reading((refusal, detail): (Refusal, String)) -> Denied {
+        Denied {
+            refusal,
+            code: refusal.code(),
+            detail,
+        }
+    }
+}
+
+/// A request body, whole, up to [`auth::MAX_SIGNED_BODY`].
+async fn read_body(body: Option<Body>, wait: Duration) -> Result<Bytes, (Refusal, String)> {
+    let Some(body) = body else {
+        return Ok(Bytes::new());
+    };
+    let limited = http_body_util::Limited::new(body, auth::MAX_SIGNED_BODY).collect();
+    match tokio::time::timeout(wait, limited).await {
+        Err(_) => Err((
+            Refusal::RequestTimeout,
+            format!("the request body did not arrive within {wait:?}"),
+        )),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err((
+            Refusal::BodyTooLarge,
+            format!(
+                "a body signed by its hash is buffered to check it, up to {} bytes",
+                auth::MAX_SIGNED_BODY
+            ),
+        )),
+        Ok(Err(e)) => Err((
+            Refusal::BadRequest,
+            format!("reading the request body: {e}"),
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}

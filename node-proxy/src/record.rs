@@ -1,0 +1,127 @@
+//! The record of one request or connection: what the access log line and
+//! the metrics get, filled in as it goes and closed once, when the response
+//! body ends (or the client goes away).
+
+use crate::access_log::{Entry, now_rfc3339};
+use crate::metrics::{RequestLabels, ServiceLabels};
+use crate::proxy::Proxy;
+use crate::refusal::Refusal;
+use crate::targets::{Lease, random};
+use crate::upstream::Body;
+use bytes::Bytes;
+use http::Response;
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+pub(crate) fn request_id() -> String {
+    format!("{:016x}{:016x}", random() as u64, random() as u64)
+}
+
+/// What the log line and the metrics need, filled in as the request goes.
+pub(crate) struct Record {
+    pub entry: Entry,
+    pub start: Instant,
+}
+
+impl Record {
+    /// The request is over: counted, timed and logged.
+    pub(crate) fn done(mut self, proxy: &Proxy) {
+        let elapsed = self.start.elapsed();
+        self.entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
+        let m = &proxy.metrics;
+        m.requests
+            .get_or_create(&RequestLabels {
+                service: self.entry.service.clone(),
+                listener: self.entry.listener.clone(),
+                target_group: self.entry.target_group.clone(),
+                code: self.entry.status,
+            })
+            .inc();
+        m.duration
+            .get_or_create(&ServiceLabels {
+                service: self.entry.service.clone(),
+            })
+            .observe(elapsed.as_secs_f64());
+        if proxy.access_log.enabled() {
+            self.entry.time = now_rfc3339();
+            proxy.access_log.log(self.entry);
+        }
+    }
+}
+
+/// Trellis's own answer, with its reason, logged and counted like any.
+pub(crate) fn refuse(
+    proxy: &Arc<Proxy>,
+    rec: Record,
+    refusal: Refusal,
+    detail: &str,
+) -> Response<Body> {
+    finish(proxy, rec, refusal.response(detail), Some(refusal), None)
+}
+
+/// Wraps the response body so the request is logged and counted when the
+/// body ends (or the client goes away), with its size and full duration.
+pub(crate) fn finish(
+    proxy: &Arc<Proxy>,
+    mut rec: Record,
+    resp: Response<Body>,
+    error: Option<Refusal>,
+    lease: Option<Lease>,
+) -> Response<Body> {
+    rec.entry.status = resp.status().as_u16();
+    rec.entry.error = error.map(Refusal::code);
+    let (parts, body) = resp.into_parts();
+    let observed = Observed {
+        inner: body,
+        record: Some(rec),
+        proxy: proxy.clone(),
+        _lease: lease,
+    };
+    Response::from_parts(parts, observed.boxed_unsync())
+}
+
+struct Observed {
+    inner: Body,
+    record: Option<Record>,
+    proxy: Arc<Proxy>,
+    /// Holds the target's in-flight count until the body is done.
+    _lease: Option<Lease>,
+}
+
+impl hyper::body::Body for Observed {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let (Some(data), Some(rec)) = (frame.data_ref(), self.record.as_mut()) {
+                rec.entry.bytes_sent += data.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if let Some(rec) = self.record.take() {
+            rec.done(&self.proxy);
+        }
+    }
+}
