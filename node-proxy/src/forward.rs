@@ -1,17 +1,20 @@
-//! Sending a request on: to a target of a group of this network (picked by
-//! health and load, a failed connect retried once elsewhere when the
-//! request may be sent again), or through a gateway of the group's network.
+//! Sending a request or a connection on: to a target of a group of this
+//! network, or through a gateway of the group's network. Every path (the
+//! HTTP/1.1 path, hyper's, TCP, the gateway's CONNECT streams) reaches a
+//! target through [`with_retry`], and says why it could not in a
+//! [`ForwardError`], which becomes a [`Refusal`] in one place.
 
 use crate::headers;
 use crate::proxy::Proxy;
 use crate::record::Record;
 use crate::refusal::Refusal;
-use crate::targets::{Group, Lease};
+use crate::targets::{Group, Lease, Target};
 use crate::tunnel::TunnelError;
 use crate::upstream::{Body, HttpClient, TargetClient, empty, error_chain, tls_failed};
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,9 +24,135 @@ pub(crate) fn idempotent(m: &str) -> bool {
     matches!(m, "GET" | "HEAD" | "OPTIONS" | "TRACE" | "PUT" | "DELETE")
 }
 
-/// Sends a request to a target of `group` (of this network): a connect
-/// failure of an idempotent request without a body is retried once on
-/// another target. The target's in-flight count is held by the lease.
+/// Why a request or connection did not reach a target, with its context.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ForwardError {
+    #[error("target group {0} has no target to send to")]
+    NoTarget(Arc<str>),
+    #[error("{addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("no response from {addr} within {after:?}")]
+    Timeout { addr: SocketAddr, after: Duration },
+    #[error("the target left its group and its drain time ran out")]
+    Drained { addr: SocketAddr },
+    /// A kept connection was found closed before any of the response.
+    #[error("{addr}: connection closed before the response")]
+    Stale { addr: SocketAddr },
+    #[error("{addr}: {why}")]
+    Failed { addr: SocketAddr, why: String },
+    /// The TLS handshake with an HTTPS group's target, or its settings.
+    #[error("{0}")]
+    Tls(String),
+    /// The client's body broke off malformed: the client's fault.
+    #[error("the request body is malformed: {0}")]
+    MalformedBody(String),
+    #[error("the request body did not arrive")]
+    ClientGone,
+    #[error(
+        "target group {group} is in network {network}, and this node has no identity to reach its gateways (start it with --join-token)"
+    )]
+    NoIdentity { group: String, network: String },
+    #[error(
+        "target group {group} in network {network} has no healthy target, as its gateways report"
+    )]
+    RemoteUnavailable { group: String, network: String },
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
+    #[error("no response through network {network}'s gateway within {after:?}")]
+    GatewayTimeout { network: String, after: Duration },
+    #[error("network {0}'s gateway refused the stream")]
+    TunnelRefused(String),
+}
+
+impl ForwardError {
+    /// What the client is answered.
+    pub(crate) fn refusal(&self) -> Refusal {
+        self.into()
+    }
+}
+
+impl From<&ForwardError> for Refusal {
+    fn from(e: &ForwardError) -> Refusal {
+        match e {
+            ForwardError::NoTarget(_) | ForwardError::RemoteUnavailable { .. } => {
+                Refusal::NoHealthyTarget
+            }
+            ForwardError::Connect { .. } => Refusal::ConnectFailed,
+            ForwardError::Timeout { .. } | ForwardError::GatewayTimeout { .. } => {
+                Refusal::UpstreamTimeout
+            }
+            ForwardError::Drained { .. } => Refusal::TargetDrained,
+            ForwardError::Stale { .. } | ForwardError::Failed { .. } => Refusal::UpstreamFailed,
+            ForwardError::Tls(_) => Refusal::TargetTls,
+            ForwardError::MalformedBody(_) => Refusal::BadRequest,
+            ForwardError::ClientGone => Refusal::RequestTimeout,
+            ForwardError::NoIdentity { .. } => Refusal::GatewayUnreachable,
+            ForwardError::Tunnel(TunnelError::NoGateway(_) | TunnelError::Unreachable { .. }) => {
+                Refusal::GatewayUnreachable
+            }
+            ForwardError::Tunnel(_) => Refusal::UpstreamFailed,
+            ForwardError::TunnelRefused(_) => Refusal::TunnelRefused,
+        }
+    }
+}
+
+/// The one way every path reaches a target of `group` (of this network):
+/// [`Attempts::next`] gives a target picked by health and load, leased (its
+/// in-flight count held for as long as the caller keeps the lease); after a
+/// failed try, [`Attempts::retry`] says whether to try another: only after
+/// a connect failure, when the request may be sent again (`retryable`:
+/// nothing of it went out) and the group has another target, once.
+///
+/// The caller's loop, the same on every path:
+/// `loop { let (t, lease) = a.next()?; match try(t) { Ok(x) => break, Err(e) => a.retry(proxy, e)? } }`
+pub(crate) struct Attempts<'g> {
+    group: &'g Group,
+    retryable: bool,
+    tried: Option<SocketAddr>,
+}
+
+impl<'g> Attempts<'g> {
+    pub(crate) fn new(group: &'g Group, retryable: bool) -> Attempts<'g> {
+        Attempts {
+            group,
+            retryable,
+            tried: None,
+        }
+    }
+
+    /// The next target to try, leased.
+    pub(crate) fn next(&mut self) -> Result<(&'g Arc<Target>, Lease), ForwardError> {
+        let target = self
+            .group
+            .pick(self.tried)
+            .ok_or_else(|| ForwardError::NoTarget(self.group.name.clone()))?;
+        Ok((target, target.lease()))
+    }
+
+    /// After a failed try: `Ok` when another target is to be tried, else
+    /// the failure.
+    pub(crate) fn retry(&mut self, proxy: &Proxy, e: ForwardError) -> Result<(), ForwardError> {
+        match e {
+            ForwardError::Connect { addr, source }
+                if self.retryable && self.tried.is_none() && self.group.targets.len() > 1 =>
+            {
+                tracing::debug!(target = %addr, error = %source, "connect failed; retrying on another target");
+                proxy.metrics.retries.inc();
+                self.tried = Some(addr);
+                Ok(())
+            }
+            e => Err(e),
+        }
+    }
+}
+
+/// Sends a request to a target of `group` (of this network) with hyper's
+/// pooled clients: a connect failure of an idempotent request without a
+/// body is retried once on another target ([`with_retry`]). The target's
+/// in-flight count is held by the lease.
 pub(crate) async fn to_target(
     proxy: &Proxy,
     (http1, http2_client, connect_timeout): (&HttpClient, &HttpClient, Duration),
@@ -32,7 +161,7 @@ pub(crate) async fn to_target(
     body: Body,
     timeout: Duration,
     rec: &mut Record,
-) -> Result<(Lease, Response<Incoming>), (Refusal, String)> {
+) -> Result<(Lease, Response<Incoming>), ForwardError> {
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -48,10 +177,10 @@ pub(crate) async fn to_target(
         Ok(None) => TargetClient::Plain(if http2 { http2_client } else { http1 }),
         Ok(Some(tls)) => TargetClient::Tls(tls.client(proxy.clients.upstream(), connect_timeout)),
         Err(why) => {
-            return Err((
-                Refusal::TargetTls,
-                format!("target group {}: {why}", group.name),
-            ));
+            return Err(ForwardError::Tls(format!(
+                "target group {}: {why}",
+                group.name
+            )));
         }
     };
     // A request without a body can be sent again: on a connect failure, an
@@ -73,26 +202,23 @@ pub(crate) async fn to_target(
         }
     };
     let mut body = Some(body);
-    let mut tried = None;
-    let mut attempt = 0;
-    let (lease, result) = loop {
-        attempt += 1;
-        let Some(target) = group.pick(tried) else {
-            return Err((
-                Refusal::NoHealthyTarget,
-                format!("target group {} has no target to send to", group.name),
-            ));
+    let mut attempts = Attempts::new(group, retryable);
+    let sent = loop {
+        let (target, lease) = match attempts.next() {
+            Ok(next) => next,
+            Err(e) => break Err(e),
         };
-        let lease = target.lease();
+        let addr = target.addr;
         if proxy.access_log.enabled() {
-            rec.entry.target = target.addr.to_string();
+            rec.entry.target = addr.to_string();
         }
-        let uri = Uri::try_from(format!(
-            "{}://{}{path_and_query}",
-            client.scheme(),
-            target.addr
-        ))
-        .map_err(|e| (Refusal::UpstreamFailed, e.to_string()))?;
+        let uri = match Uri::try_from(format!("{}://{addr}{path_and_query}", client.scheme())) {
+            Ok(uri) => uri,
+            Err(e) => {
+                let why = e.to_string();
+                break Err(ForwardError::Failed { addr, why });
+            }
+        };
         let mut upstream = Request::new(match (retryable, body.take()) {
             (false, Some(b)) => b,
             _ => empty(),
@@ -108,55 +234,39 @@ pub(crate) async fn to_target(
         };
         let sent = tokio::select! {
             r = tokio::time::timeout(timeout, client.request(upstream)) => r,
-            _ = lease.target().drained() => {
-                return Err((Refusal::TargetDrained, "the target left its group and its drain time ran out".into()));
-            }
+            _ = target.drained() => break Err(ForwardError::Drained { addr }),
         };
-        match sent {
+        let failed = match sent {
+            Ok(Ok(resp)) => break Ok((lease, resp)),
             Ok(Err(e))
-                if e.is_connect() && retryable && attempt == 1 && group.targets.len() > 1 =>
+                if malformed
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed)) =>
             {
-                tracing::debug!(target = %lease.target().addr, error = %e, "connect failed; retrying on another target");
-                proxy.metrics.retries.inc();
-                tried = Some(lease.target().addr);
+                ForwardError::MalformedBody(error_chain(&e))
             }
-            other => break (lease, other),
+            Ok(Err(e)) if tls_failed(&e) => {
+                ForwardError::Tls(format!("{addr}: {}", error_chain(&e)))
+            }
+            Ok(Err(e)) if e.is_connect() => ForwardError::Connect {
+                addr,
+                source: std::io::Error::other(error_chain(&e)),
+            },
+            Ok(Err(e)) => ForwardError::Failed {
+                addr,
+                why: error_chain(&e),
+            },
+            Err(_) => ForwardError::Timeout {
+                addr,
+                after: timeout,
+            },
+        };
+        if let Err(e) = attempts.retry(proxy, failed) {
+            break Err(e);
         }
     };
     rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
-    match result {
-        Ok(Ok(resp)) => Ok((lease, resp)),
-        Ok(Err(e))
-            if malformed
-                .as_ref()
-                .is_some_and(|f| f.load(Ordering::Relaxed)) =>
-        {
-            Err((
-                Refusal::BadRequest,
-                format!("the request body is malformed: {}", error_chain(&e)),
-            ))
-        }
-        Ok(Err(e)) => {
-            let refusal = if tls_failed(&e) {
-                Refusal::TargetTls
-            } else if e.is_connect() {
-                Refusal::ConnectFailed
-            } else {
-                Refusal::UpstreamFailed
-            };
-            Err((
-                refusal,
-                format!("{}: {}", lease.target().addr, error_chain(&e)),
-            ))
-        }
-        Err(_) => Err((
-            Refusal::UpstreamTimeout,
-            format!(
-                "no response from {} within {timeout:?}",
-                lease.target().addr
-            ),
-        )),
-    }
+    sent
 }
 
 /// Sends a request for `group` of `network` through one of its gateways,
@@ -169,23 +279,8 @@ pub(crate) async fn through_gateway(
     body: Body,
     timeout: Duration,
     rec: &mut Record,
-) -> Result<Response<Body>, (Refusal, String)> {
-    let Some(tunnels) = proxy.tunnels() else {
-        return Err((
-            Refusal::GatewayUnreachable,
-            format!(
-                "target group {group} is in network {network}, and this node has no identity to reach its gateways (start it with --join-token)"
-            ),
-        ));
-    };
-    if !tunnels.available(network, group) {
-        return Err((
-            Refusal::NoHealthyTarget,
-            format!(
-                "target group {group} in network {network} has no healthy target, as its gateways report"
-            ),
-        ));
-    }
+) -> Result<Response<Body>, ForwardError> {
+    let tunnels = gateways(proxy, network, group)?;
     if proxy.access_log.enabled() {
         rec.entry.target = format!("gateway:{network}");
     }
@@ -195,7 +290,7 @@ pub(crate) async fn through_gateway(
         "https://{}{path_and_query}",
         trellis_api::pki::server_name(network)
     ))
-    .map_err(|e| (Refusal::UpstreamFailed, e.to_string()))?;
+    .map_err(|e| ForwardError::Tunnel(TunnelError::Request(e.to_string())))?;
     parts.version = Version::HTTP_2;
     let req = Request::from_parts(parts, body);
     let sent = tokio::time::timeout(timeout, tunnels.send(network, req)).await;
@@ -206,13 +301,30 @@ pub(crate) async fn through_gateway(
             headers::strip_hop_by_hop(&mut parts.headers, false);
             Ok(Response::from_parts(parts, body.boxed_unsync()))
         }
-        Ok(Err(e @ (TunnelError::NoGateway(_) | TunnelError::Unreachable { .. }))) => {
-            Err((Refusal::GatewayUnreachable, e.to_string()))
-        }
-        Ok(Err(e)) => Err((Refusal::UpstreamFailed, e.to_string())),
-        Err(_) => Err((
-            Refusal::UpstreamTimeout,
-            format!("no response through network {network}'s gateway within {timeout:?}"),
-        )),
+        Ok(Err(e)) => Err(e.into()),
+        Err(_) => Err(ForwardError::GatewayTimeout {
+            network: network.to_string(),
+            after: timeout,
+        }),
     }
+}
+
+/// The tunnels to `network`'s gateways, when this node has an identity and
+/// they last reported something healthy in `group`.
+pub(crate) fn gateways<'p>(
+    proxy: &'p Proxy,
+    network: &str,
+    group: &str,
+) -> Result<&'p Arc<crate::tunnel::Tunnels>, ForwardError> {
+    let tunnels = proxy.tunnels().ok_or_else(|| ForwardError::NoIdentity {
+        group: group.to_string(),
+        network: network.to_string(),
+    })?;
+    if !tunnels.available(network, group) {
+        return Err(ForwardError::RemoteUnavailable {
+            group: group.to_string(),
+            network: network.to_string(),
+        });
+    }
+    Ok(tunnels)
 }

@@ -7,7 +7,7 @@
 
 use crate::access_log::Entry;
 use crate::config::Config;
-use crate::forward::to_target;
+use crate::forward::{Attempts, ForwardError, to_target};
 use crate::headers;
 use crate::metrics::ReasonLabels;
 use crate::proxy::Proxy;
@@ -234,7 +234,7 @@ pub async fn handle_tunnelled(
             let resp = Response::from_parts(parts, body.boxed_unsync());
             finish(&proxy, rec, resp, None, Some(lease))
         }
-        Err((refusal, detail)) => refuse(&proxy, rec, refusal, &detail),
+        Err(e) => refuse(&proxy, rec, e.refusal(), &e.to_string()),
     })
 }
 
@@ -249,22 +249,26 @@ async fn connect_target(
     mut rec: Record,
 ) -> Response<Body> {
     let upstream = proxy.clients.upstream();
-    let mut tried = None;
-    let (lease, stream) = loop {
-        let Some(target) = group.pick(tried) else {
-            let detail = format!("target group {} has no target to send to", group.name);
-            return refuse(proxy, rec, Refusal::NoHealthyTarget, &detail);
+    let mut attempts = Attempts::new(group, true);
+    let connected = loop {
+        let (target, lease) = match attempts.next() {
+            Ok(next) => next,
+            Err(e) => break Err(e),
         };
-        let lease = target.lease();
         rec.entry.target = target.addr.to_string();
         match upstream.connect(target.addr, peer.connect_timeout).await {
-            Ok(s) => break (lease, s),
-            Err(_) if tried.is_none() && group.targets.len() > 1 => tried = Some(target.addr),
-            Err(e) => {
-                let detail = format!("{}: {e}", target.addr);
-                return refuse(proxy, rec, Refusal::ConnectFailed, &detail);
+            Ok(s) => break Ok((lease, s)),
+            Err(source) => {
+                let addr = target.addr;
+                if let Err(e) = attempts.retry(proxy, ForwardError::Connect { addr, source }) {
+                    break Err(e);
+                }
             }
         }
+    };
+    let (lease, stream) = match connected {
+        Ok(ok) => ok,
+        Err(e) => return refuse(proxy, rec, e.refusal(), &e.to_string()),
     };
     rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
     let idle = peer.idle_timeout;

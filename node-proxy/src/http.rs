@@ -180,7 +180,7 @@ pub async fn handle(
             through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
         return Ok(match resp {
             Ok(resp) => finish(&proxy, rec, resp, None, None),
-            Err((refusal, detail)) => refuse(&proxy, rec, refusal, &detail),
+            Err(e) => refuse(&proxy, rec, e.refusal(), &e.to_string()),
         });
     }
     let connect_timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
@@ -188,7 +188,7 @@ pub async fn handle(
     let sent = to_target(&proxy, clients, &group, parts, body, timeout, &mut rec).await;
     let (lease, mut resp) = match sent {
         Ok(ok) => ok,
-        Err((refusal, detail)) => return Ok(refuse(&proxy, rec, refusal, &detail)),
+        Err(e) => return Ok(refuse(&proxy, rec, e.refusal(), &e.to_string())),
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);

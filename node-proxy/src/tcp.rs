@@ -5,7 +5,9 @@
 
 use crate::access_log::{Entry, now_rfc3339};
 use crate::config::{Action, Listener};
+use crate::forward::{Attempts, ForwardError};
 use crate::proxy::{Conn, Proxy};
+use crate::refusal::Refusal;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,13 +96,14 @@ pub async fn forward(
         entry.time = now_rfc3339();
         proxy.access_log.log(entry);
     };
+    let no_group = Some(Refusal::NoTargetGroup.code());
     let Action::Forward(split) = routed.action else {
-        return log(entry, Some("no-target-group"));
+        return log(entry, no_group);
     };
     let name = split.pick().clone();
     entry.target_group = name.clone();
     let Some(group) = config.groups.get(&name).cloned() else {
-        return log(entry, Some("no-target-group"));
+        return log(entry, no_group);
     };
     let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
     let stopping = async {
@@ -113,10 +116,13 @@ pub async fn forward(
         let mut stream = match through_gateway(proxy, conn, listener, network, &name, timeout).await
         {
             Ok(s) => s,
-            Err(code) => return log(entry, Some(code)),
+            Err(e) => {
+                tracing::debug!(conn = conn.id, error = %e, "no stream through the gateway");
+                return log(entry, Some(e.refusal().code()));
+            }
         };
         if stream.write_all(&routed.replay).await.is_err() {
-            return log(entry, Some("gateway-unreachable"));
+            return log(entry, Some(Refusal::GatewayUnreachable.code()));
         }
         entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
         let error = relay(
@@ -133,30 +139,27 @@ pub async fn forward(
     let connect_timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
     let upstream = proxy.clients.upstream();
     // A failed connect is retried once on another target: nothing was sent yet.
-    let mut tried = None;
+    let mut attempts = Attempts::new(&group, true);
     let (lease, stream) = loop {
-        let Some(target) = group.pick(tried) else {
-            return log(entry, Some("no-healthy-target"));
+        let (target, lease) = match attempts.next() {
+            Ok(next) => next,
+            Err(e) => return log(entry, Some(e.refusal().code())),
         };
-        let lease = target.lease();
-        entry.target = target.addr.to_string();
-        match upstream.connect(target.addr, connect_timeout).await {
-            Ok(mut s) => {
-                if let Err(e) = s.write_all(&routed.replay).await {
-                    tracing::debug!(target = %target.addr, error = %e, "target closed at once");
-                    return log(entry, Some("connect-failed"));
+        let addr = target.addr;
+        entry.target = addr.to_string();
+        let failed = match upstream.connect(addr, connect_timeout).await {
+            Ok(mut s) => match s.write_all(&routed.replay).await {
+                Ok(()) => break (lease, s),
+                Err(source) => {
+                    tracing::debug!(target = %addr, error = %source, "target closed at once");
+                    return log(entry, Some(Refusal::ConnectFailed.code()));
                 }
-                break (lease, s);
-            }
-            Err(e) if tried.is_none() && group.targets.len() > 1 => {
-                tracing::debug!(target = %target.addr, error = %e, "connect failed; trying another target");
-                proxy.metrics.retries.inc();
-                tried = Some(target.addr);
-            }
-            Err(e) => {
-                tracing::debug!(target = %target.addr, error = %e, "connect failed");
-                return log(entry, Some("connect-failed"));
-            }
+            },
+            Err(source) => ForwardError::Connect { addr, source },
+        };
+        if let Err(e) = attempts.retry(proxy, failed) {
+            tracing::debug!(conn = conn.id, error = %e, "connect failed");
+            return log(entry, Some(e.refusal().code()));
         }
     };
     entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -201,7 +204,7 @@ where
 }
 
 /// A stream to a target of `group` in `network`: an HTTP/2 CONNECT stream
-/// through one of its gateways. Errors are access-log codes.
+/// through one of its gateways.
 async fn through_gateway(
     proxy: &Proxy,
     conn: &Conn,
@@ -209,12 +212,9 @@ async fn through_gateway(
     network: &str,
     group: &str,
     timeout: Duration,
-) -> Result<TokioIo<hyper::upgrade::Upgraded>, &'static str> {
+) -> Result<TokioIo<hyper::upgrade::Upgraded>, ForwardError> {
     use crate::tunnel::{GROUP_HEADER, TunnelError};
-    let tunnels = proxy.tunnels().ok_or("gateway-unreachable")?;
-    if !tunnels.available(network, group) {
-        return Err("no-healthy-target");
-    }
+    let tunnels = crate::forward::gateways(proxy, network, group)?;
     let req = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(format!(
@@ -227,23 +227,26 @@ async fn through_gateway(
         .header("x-forwarded-for", conn.client.ip().to_string())
         .header(GROUP_HEADER, group)
         .body(crate::upstream::empty())
-        .map_err(|_| "connect-failed")?;
-    let resp = match tokio::time::timeout(timeout * 2, tunnels.send(network, req)).await {
-        Err(_) => return Err("connect-timeout"),
-        Ok(Err(TunnelError::NoGateway(_) | TunnelError::Unreachable { .. })) => {
-            return Err("gateway-unreachable");
-        }
-        Ok(Err(_)) => return Err("connect-failed"),
-        Ok(Ok(resp)) => resp,
-    };
+        .map_err(|e| TunnelError::Request(e.to_string()))?;
+    let resp = tokio::time::timeout(timeout * 2, tunnels.send(network, req))
+        .await
+        .map_err(|_| ForwardError::GatewayTimeout {
+            network: network.to_string(),
+            after: timeout * 2,
+        })??;
     match resp.status() {
         s if s.is_success() => {}
-        http::StatusCode::FORBIDDEN => return Err("tunnel-refused"),
-        http::StatusCode::SERVICE_UNAVAILABLE => return Err("no-healthy-target"),
-        _ => return Err("connect-failed"),
+        http::StatusCode::FORBIDDEN => return Err(ForwardError::TunnelRefused(network.into())),
+        http::StatusCode::SERVICE_UNAVAILABLE => {
+            return Err(ForwardError::RemoteUnavailable {
+                group: group.to_string(),
+                network: network.to_string(),
+            });
+        }
+        s => return Err(TunnelError::Request(format!("the gateway answered {s}")).into()),
     }
     hyper::upgrade::on(resp)
         .await
         .map(TokioIo::new)
-        .map_err(|_| "connect-failed")
+        .map_err(|e| TunnelError::Request(e.to_string()).into())
 }

@@ -7,6 +7,7 @@
 use super::head::{self, Body, Chunked};
 use super::{HELD, Plan, READ_CHUNK, Session, Step, ms, secs};
 use crate::config::Listener;
+use crate::forward::{Attempts, ForwardError};
 use crate::pool;
 use crate::proxy::MAX_HEADER_BYTES;
 use crate::record::Record;
@@ -18,18 +19,6 @@ use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
 use trellis_api::resource::Timeouts;
-
-/// Why a target did not answer.
-enum Failure {
-    Connect(std::io::Error),
-    /// A kept connection turned out closed before any of the response.
-    Stale,
-    Failed(String),
-    Timeout,
-    Drained,
-    /// The client stopped sending its body.
-    Client,
-}
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     /// Sends the request to a target of the plan's group (a connect failure
@@ -51,59 +40,27 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         plan.body_left -= first as u64;
 
         let group = plan.group.clone();
-        let mut tried = None;
+        let mut attempts = Attempts::new(&group, plan.retryable);
         let mut fresh = false;
         let (lease, stream) = loop {
-            let Some(target) = group.pick(tried) else {
-                let detail = format!("target group {} has no target to send to", group.name);
-                return self
-                    .refuse_plan(plan, t, Refusal::NoHealthyTarget, &detail)
-                    .await;
+            let (target, lease) = match attempts.next() {
+                Ok(next) => next,
+                Err(e) => return self.refuse_plan(plan, t, e).await,
             };
-            let lease = target.lease();
             if self.proxy.access_log.enabled() {
                 plan.rec.entry.target = target.addr.to_string();
             }
             match self.attempt(target, fresh, deadline, t, &mut plan).await {
                 Ok(stream) => break (lease, stream),
-                Err(Failure::Connect(e))
-                    if plan.retryable && tried.is_none() && group.targets.len() > 1 =>
-                {
-                    tracing::debug!(target = %target.addr, error = %e, "connect failed; retrying on another target");
-                    self.proxy.metrics.retries.inc();
-                    tried = Some(target.addr);
-                }
-                Err(Failure::Stale) if plan.retryable && !fresh => {
-                    tracing::debug!(target = %target.addr, "kept connection was closed; sending again on a new one");
+                Err(ForwardError::Stale { addr }) if plan.retryable && !fresh => {
+                    tracing::debug!(target = %addr, "kept connection was closed; sending again on a new one");
                     self.proxy.metrics.retries.inc();
                     fresh = true;
                 }
-                Err(f) => {
-                    let addr = target.addr;
-                    let (refusal, detail) = match f {
-                        Failure::Connect(e) => (Refusal::ConnectFailed, format!("{addr}: {e}")),
-                        Failure::Timeout => (
-                            Refusal::UpstreamTimeout,
-                            format!(
-                                "no response from {addr} within {:?}",
-                                secs(t.request_seconds)
-                            ),
-                        ),
-                        Failure::Drained => (
-                            Refusal::TargetDrained,
-                            "the target left its group and its drain time ran out".into(),
-                        ),
-                        Failure::Client => (
-                            Refusal::RequestTimeout,
-                            "the request body did not arrive".into(),
-                        ),
-                        Failure::Failed(why) => (Refusal::UpstreamFailed, format!("{addr}: {why}")),
-                        Failure::Stale => (
-                            Refusal::UpstreamFailed,
-                            format!("{addr}: connection closed before the response"),
-                        ),
-                    };
-                    return self.refuse_plan(plan, t, refusal, &detail).await;
+                Err(e) => {
+                    if let Err(e) = attempts.retry(self.proxy, e) {
+                        return self.refuse_plan(plan, t, e).await;
+                    }
                 }
             }
         };
@@ -120,8 +77,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         deadline: tokio::time::Instant,
         t: &Timeouts,
         plan: &mut Plan,
-    ) -> Result<TcpStream, Failure> {
+    ) -> Result<TcpStream, ForwardError> {
         let addr = target.addr;
+        let after = secs(t.request_seconds);
+        let failed = |why: String| ForwardError::Failed { addr, why };
         let kept = if fresh { None } else { self.checkout(addr) };
         let reused = kept.is_some();
         let mut stream = match kept {
@@ -130,16 +89,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 let upstream = self.proxy.clients.upstream();
                 match timeout_at(deadline, upstream.connect(addr, ms(t.connect_ms))).await {
                     Ok(Ok(s)) => s,
-                    Ok(Err(e)) => return Err(Failure::Connect(e)),
-                    Err(_) => return Err(Failure::Timeout),
+                    Ok(Err(source)) => return Err(ForwardError::Connect { addr, source }),
+                    Err(_) => return Err(ForwardError::Timeout { addr, after }),
                 }
             }
         };
         match timeout_at(deadline, stream.write_all(&self.out)).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) if reused => return Err(Failure::Stale),
-            Ok(Err(e)) => return Err(Failure::Failed(e.to_string())),
-            Err(_) => return Err(Failure::Timeout),
+            Ok(Err(_)) if reused => return Err(ForwardError::Stale { addr }),
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Err(_) => return Err(ForwardError::Timeout { addr, after }),
         }
         // The rest of the body, client to target, as it comes.
         while plan.body_left > 0 {
@@ -147,13 +106,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             let read = tokio::time::timeout(secs(t.idle_seconds), self.io.read_buf(&mut self.buf));
             match read.await {
                 Ok(Ok(n)) if n > 0 => {}
-                _ => return Err(Failure::Client),
+                _ => return Err(ForwardError::ClientGone),
             }
             let n = plan.body_left.min(self.buf.len() as u64) as usize;
             match timeout_at(deadline, stream.write_all(&self.buf[..n])).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Failure::Failed(e.to_string())),
-                Err(_) => return Err(Failure::Timeout),
+                Ok(Err(e)) => return Err(failed(e.to_string())),
+                Err(_) => return Err(ForwardError::Timeout { addr, after }),
             }
             self.buf.advance(n);
             plan.body_left -= n as u64;
@@ -164,22 +123,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             let read = tokio::select! {
                 biased;
                 r = timeout_at(deadline, stream.read_buf(&mut self.rbuf)) => r,
-                _ = target.drained() => return Err(Failure::Drained),
+                _ = target.drained() => return Err(ForwardError::Drained { addr }),
             };
             match read {
-                Err(_) => return Err(Failure::Timeout),
+                Err(_) => return Err(ForwardError::Timeout { addr, after }),
                 Ok(Ok(0)) | Ok(Err(_)) if reused && self.rbuf.is_empty() => {
-                    return Err(Failure::Stale);
+                    return Err(ForwardError::Stale { addr });
                 }
-                Ok(Ok(0)) => return Err(Failure::Failed("closed before its response".into())),
-                Ok(Err(e)) => return Err(Failure::Failed(e.to_string())),
+                Ok(Ok(0)) => return Err(failed("closed before its response".into())),
+                Ok(Err(e)) => return Err(failed(e.to_string())),
                 Ok(Ok(_)) => {}
             }
             let mut headers = head::uninit();
             let len = match head::Response::parse(&self.rbuf, &mut headers) {
                 Ok(None) if self.rbuf.len() < MAX_HEADER_BYTES => continue,
-                Ok(None) => return Err(Failure::Failed("response head too large".into())),
-                Err(e) => return Err(Failure::Failed(format!("malformed response head: {e}"))),
+                Ok(None) => return Err(failed("response head too large".into())),
+                Err(e) => return Err(failed(format!("malformed response head: {e}"))),
                 // 1xx: the client gets it, then the final response follows.
                 // (Nothing is sent again once a response began: `out` is free.)
                 Ok(Some((resp, len))) if matches!(resp.status, 100 | 102..=199) => {
@@ -191,7 +150,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             };
             self.rbuf.advance(len);
             if send(&mut self.io, &self.out, t).await.is_err() {
-                return Err(Failure::Client);
+                return Err(ForwardError::ClientGone);
             }
         }
     }
@@ -208,21 +167,20 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     ) -> Step {
         let t = &listener.timeouts;
         let mut headers = head::uninit();
+        let addr = lease.target().addr;
         let Ok(Some((resp, len))) = head::Response::parse(&self.rbuf, &mut headers) else {
+            let why = "no response head".into();
             return self
-                .refuse_plan(plan, t, Refusal::UpstreamFailed, "no response head")
+                .refuse_plan(plan, t, ForwardError::Failed { addr, why })
                 .await;
         };
         let (status, body) = (resp.status, resp.body(plan.head_request));
         let body = match body {
             Some(b) if status != 101 => b,
             _ => {
-                let detail = format!(
-                    "{}: a response this proxy cannot frame",
-                    lease.target().addr
-                );
+                let why = "a response this proxy cannot frame".into();
                 return self
-                    .refuse_plan(plan, t, Refusal::UpstreamFailed, &detail)
+                    .refuse_plan(plan, t, ForwardError::Failed { addr, why })
                     .await;
             }
         };
@@ -292,15 +250,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     /// Trellis's own answer (`x-trellis-error` and a one-line reason),
     /// counted and logged like any. A request whose body was not all read
     /// closes the connection after it.
-    async fn refuse_plan(
-        &mut self,
-        plan: Plan,
-        t: &Timeouts,
-        refusal: Refusal,
-        detail: &str,
-    ) -> Step {
+    async fn refuse_plan(&mut self, plan: Plan, t: &Timeouts, e: ForwardError) -> Step {
         let close = plan.close || plan.body_left > 0;
-        self.refuse(plan.rec, close, t, refusal, detail).await
+        self.refuse(plan.rec, close, t, e.refusal(), &e.to_string())
+            .await
     }
 
     /// Trellis's own answer for a request no plan was made for, or whose
