@@ -96,8 +96,7 @@ impl Proxy {
                     let stop = shutdown.clone();
                     tokio::spawn(async move {
                         let _active = proxy.track(protocol);
-                        let limit =
-                            Duration::from_secs(u64::from(l.timeouts.header_read_seconds.max(1)));
+                        let limit = l.timeouts.header_read;
                         let stream = match tokio::time::timeout(limit, tls.acceptor.accept(stream))
                             .await
                         {
@@ -137,7 +136,7 @@ impl Proxy {
                     tunnels.spawn(async move {
                         let _active = proxy.track(protocol);
                         let mut stream = stream;
-                        let limit = Duration::from_secs(u64::from(l.timeouts.header_read_seconds.max(1)));
+                        let limit = l.timeouts.header_read;
                         let hello = tokio::time::timeout(limit, crate::tls::read_client_hello(&mut stream)).await;
                         let (replay, name) = match hello {
                             Ok(Ok(h)) => h,
@@ -233,9 +232,7 @@ impl Proxy {
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(u64::from(
-                l.timeouts.header_read_seconds.max(1),
-            )))
+            .header_read_timeout(l.timeouts.header_read)
             .max_buf_size(MAX_HEADER_BYTES);
         builder
             .http2()

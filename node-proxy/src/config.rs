@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use trellis_api::resource::{
-    Action as ActionSpec, AuthType, ListenerProtocol, ProtocolVersion, TargetProtocol, Timeouts,
+    Action as ActionSpec, AuthType, ListenerProtocol, ProtocolVersion, TargetProtocol, TimeLimits,
 };
 use trellis_api::snapshot::Snapshot;
 
@@ -58,7 +58,7 @@ pub struct Listener {
     /// In priority order.
     pub rules: Vec<Rule>,
     pub default: Action,
-    pub timeouts: Timeouts,
+    pub timeouts: TimeLimits,
     /// How request targets are made canonical.
     pub paths: PathRules,
     pub lattice_compat: bool,
@@ -208,8 +208,7 @@ impl Config {
                         }
                     })
                     .collect();
-                let connect_timeout =
-                    std::time::Duration::from_millis(u64::from(l.timeouts.connect_ms.max(1)));
+                let timeouts = l.timeouts.limits();
                 let port = l.effective_port();
                 let vip = SocketAddr::new(IpAddr::V4(svc.vip), port);
                 let tls = l.tls.as_ref().and_then(|spec| {
@@ -224,13 +223,13 @@ impl Config {
                     protocol: l.protocol,
                     rules,
                     default: Action::compile(&l.default_action),
-                    timeouts: l.timeouts,
+                    timeouts,
                     paths: (&l.path_normalization).into(),
                     lattice_compat: svc.lattice_compat,
                     service_network: via.clone(),
                     guard: guard.clone(),
-                    http1: clients.get(false, connect_timeout),
-                    http2: clients.get(true, connect_timeout),
+                    http1: clients.get(false, timeouts.connect),
+                    http2: clients.get(true, timeouts.connect),
                     tls,
                 });
                 listeners.insert(vip, listener.clone());

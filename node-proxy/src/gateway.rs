@@ -5,7 +5,6 @@
 //! `handle_tunnelled` below, which checks what the caller may reach and
 //! sends it on as any request).
 
-use crate::access_log::Entry;
 use crate::config::Config;
 use crate::forward::{Attempts, ForwardError, to_target};
 use crate::headers;
@@ -42,14 +41,13 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES));
-    let defaults = Timeouts::default();
-    let connect = Duration::from_millis(u64::from(defaults.connect_ms.max(1)));
+    let defaults = Timeouts::default().limits();
+    let connect = defaults.connect;
     let (http1, http2) = (
         proxy.clients.get(false, connect),
         proxy.clients.get(true, connect),
     );
-    let request_timeout = Duration::from_secs(u64::from(defaults.request_seconds.max(1)));
-    let idle_timeout = Duration::from_secs(u64::from(defaults.idle_seconds.max(1)));
+    let (request_timeout, idle_timeout) = (defaults.request, defaults.idle);
     loop {
         let (stream, addr) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -165,21 +163,19 @@ pub async fn handle_tunnelled(
         header(req.headers(), "x-trellis-service"),
         header(req.headers(), crate::tunnel::GROUP_HEADER),
     );
-    let mut rec = Record {
-        entry: Entry {
-            kind: "tunnel",
-            request_id: header(req.headers(), "x-trellis-request-id"),
-            source_network: peer.network.clone(),
-            service: Arc::from(service.as_str()),
-            target_group: Arc::from(group_name.as_str()),
-            ..Entry::default()
-        },
-        start: Instant::now(),
-    };
+    let mut rec = Record::begin(
+        &proxy,
+        "tunnel",
+        peer.network.clone(),
+        peer.addr,
+        Instant::now(),
+    );
+    // The caller's request id: one id end to end.
+    rec.entry.request_id = header(req.headers(), "x-trellis-request-id");
+    rec.entry.service = Arc::from(service.as_str());
+    rec.entry.target_group = Arc::from(group_name.as_str());
+    rec.request(&proxy, req.method().as_str(), req.uri().path());
     if proxy.access_log.enabled() {
-        rec.entry.client = peer.addr.to_string();
-        rec.entry.method = req.method().to_string();
-        rec.entry.path = req.uri().path().to_string();
         rec.entry.identity =
             Some(header(req.headers(), "x-trellis-identity")).filter(|i| !i.is_empty());
     }

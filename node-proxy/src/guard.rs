@@ -29,7 +29,7 @@ pub(crate) async fn guard_request<'g>(
     req: Request<Body>,
 ) -> Result<(Request<Body>, Option<Arc<Principal>>, auth::Allowed<'g>), Denied> {
     let (parts, body) = req.into_parts();
-    let wait = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
+    let wait = listener.timeouts.request;
     let mut body = Some(body);
     let mut buffered = None;
     if auth::needs_body_first(&parts.headers) && body.as_ref().is_some_and(|b| !b.is_end_stream()) {

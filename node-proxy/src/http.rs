@@ -4,14 +4,13 @@
 //! body ends. Trellis's own answers (no route, no healthy target, target
 //! failed or too slow) carry `x-trellis-error` and a one-line reason.
 
-use crate::access_log::Entry;
 use crate::canonical::{self, Target};
 use crate::config::Action;
 use crate::forward::{through_gateway, to_target};
 use crate::guard::{Denied, guard_request};
 use crate::headers::{self, connection_headers, request_headers};
 use crate::proxy::{Conn, Proxy};
-use crate::record::{Record, finish, refuse, request_id};
+use crate::record::{Record, finish, refuse};
 use crate::refusal::Refusal;
 use crate::route::RequestParts;
 use crate::targets::Lease;
@@ -34,21 +33,8 @@ pub async fn handle(
     let mut req = req.map(BodyExt::boxed_unsync);
     let start = Instant::now();
     let config = proxy.config();
-    let mut rec = Record {
-        entry: Entry {
-            kind: "http",
-            request_id: request_id(),
-            source_network: config.network.clone(),
-            ..Entry::default()
-        },
-        start,
-    };
-    // Strings only the access log reads are made only when it is on.
-    if proxy.access_log.enabled() {
-        rec.entry.client = conn.client.to_string();
-        rec.entry.method = req.method().to_string();
-        rec.entry.path = req.uri().path().to_string();
-    }
+    let mut rec = Record::begin(&proxy, "http", config.network.clone(), conn.client, start);
+    rec.request(&proxy, req.method().as_str(), req.uri().path());
     let Some(listener) = config.listener(conn.dst.0).cloned() else {
         // The service went away while the connection was open.
         return Ok(refuse(
@@ -58,8 +44,7 @@ pub async fn handle(
             "the service no longer exists",
         ));
     };
-    rec.entry.service = listener.service.clone();
-    rec.entry.listener = listener.name.clone();
+    let mut rec = rec.on(&listener);
 
     // From here on every stage reads the canonical target and the one Host;
     // only the signature check reads what was sent (`sent`).
@@ -174,7 +159,7 @@ pub async fn handle(
         principal.as_deref(),
         set,
     );
-    let timeout = Duration::from_secs(u64::from(listener.timeouts.request_seconds.max(1)));
+    let timeout = listener.timeouts.request;
     if let Some(network) = &group.remote {
         let resp =
             through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
@@ -183,7 +168,7 @@ pub async fn handle(
             Err(e) => refuse(&proxy, rec, e.refusal(), &e.to_string()),
         });
     }
-    let connect_timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
+    let connect_timeout = listener.timeouts.connect;
     let clients = (&listener.http1, &listener.http2, connect_timeout);
     let sent = to_target(&proxy, clients, &group, parts, body, timeout, &mut rec).await;
     let (lease, mut resp) = match sent {
@@ -195,7 +180,7 @@ pub async fn handle(
     if switching {
         if let Some(client_upgrade) = client_upgrade {
             let target_upgrade = hyper::upgrade::on(&mut resp);
-            let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
+            let idle = listener.timeouts.idle;
             tokio::spawn(upgraded(
                 client_upgrade,
                 target_upgrade,

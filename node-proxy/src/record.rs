@@ -3,6 +3,7 @@
 //! body ends (or the client goes away).
 
 use crate::access_log::{Entry, now_rfc3339};
+use crate::config::Listener;
 use crate::metrics::{RequestLabels, ServiceLabels};
 use crate::proxy::Proxy;
 use crate::refusal::Refusal;
@@ -12,12 +13,13 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-pub(crate) fn request_id() -> String {
+fn request_id() -> String {
     format!("{:016x}{:016x}", random() as u64, random() as u64)
 }
 
@@ -28,6 +30,54 @@ pub(crate) struct Record {
 }
 
 impl Record {
+    /// The one way a record begins: a request (or connection) of `kind`,
+    /// from `client`, as a node of `network` sees it, begun at `start`.
+    /// Strings only the access log reads are made only when it is on.
+    pub(crate) fn begin(
+        proxy: &Proxy,
+        kind: &'static str,
+        network: Arc<str>,
+        client: SocketAddr,
+        start: Instant,
+    ) -> Record {
+        let mut entry = Entry {
+            kind,
+            request_id: request_id(),
+            source_network: network,
+            ..Entry::default()
+        };
+        if proxy.access_log.enabled() {
+            entry.client = client.to_string();
+        }
+        Record { entry, start }
+    }
+
+    /// On `listener`: its service's name and its own.
+    pub(crate) fn on(mut self, listener: &Listener) -> Record {
+        self.entry.service = listener.service.clone();
+        self.entry.listener = listener.name.clone();
+        self
+    }
+
+    /// The request's method and path, when the access log is on.
+    pub(crate) fn request(&mut self, proxy: &Proxy, method: &str, path: &str) {
+        if proxy.access_log.enabled() {
+            self.entry.method = method.to_string();
+            self.entry.path = path.to_string();
+        }
+    }
+
+    /// A TCP connection is over: logged, with why it ended if not cleanly
+    /// (its metrics are the connection counters).
+    pub(crate) fn closed(mut self, proxy: &Proxy, error: Option<&'static str>) {
+        self.entry.error = error;
+        self.entry.duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
+        if proxy.access_log.enabled() {
+            self.entry.time = now_rfc3339();
+            proxy.access_log.log(self.entry);
+        }
+    }
+
     /// The request is over: counted, timed and logged.
     pub(crate) fn done(mut self, proxy: &Proxy) {
         let elapsed = self.start.elapsed();

@@ -3,10 +3,11 @@
 //! rules as HTTP; bytes are spliced both ways until either side closes or
 //! nothing moves for the idle timeout.
 
-use crate::access_log::{Entry, now_rfc3339};
+use crate::access_log::Entry;
 use crate::config::{Action, Listener};
 use crate::forward::{Attempts, ForwardError};
 use crate::proxy::{Conn, Proxy};
+use crate::record::Record;
 use crate::refusal::Refusal;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
@@ -80,99 +81,87 @@ pub async fn forward(
 ) {
     let start = Instant::now();
     let config = proxy.config();
-    let mut entry = Entry {
-        kind: "tcp",
-        request_id: format!("{:016x}", crate::targets::random() as u64),
-        source_network: config.network.clone(),
-        client: conn.client.to_string(),
-        service: listener.service.clone(),
-        listener: listener.name.clone(),
-        rule: routed.rule.clone(),
-        ..Entry::default()
-    };
-    let log = |mut entry: Entry, error: Option<&'static str>| {
-        entry.error = error;
-        entry.duration_ms = start.elapsed().as_secs_f64() * 1000.0;
-        entry.time = now_rfc3339();
-        proxy.access_log.log(entry);
-    };
+    let mut rec =
+        Record::begin(proxy, "tcp", config.network.clone(), conn.client, start).on(listener);
+    rec.entry.rule = routed.rule.clone();
+    let log = |rec: Record, error: Option<&'static str>| rec.closed(proxy, error);
     let no_group = Some(Refusal::NoTargetGroup.code());
     let Action::Forward(split) = routed.action else {
-        return log(entry, no_group);
+        return log(rec, no_group);
     };
     let name = split.pick().clone();
-    entry.target_group = name.clone();
+    rec.entry.target_group = name.clone();
     let Some(group) = config.groups.get(&name).cloned() else {
-        return log(entry, no_group);
+        return log(rec, no_group);
     };
-    let idle = Duration::from_secs(u64::from(listener.timeouts.idle_seconds.max(1)));
+    let idle = listener.timeouts.idle;
     let stopping = async {
         shutdown.cancelled().await;
         tokio::time::sleep(drain).await;
     };
     if let Some(network) = &group.remote {
-        entry.target = format!("gateway:{network}");
-        let timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
+        rec.entry.target = format!("gateway:{network}");
+        let timeout = listener.timeouts.connect;
         let mut stream = match through_gateway(proxy, conn, listener, network, &name, timeout).await
         {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(conn = conn.id, error = %e, "no stream through the gateway");
-                return log(entry, Some(e.refusal().code()));
+                return log(rec, Some(e.refusal().code()));
             }
         };
         if stream.write_all(&routed.replay).await.is_err() {
-            return log(entry, Some(Refusal::GatewayUnreachable.code()));
+            return log(rec, Some(Refusal::GatewayUnreachable.code()));
         }
-        entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
+        rec.entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
         let error = relay(
             client,
             stream,
             idle,
             std::future::pending(),
             stopping,
-            &mut entry,
+            &mut rec.entry,
         )
         .await;
-        return log(entry, error);
+        return log(rec, error);
     }
-    let connect_timeout = Duration::from_millis(u64::from(listener.timeouts.connect_ms.max(1)));
+    let connect_timeout = listener.timeouts.connect;
     let upstream = proxy.clients.upstream();
     // A failed connect is retried once on another target: nothing was sent yet.
     let mut attempts = Attempts::new(&group, true);
     let (lease, stream) = loop {
         let (target, lease) = match attempts.next() {
             Ok(next) => next,
-            Err(e) => return log(entry, Some(e.refusal().code())),
+            Err(e) => return log(rec, Some(e.refusal().code())),
         };
         let addr = target.addr;
-        entry.target = addr.to_string();
+        rec.entry.target = addr.to_string();
         let failed = match upstream.connect(addr, connect_timeout).await {
             Ok(mut s) => match s.write_all(&routed.replay).await {
                 Ok(()) => break (lease, s),
                 Err(source) => {
                     tracing::debug!(target = %addr, error = %source, "target closed at once");
-                    return log(entry, Some(Refusal::ConnectFailed.code()));
+                    return log(rec, Some(Refusal::ConnectFailed.code()));
                 }
             },
             Err(source) => ForwardError::Connect { addr, source },
         };
         if let Err(e) = attempts.retry(proxy, failed) {
             tracing::debug!(conn = conn.id, error = %e, "connect failed");
-            return log(entry, Some(e.refusal().code()));
+            return log(rec, Some(e.refusal().code()));
         }
     };
-    entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
+    rec.entry.upstream_ms = start.elapsed().as_secs_f64() * 1000.0;
     let error = relay(
         client,
         stream,
         idle,
         lease.target().drained(),
         stopping,
-        &mut entry,
+        &mut rec.entry,
     )
     .await;
-    log(entry, error)
+    log(rec, error)
 }
 
 /// Splices until either side is done, the target drains or the proxy

@@ -605,6 +605,29 @@ pub struct Timeouts {
     pub idle_seconds: u32,
 }
 
+/// [`Timeouts`] as the proxy waits with them: compiled once per config,
+/// each at least one of its unit (a 0 in a spec would wait for nothing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeLimits {
+    pub header_read: std::time::Duration,
+    pub connect: std::time::Duration,
+    pub request: std::time::Duration,
+    pub idle: std::time::Duration,
+}
+
+impl Timeouts {
+    pub fn limits(&self) -> TimeLimits {
+        use std::time::Duration;
+        let secs = |s: u32| Duration::from_secs(u64::from(s.max(1)));
+        TimeLimits {
+            header_read: secs(self.header_read_seconds),
+            connect: Duration::from_millis(u64::from(self.connect_ms.max(1))),
+            request: secs(self.request_seconds),
+            idle: secs(self.idle_seconds),
+        }
+    }
+}
+
 fn default_header_read() -> u32 {
     10
 }

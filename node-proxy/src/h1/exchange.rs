@@ -5,7 +5,7 @@
 //! when it can carry another request; or Trellis's own answer.
 
 use super::head::{self, Body, Chunked};
-use super::{HELD, Plan, READ_CHUNK, Session, Step, ms, secs};
+use super::{HELD, Plan, READ_CHUNK, Session, Step};
 use crate::config::Listener;
 use crate::forward::{Attempts, ForwardError};
 use crate::pool;
@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 use tokio_util::sync::CancellationToken;
-use trellis_api::resource::Timeouts;
+use trellis_api::resource::TimeLimits;
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     /// Sends the request to a target of the plan's group (a connect failure
@@ -32,7 +32,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         stop: &CancellationToken,
     ) -> Step {
         let t = &listener.timeouts;
-        let deadline = tokio::time::Instant::now() + secs(t.request_seconds);
+        let deadline = tokio::time::Instant::now() + t.request;
         // The body's first bytes go out with the head.
         let first = plan.body_left.min(self.buf.len() as u64) as usize;
         self.out.extend_from_slice(&self.buf[..first]);
@@ -75,11 +75,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         target: &Target,
         fresh: bool,
         deadline: tokio::time::Instant,
-        t: &Timeouts,
+        t: &TimeLimits,
         plan: &mut Plan,
     ) -> Result<TcpStream, ForwardError> {
         let addr = target.addr;
-        let after = secs(t.request_seconds);
+        let after = t.request;
         let failed = |why: String| ForwardError::Failed { addr, why };
         let kept = if fresh { None } else { self.checkout(addr) };
         let reused = kept.is_some();
@@ -87,7 +87,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             Some(s) => s,
             None => {
                 let upstream = self.proxy.clients.upstream();
-                match timeout_at(deadline, upstream.connect(addr, ms(t.connect_ms))).await {
+                match timeout_at(deadline, upstream.connect(addr, t.connect)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(source)) => return Err(ForwardError::Connect { addr, source }),
                     Err(_) => return Err(ForwardError::Timeout { addr, after }),
@@ -103,7 +103,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         // The rest of the body, client to target, as it comes.
         while plan.body_left > 0 {
             self.buf.reserve(READ_CHUNK);
-            let read = tokio::time::timeout(secs(t.idle_seconds), self.io.read_buf(&mut self.buf));
+            let read = tokio::time::timeout(t.idle, self.io.read_buf(&mut self.buf));
             match read.await {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return Err(ForwardError::ClientGone),
@@ -213,7 +213,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         ok = ok && send(&mut self.io, &self.out, t).await.is_ok();
         while ok && !relayed.done {
             self.rbuf.reserve(READ_CHUNK);
-            let read = tokio::time::timeout(secs(t.idle_seconds), stream.read_buf(&mut self.rbuf));
+            let read = tokio::time::timeout(t.idle, stream.read_buf(&mut self.rbuf));
             ok = match read.await {
                 Ok(Ok(0)) if body == Body::UntilClose => {
                     relayed.done = true;
@@ -250,7 +250,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     /// Trellis's own answer (`x-trellis-error` and a one-line reason),
     /// counted and logged like any. A request whose body was not all read
     /// closes the connection after it.
-    async fn refuse_plan(&mut self, plan: Plan, t: &Timeouts, e: ForwardError) -> Step {
+    async fn refuse_plan(&mut self, plan: Plan, t: &TimeLimits, e: ForwardError) -> Step {
         let close = plan.close || plan.body_left > 0;
         self.refuse(plan.rec, close, t, e.refusal(), &e.to_string())
             .await
@@ -262,7 +262,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         &mut self,
         mut rec: Record,
         close: bool,
-        t: &Timeouts,
+        t: &TimeLimits,
         refusal: Refusal,
         detail: &str,
     ) -> Step {
@@ -303,13 +303,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
 async fn send<I: AsyncWrite + Unpin>(
     io: &mut I,
     bytes: &[u8],
-    t: &Timeouts,
+    t: &TimeLimits,
 ) -> std::io::Result<()> {
     let write = async {
         io.write_all(bytes).await?;
         io.flush().await
     };
-    match tokio::time::timeout(secs(t.idle_seconds), write).await {
+    match tokio::time::timeout(t.idle, write).await {
         Ok(r) => r,
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
     }

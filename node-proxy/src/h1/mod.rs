@@ -18,12 +18,11 @@ mod rewind;
 
 pub use rewind::Rewind;
 
-use crate::access_log::Entry;
 use crate::config::{Action, Config, Listener};
 use crate::forward::idempotent;
 use crate::headers::{connection_headers, request_headers};
 use crate::proxy::{Conn, MAX_HEADER_BYTES, Proxy};
-use crate::record::{Record, request_id};
+use crate::record::Record;
 use crate::refusal::Refusal;
 use crate::targets::Group;
 use bytes::{Buf, BytesMut};
@@ -34,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use trellis_api::resource::{ProtocolVersion, TargetProtocol, Timeouts};
+use trellis_api::resource::{ProtocolVersion, TargetProtocol, TimeLimits};
 
 /// Room made for each read from a socket.
 const READ_CHUNK: usize = 16 * 1024;
@@ -169,17 +168,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             Ok(plan) => plan,
             Err(NoPlan::HandOver(reason)) => return Step::HandOver(reason),
             Err(NoPlan::Refuse(detail)) => {
-                let rec = Record {
-                    entry: Entry {
-                        kind: "http",
-                        request_id: request_id(),
-                        source_network: config.network.clone(),
-                        service: listener.service.clone(),
-                        listener: listener.name.clone(),
-                        ..Entry::default()
-                    },
+                let rec = Record::begin(
+                    self.proxy,
+                    "http",
+                    config.network.clone(),
+                    self.conn.client,
                     start,
-                };
+                )
+                .on(&listener);
                 drop(config);
                 let t = listener.timeouts;
                 return self
@@ -197,10 +193,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     /// closed when it is over.
     async fn read_head(
         &mut self,
-        t: &Timeouts,
+        t: &TimeLimits,
         mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Option<Step> {
-        let deadline = tokio::time::Instant::now() + secs(t.header_read_seconds);
+        let deadline = tokio::time::Instant::now() + t.header_read;
         loop {
             if !self.buf.is_empty() {
                 let mut headers = head::uninit();
@@ -279,29 +275,36 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         }
         let group_name = split.pick();
         let group = config.groups.get(group_name).ok_or("target-group")?.clone();
-        let mut entry = Entry {
-            kind: "http",
-            request_id: request_id(),
-            source_network: config.network.clone(),
-            service: listener.service.clone(),
-            listener: listener.name.clone(),
-            rule: rule.clone(),
-            target_group: group_name.clone(),
-            bytes_received: framing.content_length,
-            ..Entry::default()
-        };
-        if self.proxy.access_log.enabled() {
-            entry.client = self.conn.client.to_string();
-            entry.method = req.method.to_string();
-            entry.path = crate::route::RequestView::path(&req).to_string();
-        }
+        let mut rec = Record::begin(
+            self.proxy,
+            "http",
+            config.network.clone(),
+            self.conn.client,
+            start,
+        )
+        .on(listener);
+        rec.request(
+            self.proxy,
+            req.method,
+            crate::route::RequestView::path(&req),
+        );
+        rec.entry.rule = rule.clone();
+        rec.entry.target_group = group_name.clone();
+        rec.entry.bytes_received = framing.content_length;
         self.out.clear();
         let fixed = self.fixed.as_ref().map_or(&[][..], |(_, b)| b);
         req.write(&mut self.out, |out| {
             out.extend_from_slice(fixed);
             let region = &config.snapshot.region;
             let set = &mut |name: &str, value: &str| put(out, name, value);
-            request_headers(listener, region, &entry.request_id, group_name, None, set);
+            request_headers(
+                listener,
+                region,
+                &rec.entry.request_id,
+                group_name,
+                None,
+                set,
+            );
         });
         let plan = Plan {
             group,
@@ -309,7 +312,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             close: framing.close,
             head_request: req.method == "HEAD",
             retryable: idempotent(req.method) && framing.content_length == 0,
-            rec: Record { entry, start },
+            rec,
         };
         self.buf.advance(len);
         Ok(plan)
@@ -329,14 +332,6 @@ fn put(out: &mut Vec<u8>, name: &str, value: &str) {
     if head::valid_value(value.as_bytes()) {
         head::put(out, name.as_bytes(), value.as_bytes());
     }
-}
-
-fn secs(s: u32) -> Duration {
-    Duration::from_secs(u64::from(s.max(1)))
-}
-
-fn ms(m: u32) -> Duration {
-    Duration::from_millis(u64::from(m.max(1)))
 }
 
 #[cfg(test)]
