@@ -235,12 +235,29 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
+    // A signed GET (empty body) is decided and forwarded on the HTTP/1.1
+    // path: no connection is handed to hyper for it.
+    let handovers = |env: &Env| -> u64 {
+        let (_, metrics) = env.admin_get("/metrics");
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("trellis_proxy_http_handovers_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let before = handovers(&env);
     let (status, body) = call(&env, &curl_sig(&[&quote(&format!("{base}/orders/1"))]));
     assert_eq!(status, 200, "{body}");
     let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
         seen["headers"]["x-trellis-identity"],
         "trellis:identity/alice"
+    );
+    let (_, metrics) = env.admin_get("/metrics");
+    assert_eq!(
+        handovers(&env),
+        before,
+        "a signed GET was handed to hyper: {metrics}"
     );
     let (status, body) = call(
         &env,
@@ -254,6 +271,12 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&body).unwrap()["body"],
         10
+    );
+    // A body whose hash is signed is read on hyper's side, which buffers it.
+    let (_, metrics) = env.admin_get("/metrics");
+    assert!(
+        metrics.contains("trellis_proxy_http_handovers_total{reason=\"auth-body\"} 1"),
+        "{metrics}"
     );
 
     // The aws-sigv4 crate, as an AWS SDK signs.

@@ -289,6 +289,18 @@ pub fn request(
     Ok((target, host(uri, version, headers)?))
 }
 
+/// Whether a `Host` value is a name or address with an optional port, and
+/// no user info: what both HTTP paths forward.
+pub fn valid_host(value: &[u8]) -> bool {
+    let Ok(s) = std::str::from_utf8(value) else {
+        return false;
+    };
+    match s.parse::<Authority>() {
+        Ok(a) => !s.contains('@') && !a.host().is_empty(),
+        Err(_) => false,
+    }
+}
+
 fn host(
     uri: &Uri,
     version: Version,
@@ -299,15 +311,8 @@ fn host(
     if more.is_some() {
         return Err(BadRequest::DuplicateHost);
     }
-    let valid = |v: &HeaderValue| {
-        let s = v.to_str().map_err(|_| BadRequest::BadHost)?;
-        match s.parse::<Authority>() {
-            Ok(a) if !s.contains('@') && !a.host().is_empty() => Ok(()),
-            _ => Err(BadRequest::BadHost),
-        }
-    };
-    if let Some(h) = header {
-        valid(h)?;
+    if header.is_some_and(|h| !valid_host(h.as_bytes())) {
+        return Err(BadRequest::BadHost);
     }
     let Some(authority) = uri.authority() else {
         if header.is_none() && version == Version::HTTP_11 {

@@ -50,27 +50,7 @@ pub(crate) async fn guard_request<'g>(
         authority: sent.authority().map(|a| a.as_str()),
         body_sha256: body_sha.as_deref(),
     };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let denied = |f: sigv4::Failure| Denied {
-        refusal: Refusal::AuthDenied,
-        code: f.code,
-        detail: format!("{}: {}", f.code, f.message),
-    };
-    let signed =
-        auth::authenticate(&config.keys, &inbound, now.as_secs() as i64).map_err(denied)?;
-    let place = Place {
-        region: &config.snapshot.region,
-        source_network: &config.network,
-        service: &listener.service,
-        service_network: &listener.service_network,
-        client: conn.client,
-        port: conn.dst.0.port(),
-        now: now.as_secs(),
-    };
-    let statement =
-        auth::authorize(guard, signed.principal.as_deref(), &inbound, &place).map_err(denied)?;
+    let signed = decide(config, listener, guard, conn, &inbound)?;
     if let Some(want) = &signed.body_hash {
         if buffered.is_none() {
             buffered = Some(
@@ -79,15 +59,7 @@ pub(crate) async fn guard_request<'g>(
                     .map_err(Denied::reading)?,
             );
         }
-        let got = sigv4::sha256_hex(buffered.as_deref().unwrap_or_default());
-        if got != *want {
-            return Err(Denied {
-                refusal: Refusal::AuthDenied,
-                code: "XAmzContentSHA256Mismatch",
-                detail: "XAmzContentSHA256Mismatch: the body does not match x-amz-content-sha256"
-                    .into(),
-            });
-        }
+        body_matches(want, buffered.as_deref().unwrap_or_default())?;
     }
     let body = match (buffered, body) {
         (Some(b), _) => Full::new(b)
@@ -99,8 +71,65 @@ pub(crate) async fn guard_request<'g>(
     Ok((
         Request::from_parts(parts, body),
         signed.principal,
-        statement,
+        signed.allowed,
     ))
+}
+
+/// What auth let through: who signed (if anyone), the statement that
+/// allowed it, and the payload hash the signature covers when the body
+/// must be checked against it.
+pub(crate) struct Decided<'g> {
+    pub principal: Option<Arc<Principal>>,
+    pub allowed: auth::Allowed<'g>,
+    pub body_hash: Option<String>,
+}
+
+/// The signature, then the policies: the one decision both HTTP paths take
+/// (the body's hash, when signed, is the caller's to compare).
+pub(crate) fn decide<'g>(
+    config: &Config,
+    listener: &Listener,
+    guard: &'g Guard,
+    conn: &Conn,
+    inbound: &Inbound<'_>,
+) -> Result<Decided<'g>, Denied> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let denied = |f: sigv4::Failure| Denied {
+        refusal: Refusal::AuthDenied,
+        code: f.code,
+        detail: format!("{}: {}", f.code, f.message),
+    };
+    let signed = auth::authenticate(&config.keys, inbound, now.as_secs() as i64).map_err(denied)?;
+    let place = Place {
+        region: &config.snapshot.region,
+        source_network: &config.network,
+        service: &listener.service,
+        service_network: &listener.service_network,
+        client: conn.client,
+        port: conn.dst.0.port(),
+        now: now.as_secs(),
+    };
+    let allowed =
+        auth::authorize(guard, signed.principal.as_deref(), inbound, &place).map_err(denied)?;
+    Ok(Decided {
+        principal: signed.principal,
+        allowed,
+        body_hash: signed.body_hash,
+    })
+}
+
+/// Whether `body` is what the signature's payload hash `want` says.
+pub(crate) fn body_matches(want: &str, body: &[u8]) -> Result<(), Denied> {
+    if sigv4::sha256_hex(body) == want {
+        return Ok(());
+    }
+    Err(Denied {
+        refusal: Refusal::AuthDenied,
+        code: "XAmzContentSHA256Mismatch",
+        detail: "XAmzContentSHA256Mismatch: the body does not match x-amz-content-sha256".into(),
+    })
 }
 
 /// Why auth refused a request: the answer, the AWS-style code (a metric

@@ -18,14 +18,17 @@ mod rewind;
 
 pub use rewind::Rewind;
 
+use crate::auth::{self, Guard, Inbound};
 use crate::config::{Action, Config, Listener};
 use crate::forward::idempotent;
+use crate::guard::{self, Decided, Denied};
 use crate::headers::{connection_headers, request_headers};
 use crate::proxy::{Conn, MAX_HEADER_BYTES, Proxy};
 use crate::record::Record;
 use crate::refusal::Refusal;
 use crate::targets::Group;
 use bytes::{Buf, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,6 +120,8 @@ enum NoPlan {
     HandOver(&'static str),
     /// Nobody is: a 400 with this reason, and the connection closed.
     Refuse(&'static str),
+    /// Auth refused it: a 403 with the reason, and the connection closed.
+    Denied(Denied),
 }
 
 impl From<&'static str> for NoPlan {
@@ -180,6 +185,25 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 let t = listener.timeouts;
                 return self
                     .refuse(rec, true, &t, Refusal::BadRequest, detail)
+                    .await;
+            }
+            Err(NoPlan::Denied(denied)) => {
+                let mut rec = Record::begin(
+                    self.proxy,
+                    "http",
+                    config.network.clone(),
+                    self.conn.client,
+                    start,
+                )
+                .on(&listener);
+                drop(config);
+                self.proxy
+                    .metrics
+                    .auth_decisions(&listener.service, denied.code);
+                rec.entry.auth = Some(format!("deny {}", denied.detail));
+                let t = listener.timeouts;
+                return self
+                    .refuse(rec, true, &t, denied.refusal, &denied.detail)
                     .await;
             }
         };
@@ -248,8 +272,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         if !crate::canonical::is_canonical(req.target) {
             return Err(NoPlan::HandOver("target"));
         }
-        if listener.guard.is_some() {
-            return Err(NoPlan::HandOver("auth"));
+        // So is a Host it would not take (hyper's side refuses it).
+        let host = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("host"));
+        if !host.is_some_and(|h| crate::canonical::valid_host(h.value)) {
+            return Err(NoPlan::HandOver("host"));
         }
         if !self
             .fixed
@@ -273,6 +302,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         {
             return Err(NoPlan::HandOver("target-group"));
         }
+        // Auth after routing (which is pure: nothing is consumed by it),
+        // so a request is decided once, here or on hyper's side.
+        let decided = match &listener.guard {
+            Some(guard) => Some(self.authorize(config, listener, guard, &req, &framing)?),
+            None => None,
+        };
         let group_name = split.pick();
         let group = config.groups.get(group_name).ok_or("target-group")?.clone();
         let mut rec = Record::begin(
@@ -291,6 +326,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         rec.entry.rule = rule.clone();
         rec.entry.target_group = group_name.clone();
         rec.entry.bytes_received = framing.content_length;
+        let principal = decided.as_ref().and_then(|d| d.principal.as_deref());
+        if let Some(d) = &decided {
+            self.proxy
+                .metrics
+                .auth_decisions(&listener.service, "allow");
+            if self.proxy.access_log.enabled() {
+                rec.entry.identity = principal.and_then(|p| p.names.first().cloned());
+                rec.entry.auth = Some(format!("allow {}", d.allowed));
+            }
+        }
         self.out.clear();
         let fixed = self.fixed.as_ref().map_or(&[][..], |(_, b)| b);
         req.write(&mut self.out, |out| {
@@ -302,7 +347,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 region,
                 &rec.entry.request_id,
                 group_name,
-                None,
+                principal,
                 set,
             );
         });
@@ -318,6 +363,64 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         Ok(plan)
     }
 }
+
+impl<I> Session<'_, I> {
+    /// A request to a service with auth, decided on this path: a request
+    /// whose signed body would have to be read first is hyper's (it buffers
+    /// it), so is one with a body whose hash is signed; the rest (an empty
+    /// body, or `UNSIGNED-PAYLOAD`) is decided from the head alone.
+    fn authorize<'g>(
+        &self,
+        config: &Config,
+        listener: &Listener,
+        guard: &'g Guard,
+        req: &head::Request<'_, '_>,
+        framing: &head::Framing,
+    ) -> Result<Decided<'g>, NoPlan> {
+        let mut headers = HeaderMap::with_capacity(req.headers.len());
+        for h in req.headers {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "auth")?;
+            let value = HeaderValue::from_bytes(h.value).map_err(|_| "auth")?;
+            headers.append(name, value);
+        }
+        // Read as hyper's side reads it: without what clients may not send.
+        crate::headers::strip_reserved(&mut headers);
+        let signed_body = auth::needs_body_first(&headers)
+            || headers
+                .get("x-amz-content-sha256")
+                .is_some_and(|v| v.as_bytes() != b"UNSIGNED-PAYLOAD");
+        if signed_body && framing.content_length > 0 {
+            return Err(NoPlan::HandOver("auth-body"));
+        }
+        let method = Method::from_bytes(req.method.as_bytes()).map_err(|_| "auth")?;
+        // The target is canonical here: what was signed is what is read.
+        let (path, query) = match req.target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (req.target, None),
+        };
+        let inbound = Inbound {
+            method: &method,
+            path,
+            query,
+            signed_path: path,
+            signed_query: query,
+            headers: &headers,
+            authority: None,
+            // No body: its hash is known without reading anything.
+            body_sha256: (framing.content_length == 0).then_some(EMPTY_SHA256),
+        };
+        let decided =
+            guard::decide(config, listener, guard, self.conn, &inbound).map_err(NoPlan::Denied)?;
+        if let Some(want) = &decided.body_hash {
+            guard::body_matches(want, b"").map_err(NoPlan::Denied)?;
+        }
+        Ok(decided)
+    }
+}
+
+/// The SHA-256 of no bytes, in hex: the payload hash of a request without
+/// a body.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// A group this path can reach: of this network, plain HTTP/1.1.
 fn plain_http1(g: &Group) -> bool {

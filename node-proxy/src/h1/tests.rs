@@ -356,3 +356,8 @@ async fn the_first_unusual_request_hands_the_connection_to_hyper() {
         "{text}"
     );
 }
+
+#[test]
+fn the_empty_payload_hash_is_sha256_of_nothing() {
+    assert_eq!(crate::auth::sigv4::sha256_hex(b""), super::EMPTY_SHA256);
+}
