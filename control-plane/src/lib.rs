@@ -11,6 +11,7 @@
 pub mod api_tls;
 pub mod audit;
 pub mod ca;
+mod error;
 pub mod keys;
 pub mod manifest;
 pub mod operators;
@@ -25,9 +26,9 @@ pub mod validate;
 pub mod vip;
 
 use bytes::Bytes;
+pub use error::Error;
 use keys::Keyring;
 use serde_json::Value;
-use server::HttpError;
 use state::{Settings, State};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,17 +54,17 @@ pub struct Config {
     pub api_ca_sha256: [u8; 32],
 }
 
-fn ca_error(e: ca::CaError) -> HttpError {
+fn ca_error(e: ca::CaError) -> Error {
     use ca::CaError;
     match e {
         CaError::BadCsr(_) | CaError::NoProof | CaError::Refused(_) => {
-            HttpError::BadRequest(e.to_string())
+            Error::BadRequest(e.to_string())
         }
         CaError::BadToken | CaError::BadCertificate(_) | CaError::KeyMismatch => {
-            HttpError::Forbidden(e.to_string())
+            Error::Denied(e.to_string())
         }
         CaError::Io(..) | CaError::Crypto(..) | CaError::Sealed(_) => {
-            HttpError::Internal(e.to_string())
+            Error::Internal(e.to_string())
         }
     }
 }
@@ -198,15 +199,15 @@ impl ControlPlane {
         network: &str,
         role: trellis_api::pki::Role,
         ttl: Duration,
-    ) -> Result<trellis_api::pki::JoinToken, HttpError> {
+    ) -> Result<trellis_api::pki::JoinToken, Error> {
         if self.get(Kind::Network, network).is_none() {
-            return Err(HttpError::NotFound(format!(
+            return Err(Error::NotFound(format!(
                 "Network \"{network}\" does not exist"
             )));
         }
         self.ca
             .create_join_token(network, role, ttl, self.config.api_ca_sha256)
-            .map_err(|e| HttpError::Internal(e.to_string()))
+            .map_err(|e| Error::Internal(e.to_string()))
     }
 
     /// A node certificate, for a CSR with a join token or a current
@@ -214,7 +215,7 @@ impl ControlPlane {
     pub fn issue_certificate(
         &self,
         req: &trellis_api::pki::CertificateRequest,
-    ) -> Result<trellis_api::pki::IssuedCertificate, HttpError> {
+    ) -> Result<trellis_api::pki::IssuedCertificate, Error> {
         let state = self.current();
         self.ca
             .issue(req, |n| state.get(Kind::Network, n).is_some())
@@ -222,11 +223,7 @@ impl ControlPlane {
     }
 
     /// A certificate for an HTTPS target, from the node CA (PEM).
-    pub fn sign_server_certificate(
-        &self,
-        csr: &str,
-        lifetime: Duration,
-    ) -> Result<String, HttpError> {
+    pub fn sign_server_certificate(&self, csr: &str, lifetime: Duration) -> Result<String, Error> {
         self.ca.sign_server(csr, lifetime).map_err(ca_error)
     }
 
@@ -252,7 +249,7 @@ impl ControlPlane {
         documents: Vec<Value>,
         dry_run: bool,
         scope: Option<operators::EditScope>,
-    ) -> Result<ApplyResponse, HttpError> {
+    ) -> Result<ApplyResponse, Error> {
         let _writer = self.writer.lock().await;
         let current = self.current();
         let settings = self.config.settings.clone();
@@ -263,7 +260,7 @@ impl ControlPlane {
         let outcome = tokio::task::spawn_blocking(move || {
             let mut applied = current
                 .apply(&documents, &settings, now(), dry_run)
-                .map_err(HttpError::Invalid)?;
+                .map_err(Error::Invalid)?;
             if let Some(scope) = &scope {
                 for c in applied
                     .changes
@@ -274,20 +271,20 @@ impl ControlPlane {
                     let new = applied.state.get(c.kind, &c.name).map(|o| &o.resource);
                     scope
                         .allows(c.kind, &c.name, old, new, &applied.state)
-                        .map_err(HttpError::Forbidden)?;
+                        .map_err(Error::Denied)?;
                 }
             }
             if let (Some(commit), false) = (&mut applied.commit, dry_run) {
-                sealed::seal(&keyring, commit).map_err(|e| HttpError::Internal(e.to_string()))?;
+                sealed::seal(&keyring, commit).map_err(|e| Error::Internal(e.to_string()))?;
                 store.commit(commit).map_err(|e| {
                     tracing::error!(error = %e, "commit failed; state unchanged");
-                    HttpError::Unavailable(e.to_string())
+                    Error::Unavailable(e.to_string())
                 })?;
             }
-            Ok::<_, HttpError>(applied)
+            Ok::<_, Error>(applied)
         })
         .await
-        .map_err(|e| HttpError::Internal(format!("apply task failed: {e}")))?;
+        .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
         let applied = outcome?;
         let revision = applied.state.revision;
         let changed = applied.commit.is_some();
@@ -312,13 +309,13 @@ impl ControlPlane {
         kind: Kind,
         name: &str,
         scope: Option<&operators::EditScope>,
-    ) -> Result<u64, HttpError> {
+    ) -> Result<u64, Error> {
         let _writer = self.writer.lock().await;
         let current = self.current();
         if let (Some(scope), Some(old)) = (scope, current.get(kind, name)) {
             scope
                 .allows(kind, name, Some(&old.resource), None, &current)
-                .map_err(HttpError::Forbidden)?;
+                .map_err(Error::Denied)?;
         }
         let (next, commit) = current.delete(kind, name, now())?;
         let revision = self.commit(next, commit).await?;
@@ -341,21 +338,21 @@ impl ControlPlane {
     }
 
     /// Makes `next` durable with `commit`, then current.
-    async fn commit(&self, next: State, commit: Commit) -> Result<u64, HttpError> {
+    async fn commit(&self, next: State, commit: Commit) -> Result<u64, Error> {
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.commit(&commit))
             .await
-            .map_err(|e| HttpError::Internal(format!("commit task failed: {e}")))?
-            .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+            .map_err(|e| Error::Internal(format!("commit task failed: {e}")))?
+            .map_err(|e| Error::Unavailable(e.to_string()))?;
         let revision = next.revision;
         self.publish(next);
         Ok(revision)
     }
 
-    fn identity_exists(&self, identity: &str) -> Result<(), HttpError> {
+    fn identity_exists(&self, identity: &str) -> Result<(), Error> {
         match self.current().get(Kind::Identity, identity) {
             Some(_) => Ok(()),
-            None => Err(HttpError::NotFound(format!(
+            None => Err(Error::NotFound(format!(
                 "Identity \"{identity}\" does not exist"
             ))),
         }
@@ -363,7 +360,7 @@ impl ControlPlane {
 
     /// Issues a key for `identity`. The answer is the only place its secret
     /// ever appears.
-    pub async fn create_key(&self, identity: &str) -> Result<NewAccessKey, HttpError> {
+    pub async fn create_key(&self, identity: &str) -> Result<NewAccessKey, Error> {
         let _writer = self.writer.lock().await;
         self.identity_exists(identity)?;
         let current = self.current();
@@ -373,14 +370,14 @@ impl ControlPlane {
             .filter(|k| k.identity == identity)
             .count();
         if held >= MAX_KEYS_PER_IDENTITY {
-            return Err(HttpError::Conflict(format!(
+            return Err(Error::Conflict(format!(
                 "Identity \"{identity}\" already has {held} access keys, the most allowed; delete one first"
             )));
         }
         let key = self
             .keyring
             .issue(identity, now())
-            .map_err(|e| HttpError::Internal(e.to_string()))?;
+            .map_err(|e| Error::Internal(e.to_string()))?;
         let created = NewAccessKey {
             access_key_id: key.id.clone(),
             secret_access_key: key.secret.expose().to_string(),
@@ -398,7 +395,7 @@ impl ControlPlane {
         Ok(created)
     }
 
-    pub fn list_keys(&self, identity: &str) -> Result<Vec<AccessKeyInfo>, HttpError> {
+    pub fn list_keys(&self, identity: &str) -> Result<Vec<AccessKeyInfo>, Error> {
         self.identity_exists(identity)?;
         Ok(self
             .current()
@@ -409,14 +406,14 @@ impl ControlPlane {
             .collect())
     }
 
-    fn key_of(state: &State, identity: &str, id: &str) -> Result<Arc<keys::AccessKey>, HttpError> {
+    fn key_of(state: &State, identity: &str, id: &str) -> Result<Arc<keys::AccessKey>, Error> {
         state
             .keys
             .get(id)
             .filter(|k| k.identity == identity)
             .cloned()
             .ok_or_else(|| {
-                HttpError::NotFound(format!("Identity \"{identity}\" has no access key {id}"))
+                Error::NotFound(format!("Identity \"{identity}\" has no access key {id}"))
             })
     }
 
@@ -427,7 +424,7 @@ impl ControlPlane {
         identity: &str,
         id: &str,
         status: KeyStatus,
-    ) -> Result<AccessKeyInfo, HttpError> {
+    ) -> Result<AccessKeyInfo, Error> {
         let _writer = self.writer.lock().await;
         let current = self.current();
         let key = Self::key_of(&current, identity, id)?;
@@ -448,12 +445,12 @@ impl ControlPlane {
         Ok(info)
     }
 
-    pub async fn delete_key(&self, identity: &str, id: &str) -> Result<u64, HttpError> {
+    pub async fn delete_key(&self, identity: &str, id: &str) -> Result<u64, Error> {
         let _writer = self.writer.lock().await;
         let current = self.current();
         Self::key_of(&current, identity, id)?;
         let Some((next, commit)) = current.remove_key(id) else {
-            return Err(HttpError::NotFound(format!("no access key {id}")));
+            return Err(Error::NotFound(format!("no access key {id}")));
         };
         let revision = self.commit(next, commit).await?;
         tracing::info!(revision, identity, access_key_id = id, "access key deleted");
@@ -503,7 +500,7 @@ impl ControlPlane {
         since: Option<u64>,
         wait: Duration,
         view: SnapshotView,
-    ) -> Result<Option<Bytes>, HttpError> {
+    ) -> Result<Option<Bytes>, Error> {
         let mut changes = self.revision.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -520,9 +517,9 @@ impl ControlPlane {
 
     /// The network's snapshot in `view`, compiled at most once per revision
     /// (and day); the public view only once someone asks for it.
-    async fn snapshot(&self, network: &str, view: SnapshotView) -> Result<(u64, Bytes), HttpError> {
+    async fn snapshot(&self, network: &str, view: SnapshotView) -> Result<(u64, Bytes), Error> {
         let state = self.current();
-        let unknown = || HttpError::NotFound(format!("Network \"{network}\" does not exist"));
+        let unknown = || Error::NotFound(format!("Network \"{network}\" does not exist"));
         if state.get(Kind::Network, network).is_none() {
             // Don't keep slots for networks that don't exist (or no longer do).
             self.snapshots
@@ -547,7 +544,7 @@ impl ControlPlane {
             *slot = Some(self.compile(network, state, day, slot.as_ref()).await?);
         }
         let Some(c) = slot.as_mut() else {
-            return Err(HttpError::Internal("no snapshot compiled".into()));
+            return Err(Error::Internal("no snapshot compiled".into()));
         };
         let body = match view {
             SnapshotView::Full => c.body.clone(),
@@ -560,8 +557,8 @@ impl ControlPlane {
                         serde_json::to_vec(&snap.shown()).map(Bytes::from)
                     })
                     .await
-                    .map_err(|e| HttpError::Internal(format!("snapshot task failed: {e}")))?
-                    .map_err(|e| HttpError::Internal(format!("public snapshot: {e}")))?;
+                    .map_err(|e| Error::Internal(format!("snapshot task failed: {e}")))?
+                    .map_err(|e| Error::Internal(format!("public snapshot: {e}")))?;
                     c.public = Some(public.clone());
                     public
                 }
@@ -578,8 +575,8 @@ impl ControlPlane {
         state: Arc<State>,
         day: i64,
         previous: Option<&CachedSnapshot>,
-    ) -> Result<CachedSnapshot, HttpError> {
-        let unknown = || HttpError::NotFound(format!("Network \"{network}\" does not exist"));
+    ) -> Result<CachedSnapshot, Error> {
+        let unknown = || Error::NotFound(format!("Network \"{network}\" does not exist"));
         let previous = previous.map(|c| (c.changed_at, c.content.clone()));
         let (zone, region, name, ca) = (
             self.config.settings.zone.clone(),
@@ -606,7 +603,7 @@ impl ControlPlane {
             })
         })
         .await
-        .map_err(|e| HttpError::Internal(format!("snapshot task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("snapshot task failed: {e}")))?
         .ok_or_else(unknown)
     }
 }

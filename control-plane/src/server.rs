@@ -30,8 +30,7 @@
 //! | `GET /healthz`                           | liveness |
 
 use crate::operators::{EditScope, OperatorError};
-use crate::state::DeleteError;
-use crate::{ControlPlane, SnapshotView, audit};
+use crate::{ControlPlane, Error, SnapshotView, audit};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -128,11 +127,17 @@ impl HttpError {
     }
 }
 
-impl From<DeleteError> for HttpError {
-    fn from(e: DeleteError) -> Self {
+/// The one place domain errors become statuses.
+impl From<Error> for HttpError {
+    fn from(e: Error) -> Self {
         match e {
-            DeleteError::NotFound(..) => HttpError::NotFound(e.to_string()),
-            DeleteError::InUse { .. } => HttpError::Conflict(e.to_string()),
+            Error::NotFound(m) => HttpError::NotFound(m),
+            Error::Conflict(m) => HttpError::Conflict(m),
+            Error::Invalid(errors) => HttpError::Invalid(errors),
+            Error::Denied(m) => HttpError::Forbidden(m),
+            Error::BadRequest(m) => HttpError::BadRequest(m),
+            Error::Unavailable(m) => HttpError::Unavailable(m),
+            Error::Internal(m) => HttpError::Internal(m),
         }
     }
 }
