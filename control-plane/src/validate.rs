@@ -6,7 +6,6 @@
 //! the submitted documents. All problems are returned, not just the first.
 
 use crate::state::Objects;
-use regex::RegexBuilder;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use trellis_api::Kind;
@@ -18,7 +17,6 @@ pub const MAX_WEIGHT: u32 = 999;
 pub const MAX_FORWARD_TARGET_GROUPS: usize = 10;
 pub const MAX_HEADER_MATCHES: usize = 5;
 pub const MAX_TARGETS: usize = 1000;
-pub const MAX_REGEX_BYTES: usize = 1 << 20;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -399,21 +397,8 @@ impl Validator<'_> {
                     "set exactly one of exact, prefix, contains, regex",
                 );
             }
-            if let Some(re) = &h.regex {
-                let built = RegexBuilder::new(re)
-                    .size_limit(MAX_REGEX_BYTES)
-                    .case_insensitive(!h.case_sensitive)
-                    .build();
-                if let Err(e) = built {
-                    let first = e
-                        .to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string();
-                    self.problem(format!("{hp}.regex"), format!("invalid regex: {first}"));
-                }
+            if let Some(Err(why)) = h.compiled_regex() {
+                self.problem(format!("{hp}.regex"), format!("invalid regex: {why}"));
             }
         }
         if let Some(host) = &m.host {

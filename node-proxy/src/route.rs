@@ -13,7 +13,7 @@
 //!   example.com, not example.com itself.
 
 use http::{HeaderMap, HeaderName, Method, Uri};
-use regex::{Regex, RegexBuilder};
+use regex::Regex;
 use trellis_api::resource::{HeaderMatch, PathMatch, RuleMatch};
 
 /// What a rule looks at in a request: hyper's parsed request (HTTP/2, and
@@ -213,14 +213,8 @@ fn header(h: &HeaderMatch) -> Result<HeaderCond, MatchError> {
         Text::Prefix(fold(v, cs))
     } else if let Some(v) = &h.contains {
         Text::Contains(fold(v, cs))
-    } else if let Some(r) = &h.regex {
-        Text::Regex(
-            RegexBuilder::new(&format!("^(?:{r})$"))
-                .case_insensitive(!cs)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| MatchError(e.to_string()))?,
-        )
+    } else if let Some(compiled) = h.compiled_regex() {
+        Text::Regex(compiled.map_err(MatchError)?)
     } else {
         return Err(MatchError(format!(
             "header match {} has no condition",

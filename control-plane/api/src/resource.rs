@@ -721,6 +721,34 @@ pub struct HeaderMatch {
     pub case_sensitive: bool,
 }
 
+/// The most memory a compiled header regex may take.
+pub const MAX_REGEX_BYTES: usize = 1 << 20;
+
+impl HeaderMatch {
+    /// The `regex` condition compiled as it is matched: against the whole
+    /// value, case-insensitively unless `caseSensitive`, within
+    /// [`MAX_REGEX_BYTES`]. The one compilation both the validator (which
+    /// reports the error) and the node (which matches) use.
+    pub fn compiled_regex(&self) -> Option<Result<regex::Regex, String>> {
+        let r = self.regex.as_ref()?;
+        Some(
+            regex::RegexBuilder::new(&format!("^(?:{r})$"))
+                .case_insensitive(!self.case_sensitive)
+                .size_limit(MAX_REGEX_BYTES)
+                .build()
+                .map_err(|e| {
+                    // regex's message ends with the reason on its own line.
+                    e.to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string()
+                }),
+        )
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Action {
