@@ -184,6 +184,13 @@ const KEYS: [(&str, Kind); 26] = [
     ("trellis:Port", Kind::Number),
 ];
 
+/// Every condition key a policy may use, as written in one (a name after
+/// the `/` of those that end with one: a tag, a header, a query parameter).
+/// What tests walk to cover every key the evaluator reads.
+pub fn condition_keys() -> impl Iterator<Item = &'static str> {
+    KEYS.iter().map(|(k, _)| *k)
+}
+
 /// AWS global condition keys that mean nothing here: refused by name, since
 /// a condition on one would silently never (or, negated, always) hold.
 const UNMODELLED: [&str; 22] = [

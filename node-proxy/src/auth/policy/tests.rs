@@ -515,3 +515,155 @@ fn lattice_org_policy_is_refused() {
         "{e}"
     );
 }
+
+/// Every condition key the control plane accepts, against one request: a
+/// value that holds for it and one that does not. A key added to
+/// `trellis_api::policy` fails here until it has its row.
+#[test]
+fn every_condition_key_reads_what_its_name_says() {
+    // (key, operator, holds, does not hold); `/` keys take the name after it.
+    let rows: &[(&str, &str, &str, &str)] = &[
+        (
+            "aws:PrincipalType",
+            "StringEquals",
+            "Authenticated",
+            "Anonymous",
+        ),
+        (
+            "aws:PrincipalArn",
+            "ArnLike",
+            "arn:aws:iam::123456789012:role/rates-*",
+            "arn:aws:iam::*:role/other",
+        ),
+        (
+            "aws:PrincipalId",
+            "StringEquals",
+            "trellis:identity/alice",
+            "trellis:identity/bob",
+        ),
+        (
+            "trellis:Principal",
+            "StringEquals",
+            "trellis:identity/alice",
+            "trellis:identity/bob",
+        ),
+        ("aws:PrincipalTag/team", "StringEquals", "payments", "ops"),
+        ("aws:SourceIp", "IpAddress", "10.1.0.0/16", "10.2.0.0/16"),
+        ("aws:SecureTransport", "Bool", "false", "true"),
+        (
+            "aws:CurrentTime",
+            "DateGreaterThan",
+            "2020-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+        ),
+        (
+            "aws:EpochTime",
+            "DateGreaterThan",
+            "2020-01-01T00:00:00Z",
+            "2100-01-01T00:00:00Z",
+        ),
+        (
+            "vpc-lattice-svcs:SourceVpc",
+            "StringEquals",
+            "vpc-1a2b3c4d",
+            "vpc-other",
+        ),
+        (
+            "trellis:SourceNetwork",
+            "StringEquals",
+            "vpc-1a2b3c4d",
+            "vpc-other",
+        ),
+        (
+            "vpc-lattice-svcs:SourceVpcOwnerAccount",
+            "StringEquals",
+            "000000000000",
+            "123456789012",
+        ),
+        (
+            "vpc-lattice-svcs:RequestMethod",
+            "StringEquals",
+            "GET",
+            "POST",
+        ),
+        ("trellis:RequestMethod", "StringEquals", "GET", "POST"),
+        (
+            "vpc-lattice-svcs:RequestPath",
+            "StringLike",
+            "/orders/*",
+            "/admin/*",
+        ),
+        ("trellis:RequestPath", "StringLike", "/orders/*", "/admin/*"),
+        (
+            "vpc-lattice-svcs:RequestHeader/x-team",
+            "StringEquals",
+            "payments",
+            "ops",
+        ),
+        (
+            "trellis:RequestHeader/x-team",
+            "StringEquals",
+            "payments",
+            "ops",
+        ),
+        (
+            "vpc-lattice-svcs:RequestQueryString/v",
+            "StringEquals",
+            "2",
+            "3",
+        ),
+        ("trellis:RequestQueryString/v", "StringEquals", "2", "3"),
+        (
+            "vpc-lattice-svcs:ServiceArn",
+            "ArnLike",
+            "arn:aws:vpc-lattice:*:*:service/orders",
+            "arn:aws:vpc-lattice:*:*:service/pay",
+        ),
+        (
+            "vpc-lattice-svcs:ServiceNetworkArn",
+            "ArnLike",
+            "arn:aws:vpc-lattice:*:*:servicenetwork/shop",
+            "arn:aws:vpc-lattice:*:*:servicenetwork/pay",
+        ),
+        ("trellis:Service", "StringEquals", "orders", "pay"),
+        ("trellis:ServiceNetwork", "StringEquals", "shop", "pay"),
+        ("vpc-lattice-svcs:Port", "NumericEquals", "80", "81"),
+        ("trellis:Port", "NumericEquals", "80", "81"),
+    ];
+    let people = principals();
+    let mut headers = HeaderMap::new();
+    headers.insert("x-team", "payments".parse().unwrap());
+    let req = Request {
+        principal: Some(&people[0].1),
+        region: "us-west-2",
+        source_network: "vpc-1a2b3c4d",
+        service: "orders",
+        service_network: "shop",
+        method: "GET",
+        path: "/orders/1",
+        query: Some("v=2"),
+        headers: &headers,
+        port: 80,
+        source_ip: "10.1.2.3".parse().unwrap(),
+        now: 1_800_000_000,
+    };
+    for key in trellis_api::policy::condition_keys() {
+        let row = rows
+            .iter()
+            .find(|(k, ..)| {
+                k.strip_prefix(key)
+                    .is_some_and(|rest| key.ends_with('/') != rest.is_empty())
+            })
+            .unwrap_or_else(|| panic!("no row for condition key {key}"));
+        let (name, op, holds, fails) = *row;
+        for (value, want) in [(holds, allow("Statement[0]")), (fails, Outcome::NoMatch)] {
+            let d = doc(vec![stmt(json!({"Condition": {op: {name: value}}}))]);
+            let parsed = PolicyDocument::parse(&d).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                evaluate(&Policy::compile(&parsed), &req),
+                want,
+                "{name} {op} {value}"
+            );
+        }
+    }
+}
