@@ -682,6 +682,15 @@ fn a_local_user_reads_no_key_material_from_the_node() {
         !written.contains("AWS4-HMAC-SHA256 Credential"),
         "an Authorization header was logged"
     );
+    // Log lines of a request carry its connection's and its own context,
+    // from the spans: no field was added to them by hand.
+    let log = std::fs::read_to_string(env.run.join("node.log")).unwrap_or_default();
+    assert!(
+        log.lines().any(|l| l.contains("conn{id=")
+            && l.contains("service=orders")
+            && l.contains("}:request: ")),
+        "no log line with its connection's and request's spans"
+    );
 }
 
 /// Raw bytes from the redirected cgroup to `vip`:80; the first response.

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use trellis_api::resource::ListenerProtocol;
 
 impl Proxy {
@@ -72,14 +73,25 @@ impl Proxy {
             });
             let protocol = l.protocol.as_str();
             let _ = stream.set_nodelay(true);
+            // Every log line of the connection carries who and what.
+            let span = tracing::info_span!(
+                "conn",
+                id = conn.id,
+                client = %client,
+                service = %l.service,
+                listener = %l.name
+            );
             match l.protocol {
                 ListenerProtocol::Http => {
                     let (proxy, watcher, l) = (self.clone(), graceful.watcher(), l.clone());
                     let stop = shutdown.clone();
-                    tokio::spawn(async move {
-                        let _active = proxy.track(protocol);
-                        proxy.serve_http(&l, conn, stream, watcher, &stop).await;
-                    });
+                    tokio::spawn(
+                        async move {
+                            let _active = proxy.track(protocol);
+                            proxy.serve_http(&l, conn, stream, watcher, &stop).await;
+                        }
+                        .instrument(span),
+                    );
                 }
                 ListenerProtocol::Https => {
                     let Some(tls) = l.tls.clone() else {
@@ -94,62 +106,94 @@ impl Proxy {
                     };
                     let (proxy, watcher, l) = (self.clone(), graceful.watcher(), l.clone());
                     let stop = shutdown.clone();
-                    tokio::spawn(async move {
-                        let _active = proxy.track(protocol);
-                        let limit = l.timeouts.header_read;
-                        let stream = match tokio::time::timeout(limit, tls.acceptor.accept(stream))
+                    tokio::spawn(
+                        async move {
+                            let _active = proxy.track(protocol);
+                            let limit = l.timeouts.header_read;
+                            let stream = match tokio::time::timeout(
+                                limit,
+                                tls.acceptor.accept(stream),
+                            )
                             .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(conn = conn.id, client = %conn.client, error = %e, "TLS handshake failed");
-                                return proxy.refuse("tls-handshake", client, Some(dst));
+                            {
+                                Ok(Ok(s)) => s,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = %e, "TLS handshake failed");
+                                    return proxy.refuse("tls-handshake", client, Some(dst));
+                                }
+                                Err(_) => {
+                                    return proxy.refuse(
+                                        "tls-handshake-timeout",
+                                        client,
+                                        Some(dst),
+                                    );
+                                }
+                            };
+                            drop(permit);
+                            if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                                proxy.serve_hyper(&l, conn, stream, watcher).await;
+                            } else {
+                                proxy.serve_http(&l, conn, stream, watcher, &stop).await;
                             }
-                            Err(_) => {
-                                return proxy.refuse("tls-handshake-timeout", client, Some(dst));
-                            }
-                        };
-                        drop(permit);
-                        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                            proxy.serve_hyper(&l, conn, stream, watcher).await;
-                        } else {
-                            proxy.serve_http(&l, conn, stream, watcher, &stop).await;
                         }
-                    });
+                        .instrument(span),
+                    );
                 }
                 ListenerProtocol::Tcp => {
                     let (proxy, l) = (self.clone(), l.clone());
                     let stop = shutdown.clone();
-                    tunnels.spawn(async move {
-                        let _active = proxy.track(protocol);
-                        let routed = Routed {
-                            rule: &DEFAULT_RULE,
-                            action: &l.default,
-                            replay: Vec::new(),
-                        };
-                        crate::tcp::forward(&proxy, &conn, &l, routed, stream, stop, drain).await;
-                    });
+                    tunnels.spawn(
+                        async move {
+                            let _active = proxy.track(protocol);
+                            let routed = Routed {
+                                rule: &DEFAULT_RULE,
+                                action: &l.default,
+                                replay: Vec::new(),
+                            };
+                            crate::tcp::forward(&proxy, &conn, &l, routed, stream, stop, drain)
+                                .await;
+                        }
+                        .instrument(span),
+                    );
                 }
                 ListenerProtocol::TlsPassthrough => {
                     let (proxy, l) = (self.clone(), l.clone());
                     let stop = shutdown.clone();
-                    tunnels.spawn(async move {
-                        let _active = proxy.track(protocol);
-                        let mut stream = stream;
-                        let limit = l.timeouts.header_read;
-                        let hello = tokio::time::timeout(limit, crate::tls::read_client_hello(&mut stream)).await;
-                        let (replay, name) = match hello {
-                            Ok(Ok(h)) => h,
-                            Ok(Err(e)) => {
-                                tracing::debug!(conn = conn.id, client = %conn.client, error = ?e, "no usable ClientHello");
-                                return proxy.refuse("tls-client-hello", client, Some(dst));
-                            }
-                            Err(_) => return proxy.refuse("tls-handshake-timeout", client, Some(dst)),
-                        };
-                        let (rule, action) = l.route_server_name(name.as_deref());
-                        let routed = Routed { rule, action, replay };
-                        crate::tcp::forward(&proxy, &conn, &l, routed, stream, stop, drain).await;
-                    });
+                    tunnels.spawn(
+                        async move {
+                            let _active = proxy.track(protocol);
+                            let mut stream = stream;
+                            let limit = l.timeouts.header_read;
+                            let hello = tokio::time::timeout(
+                                limit,
+                                crate::tls::read_client_hello(&mut stream),
+                            )
+                            .await;
+                            let (replay, name) = match hello {
+                                Ok(Ok(h)) => h,
+                                Ok(Err(e)) => {
+                                    tracing::debug!(error = ?e, "no usable ClientHello");
+                                    return proxy.refuse("tls-client-hello", client, Some(dst));
+                                }
+                                Err(_) => {
+                                    return proxy.refuse(
+                                        "tls-handshake-timeout",
+                                        client,
+                                        Some(dst),
+                                    );
+                                }
+                            };
+                            let (rule, action) = l.route_server_name(name.as_deref());
+                            let routed = Routed {
+                                rule,
+                                action,
+                                replay,
+                            };
+                            crate::tcp::forward(&proxy, &conn, &l, routed, stream, stop, drain)
+                                .await;
+                        }
+                        .instrument(span),
+                    );
                 }
             }
         }
@@ -209,9 +253,8 @@ impl Proxy {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let (id, client) = (conn.id, conn.client);
         if let Err(e) = watcher.watch(self.http(l, conn, io)).await {
-            tracing::debug!(conn = id, %client, error = %e, "connection ended with an error");
+            tracing::debug!(error = %e, "connection ended with an error");
         }
     }
 
@@ -239,8 +282,12 @@ impl Proxy {
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEADER_BYTES as u32);
         let proxy = self.clone();
+        // HTTP/2 streams run on their own tasks: each request's span is a
+        // child of the connection's all the same.
+        let conn_span = tracing::Span::current();
         let service = hyper::service::service_fn(move |req| {
-            crate::http::handle(proxy.clone(), conn.clone(), req)
+            let span = tracing::debug_span!(parent: &conn_span, "request");
+            crate::http::handle(proxy.clone(), conn.clone(), req).instrument(span)
         });
         builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)

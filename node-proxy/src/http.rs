@@ -21,6 +21,7 @@ use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 /// What `OPTIONS *` answers: the methods a service behind the proxy may take.
 const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
@@ -181,13 +182,7 @@ pub async fn handle(
         if let Some(client_upgrade) = client_upgrade {
             let target_upgrade = hyper::upgrade::on(&mut resp);
             let idle = listener.timeouts.idle;
-            tokio::spawn(upgraded(
-                client_upgrade,
-                target_upgrade,
-                idle,
-                lease,
-                conn.id,
-            ));
+            tokio::spawn(upgraded(client_upgrade, target_upgrade, idle, lease).in_current_span());
             let (parts, _) = resp.into_parts();
             return Ok(finish(
                 &proxy,
@@ -215,12 +210,11 @@ async fn upgraded(
     target: hyper::upgrade::OnUpgrade,
     idle: Duration,
     lease: Lease,
-    conn: u64,
 ) {
     let (client, target) = match tokio::try_join!(client, target) {
         Ok(both) => both,
         Err(e) => {
-            tracing::debug!(conn, error = %e, "upgrade failed");
+            tracing::debug!(error = %e, "upgrade failed");
             return;
         }
     };
@@ -231,10 +225,10 @@ async fn upgraded(
     );
     tokio::select! {
         r = splice => if let Err(e) = r {
-            tracing::debug!(conn, error = %e, "upgraded connection ended");
+            tracing::debug!(error = %e, "upgraded connection ended");
         },
         _ = lease.target().drained() => {
-            tracing::debug!(conn, "upgraded connection cut: its target finished draining");
+            tracing::debug!("upgraded connection cut: its target finished draining");
         }
     }
 }

@@ -110,6 +110,7 @@ pub(crate) fn refuse(
     refusal: Refusal,
     detail: &str,
 ) -> Response<Body> {
+    tracing::debug!(code = refusal.code(), detail, "refused");
     finish(proxy, rec, refusal.response(detail), Some(refusal), None)
 }
 

@@ -106,7 +106,7 @@ pub async fn forward(
         {
             Ok(s) => s,
             Err(e) => {
-                tracing::debug!(conn = conn.id, error = %e, "no stream through the gateway");
+                tracing::debug!(error = %e, "no stream through the gateway");
                 return log(rec, Some(e.refusal().code()));
             }
         };
@@ -147,7 +147,7 @@ pub async fn forward(
             Err(source) => ForwardError::Connect { addr, source },
         };
         if let Err(e) = attempts.retry(proxy, failed) {
-            tracing::debug!(conn = conn.id, error = %e, "connect failed");
+            tracing::debug!(error = %e, "connect failed");
             return log(rec, Some(e.refusal().code()));
         }
     };

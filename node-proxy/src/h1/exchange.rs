@@ -266,6 +266,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         refusal: Refusal,
         detail: &str,
     ) -> Step {
+        tracing::debug!(code = refusal.code(), detail, "refused");
         let (out, body_len) = refusal.h1_bytes(detail, close);
         rec.entry.status = refusal.status().as_u16();
         rec.entry.error = Some(refusal.code());

@@ -36,6 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tracing::Instrument;
 use trellis_api::resource::{ProtocolVersion, TargetProtocol, TimeLimits};
 
 /// Room made for each read from a socket.
@@ -81,7 +82,7 @@ where
         Step::HandOver(reason) => {
             let labels = crate::metrics::ReasonLabels { reason };
             proxy.metrics.handovers.get_or_create(&labels).inc();
-            tracing::debug!(conn = conn.id, reason, "HTTP connection handed to hyper");
+            tracing::debug!(reason, "HTTP connection handed to hyper");
             Served::HandOver(Rewind::new(s.buf.freeze(), s.io))
         }
         _ => {
@@ -164,6 +165,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         if let Some(step) = self.read_head(&timeouts, stopped).await {
             return step;
         }
+        // The rest of the exchange is one request's: its log lines say so.
+        let span = tracing::debug_span!("request");
+        self.request(stop).instrument(span).await
+    }
+
+    /// The request whose head is in `buf`: planned and forwarded, refused,
+    /// or left to hyper.
+    async fn request(&mut self, stop: &CancellationToken) -> Step {
         let start = Instant::now();
         let config = self.proxy.config();
         let Some(listener) = config.listener(self.conn.dst.0).cloned() else {
