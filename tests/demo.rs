@@ -156,17 +156,20 @@ fn the_demo_cleans_up_on_ctrl_c() {
             .local_addr()
             .unwrap()
             .port();
-        let mut demo = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "echo $$ > {cg}/cgroup.procs && exec {bin} demo --dns-port {dns_port} --cgroup {cg} {flags}",
-                cg = cg.group.display(),
-                bin = harness::BIN
-            ))
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = lines_of(&mut demo);
+        let mut demo = Stopped(
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "echo $$ > {cg}/cgroup.procs && exec {bin} demo --dns-port {dns_port} --cgroup {cg} {flags}",
+                    cg = cg.group.display(),
+                    bin = harness::BIN
+                ))
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let demo = &mut demo.0;
+        let lines = lines_of(demo);
         let wait = |wanted: &str| {
             let t = std::time::Instant::now();
             loop {
@@ -198,6 +201,28 @@ fn the_demo_cleans_up_on_ctrl_c() {
         };
         assert!(status.success(), "{flags}: {status}");
         assert_cleaned_up(&cg);
+    }
+}
+
+/// A demo that is stopped as a user would (Ctrl-C, then harder) if the test
+/// ends while it runs, so a failed test leaves no stack behind.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if !matches!(self.0.try_wait(), Ok(None)) {
+            return;
+        }
+        harness::sh(&format!("kill -INT {}", self.0.id()));
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(15) {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

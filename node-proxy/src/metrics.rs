@@ -1,15 +1,19 @@
-//! The proxy's Prometheus metrics (prometheus-client), plus target health
-//! rendered from the live config at scrape time.
+//! The node's Prometheus metrics, all through one prometheus-client
+//! registry: counters and histograms the proxy updates as it goes, and
+//! [`Live`] metrics read when scraped (target health and certificate expiry
+//! from the live config, counts other parts keep).
 
 use crate::config::Config;
-use prometheus_client::encoding::EncodeLabelSet;
+use arc_swap::ArcSwap;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
-use std::fmt::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -43,7 +47,10 @@ pub struct AuthLabels {
 }
 
 pub struct Metrics {
-    registry: Registry,
+    /// Unprefixed; the proxy's own counters are in its `trellis_proxy`
+    /// sub-registry. Live metrics may be added after start (the node's
+    /// certificate), hence the lock, taken only to add and to scrape.
+    registry: Mutex<Registry>,
     pub auth: Family<AuthLabels, Counter>,
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<ServiceLabels, Histogram>,
@@ -63,7 +70,8 @@ fn latency_buckets() -> Histogram {
 
 impl Default for Metrics {
     fn default() -> Metrics {
-        let mut registry = Registry::with_prefix("trellis_proxy");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("trellis_proxy");
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Family::<ServiceLabels, Histogram>::new_with_constructor(
             latency_buckets as fn() -> Histogram,
@@ -115,7 +123,7 @@ impl Default for Metrics {
             handovers.clone(),
         );
         Metrics {
-            registry,
+            registry: Mutex::new(root),
             auth,
             requests,
             duration,
@@ -138,56 +146,149 @@ impl Metrics {
             .inc();
     }
 
-    /// The text exposition, with target health from `config`.
-    pub fn render(&self, config: &Config) -> String {
+    /// Adds a metric read at each scrape.
+    pub fn register_live(&self, live: Live) {
+        let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.register_collector(Box::new(live));
+    }
+
+    /// Target health and HTTPS listeners' certificate expiry, read from the
+    /// config current at each scrape.
+    pub fn register_config(&self, config: Arc<ArcSwap<Config>>) {
+        let health = config.clone();
+        self.register_live(Live::gauge(
+            "trellis_target_healthy",
+            "Whether a target is healthy (1), unhealthy (0) or not checked yet (-1)",
+            move || {
+                let config = health.load();
+                let mut groups: Vec<_> = config.groups.values().collect();
+                groups.sort_by(|a, b| a.name.cmp(&b.name));
+                groups
+                    .iter()
+                    .flat_map(|g| {
+                        g.targets.iter().map(|t| {
+                            let v = match t.health() {
+                                crate::targets::Health::Healthy => 1.0,
+                                crate::targets::Health::Unhealthy => 0.0,
+                                crate::targets::Health::Unknown => -1.0,
+                            };
+                            let labels = vec![
+                                ("target_group", g.name.to_string()),
+                                ("target", t.addr.to_string()),
+                            ];
+                            (labels, v)
+                        })
+                    })
+                    .collect()
+            },
+        ));
+        self.register_live(Live::gauge(
+            "trellis_tls_certificate_expiry_days",
+            "Days until an HTTPS listener's certificate expires",
+            move || {
+                let config = config.load();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let mut tls: Vec<_> = config
+                    .each_listener()
+                    .filter_map(|l| Some((l, l.tls.as_ref()?)))
+                    .collect();
+                tls.sort_by(|a, b| (&a.0.service, &a.0.name).cmp(&(&b.0.service, &b.0.name)));
+                tls.iter()
+                    .flat_map(|(l, t)| {
+                        t.expiry.iter().map(move |(subject, not_after)| {
+                            let labels = vec![
+                                ("service", l.service.to_string()),
+                                ("listener", l.name.to_string()),
+                                ("subject", subject.replace(['\\', '"'], "_")),
+                            ];
+                            (labels, (*not_after as f64 - now) / 86_400.0)
+                        })
+                    })
+                    .collect()
+            },
+        ));
+    }
+
+    /// The text exposition of everything registered.
+    pub fn render(&self) -> String {
         let mut out = String::new();
-        if prometheus_client::encoding::text::encode_registry(&mut out, &self.registry).is_err() {
+        let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        if prometheus_client::encoding::text::encode_registry(&mut out, &registry).is_err() {
             out.clear();
         }
-        out.push_str(
-            "# HELP trellis_target_healthy Whether a target is healthy (1), unhealthy (0) or not checked yet (-1).\n\
-             # TYPE trellis_target_healthy gauge\n",
-        );
-        let mut groups: Vec<_> = config.groups.values().collect();
-        groups.sort_by(|a, b| a.name.cmp(&b.name));
-        for g in groups {
-            for t in &g.targets {
-                let v = match t.health() {
-                    crate::targets::Health::Healthy => 1,
-                    crate::targets::Health::Unhealthy => 0,
-                    crate::targets::Health::Unknown => -1,
-                };
-                let _ = writeln!(
-                    out,
-                    "trellis_target_healthy{{target_group=\"{}\",target=\"{}\"}} {v}",
-                    g.name, t.addr
-                );
-            }
-        }
-        out.push_str(
-            "# HELP trellis_tls_certificate_expiry_days Days until an HTTPS listener's certificate expires.\n\
-             # TYPE trellis_tls_certificate_expiry_days gauge\n",
-        );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let mut tls: Vec<_> = config
-            .each_listener()
-            .filter_map(|l| Some((l, l.tls.as_ref()?)))
-            .collect();
-        tls.sort_by(|a, b| (&a.0.service, &a.0.name).cmp(&(&b.0.service, &b.0.name)));
-        for (l, t) in tls {
-            for (subject, not_after) in &t.expiry {
-                let subject = subject.replace(['\\', '"'], "_");
-                let _ = writeln!(
-                    out,
-                    "trellis_tls_certificate_expiry_days{{service=\"{}\",listener=\"{}\",subject=\"{subject}\"}} {:.3}",
-                    l.service,
-                    l.name,
-                    (*not_after as f64 - now) / 86_400.0
-                );
-            }
-        }
         out
+    }
+}
+
+/// Label pairs and a value: one sample of a [`Live`] metric.
+pub type Sample = (Vec<(&'static str, String)>, f64);
+
+/// A metric whose samples are read when it is scraped.
+pub struct Live {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    read: Box<dyn Fn() -> Vec<Sample> + Send + Sync>,
+}
+
+impl Live {
+    pub fn gauge(
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> Vec<Sample> + Send + Sync + 'static,
+    ) -> Live {
+        Live {
+            name,
+            help,
+            kind: MetricType::Gauge,
+            read: Box::new(read),
+        }
+    }
+
+    /// A counter kept elsewhere (its name without `_total`).
+    pub fn counter(
+        name: &'static str,
+        help: &'static str,
+        read: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Live {
+        Live {
+            name,
+            help,
+            kind: MetricType::Counter,
+            read: Box::new(move || vec![(Vec::new(), read() as f64)]),
+        }
+    }
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live").field("name", &self.name).finish()
+    }
+}
+
+/// Whole numbers print as such (`1`, not `1.0`).
+fn gauge(m: &mut MetricEncoder<'_>, value: f64) -> Result<(), std::fmt::Error> {
+    if value.fract() == 0.0 && value.abs() < 1e15 {
+        m.encode_gauge(&(value as i64))
+    } else {
+        m.encode_gauge(&value)
+    }
+}
+
+impl Collector for Live {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut metric = encoder.encode_descriptor(self.name, self.help, None, self.kind)?;
+        for (labels, value) in (self.read)() {
+            if matches!(self.kind, MetricType::Counter) {
+                metric.encode_counter::<NoLabelSet, _, f64>(&(value as u64), None)?;
+            } else if labels.is_empty() {
+                gauge(&mut metric, value)?;
+            } else {
+                gauge(&mut metric.encode_family(&labels)?, value)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::access_log::AccessLog;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Live, Metrics};
 use crate::pool::Pool;
 use crate::socket::OrigDstAddr;
 use crate::targets::Target;
@@ -25,7 +25,7 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// What every connection shares: the live config and where results go.
 pub struct Proxy {
-    config: ArcSwap<Config>,
+    config: Arc<ArcSwap<Config>>,
     pub metrics: Metrics,
     pub access_log: AccessLog,
     pub clients: Arc<Clients>,
@@ -52,9 +52,18 @@ pub struct Conn {
 
 impl Proxy {
     pub fn new(network: &str, clients: Arc<Clients>, access_log: AccessLog) -> Arc<Proxy> {
+        let config = Arc::new(ArcSwap::from_pointee(Config::empty(network)));
+        let metrics = Metrics::default();
+        metrics.register_config(config.clone());
+        let log = access_log.clone();
+        metrics.register_live(Live::counter(
+            "trellis_access_log_dropped",
+            "Access log lines dropped because the writer fell behind",
+            move || log.dropped(),
+        ));
         Arc::new(Proxy {
-            config: ArcSwap::from_pointee(Config::empty(network)),
-            metrics: Metrics::default(),
+            config,
+            metrics,
             access_log,
             clients,
             pool: Pool::default(),

@@ -137,6 +137,9 @@ pub async fn run(args: Args) -> Result<()> {
         pins: PathBuf::from(format!("/sys/fs/bpf/trellis-demo-{}", std::process::id())),
         nft_table: format!("trellis_demo_{}", std::process::id()),
     };
+    // Listening from here on: a Ctrl-C is never lost between two waits.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("listening for Ctrl-C")?;
     tokio::select! {
         r = walk(&args, &mut stack) => if let Err(e) = r {
             // The logs the error points at outlive the demo.
@@ -144,14 +147,14 @@ pub async fn run(args: Args) -> Result<()> {
             eprintln!("the demo failed; its logs are kept in {}", stack.dir.display());
             return Err(e);
         },
-        _ = tokio::signal::ctrl_c() => {
+        _ = interrupt.recv() => {
             println!("\ninterrupted: stopping what the demo started");
             return Ok(());
         }
     }
     if args.keep_running {
         println!("\nEverything stays up until Ctrl-C.");
-        let _ = tokio::signal::ctrl_c().await;
+        interrupt.recv().await;
         println!("stopping what the demo started");
     }
     Ok(())

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use trellis_api::pki::Role;
 use trellis_dns::handler::{Networks, Views};
 use trellis_node::access_log::AccessLog;
+use trellis_node::metrics::Live;
 use trellis_node::socket::Upstream;
 use trellis_node::tunnel::Tunnels;
 use trellis_node::upstream::Clients;
@@ -183,6 +184,18 @@ pub async fn run(args: Args) -> Result<()> {
         .member
         .join(Role::Node, &args.network, &args.data_dir)
         .await?;
+    let expiry = identity.clone();
+    proxy.metrics.register_live(Live::gauge(
+        "trellis_node_certificate_expiry_timestamp_seconds",
+        "When this node's certificate expires (Unix time)",
+        move || vec![(Vec::new(), expiry.not_after() as f64)],
+    ));
+    let renewals = identity.clone();
+    proxy.metrics.register_live(Live::counter(
+        "trellis_node_certificate_renewals",
+        "Node certificate renewals since start",
+        move || renewals.renewals(),
+    ));
     let connect = Duration::from_millis(args.gateway_connect_timeout_ms.max(1));
     let tunnels = Tunnels::new(&identity, upstream, connect)?;
     proxy.set_tunnels(tunnels.clone());
@@ -251,48 +264,40 @@ pub async fn run(args: Args) -> Result<()> {
     let admin_addr = admin_listener.local_addr()?;
     {
         let proxy = proxy.clone();
-        let identity_metrics = identity.clone();
         let access = Access::with_token_file(&["/ready", "/metrics"], &admin_token)
             .with_context(|| format!("creating the admin token {}", admin_token.display()))?;
-        tasks.spawn(admin::serve(admin_listener, access, move |path| match path {
-            "/ready" if ready.load(Ordering::Relaxed) => Some(Page::text(StatusCode::OK, "ready\n")),
-            "/ready" => Some(Page::text(StatusCode::SERVICE_UNAVAILABLE, "no config yet\n")),
-            "/config" => {
-                let config = proxy.config();
-                let body = serde_json::json!({
-                    "revision": config.revision(),
-                    "network": config.snapshot.network,
-                    "snapshot": config.snapshot.shown(),
-                });
-                Some(Page::json(serde_json::to_string_pretty(&body).unwrap_or_default()))
-            }
-            "/metrics" => {
-                let mut text = proxy.metrics.render(&proxy.config());
-                text.push_str(&format!(
-                    "# HELP trellis_access_log_dropped_total Access log lines dropped because the writer fell behind.\n\
-                     # TYPE trellis_access_log_dropped_total counter\ntrellis_access_log_dropped_total {}\n",
-                    proxy.access_log.dropped()
-                ));
-                if dns_on {
-                    text.push_str(&render_metrics(&dns_options));
+        tasks.spawn(admin::serve(
+            admin_listener,
+            access,
+            move |path| match path {
+                "/ready" if ready.load(Ordering::Relaxed) => {
+                    Some(Page::text(StatusCode::OK, "ready\n"))
                 }
-                {
-                    let id = &identity_metrics;
-                    text.push_str(&format!(
-                        "# HELP trellis_node_certificate_expiry_timestamp_seconds When this node's certificate expires (Unix time).\n\
-                         # TYPE trellis_node_certificate_expiry_timestamp_seconds gauge\n\
-                         trellis_node_certificate_expiry_timestamp_seconds {}\n\
-                         # HELP trellis_node_certificate_renewals_total Node certificate renewals since start.\n\
-                         # TYPE trellis_node_certificate_renewals_total counter\n\
-                         trellis_node_certificate_renewals_total {}\n",
-                        id.not_after(),
-                        id.renewals()
-                    ));
+                "/ready" => Some(Page::text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no config yet\n",
+                )),
+                "/config" => {
+                    let config = proxy.config();
+                    let body = serde_json::json!({
+                        "revision": config.revision(),
+                        "network": config.snapshot.network,
+                        "snapshot": config.snapshot.shown(),
+                    });
+                    Some(Page::json(
+                        serde_json::to_string_pretty(&body).unwrap_or_default(),
+                    ))
                 }
-                Some(Page::metrics(text))
-            }
-            _ => None,
-        }));
+                "/metrics" => {
+                    let mut text = proxy.metrics.render();
+                    if dns_on {
+                        text.push_str(&render_metrics(&dns_options));
+                    }
+                    Some(Page::metrics(text))
+                }
+                _ => None,
+            },
+        ));
     }
     if let Some(addr) = args.gateway_listen {
         let listener = tokio::net::TcpListener::bind(addr)

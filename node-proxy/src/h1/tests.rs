@@ -350,7 +350,7 @@ async fn the_first_unusual_request_hands_the_connection_to_hyper() {
     let mut replay = vec![0u8; upgrade.len()];
     rest.read_exact(&mut replay).await.unwrap();
     assert_eq!(replay, upgrade);
-    let text = proxy.metrics.render(&proxy.config());
+    let text = proxy.metrics.render();
     assert!(
         text.contains("trellis_proxy_http_handovers_total{reason=\"framing\"} 1"),
         "{text}"
