@@ -117,6 +117,21 @@ impl Scenario {
         let token = join_token
             .map(|t| format!("--join-token {t}"))
             .unwrap_or_default();
+        // East reaches the control plane through a relay in its namespace
+        // that keeps every byte: what an observer of that link would see.
+        let cp_url = if name == "east" {
+            if !self.topo.run.join("east-wire.bin").exists() {
+                let cmd = format!(
+                    "python3 {HELPERS}/relay.py 127.0.0.1:17070 {cp_addr}:7070 {}/east-wire.bin",
+                    self.topo.run.display()
+                );
+                let ns = self.east.ns.clone();
+                self.topo.spawn("relay-east", &ns, None, &cmd, "relaying");
+            }
+            "https://127.0.0.1:17070".to_string()
+        } else {
+            format!("https://{cp_addr}:7070")
+        };
         let node = if name == "east" {
             &mut self.east
         } else {
@@ -125,7 +140,7 @@ impl Scenario {
         self.topo.start_node(
             node,
             &self.cp,
-            &format!("https://{cp_addr}:7070"),
+            &cp_url,
             "10.0.1.1",
             &format!("--gateway-listen {gw}:15008 {token}"),
         );
@@ -224,6 +239,29 @@ fn services_are_reached_across_clusters_by_name() {
         &format!("python3 {HELPERS}/client.py tcp echo.trellis.internal 5432 hello"),
     );
     assert_eq!(echoed, "10.0.1.1:9000:hello");
+
+    // The link between east's node and the control plane carried its join,
+    // its watch and renewals (15 s certificates), all of it TLS: no token,
+    // certificate, key or snapshot text in the clear.
+    let wire = std::fs::read(s.topo.run.join("east-wire.bin")).unwrap();
+    assert!(wire.len() > 4000, "the relay saw {} bytes", wire.len());
+    let api_token = std::fs::read_to_string(s.cp.data.join("api-token")).unwrap();
+    let secret = east_token.split('.').next().unwrap().to_string();
+    for needle in [
+        api_token.trim(),
+        secret.as_str(),
+        "BEGIN",
+        "PRIVATE KEY",
+        "joinToken",
+        "dnsZone",
+        "checkout.trellis.internal",
+        "/v1/networks",
+    ] {
+        assert!(
+            !wire.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{needle:?} crossed the wire in clear"
+        );
+    }
 
     // A peer that is not a Trellis node of the network it claims is refused.
     refuses_strangers(&mut s);

@@ -5,18 +5,20 @@
 //! through the handshake; the API then decides by route what it may do.
 
 use crate::ca::Authority;
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use trellis_api::trust::sha256;
 
-/// How long a self-issued serving certificate lives: it is issued again at
-/// every start.
-const SERVING_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
+/// How long a self-issued serving certificate lives; a new one is issued at
+/// every start and every [`RENEW_EVERY`].
+pub const SERVING_LIFETIME: Duration = Duration::from_secs(30 * 86_400);
+pub const RENEW_EVERY: Duration = Duration::from_secs(86_400);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiTlsError {
@@ -36,12 +38,56 @@ pub enum Serving<'a> {
     Files { cert: &'a Path, key: &'a Path },
 }
 
-/// The API's TLS configuration, and the SHA-256 of its trust anchor (the
-/// last certificate of the served chain) that join tokens carry.
-pub fn server_config(
-    ca: &Authority,
-    serving: Serving<'_>,
-) -> Result<(Arc<ServerConfig>, [u8; 32]), ApiTlsError> {
+/// The certificate the API serves, replaced whole when renewed: the next
+/// handshake gets the new one, open connections keep theirs.
+#[derive(Debug)]
+pub struct ServingCert(RwLock<Arc<CertifiedKey>>);
+
+impl ServingCert {
+    fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: PrivateKeyDer<'static>,
+    ) -> Result<ServingCert, ApiTlsError> {
+        Ok(ServingCert(RwLock::new(certified(chain, key)?)))
+    }
+
+    /// Serves `chain` (DER, leaf first) with `key` (PKCS#8 DER) from now on.
+    pub fn replace(&self, chain: Vec<Vec<u8>>, key: Vec<u8>) -> Result<(), ApiTlsError> {
+        let chain = chain.into_iter().map(CertificateDer::from).collect();
+        let next = certified(chain, PrivateKeyDer::Pkcs8(key.into()))?;
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = next;
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
+    }
+}
+
+fn certified(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<CertifiedKey>, ApiTlsError> {
+    let signer = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| ApiTlsError::Tls(format!("the certificate's key: {e}")))?;
+    Ok(Arc::new(CertifiedKey::new(chain, signer)))
+}
+
+/// What the API serves TLS with.
+pub struct ApiTls {
+    pub config: Arc<ServerConfig>,
+    /// The SHA-256 of the trust anchor (the last certificate of the served
+    /// chain): what join tokens carry.
+    pub anchor: [u8; 32],
+    /// The certificate served, for renewal.
+    pub served: Arc<ServingCert>,
+}
+
+pub fn server_config(ca: &Authority, serving: Serving<'_>) -> Result<ApiTls, ApiTlsError> {
     let (chain, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) = match serving {
         Serving::Issued(names) => {
             let (chain, key) = ca
@@ -79,12 +125,42 @@ pub fn server_config(
         .allow_unauthenticated()
         .build()
         .map_err(|e| ApiTlsError::Tls(e.to_string()))?;
+    let served = Arc::new(ServingCert::new(chain, key)?);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| ApiTlsError::Tls(e.to_string()))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| ApiTlsError::Tls(format!("the certificate and key: {e}")))?;
+        .with_cert_resolver(served.clone());
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok((Arc::new(config), anchor))
+    Ok(ApiTls {
+        config: Arc::new(config),
+        anchor,
+        served,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_renewed_certificate_is_served_from_the_next_handshake() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring =
+            crate::keys::Keyring::open_or_create(&dir.path().join("secrets.key")).unwrap();
+        let ca = Authority::open(dir.path(), Duration::from_secs(60), &keyring).unwrap();
+        let names = vec!["127.0.0.1".to_string()];
+        let ApiTls { anchor, served, .. } = server_config(&ca, Serving::Issued(&names)).unwrap();
+        assert_eq!(anchor, sha256(ca.ca_der()), "join tokens pin the node CA");
+        let leaf = |s: &ServingCert| s.0.read().unwrap().cert[0].to_vec();
+        let first = leaf(&served);
+        let (chain, key) = ca.serving_certificate(&names, SERVING_LIFETIME).unwrap();
+        let next = chain[0].clone();
+        served.replace(chain, key).unwrap();
+        assert_ne!(leaf(&served), first);
+        assert_eq!(leaf(&served), next);
+        // A key that is not one is refused, and the served one stays.
+        assert!(served.replace(vec![next.clone()], vec![1, 2, 3]).is_err());
+        assert_eq!(leaf(&served), next);
+    }
 }

@@ -222,6 +222,17 @@ impl ControlPlane {
             .map_err(ca_error)
     }
 
+    /// A new serving certificate for the API (DER chain, PKCS#8 key).
+    pub fn serving_certificate(
+        &self,
+        names: &[String],
+        lifetime: Duration,
+    ) -> Result<(Vec<Vec<u8>>, Vec<u8>), Error> {
+        self.ca
+            .serving_certificate(names, lifetime)
+            .map_err(|e| Error::Internal(e.to_string()))
+    }
+
     /// A certificate for an HTTPS target, from the node CA (PEM).
     pub fn sign_server_certificate(&self, csr: &str, lifetime: Duration) -> Result<String, Error> {
         self.ca.sign_server(csr, lifetime).map_err(ca_error)

@@ -92,7 +92,12 @@ pub async fn run(args: Args) -> Result<()> {
         (Some(cert), Some(key)) => Serving::Files { cert, key },
         _ => Serving::Issued(&names),
     };
-    let (tls, api_ca_sha256) = api_tls::server_config(&ca, serving)?;
+    let issued = matches!(serving, Serving::Issued(_));
+    let api_tls::ApiTls {
+        config: tls,
+        anchor: api_ca_sha256,
+        served,
+    } = api_tls::server_config(&ca, serving)?;
     let config = Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
@@ -110,6 +115,25 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring, ca)?);
     tokio::spawn(cp.clone().rotate_daily());
+    if issued {
+        // A fresh serving certificate every day: one never nears its end.
+        let (cp, names) = (cp.clone(), names.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(api_tls::RENEW_EVERY).await;
+                let renewed = cp
+                    .serving_certificate(&names, api_tls::SERVING_LIFETIME)
+                    .map_err(|e| e.to_string())
+                    .and_then(|(chain, key)| served.replace(chain, key).map_err(|e| e.to_string()));
+                match renewed {
+                    Ok(()) => tracing::info!("API certificate renewed"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "renewing the API certificate failed; retrying tomorrow")
+                    }
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
