@@ -1,11 +1,16 @@
-//! Query counters by network, query type and response code, rendered in the
-//! Prometheus text format. Counting is a relaxed atomic add into a fixed
-//! table: nothing is allocated or locked on the query path.
+//! Query counters by network, query type and response code. Counting is a
+//! relaxed atomic add into a fixed table: nothing is allocated or locked on
+//! the query path; a scrape reads the table through [`collector`].
 
+use crate::forward::Forwarder;
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
-use std::sync::OnceLock;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 const TYPES: [&str; 7] = ["A", "AAAA", "SOA", "NS", "ANY", "other", "-"];
 const RCODES: [&str; 7] = [
@@ -81,34 +86,80 @@ pub fn tcp_refused() {
     }
 }
 
-pub fn render() -> String {
-    let mut out = String::from(
-        "# HELP trellis_dns_queries_total DNS queries answered, by network, type and response code.\n\
-         # TYPE trellis_dns_queries_total counter\n",
-    );
-    let Some(t) = TABLE.get() else { return out };
-    for (ni, network) in t.networks.iter().enumerate() {
-        for (ti, qtype) in TYPES.iter().enumerate() {
-            for (ri, rcode) in RCODES.iter().enumerate() {
-                let v =
-                    t.counts[(ni * TYPES.len() + ti) * RCODES.len() + ri].load(Ordering::Relaxed);
-                if v > 0 {
-                    out.push_str(&format!(
-                        "trellis_dns_queries_total{{network=\"{network}\",type=\"{qtype}\",rcode=\"{rcode}\"}} {v}\n"
-                    ));
+/// The DNS counters (and the forwarder's, if any) as a prometheus-client
+/// collector: read from the table at each scrape, into whichever registry
+/// serves them (the node's, or `trellis dns`'s own).
+pub fn collector(forwarder: Option<Arc<Forwarder>>) -> Box<dyn Collector> {
+    Box::new(Counters { forwarder })
+}
+
+#[derive(Debug)]
+struct Counters {
+    forwarder: Option<Arc<Forwarder>>,
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, v: u64) -> fmt::Result {
+    encoder
+        .encode_descriptor(name, help, None, MetricType::Counter)?
+        .encode_counter::<NoLabelSet, _, u64>(&v, None)
+}
+
+impl Collector for Counters {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let Some(t) = TABLE.get() else {
+            return Ok(());
+        };
+        let mut queries = encoder.encode_descriptor(
+            "trellis_dns_queries",
+            "DNS queries answered, by network, type and response code",
+            None,
+            MetricType::Counter,
+        )?;
+        for (ni, network) in t.networks.iter().enumerate() {
+            for (ti, qtype) in TYPES.iter().enumerate() {
+                for (ri, rcode) in RCODES.iter().enumerate() {
+                    let v = t.counts[(ni * TYPES.len() + ti) * RCODES.len() + ri]
+                        .load(Ordering::Relaxed);
+                    if v > 0 {
+                        let labels = [
+                            ("network", network.as_str()),
+                            ("type", qtype),
+                            ("rcode", rcode),
+                        ];
+                        queries
+                            .encode_family(&labels)?
+                            .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+                    }
                 }
             }
         }
+        counter(
+            &mut encoder,
+            "trellis_dns_malformed",
+            "Datagrams dropped because they did not decode",
+            t.malformed.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "trellis_dns_tcp_refused",
+            "TCP connections closed at once because the connection limit was reached",
+            t.tcp_refused.load(Ordering::Relaxed),
+        )?;
+        if let Some(f) = &self.forwarder {
+            let (forwarded, failed) = f.counts();
+            counter(
+                &mut encoder,
+                "trellis_dns_forwarded",
+                "Queries forwarded upstream",
+                forwarded,
+            )?;
+            counter(
+                &mut encoder,
+                "trellis_dns_forward_failures",
+                "Forwarded queries answered SERVFAIL because the upstream did not answer",
+                failed,
+            )?;
+        }
+        Ok(())
     }
-    out.push_str(&format!(
-        "# HELP trellis_dns_malformed_total Datagrams dropped because they did not decode.\n\
-         # TYPE trellis_dns_malformed_total counter\ntrellis_dns_malformed_total {}\n",
-        t.malformed.load(Ordering::Relaxed)
-    ));
-    out.push_str(&format!(
-        "# HELP trellis_dns_tcp_refused_total TCP connections closed at once because the connection limit was reached.\n\
-         # TYPE trellis_dns_tcp_refused_total counter\ntrellis_dns_tcp_refused_total {}\n",
-        t.tcp_refused.load(Ordering::Relaxed)
-    ));
-    out
 }

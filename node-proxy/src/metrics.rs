@@ -148,8 +148,13 @@ impl Metrics {
 
     /// Adds a metric read at each scrape.
     pub fn register_live(&self, live: Live) {
+        self.register_collector(Box::new(live));
+    }
+
+    /// Adds metrics another part keeps (the node-local DNS's counters).
+    pub fn register_collector(&self, collector: Box<dyn Collector>) {
         let mut registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        registry.register_collector(Box::new(live));
+        registry.register_collector(collector);
     }
 
     /// Target health and HTTPS listeners' certificate expiry, read from the

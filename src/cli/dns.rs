@@ -84,15 +84,6 @@ impl Serving {
     }
 }
 
-/// Prometheus text of the DNS counters (and the forwarder's, if any).
-pub fn render_metrics(options: &Options) -> String {
-    let mut out = trellis_dns::metrics::render();
-    if let Some(f) = &options.forwarder {
-        out.push_str(&f.render());
-    }
-    out
-}
-
 /// `--join-token`s by network: `NETWORK=TOKEN`, or a bare TOKEN when only
 /// one network is answered.
 fn join_tokens(given: &[String], networks: &BTreeSet<String>) -> Result<BTreeMap<String, String>> {
@@ -177,10 +168,15 @@ pub async fn run(args: Args) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the metrics listener {addr}"))?;
-        let options = options.clone();
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(trellis_dns::metrics::collector(options.forwarder.clone()));
         let access = crate::admin::Access::open_only(&["/metrics"]);
         tokio::spawn(crate::admin::serve(listener, access, move |path| {
-            (path == "/metrics").then(|| crate::admin::Page::metrics(render_metrics(&options)))
+            (path == "/metrics").then(|| {
+                let mut text = String::new();
+                let _ = prometheus_client::encoding::text::encode_registry(&mut text, &registry);
+                crate::admin::Page::metrics(text)
+            })
         }));
     }
 

@@ -4,7 +4,7 @@
 //! node-local DNS, and the admin endpoint.
 
 use super::datapath::{DatapathKind, NftArgs};
-use super::dns::{Serving, render_metrics};
+use super::dns::Serving;
 use crate::admin::{self, Access, Page};
 use anyhow::{Context, Result, bail};
 use http::StatusCode;
@@ -208,6 +208,11 @@ pub async fn run(args: Args) -> Result<()> {
     let dns_on = !args.dns_listen.is_empty();
     if dns_on {
         trellis_dns::metrics::init(std::slice::from_ref(&args.network));
+        proxy
+            .metrics
+            .register_collector(trellis_dns::metrics::collector(
+                dns_options.forwarder.clone(),
+            ));
     }
     let ttl = args.dns_ttl;
     let store = args
@@ -288,13 +293,7 @@ pub async fn run(args: Args) -> Result<()> {
                         serde_json::to_string_pretty(&body).unwrap_or_default(),
                     ))
                 }
-                "/metrics" => {
-                    let mut text = proxy.metrics.render();
-                    if dns_on {
-                        text.push_str(&render_metrics(&dns_options));
-                    }
-                    Some(Page::metrics(text))
-                }
+                "/metrics" => Some(Page::metrics(proxy.metrics.render())),
                 _ => None,
             },
         ));
