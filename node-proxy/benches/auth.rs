@@ -89,6 +89,7 @@ fn bench(c: &mut Criterion) {
         service_network: "shop",
         client: "127.0.0.1:40000".parse().unwrap(),
         port: 80,
+        secure: false,
         now: secs,
     };
     for (name, params) in [

@@ -109,6 +109,7 @@ pub(crate) fn decide<'g>(
         service_network: &listener.service_network,
         client: conn.client,
         port: conn.dst.0.port(),
+        secure: listener.protocol == trellis_api::resource::ListenerProtocol::Https,
         now: now.as_secs(),
     };
     let allowed =

@@ -362,6 +362,8 @@ pub struct Place<'a> {
     pub service_network: &'a str,
     pub client: SocketAddr,
     pub port: u16,
+    /// The client's connection is TLS (an HTTPS listener).
+    pub secure: bool,
     pub now: u64,
 }
 
@@ -398,6 +400,7 @@ pub fn authorize<'g>(
         headers: req.headers,
         port: place.port,
         source_ip: place.client.ip(),
+        secure: place.secure,
         now: place.now,
     };
     let mut decided = Allowed {

@@ -43,6 +43,8 @@ pub struct Request<'a> {
     pub headers: &'a http::HeaderMap,
     pub port: u16,
     pub source_ip: IpAddr,
+    /// `aws:SecureTransport`: the client's connection is TLS.
+    pub secure: bool,
     /// Seconds since the epoch.
     pub now: u64,
 }
@@ -70,7 +72,7 @@ impl Request<'_> {
                 .map(|v| vec![Cow::Borrowed(v.as_str())])
                 .unwrap_or_default(),
             Key::SourceIp => one(self.source_ip.to_string()),
-            Key::SecureTransport => one("false".into()),
+            Key::SecureTransport => one(self.secure.to_string()),
             Key::CurrentTime => one(humantime::format_rfc3339_seconds(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(self.now),
             )

@@ -476,6 +476,7 @@ fn decisions() {
             headers: &headers,
             port: 80,
             source_ip: "10.1.2.3".parse().unwrap(),
+            secure: false,
             now: 1_800_000_000,
         };
         assert_eq!(
@@ -645,6 +646,7 @@ fn every_condition_key_reads_what_its_name_says() {
         headers: &headers,
         port: 80,
         source_ip: "10.1.2.3".parse().unwrap(),
+        secure: false,
         now: 1_800_000_000,
     };
     for key in trellis_api::policy::condition_keys() {
@@ -665,5 +667,33 @@ fn every_condition_key_reads_what_its_name_says() {
                 "{name} {op} {value}"
             );
         }
+    }
+}
+
+/// `aws:SecureTransport` says whether the client's connection is TLS.
+#[test]
+fn secure_transport_is_true_on_tls_connections() {
+    let headers = HeaderMap::new();
+    let d = doc(vec![stmt(
+        json!({"Condition": {"Bool": {"aws:SecureTransport": "true"}}}),
+    )]);
+    let policy = Policy::compile(&PolicyDocument::parse(&d).unwrap());
+    for (secure, want) in [(true, allow("Statement[0]")), (false, Outcome::NoMatch)] {
+        let req = Request {
+            principal: None,
+            region: "us-west-2",
+            source_network: "east",
+            service: "orders",
+            service_network: "shop",
+            method: "GET",
+            path: "/",
+            query: None,
+            headers: &headers,
+            port: 443,
+            source_ip: "10.1.2.3".parse().unwrap(),
+            secure,
+            now: 1_800_000_000,
+        };
+        assert_eq!(evaluate(&policy, &req), want, "secure={secure}");
     }
 }
