@@ -25,6 +25,8 @@ mod h1;
 mod headers;
 pub mod health;
 mod http;
+#[cfg(test)]
+mod http_tests;
 pub mod metrics;
 mod pool;
 pub mod proxy;
