@@ -4,17 +4,13 @@
 //! SigV4 and SigV4A),
 //! each way a signature can be wrong, body hashes, and policies.
 
-mod topology;
-
-#[path = "node/harness.rs"]
-#[allow(dead_code)] // shared with tests/node.rs, which uses all of it
 mod harness;
 
 use aws_sigv4::http_request::{
     PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
 };
 use aws_sigv4::sign::{v4, v4a};
-use harness::Env;
+use harness::node::Env;
 use std::time::{Duration, Instant, SystemTime};
 
 const REGION: &str = "us-east-1";
@@ -81,7 +77,7 @@ spec:
       protocol: HTTP
       defaultAction: {{forward: [{{targetGroup: blue}}]}}
 "#,
-        ip = harness::TARGET_IP
+        ip = harness::node::TARGET_IP
     )
 }
 

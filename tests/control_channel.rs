@@ -3,9 +3,9 @@
 //! network, a join token that names the one control plane to trust, and
 //! nothing secret readable on the wire.
 
-mod common;
+mod harness;
 
-use common::{BIN, ControlPlane, private_dir, trellis};
+use harness::local::{BIN, ControlPlane, private_dir, trellis};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -197,7 +197,7 @@ fn nothing_secret_crosses_the_wire_in_clear() {
 
     // The secrets of east's snapshot: what its view for people hides.
     let full: Value = serde_json::from_slice(
-        &common::curl(
+        &harness::local::curl(
             &cp,
             &["-s", &format!("{}/v1/networks/east/snapshot", cp.url)],
         )
@@ -371,7 +371,7 @@ fn member_certificate(cp: &ControlPlane, dir: &Path, name: &str, token: &str) ->
         .unwrap();
     let secret = token.split('.').next().unwrap();
     let body = serde_json::json!({"csr": csr, "joinToken": secret}).to_string();
-    let out = common::curl_anonymous(
+    let out = harness::local::curl_anonymous(
         cp,
         &[
             "-s",
@@ -421,7 +421,7 @@ fn members_read_their_own_network_and_nothing_else() {
         if !body.is_empty() {
             args.extend(["--data", body]);
         }
-        let out = common::curl_anonymous(&cp, &args);
+        let out = harness::local::curl_anonymous(&cp, &args);
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.to_string(), body.to_string())
@@ -516,14 +516,14 @@ fn an_operators_certificate_serves_the_api() {
     let out = trellis(&cp, &["get", "networks"]);
     assert!(!out.status.success());
     let ca = dir.path().join("ca.pem");
-    let out = common::trellis_env(
+    let out = harness::local::trellis_env(
         &cp,
         &["apply", "-f", SAMPLE],
         &[("TRELLIS_CA_FILE", ca.to_str().unwrap())],
     );
     ok(out);
     let token = String::from_utf8_lossy(
-        &common::trellis_env(
+        &harness::local::trellis_env(
             &cp,
             &["network", "join-token", "east", "--role", "dns"],
             &[("TRELLIS_CA_FILE", ca.to_str().unwrap())],

@@ -1,9 +1,9 @@
 //! The real `trellis control-plane` binary on a free port, driven by the real
 //! CLI (`trellis apply/get/delete/diff`), curl and the API client.
 
-mod common;
+mod harness;
 
-use common::{ControlPlane, trellis};
+use harness::local::{ControlPlane, trellis};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
@@ -220,7 +220,7 @@ fn every_mutating_call_is_audited_across_a_restart() {
     let join = ok(trellis(&cp, &["network", "join-token", "east"]));
     ok(trellis(&cp, &["delete", "identity", "alice"]));
     // No token: refused, and recorded as such.
-    let refused = common::curl_anonymous(
+    let refused = harness::local::curl_anonymous(
         &cp,
         &[
             "-s",
@@ -346,7 +346,7 @@ fn diff_shows_a_weight_shift_without_applying_it() {
 async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
     let cp = ControlPlane::start(&[]);
     assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
-    let client = common::client(&cp);
+    let client = harness::local::client(&cp);
     let first = client
         .snapshot("east", None, Duration::ZERO)
         .await
@@ -358,7 +358,7 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
     // A change that east cannot see does not wake east's watchers.
     let west =
         "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: west}\nspec: {}\n";
-    let docs = common::documents(west);
+    let docs = harness::local::documents(west);
     let watcher = {
         let client = client.clone();
         tokio::spawn(async move {
@@ -404,7 +404,7 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
     let text = std::fs::read_to_string(SAMPLE)
         .unwrap()
         .replace("weight: 90", "weight: 0");
-    let docs = common::documents(&text);
+    let docs = harness::local::documents(&text);
     let watcher = {
         let client = client.clone();
         let since = first.revision;
@@ -439,7 +439,7 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
 fn api_answers_bad_requests_with_4xx_and_a_message() {
     let cp = ControlPlane::start(&["--max-body-bytes", "2000"]);
     let curl = |args: &[&str]| -> (String, String) {
-        let out = common::curl(&cp, &[&["-sS", "-w", "\n%{http_code}"], args].concat());
+        let out = harness::local::curl(&cp, &[&["-sS", "-w", "\n%{http_code}"], args].concat());
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let (body, code) = text.rsplit_once('\n').unwrap();
         (code.to_string(), body.to_string())
@@ -478,7 +478,7 @@ fn api_answers_bad_requests_with_4xx_and_a_message() {
 #[test]
 fn every_request_needs_the_token_loopback_included() {
     let token_less = |cp: &ControlPlane| {
-        let out = std::process::Command::new(common::BIN)
+        let out = std::process::Command::new(harness::local::BIN)
             .args(["get", "svc", "--server", &cp.url])
             .env("TRELLIS_CA_FILE", cp.ca_file())
             .env_remove("TRELLIS_TOKEN")
@@ -494,8 +494,10 @@ fn every_request_needs_the_token_loopback_included() {
     };
     let status = |cp: &ControlPlane, path: &str| {
         let url = format!("{}{path}", cp.url);
-        let out =
-            common::curl_anonymous(cp, &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url]);
+        let out = harness::local::curl_anonymous(
+            cp,
+            &["-s", "-o", "/dev/null", "-w", "%{http_code}", &url],
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     // Any local user can reach loopback: it is no credential.
@@ -522,7 +524,7 @@ fn every_request_needs_the_token_loopback_included() {
         String::from_utf8_lossy(&out.stderr)
     );
     let token = std::fs::read_to_string(&token_file).unwrap();
-    let out = common::trellis_env(&cp, &["get", "svc"], &[("TRELLIS_TOKEN", token.trim())]);
+    let out = harness::local::trellis_env(&cp, &["get", "svc"], &[("TRELLIS_TOKEN", token.trim())]);
     assert!(
         out.status.success(),
         "{}",
@@ -564,7 +566,7 @@ fn kill_9_mid_apply_leaves_the_old_or_the_new_state() {
         let delay_ms = full * pct / 100;
         let mut cp = ControlPlane::start(&pool);
         assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
-        let mut apply = common::spawn_trellis(&cp, &["apply", "-f", big.to_str().unwrap()]);
+        let mut apply = harness::local::spawn_trellis(&cp, &["apply", "-f", big.to_str().unwrap()]);
         std::thread::sleep(Duration::from_millis(delay_ms));
         cp.kill9();
         let _ = apply.wait();
@@ -623,7 +625,7 @@ fn multi_cluster_snapshots_carry_the_other_networks_gateways() {
     let cp = ControlPlane::start(&[]);
     let sample = concat!(env!("CARGO_MANIFEST_DIR"), "/samples/multi-cluster.yaml");
     assert!(trellis(&cp, &["apply", "-f", sample]).status.success());
-    let east = common::curl(
+    let east = harness::local::curl(
         &cp,
         &["-s", &format!("{}/v1/networks/east/snapshot", cp.url)],
     );
@@ -644,7 +646,7 @@ fn multi_cluster_snapshots_carry_the_other_networks_gateways() {
 
     // What west's gateways serve: orders' west group, to both networks;
     // the group itself comes along so the gateway can check and pick.
-    let west = common::curl(
+    let west = harness::local::curl(
         &cp,
         &["-s", &format!("{}/v1/networks/west/snapshot", cp.url)],
     );

@@ -6,10 +6,10 @@
 //! with the system resolver (`/etc/netns/NS/resolv.conf` pointing at the
 //! node-local DNS) and call with curl.
 
-mod topology;
+mod harness;
 
+use harness::{BIN, ControlPlane, HELPERS, Node, Topology, json};
 use std::time::{Duration, Instant};
-use topology::{BIN, ControlPlane, HELPERS, Node, Topology, json};
 
 const YAML: &str = r#"
 apiVersion: trellis.dev/v1alpha1

@@ -3,14 +3,11 @@
 //! under CI=true. The cgroup2 and bpffs mounts live under /run and are removed
 //! on drop, also when the test fails.
 
+mod harness;
+
+use harness::{BIN, sh};
 use std::path::PathBuf;
 use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_trellis");
-
-fn sh(cmd: &str) -> Output {
-    Command::new("sh").args(["-c", cmd]).output().expect("sh")
-}
 
 /// Runs bpftool and returns its output; fails the test if bpftool fails, so
 /// that "not attached" can never be read from an empty error output.

@@ -3,10 +3,6 @@
 //! weights. Root (the datapath); the demo's connections are redirected in a
 //! cgroup of its own so parallel tests' VIPs are not touched.
 
-mod topology;
-
-#[path = "node/harness.rs"]
-#[allow(dead_code)] // shared with tests/node.rs, which uses all of it
 mod harness;
 
 use std::path::PathBuf;

@@ -1,9 +1,9 @@
 //! `trellis dns` as a real process, fed by a real control plane, queried
 //! with the real `dig` over UDP and TCP.
 
-mod common;
+mod harness;
 
-use common::{BIN, ControlPlane, private_dir, trellis};
+use harness::local::{BIN, ControlPlane, private_dir, trellis};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -469,7 +469,7 @@ fn names_outside_every_zone_go_to_the_forwarder() {
     let r = dig(&at, &["+time=4", "catalog.example.com", "A"]);
     assert_eq!(r.status, "SERVFAIL");
 
-    let out = common::run("curl", &["-sf", &format!("http://{metrics}/metrics")]);
+    let out = harness::local::run("curl", &["-sf", &format!("http://{metrics}/metrics")]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("trellis_dns_forwarded_total 4"),
@@ -614,7 +614,7 @@ fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
     let at = &dns.addrs[0];
     // 40 A records are 640 bytes of answer: over 512 without EDNS.
     let (host, port) = at.rsplit_once(':').unwrap();
-    let out = common::run(
+    let out = harness::local::run(
         "dig",
         &[
             &format!("@{host}"),

@@ -5,11 +5,11 @@
 //! HTTP/1.1 by ALPN, and takes new certificates without dropping open
 //! connections.
 
-mod topology;
+mod harness;
 
+use harness::{ControlPlane, HELPERS, Node, Topology};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use topology::{ControlPlane, HELPERS, Node, Topology};
 
 const YAML: &str = r#"
 apiVersion: trellis.dev/v1alpha1
@@ -177,7 +177,7 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
     // `get` shows the chain and its expiry, never a key.
     let shown = env.topo.trellis(&env.cp, "get service shop -o json");
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
-    let svc = topology::json(&shown);
+    let svc = harness::json(&shown);
     let certs = svc["status"]["certificates"]
         .as_array()
         .expect("certificates");
@@ -210,7 +210,7 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
     let (code, version, body, subject) = env.curl("https://shop.trellis.internal/");
     assert_eq!((code, version.as_str()), (200, "2"), "{body}");
     assert!(subject.contains("CN=shop-internal"), "{subject}");
-    let answer = topology::json(&body);
+    let answer = harness::json(&body);
     assert_eq!(answer["name"], "shop");
     assert_eq!(answer["headers"]["x-forwarded-for-proto"], "https");
     // HTTP/2's :authority reaches the HTTP/1.1 target as Host.
@@ -249,12 +249,12 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
                 env.ca
             ),
         );
-        let lines: Vec<_> = said.lines().map(topology::json).collect();
+        let lines: Vec<_> = said.lines().map(harness::json).collect();
         assert_eq!(lines.len(), 3, "{offer}: {said}");
         for line in lines {
             assert_eq!(line["status"], 200, "{offer}: {line}");
             assert_eq!(line["version"], expected, "{offer}");
-            let answer = topology::json(line["body"].as_str().unwrap());
+            let answer = harness::json(line["body"].as_str().unwrap());
             assert_eq!(answer["path"], "/rust");
             assert_eq!(answer["headers"]["host"], "shop.trellis.internal");
             assert_eq!(answer["headers"]["x-forwarded-for-proto"], "https");
@@ -268,7 +268,7 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
             &env.node,
             &format!("python3 {HELPERS}/client.py slow shop.trellis.internal 443 '{bytes}'"),
         );
-        let secs = topology::json(&said)["closed_after"].as_f64().unwrap();
+        let secs = harness::json(&said)["closed_after"].as_f64().unwrap();
         assert!(secs < at_most, "{bytes:?}: closed after {secs:.1}s");
     }
 
@@ -319,7 +319,7 @@ fn https_listeners_terminate_tls_by_sni_and_alpn() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let held = topology::json(&std::fs::read_to_string(&held).unwrap());
+    let held = harness::json(&std::fs::read_to_string(&held).unwrap());
     for at in ["first", "second"] {
         assert_eq!(held[at]["status"], 200, "{held}");
         assert_eq!(held[at]["cn"], "shop-internal", "{held}");
@@ -341,7 +341,7 @@ fn bad_certificates_are_refused_where_they_are_declared() {
             None,
             &format!(
                 "{} apply -f {} --server https://127.0.0.1:7070 --token-file {2}/api-token --ca-file {2}/ca.pem",
-                topology::BIN,
+                harness::BIN,
                 env.yaml,
                 env.cp.data.display()
             ),
@@ -387,7 +387,7 @@ fn bad_certificates_are_refused_where_they_are_declared() {
         None,
         &format!(
             "{} get services --server https://127.0.0.1:7070 --token-file {1}/api-token --ca-file {1}/ca.pem",
-            topology::BIN,
+            harness::BIN,
             env.cp.data.display()
         ),
     );
@@ -490,7 +490,7 @@ fn tls_passthrough_routes_by_server_name() {
         let (code, _, body, subject) = env.curl(url);
         assert_eq!(code, 200, "{url}: {body}");
         assert!(subject.contains(cn), "{url}: {subject}");
-        let answer = topology::json(&body);
+        let answer = harness::json(&body);
         assert_eq!(answer["name"], name);
         // Spliced, not proxied: no headers added, the node's address seen.
         assert!(
@@ -505,7 +505,7 @@ fn tls_passthrough_routes_by_server_name() {
             &env.node,
             &format!("python3 {HELPERS}/client.py slow pt.trellis.internal 443 '{bytes}'"),
         );
-        let secs = topology::json(&said)["closed_after"].as_f64().unwrap();
+        let secs = harness::json(&said)["closed_after"].as_f64().unwrap();
         assert!(secs < at_most, "{bytes:?}: closed after {secs:.1}s");
     }
     let metrics = env.topo.admin(&env.node, "/metrics");

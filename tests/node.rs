@@ -1,20 +1,16 @@
 //! `trellis node` end to end, as root, in network namespaces: real control
 //! plane, real eBPF redirect, real proxy, Python clients and targets (see
-//! tests/node/harness.rs).
+//! tests/harness/node.rs).
 
-mod topology;
-
-#[path = "node/harness.rs"]
-#[allow(dead_code)] // shared with tests/auth.rs
 mod harness;
 
-use harness::{Env, SNAT_IP};
+use harness::node::{Env, SNAT_IP};
 use std::time::{Duration, Instant};
 
 fn shop(blue_weight: u32, green_weight: u32, blue_targets: &[u16], extra_tg: &str) -> String {
     let targets: Vec<String> = blue_targets
         .iter()
-        .map(|p| format!("{{address: {}, port: {p}}}", harness::TARGET_IP))
+        .map(|p| format!("{{address: {}, port: {p}}}", harness::node::TARGET_IP))
         .collect();
     format!(
         r#"apiVersion: trellis.dev/v1alpha1
@@ -68,7 +64,7 @@ spec:
           action: {{fixedResponse: {{statusCode: 418}}}}
 "#,
         targets = targets.join(", "),
-        ip = harness::TARGET_IP,
+        ip = harness::node::TARGET_IP,
     )
 }
 

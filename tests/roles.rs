@@ -3,9 +3,9 @@
 //! without secrets, a key manager handles its identities' keys, and a
 //! revoked or expired token is refused on its next request.
 
-mod common;
+mod harness;
 
-use common::{ControlPlane, trellis};
+use harness::local::{ControlPlane, trellis};
 use std::path::PathBuf;
 use std::process::Output;
 
@@ -97,7 +97,7 @@ impl Env {
     /// The CLI with the token in `file` (the bootstrap one if `None`).
     fn run_as(&self, file: Option<&PathBuf>, args: &[&str]) -> Output {
         let file = file.cloned().unwrap_or_else(|| self.cp.token_file());
-        common::trellis_env(
+        harness::local::trellis_env(
             &self.cp,
             args,
             &[("TRELLIS_TOKEN_FILE", file.to_str().unwrap())],
@@ -274,7 +274,7 @@ fn a_viewer_reads_without_secrets_and_a_key_manager_keeps_to_its_identities() {
         "/v1/services",
         "/v1/audit",
     ] {
-        let out = common::curl_anonymous(
+        let out = harness::local::curl_anonymous(
             &env.cp,
             &["-s", "-H", &auth, &format!("{}{path}", env.cp.url)],
         );

@@ -6,10 +6,10 @@
 //! datapath redirects. One cluster: a control plane in its own namespace, a
 //! node namespace, and a targets namespace behind it.
 
-mod topology;
+mod harness;
 
+use harness::{ControlPlane, Node, Topology};
 use std::time::{Duration, Instant};
-use topology::{ControlPlane, Node, Topology};
 
 const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/samples");
 
@@ -59,7 +59,7 @@ impl Cluster {
     }
 
     fn vip(&self, service: &str) -> String {
-        let svc = topology::json(
+        let svc = harness::json(
             &self
                 .topo
                 .trellis(&self.cp, &format!("get service {service} -o json")),

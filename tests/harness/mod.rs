@@ -1,11 +1,18 @@
-//! A small harness for end-to-end scenarios: network namespaces joined by
-//! veth pairs, cgroups on a private cgroup2 mount, resolv.conf files for
-//! `ip netns exec`, and processes started inside them. Everything is
-//! removed on drop, also when the test fails or panics; names are unique
+//! The one harness every integration test binary shares (`mod harness;`).
+//! Here: the primitives of end-to-end scenarios — network namespaces
+//! joined by veth pairs, cgroups on a private cgroup2 mount, resolv.conf
+//! files for `ip netns exec`, and processes started inside them. Everything
+//! is removed on drop, also when the test fails or panics; names are unique
 //! per test so tests run in parallel. Without root: SKIPPED, and under
 //! CI=true a failure.
+//!
+//! - `local`: a control plane process on loopback and the CLI against it
+//!   (no root).
+//! - `node`: one node agent in a namespace of its own, with backends and
+//!   clients (`Env`).
+//! - `trellis`: the Trellis processes of a [`Topology`].
 
-#![allow(dead_code, unused_imports)] // each scenario uses a different part
+#![allow(dead_code, unused_imports)] // each test binary uses a different part
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -13,6 +20,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod local;
+pub mod node;
 mod trellis;
 pub use trellis::{ControlPlane, HELPERS, Node, json};
 

@@ -10,13 +10,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+pub use super::BIN;
 pub const TARGET_IP: &str = "10.200.0.2";
 pub const SNAT_IP: &str = "10.200.0.10";
-const HERE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/node");
+const HERE: &str = super::HELPERS;
 
-use crate::topology::{must, wait_line, wait_line_kept};
-pub use crate::topology::{root, sh};
+use super::{must, wait_line, wait_line_kept};
+pub use super::{root, sh};
 
 fn unique() -> (String, String) {
     static N: AtomicU32 = AtomicU32::new(0);

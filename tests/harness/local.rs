@@ -1,14 +1,12 @@
 //! Test harness: a real `trellis control-plane` process in a temporary data
 //! dir, stopped (and its dir removed) when the test ends, pass or fail.
 
-#![allow(dead_code)] // each test binary uses a different part of the harness
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
+pub use super::BIN;
 
 pub struct ControlPlane {
     pub url: String,
