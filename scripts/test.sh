@@ -12,6 +12,9 @@ echo "== cargo fmt --check" >&2
 cargo fmt --all -- --check
 echo "== cargo clippy -D warnings" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== fuzz targets compile (scripts/fuzz.sh runs them)" >&2
+RUSTFLAGS="--cfg fuzzing" CARGO_TARGET_DIR=target/fuzz-check \
+  cargo check --manifest-path fuzz/Cargo.toml --locked --bins
 echo "== cargo test" >&2
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
         names: vec!["trellis:identity/alice".into()],
         tags: [("team".to_string(), "red".to_string())].into(),
     };
-    for who in [None, Some(&principal)] {
+    for (who, secure) in [(None, false), (Some(&principal), true)] {
         let req = Request {
             principal: who,
             region: "us-east-1",
@@ -33,6 +33,7 @@ fuzz_target!(|data: &[u8]| {
             headers: &headers,
             port: 80,
             source_ip: "10.0.0.1".parse().unwrap(),
+            secure,
             now: 1_800_000_000,
         };
         let _ = evaluate(&policy, &req);
