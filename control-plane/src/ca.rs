@@ -99,6 +99,22 @@ fn sha256_hex(s: &str) -> String {
     HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, s.as_bytes()).as_ref())
 }
 
+/// A leaf certificate's parameters: `cn`, valid from a little before now
+/// (clock skew) until `not_after`, a random serial, this CA's key id, for
+/// `usages`. The caller adds the names.
+fn leaf(cn: &str, not_after: u64, usages: Vec<ExtendedKeyUsagePurpose>) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = usages;
+    params.not_before = time_at(now() - BACKDATE_SECS);
+    params.not_after = time_at(not_after);
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
+    params
+}
+
 fn pem_der(pem: &str) -> Option<Vec<u8>> {
     let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
     Some(p.contents)
@@ -253,18 +269,15 @@ impl Authority {
             )));
         }
         let (not_before, not_after) = (now() - BACKDATE_SECS, now() + self.ttl.as_secs());
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(
-            DnType::CommonName,
-            format!("trellis {} of {network}", role.as_str()),
+        let mut params = leaf(
+            &format!("trellis {} of {network}", role.as_str()),
+            not_after,
+            vec![ExtendedKeyUsagePurpose::ClientAuth],
         );
         let ia5 = |s: String| {
             rcgen::string::Ia5String::try_from(s).map_err(|e| CaError::Crypto("SAN", e))
         };
         params.subject_alt_names = vec![SanType::URI(ia5(pki::subject_uri(&network, role))?)];
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         // Only a node serves: its network's gateway.
         if role == Role::Node {
             params
@@ -274,10 +287,6 @@ impl Authority {
                 .extended_key_usages
                 .push(ExtendedKeyUsagePurpose::ServerAuth);
         }
-        params.not_before = time_at(not_before);
-        params.not_after = time_at(not_after);
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(|e| CaError::Crypto("signing", e))?;
@@ -341,11 +350,11 @@ impl Authority {
         lifetime: Duration,
     ) -> Result<(Vec<Vec<u8>>, Vec<u8>), CaError> {
         let key = KeyPair::generate().map_err(|e| CaError::Crypto("API key", e))?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "trellis control plane");
+        let mut params = leaf(
+            "trellis control plane",
+            now() + lifetime.as_secs(),
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        );
         for name in names {
             let san = match name.parse::<std::net::IpAddr>() {
                 Ok(ip) => SanType::IpAddress(ip),
@@ -356,12 +365,6 @@ impl Authority {
             };
             params.subject_alt_names.push(san);
         }
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = time_at(now() - BACKDATE_SECS);
-        params.not_after = time_at(now() + lifetime.as_secs());
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|e| CaError::Crypto("signing", e))?;
@@ -403,18 +406,12 @@ impl Authority {
                 }
             }
         }
-        let mut params = CertificateParams::default();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "trellis target");
+        let mut params = leaf(
+            "trellis target",
+            now() + lifetime.as_secs(),
+            vec![ExtendedKeyUsagePurpose::ServerAuth],
+        );
         params.subject_alt_names = sans;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = time_at(now() - BACKDATE_SECS);
-        params.not_after = time_at(now() + lifetime.as_secs());
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&csr.public_key, &self.issuer)
             .map_err(|e| CaError::Crypto("signing", e))?;

@@ -4,13 +4,11 @@
 //! handling to scripted targets on 127.0.0.1, asserting what the target got
 //! and what the client was answered, refusals included.
 
-use crate::h1::tests::{Seen, applied, header, response, target};
-use crate::proxy::{Conn, Proxy};
-use crate::socket::OrigDstAddr;
+use crate::h1::tests::{Seen, applied, header, send_raw, target};
+use crate::proxy::Proxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 const VIP: &str = "169.254.171.20:80";
 
@@ -73,19 +71,7 @@ async fn silent() -> SocketAddr {
 
 /// `raw` on a new client connection; the first response's head and body.
 async fn send(proxy: &Arc<Proxy>, raw: &[u8]) -> (String, String) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-    let (server, peer) = l.accept().await.unwrap();
-    let conn = Conn {
-        id: 1,
-        client: peer,
-        dst: OrigDstAddr(VIP.parse().unwrap()),
-    };
-    let p = proxy.clone();
-    tokio::spawn(async move { p.serve_connection(conn, server).await });
-    client.write_all(raw).await.unwrap();
-    let mut buf = Vec::new();
-    let (head, body) = response(&mut client, &mut buf).await;
+    let (head, body) = send_raw(proxy, VIP, raw).await;
     (head, String::from_utf8_lossy(&body).to_string())
 }
 

@@ -5,14 +5,13 @@
 //! service denying `/admin*`), and the exact request line and `Host` the
 //! target received: one reading of each request for every stage.
 
-use crate::h1::tests::{Seen, applied, header, response, target};
-use crate::proxy::{Conn, Proxy};
-use crate::socket::OrigDstAddr;
+use crate::h1::tests::{Seen, applied, header, send_raw, target};
+use crate::proxy::Proxy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// A service without auth, and one whose policy denies `/admin*` to all.
 const OPEN: &str = "169.254.171.10:80";
@@ -56,19 +55,7 @@ fn proxy(public: SocketAddr, rest: SocketAddr) -> Arc<Proxy> {
 /// Sends `raw` on a new connection to `vip`; the first response's status
 /// and head.
 async fn send(proxy: &Arc<Proxy>, vip: &str, raw: &[u8]) -> (u16, String) {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
-    let (server, peer) = l.accept().await.unwrap();
-    let conn = Conn {
-        id: 1,
-        client: peer,
-        dst: OrigDstAddr(vip.parse().unwrap()),
-    };
-    let p = proxy.clone();
-    tokio::spawn(async move { p.serve_connection(conn, server).await });
-    client.write_all(raw).await.unwrap();
-    let mut buf = Vec::new();
-    let (head, _) = response(&mut client, &mut buf).await;
+    let (head, _) = send_raw(proxy, vip, raw).await;
     (head[9..12].parse().unwrap(), head)
 }
 

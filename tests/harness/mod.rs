@@ -27,6 +27,18 @@ pub use trellis::{ControlPlane, HELPERS, Node, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 
+/// Fails the test if any of `needles` is in the bytes `wire` carried.
+pub fn assert_not_in_clear<S: AsRef<str>>(wire: &[u8], needles: impl IntoIterator<Item = S>) {
+    for needle in needles {
+        let needle = needle.as_ref().as_bytes();
+        assert!(
+            !wire.windows(needle.len()).any(|w| w == needle),
+            "{:?} crossed the wire in clear",
+            String::from_utf8_lossy(needle)
+        );
+    }
+}
+
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").args(["-c", cmd]).output().expect("sh")
 }

@@ -177,6 +177,25 @@ async fn connect(proxy: &Arc<Proxy>) -> (TcpStream, JoinHandle<Served<TcpStream>
     (client, served)
 }
 
+/// Sends `raw` on a new client connection to `vip`, served as the accept
+/// loop serves it (the HTTP/1.1 path, then hyper's); the first response's
+/// head and body.
+pub(crate) async fn send_raw(proxy: &Arc<Proxy>, vip: &str, raw: &[u8]) -> (String, Vec<u8>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (server, peer) = l.accept().await.unwrap();
+    let conn = Conn {
+        id: 1,
+        client: peer,
+        dst: OrigDstAddr(vip.parse().unwrap()),
+    };
+    let p = proxy.clone();
+    tokio::spawn(async move { p.serve_connection(conn, server).await });
+    client.write_all(raw).await.unwrap();
+    let mut buf = Vec::new();
+    response(&mut client, &mut buf).await
+}
+
 /// Reads one response: its head, and its body by its framing.
 pub(crate) async fn response(c: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
     let end = read_until_head(c, buf).await.expect("a response head");
