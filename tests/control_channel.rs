@@ -358,12 +358,7 @@ fn a_join_token_trusts_only_the_control_plane_it_names() {
 
 /// A certificate issued with `token` for a fresh key: (cert, key) files.
 fn member_certificate(cp: &ControlPlane, dir: &Path, name: &str, token: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let csr = rcgen::CertificateParams::default()
-        .serialize_request(&key)
-        .unwrap()
-        .pem()
-        .unwrap();
+    let (key, csr) = harness::key_and_csr();
     let secret = token.split('.').next().unwrap();
     let body = serde_json::json!({"csr": csr, "joinToken": secret}).to_string();
     let out = harness::local::curl_anonymous(
@@ -378,17 +373,7 @@ fn member_certificate(cp: &ControlPlane, dir: &Path, name: &str, token: &str) ->
         ],
     );
     let issued: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let (cert, keyf) = (
-        dir.join(format!("{name}.pem")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(
-        &cert,
-        issued["certificate"].as_str().expect("a certificate"),
-    )
-    .unwrap();
-    std::fs::write(&keyf, key.serialize_pem()).unwrap();
-    (cert.display().to_string(), keyf.display().to_string())
+    harness::keep_certificate(dir, name, &issued, &key)
 }
 
 /// A node's certificate reads its own network's snapshot and renews itself;
@@ -462,11 +447,7 @@ fn members_read_their_own_network_and_nothing_else() {
     );
 
     // Renewal with the node's own certificate, shown in the TLS handshake.
-    let csr_for_other_key = rcgen::CertificateParams::default()
-        .serialize_request(&rcgen::KeyPair::generate().unwrap())
-        .unwrap()
-        .pem()
-        .unwrap();
+    let (_, csr_for_other_key) = harness::key_and_csr();
     let cert = std::fs::read_to_string(&node.0).unwrap();
     let body = serde_json::json!({"csr": csr_for_other_key, "certificate": cert}).to_string();
     let (code, answer) = call(&node, "POST", "/v1/certificates", &body);

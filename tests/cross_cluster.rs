@@ -340,12 +340,7 @@ fn refuses_strangers(s: &mut Scenario) {
     let dir = s.topo.run.join("certs");
     std::fs::create_dir_all(&dir).unwrap();
     let issue = |server: &str, data: &std::path::Path, token: &str, name: &str| {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let csr = rcgen::CertificateParams::default()
-            .serialize_request(&key)
-            .unwrap()
-            .pem()
-            .unwrap();
+        let (key, csr) = harness::key_and_csr();
         let req = dir.join(format!("{name}.json"));
         std::fs::write(
             &req,
@@ -362,17 +357,7 @@ fn refuses_strangers(s: &mut Scenario) {
             ),
         );
         let issued = json(&String::from_utf8_lossy(&out.stdout));
-        let (cert, keyf) = (
-            dir.join(format!("{name}.pem")),
-            dir.join(format!("{name}.key")),
-        );
-        std::fs::write(
-            &cert,
-            issued["certificate"].as_str().expect("a certificate"),
-        )
-        .unwrap();
-        std::fs::write(&keyf, key.serialize_pem()).unwrap();
-        (cert.display().to_string(), keyf.display().to_string())
+        harness::keep_certificate(&dir, name, &issued, &key)
     };
     let cp_data = s.cp.data.clone();
     let ca = dir.join("ca.pem");

@@ -27,6 +27,36 @@ pub use trellis::{ControlPlane, HELPERS, Node, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_trellis");
 
+/// A fresh key and a CSR for it (PEM), as a node makes them.
+pub fn key_and_csr() -> (rcgen::KeyPair, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .unwrap()
+        .pem()
+        .unwrap();
+    (key, csr)
+}
+
+/// Writes `DIR/NAME.pem` (the certificate of an answer of `POST
+/// /v1/certificates`) and `DIR/NAME.key`: their paths, for curl's `--cert`
+/// and `--key`.
+pub fn keep_certificate(
+    dir: &Path,
+    name: &str,
+    issued: &serde_json::Value,
+    key: &rcgen::KeyPair,
+) -> (String, String) {
+    let (cert, keyf) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let pem = issued["certificate"].as_str().expect("a certificate");
+    std::fs::write(&cert, pem).unwrap();
+    std::fs::write(&keyf, key.serialize_pem()).unwrap();
+    (cert.display().to_string(), keyf.display().to_string())
+}
+
 /// Fails the test if any of `needles` is in the bytes `wire` carried.
 pub fn assert_not_in_clear<S: AsRef<str>>(wire: &[u8], needles: impl IntoIterator<Item = S>) {
     for needle in needles {

@@ -178,46 +178,33 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         let Some(listener) = config.listener(self.conn.dst.0).cloned() else {
             return Step::HandOver("no-service");
         };
-        let plan = match self.plan(&config, &listener, start) {
-            Ok(plan) => plan,
+        let refused = match self.plan(&config, &listener, start) {
+            Ok(plan) => {
+                drop(config);
+                return self.forward(&listener, plan, stop).await;
+            }
             Err(NoPlan::HandOver(reason)) => return Step::HandOver(reason),
-            Err(NoPlan::Refuse(detail)) => {
-                let rec = Record::begin(
-                    self.proxy,
-                    "http",
-                    config.network.clone(),
-                    self.conn.client,
-                    start,
-                )
-                .on(&listener);
-                drop(config);
-                let t = listener.timeouts;
-                return self
-                    .refuse(rec, true, &t, Refusal::BadRequest, detail)
-                    .await;
-            }
-            Err(NoPlan::Denied(denied)) => {
-                let mut rec = Record::begin(
-                    self.proxy,
-                    "http",
-                    config.network.clone(),
-                    self.conn.client,
-                    start,
-                )
-                .on(&listener);
-                drop(config);
-                self.proxy
-                    .metrics
-                    .auth_decisions(&listener.service, denied.code);
-                rec.entry.auth = Some(format!("deny {}", denied.detail));
-                let t = listener.timeouts;
-                return self
-                    .refuse(rec, true, &t, denied.refusal, &denied.detail)
-                    .await;
-            }
+            Err(NoPlan::Refuse(detail)) => (Refusal::BadRequest, detail.to_string(), None),
+            Err(NoPlan::Denied(denied)) => (denied.refusal, denied.detail, Some(denied.code)),
         };
+        // Refused before a plan: the head stays unread, so the connection
+        // closes after the answer.
+        let (refusal, detail, auth_code) = refused;
+        let mut rec = Record::begin(
+            self.proxy,
+            "http",
+            config.network.clone(),
+            self.conn.client,
+            start,
+        )
+        .on(&listener);
         drop(config);
-        self.forward(&listener, plan, stop).await
+        if let Some(code) = auth_code {
+            self.proxy.metrics.auth_decisions(&listener.service, code);
+            rec.entry.auth = Some(format!("deny {detail}"));
+        }
+        let t = listener.timeouts;
+        self.refuse(rec, true, &t, refusal, &detail).await
     }
 
     /// Reads until `buf` holds a whole head. `None`: it does; else what to

@@ -150,6 +150,27 @@ fn principals() -> Vec<(&'static str, Principal)> {
     ]
 }
 
+/// The request every case starts from: GET /orders/1 to service orders of
+/// service network shop, from 10.1.2.3 in network vpc-1a2b3c4d, port 80,
+/// not TLS.
+fn request<'a>(principal: Option<&'a Principal>, headers: &'a HeaderMap) -> Request<'a> {
+    Request {
+        principal,
+        region: "us-west-2",
+        source_network: "vpc-1a2b3c4d",
+        service: "orders",
+        service_network: "shop",
+        method: "GET",
+        path: "/orders/1",
+        query: None,
+        headers,
+        port: 80,
+        source_ip: "10.1.2.3".parse().unwrap(),
+        secure: false,
+        now: 1_800_000_000,
+    }
+}
+
 fn stmt(extra: serde_json::Value) -> serde_json::Value {
     let mut s = json!({"Effect": "Allow", "Principal": "*", "Action": "vpc-lattice-svcs:Invoke", "Resource": "*"});
     for (k, v) in extra.as_object().unwrap() {
@@ -465,19 +486,11 @@ fn decisions() {
             .principal
             .map(|name| &people.iter().find(|(n, _)| *n == name).unwrap().1);
         let req = Request {
-            principal,
-            region: "us-west-2",
             source_network: c.network,
-            service: "orders",
-            service_network: "shop",
             method: c.method,
             path: c.path,
             query: c.query,
-            headers: &headers,
-            port: 80,
-            source_ip: "10.1.2.3".parse().unwrap(),
-            secure: false,
-            now: 1_800_000_000,
+            ..request(principal, &headers)
         };
         assert_eq!(
             evaluate(&Policy::compile(&doc), &req),
@@ -635,19 +648,8 @@ fn every_condition_key_reads_what_its_name_says() {
     let mut headers = HeaderMap::new();
     headers.insert("x-team", "payments".parse().unwrap());
     let req = Request {
-        principal: Some(&people[0].1),
-        region: "us-west-2",
-        source_network: "vpc-1a2b3c4d",
-        service: "orders",
-        service_network: "shop",
-        method: "GET",
-        path: "/orders/1",
         query: Some("v=2"),
-        headers: &headers,
-        port: 80,
-        source_ip: "10.1.2.3".parse().unwrap(),
-        secure: false,
-        now: 1_800_000_000,
+        ..request(Some(&people[0].1), &headers)
     };
     for key in trellis_api::policy::condition_keys() {
         let row = rows
@@ -680,19 +682,9 @@ fn secure_transport_is_true_on_tls_connections() {
     let policy = Policy::compile(&PolicyDocument::parse(&d).unwrap());
     for (secure, want) in [(true, allow("Statement[0]")), (false, Outcome::NoMatch)] {
         let req = Request {
-            principal: None,
-            region: "us-west-2",
-            source_network: "east",
-            service: "orders",
-            service_network: "shop",
-            method: "GET",
-            path: "/",
-            query: None,
-            headers: &headers,
             port: 443,
-            source_ip: "10.1.2.3".parse().unwrap(),
             secure,
-            now: 1_800_000_000,
+            ..request(None, &headers)
         };
         assert_eq!(evaluate(&policy, &req), want, "secure={secure}");
     }
