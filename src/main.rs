@@ -1,6 +1,5 @@
 //! `trellis`: one binary for every Trellis role and the operator CLI.
 
-mod admin;
 mod cli;
 
 use clap::{Parser, Subcommand};

@@ -13,7 +13,6 @@ pub mod audit;
 pub mod ca;
 mod error;
 pub mod keys;
-pub mod manifest;
 pub mod operators;
 mod sealed;
 pub mod server;

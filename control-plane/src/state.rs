@@ -474,8 +474,8 @@ fn locate(p: Problem, batch: &HashMap<(Kind, String), usize>) -> FieldError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest;
     use crate::validate::tests::settings;
+    use trellis_api::manifest;
 
     const SAMPLE: &str = include_str!("../../samples/blue-green.yaml");
 

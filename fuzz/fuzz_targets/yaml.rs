@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use trellis_control_plane::manifest;
+use trellis_api::manifest;
 use trellis_control_plane::state::{Settings, State};
 
 fuzz_target!(|data: &[u8]| {

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
@@ -73,6 +74,23 @@ impl AccessLog {
                 tracing::error!(error = %e, "cannot start the access log thread; access logs are off");
                 AccessLog::off()
             })
+    }
+
+    /// `stdout`, `off`, or a file path (appended to).
+    pub fn open(spec: &str) -> std::io::Result<AccessLog> {
+        Ok(match spec {
+            "off" => AccessLog::off(),
+            "stdout" => AccessLog::to(Box::new(std::io::stdout())),
+            path => AccessLog::to(Box::new(
+                // Owner and group (a log shipper's): it names clients and
+                // paths, never a credential (docs/security.md).
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o640)
+                    .open(path)?,
+            )),
+        })
     }
 
     pub fn enabled(&self) -> bool {

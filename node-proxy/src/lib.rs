@@ -9,12 +9,14 @@
 //! health and load (`targets`, `health`), and forwards it from the node's
 //! SNAT address (`upstream`, `http`, `headers`); or, for TCP listeners,
 //! splices the connection to one target (`tcp`). `agent` applies snapshots;
-//! `metrics` and `access_log` report.
+//! `metrics` and `access_log` report. `app` builds and runs the whole node
+//! (listeners, datapath, DNS, gateway, admin endpoint) from a typed config.
 #![forbid(unsafe_code)]
 
 mod accept;
 pub mod access_log;
 pub mod agent;
+pub mod app;
 pub mod auth;
 pub mod canonical;
 pub mod config;
@@ -44,6 +46,7 @@ pub mod tunnel;
 pub mod upstream;
 
 pub use agent::Agent;
+pub use app::App;
 pub use proxy::Proxy;
 
 /// What the fuzz targets in `fuzz/` drive beyond the public modules: the

@@ -6,9 +6,8 @@ use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
-use trellis_datapath::{
-    Choice, Datapath, EbpfDatapath, NftDatapath, NftOptions, Options, ServiceEntry,
-};
+use trellis_datapath::{Choice, EbpfDatapath, NftDatapath, NftOptions, Options, ServiceEntry};
+use trellis_node::app::DatapathConfig;
 
 #[derive(clap::Subcommand)]
 pub enum Command {
@@ -114,11 +113,11 @@ pub fn remove(kind: DatapathKind, pin_dir: &Path, nft: &NftArgs) -> Result<()> {
     Ok(())
 }
 
-/// Attaches the datapath `kind` names, redirecting connections from
-/// `cgroup` (default: the unified root, mounted if absent) to `proxy` (and
-/// to [::1] on the same port for IPv6); the proxy runs in `proxy_cgroup`
-/// (default `cgroup`).
-pub fn open(
+/// The datapath `kind` names, to redirect connections from `cgroup`
+/// (default: the unified root, mounted if absent) to `proxy` (and to [::1]
+/// on the same port for IPv6); the proxy runs in `proxy_cgroup` (default
+/// `cgroup`).
+pub fn config(
     kind: DatapathKind,
     cgroup: Option<PathBuf>,
     proxy_cgroup: Option<PathBuf>,
@@ -126,12 +125,12 @@ pub fn open(
     proxy: SocketAddrV4,
     proxy_mark: u32,
     nft: &NftArgs,
-) -> Result<Box<dyn Datapath>> {
+) -> Result<DatapathConfig> {
     let cgroup = match cgroup {
         Some(c) => c,
         None => trellis_datapath::mounts::default_cgroup2()?,
     };
-    let opts = Options {
+    let ebpf = Options {
         proxy_cgroup: proxy_cgroup.unwrap_or_else(|| cgroup.clone()),
         cgroup,
         pin_dir,
@@ -144,8 +143,11 @@ pub fn open(
         DatapathKind::Nftables => Choice::Nftables,
         DatapathKind::Auto => Choice::Auto,
     };
-    let nft = nft.options(proxy.port(), proxy_mark);
-    trellis_datapath::open(choice, &opts, &nft).context("attaching the datapath")
+    Ok(DatapathConfig {
+        choice,
+        ebpf,
+        nft: nft.options(proxy.port(), proxy_mark),
+    })
 }
 
 fn attach(a: AttachArgs) -> Result<()> {
@@ -164,7 +166,7 @@ fn attach(a: AttachArgs) -> Result<()> {
         .into_iter()
         .map(|(vip, ports)| ServiceEntry { vip, ports })
         .collect();
-    let mut dp = open(
+    let c = config(
         a.datapath,
         a.cgroup,
         a.proxy_cgroup,
@@ -173,6 +175,8 @@ fn attach(a: AttachArgs) -> Result<()> {
         a.proxy_mark,
         &a.nft,
     )?;
+    let mut dp =
+        trellis_datapath::open(c.choice, &c.ebpf, &c.nft).context("attaching the datapath")?;
     let r = dp.reconcile(&services)?;
     println!(
         "{} datapath attached ({} services: {} entries added, {} removed, {} unchanged)",

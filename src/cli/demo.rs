@@ -468,8 +468,8 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     Ok(())
 }
 
-fn demo_documents() -> Result<Vec<trellis_control_plane::manifest::Document>> {
-    trellis_control_plane::manifest::parse("samples/demo.yaml", DEMO_YAML).map_err(|errs| {
+fn demo_documents() -> Result<Vec<trellis_api::manifest::Document>> {
+    trellis_api::manifest::parse("samples/demo.yaml", DEMO_YAML).map_err(|errs| {
         let lines: Vec<String> = errs.iter().map(ToString::to_string).collect();
         anyhow::anyhow!("{}", lines.join("\n"))
     })

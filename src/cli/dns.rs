@@ -170,12 +170,12 @@ pub async fn run(args: Args) -> Result<()> {
             .with_context(|| format!("binding the metrics listener {addr}"))?;
         let mut registry = prometheus_client::registry::Registry::default();
         registry.register_collector(trellis_dns::metrics::collector(options.forwarder.clone()));
-        let access = crate::admin::Access::open_only(&["/metrics"]);
-        tokio::spawn(crate::admin::serve(listener, access, move |path| {
+        let access = trellis_api::admin::Access::open_only(&["/metrics"]);
+        tokio::spawn(trellis_api::admin::serve(listener, access, move |path| {
             (path == "/metrics").then(|| {
                 let mut text = String::new();
                 let _ = prometheus_client::encoding::text::encode_registry(&mut text, &registry);
-                crate::admin::Page::metrics(text)
+                trellis_api::admin::Page::metrics(text)
             })
         }));
     }

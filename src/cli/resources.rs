@@ -5,9 +5,9 @@ use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 use trellis_api::client::{ChangeAction, Client, ClientError};
+use trellis_api::manifest::{self, Document, to_yaml};
 use trellis_api::resource::Spec;
 use trellis_api::{FieldError, Kind, Object};
-use trellis_control_plane::manifest::{self, Document, to_yaml};
 
 #[derive(clap::Args)]
 pub struct ServerArgs {

@@ -194,7 +194,7 @@ pub fn private_dir() -> tempfile::TempDir {
 
 /// Documents of a YAML text, through the real front end.
 pub fn documents(text: &str) -> Vec<serde_json::Value> {
-    trellis_control_plane::manifest::parse("test.yaml", text)
+    trellis_api::manifest::parse("test.yaml", text)
         .expect("valid YAML")
         .into_iter()
         .map(|d| d.value)

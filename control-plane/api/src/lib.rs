@@ -1,17 +1,23 @@
 //! The shared vocabulary of Trellis: the declarative resource types operators
 //! write in YAML, the per-network config snapshot the control plane compiles
 //! for node agents and DNS servers, the IAM-style policy grammar, and the HTTP
-//! client for the control plane's API.
+//! client for the control plane's API, and the admin endpoint every member
+//! role serves.
 //!
 //! Node-side crates depend on this crate only; they never link the control
 //! plane's store.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod client;
 pub mod error;
 pub mod follow;
 pub mod identity;
 pub mod keys;
+/// Operators' YAML files as documents with positions (the CLI's, and
+/// tests'); the control plane itself takes JSON.
+#[cfg(feature = "manifest")]
+pub mod manifest;
 pub mod persist;
 pub mod pki;
 pub mod policy;

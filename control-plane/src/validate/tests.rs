@@ -2,8 +2,8 @@
 //! the CLI prints them. BASE is applied first, as a user would have; each
 //! case is then applied on its own, so line numbers count from its first line.
 
-use crate::manifest;
 use crate::state::{Settings, State};
+use trellis_api::manifest;
 
 /// Valid objects the cases refer to.
 const BASE: &str = "

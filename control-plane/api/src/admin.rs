@@ -67,7 +67,7 @@ impl Access {
 
     /// The other pages need the token kept in `file` (created, mode 0600).
     pub fn with_token_file(open: &'static [&'static str], file: &Path) -> std::io::Result<Access> {
-        let token = trellis_api::token::load_or_create(file)?;
+        let token = crate::token::load_or_create(file)?;
         Ok(Access {
             open,
             token: Some((token, file.to_path_buf())),
@@ -83,7 +83,7 @@ impl Access {
             return None; // Only open pages exist; the rest are 404s.
         };
         let given = req.headers().get(header::AUTHORIZATION);
-        if trellis_api::token::is_bearer(given.and_then(|v| v.to_str().ok()), token) {
+        if crate::token::is_bearer(given.and_then(|v| v.to_str().ok()), token) {
             return None;
         }
         Some(Page::text(

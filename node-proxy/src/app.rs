@@ -1,0 +1,340 @@
+//! The node as one value. [`App::start`] builds and runs everything a node
+//! serves from a typed [`Config`] and the node's [`Member`]ship: the proxy's
+//! listeners (bound before the datapath sends anything their way), the
+//! datapath, the tunnels to other networks' gateways, the snapshot follower,
+//! the node-local DNS, the gateway role and the admin endpoint. `trellis
+//! node` only turns flags into a `Config`.
+
+use crate::access_log::AccessLog;
+use crate::agent::Agent;
+use crate::metrics::Live;
+use crate::proxy::Proxy;
+use crate::socket::Upstream;
+use crate::tunnel::Tunnels;
+use crate::upstream::Clients;
+use http::StatusCode;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use trellis_api::admin::{self, Access, Page};
+use trellis_api::client::Client;
+use trellis_api::identity::{Identity, IdentityError};
+use trellis_datapath::{Choice, NftOptions, Options};
+use trellis_dns::handler::{Networks, Views};
+
+/// How often freed memory is handed back to the OS.
+const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Everything a node is told at start.
+pub struct Config {
+    /// The network this node is in.
+    pub network: String,
+    /// Where the last snapshot and the admin token are kept.
+    pub data_dir: PathBuf,
+    /// Where redirected connections land; IPv6 ones on `[::1]` at the same
+    /// port.
+    pub proxy_listen: SocketAddrV4,
+    /// How connections to targets are made (SNAT addresses, mark).
+    pub upstream: Upstream,
+    /// `None`: nothing on this host is redirected (a gateway-only node).
+    pub datapath: Option<DatapathConfig>,
+    /// The node-local DNS, if any.
+    pub dns: Option<DnsConfig>,
+    pub admin_listen: SocketAddr,
+    pub access_log: AccessLog,
+    /// How long open connections have to finish at stop.
+    pub drain: Duration,
+    /// Serve the gateway role here (mutual TLS, HTTP/2).
+    pub gateway_listen: Option<SocketAddr>,
+    /// Connect timeout to other networks' gateways.
+    pub gateway_connect_timeout: Duration,
+    /// Hands freed memory back to the OS (the allocator is the binary's
+    /// choice); called every few seconds.
+    pub trim: fn(),
+}
+
+/// Which datapath, and how it is attached.
+pub struct DatapathConfig {
+    pub choice: Choice,
+    pub ebpf: Options,
+    pub nft: NftOptions,
+}
+
+pub struct DnsConfig {
+    /// UDP and TCP on each, answering as the node's network.
+    pub listen: Vec<SocketAddr>,
+    /// TTL of answers, in seconds.
+    pub ttl: u32,
+    pub options: trellis_dns::server::Options,
+}
+
+/// The node's place in its network: its certificate and a client of the
+/// control plane that shows it.
+pub struct Member {
+    pub identity: Arc<Identity>,
+    pub client: Client,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("binding the {what} on {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("attaching the datapath: {0}")]
+    Datapath(#[from] trellis_datapath::Error),
+    #[error("the node's certificate: {0}")]
+    Identity(#[from] IdentityError),
+    #[error("the admin token {path}: {source}")]
+    AdminToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A running node.
+pub struct App {
+    proxy: Arc<Proxy>,
+    admin: SocketAddr,
+    dns: Vec<SocketAddr>,
+    gateway: Option<SocketAddr>,
+    /// Stops the proxies and the gateway accepting; they drain.
+    shutdown: CancellationToken,
+    /// Stops the DNS and the admin endpoint, after the drain.
+    stop: CancellationToken,
+    proxies: JoinSet<()>,
+    tasks: JoinSet<()>,
+}
+
+impl App {
+    pub async fn start(config: Config, member: Member) -> Result<App, Error> {
+        let Member { identity, client } = member;
+        let proxy = Proxy::new(
+            &config.network,
+            Clients::new(config.upstream),
+            config.access_log,
+        );
+
+        // The proxy listens before the datapath sends anything its way.
+        let listen_v4 = SocketAddr::V4(config.proxy_listen);
+        let listener_v4 = bind("proxy", listen_v4).await?;
+        let listen_v6 = SocketAddrV6::new(Ipv6Addr::LOCALHOST, config.proxy_listen.port(), 0, 0);
+        let listener_v6 = match bind("proxy", listen_v6.into()).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "no IPv6 proxy listener; IPv6 VIPs will not work");
+                None
+            }
+        };
+        let datapath = match &config.datapath {
+            None => {
+                tracing::info!("no datapath: nothing on this host is redirected");
+                None
+            }
+            Some(d) => {
+                let datapath = trellis_datapath::open(d.choice, &d.ebpf, &d.nft)?;
+                tracing::info!(datapath = datapath.name(), "datapath attached");
+                Some(datapath)
+            }
+        };
+        let mut agent = Agent::new(proxy.clone(), datapath);
+        let ready = agent.ready();
+
+        register_certificate_metrics(&proxy, &identity);
+        let tunnels = Tunnels::new(&identity, config.upstream, config.gateway_connect_timeout)?;
+        proxy.set_tunnels(tunnels.clone());
+        tokio::spawn(tunnels.watch_health());
+        tokio::spawn(identity.clone().renew_forever(client.clone()));
+
+        // The DNS, if any, follows the same snapshots.
+        let (views_tx, views_rx) = watch::channel(Arc::new(Views::new()));
+        let dns_ttl = config.dns.as_ref().map(|d| d.ttl);
+        if let Some(dns) = &config.dns {
+            trellis_dns::metrics::init(std::slice::from_ref(&config.network));
+            proxy
+                .metrics
+                .register_collector(trellis_dns::metrics::collector(
+                    dns.options.forwarder.clone(),
+                ));
+        }
+        let store = config
+            .data_dir
+            .join(format!("node-snapshot-{}.json", config.network));
+        tokio::spawn(trellis_api::follow::follow(
+            client,
+            config.network.clone(),
+            Some(store),
+            move |snapshot| {
+                if let Some(ttl) = dns_ttl {
+                    trellis_dns::feed::publish(&views_tx, &snapshot, ttl);
+                }
+                agent.apply(snapshot);
+            },
+        ));
+        // Memory freed by one-off work (a snapshot's JSON, its compilation,
+        // an admin `/config`) goes back to the OS on the next tick, not
+        // whenever the allocator next happens to run its purge.
+        let trim = config.trim;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TRIM_INTERVAL);
+            loop {
+                tick.tick().await;
+                trim();
+            }
+        });
+
+        let shutdown = CancellationToken::new();
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        let mut dns_addrs = Vec::new();
+        if let Some(dns) = &config.dns {
+            for addr in &dns.listen {
+                let (udp, tcp) =
+                    trellis_dns::server::bind(*addr)
+                        .await
+                        .map_err(|source| Error::Bind {
+                            what: "DNS",
+                            addr: *addr,
+                            source,
+                        })?;
+                dns_addrs.push(udp.local_addr().unwrap_or(*addr));
+                let networks = Networks {
+                    listener: Some(config.network.clone()),
+                    sources: Vec::new(),
+                };
+                let stop = stop.clone();
+                tasks.spawn(trellis_dns::server::serve(
+                    udp,
+                    tcp,
+                    views_rx.clone(),
+                    networks,
+                    dns.options.clone(),
+                    async move { stop.cancelled().await },
+                ));
+            }
+        }
+
+        let admin_listener = bind("admin endpoint", config.admin_listen).await?;
+        let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_listen);
+        let token_file = config.data_dir.join("admin-token");
+        let access =
+            Access::with_token_file(&["/ready", "/metrics"], &token_file).map_err(|source| {
+                Error::AdminToken {
+                    path: token_file,
+                    source,
+                }
+            })?;
+        let pages = proxy.clone();
+        tasks.spawn(admin::serve(admin_listener, access, move |path| {
+            admin_page(&pages, ready.load(Ordering::Relaxed), path)
+        }));
+
+        let mut gateway = None;
+        if let Some(addr) = config.gateway_listen {
+            let listener = bind("gateway", addr).await?;
+            gateway = Some(listener.local_addr().unwrap_or(addr));
+            tasks.spawn(crate::gateway::serve(
+                proxy.clone(),
+                listener,
+                identity.server_config()?,
+                shutdown.clone(),
+            ));
+        }
+        let mut proxies = JoinSet::new();
+        for listener in std::iter::once(listener_v4).chain(listener_v6) {
+            proxies.spawn(
+                proxy
+                    .clone()
+                    .serve(listener, shutdown.clone(), config.drain),
+            );
+        }
+        tracing::info!(network = config.network, proxy = %config.proxy_listen, admin = %admin_addr, "node agent running");
+        Ok(App {
+            proxy,
+            admin: admin_addr,
+            dns: dns_addrs,
+            gateway,
+            shutdown,
+            stop,
+            proxies,
+            tasks,
+        })
+    }
+
+    pub fn proxy(&self) -> &Arc<Proxy> {
+        &self.proxy
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+    }
+
+    /// Where the node-local DNS answers (UDP and TCP), in `Config` order.
+    pub fn dns_addrs(&self) -> &[SocketAddr] {
+        &self.dns
+    }
+
+    pub fn gateway_addr(&self) -> Option<SocketAddr> {
+        self.gateway
+    }
+
+    /// Stops accepting and lets open connections finish (bounded by the
+    /// drain); the DNS and the admin endpoint answer until they are done.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.proxies.join_next().await.is_some() {}
+        self.stop.cancel();
+        self.tasks.abort_all();
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// The node's certificate in the metrics: when it expires, how often it was
+/// renewed.
+fn register_certificate_metrics(proxy: &Proxy, identity: &Arc<Identity>) {
+    let expiry = identity.clone();
+    proxy.metrics.register_live(Live::gauge(
+        "trellis_node_certificate_expiry_timestamp_seconds",
+        "When this node's certificate expires (Unix time)",
+        move || vec![(Vec::new(), expiry.not_after() as f64)],
+    ));
+    let renewals = identity.clone();
+    proxy.metrics.register_live(Live::counter(
+        "trellis_node_certificate_renewals",
+        "Node certificate renewals since start",
+        move || renewals.renewals(),
+    ));
+}
+
+/// The admin endpoint's pages: `/ready` and `/metrics` for anyone,
+/// `/config` (the snapshot in force, secrets masked) with the token.
+fn admin_page(proxy: &Proxy, ready: bool, path: &str) -> Option<Page> {
+    Some(match path {
+        "/ready" if ready => Page::text(StatusCode::OK, "ready\n"),
+        "/ready" => Page::text(StatusCode::SERVICE_UNAVAILABLE, "no config yet\n"),
+        "/config" => {
+            let config = proxy.config();
+            let body = serde_json::json!({
+                "revision": config.revision(),
+                "network": config.snapshot.network,
+                "snapshot": config.snapshot.shown(),
+            });
+            Page::json(serde_json::to_string_pretty(&body).unwrap_or_default())
+        }
+        "/metrics" => Page::metrics(proxy.metrics.render()),
+        _ => return None,
+    })
+}
