@@ -333,3 +333,65 @@ fn keeps_routing_and_resolving_without_the_control_plane_and_after_a_restart() {
     let (_, config) = env.admin_get("/config");
     assert!(config.contains("\"checkout\""), "{config}");
 }
+
+#[test]
+fn ten_restarts_under_steady_load_refuse_nothing() {
+    let Some(mut env) = Env::new("hitless_restart") else {
+        return;
+    };
+    // Long enough for every draining node to keep the WebSocket and the
+    // uploads it holds until the load stops.
+    env.node_drain = 60;
+    env.start_backends(&["http:8081:blue", "http:8082:green"]);
+    env.apply(&shop(90, 10, &[8081], ""));
+    env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
+    let url = format!("http://{}/", env.vip("checkout"));
+    let stop = env.run.join("stop-load");
+    let stop_arg = stop.display().to_string();
+    let load = env.spawn_script(
+        "steady.py",
+        &[
+            &url,
+            "127.0.0.1:5353",
+            "checkout.trellis.internal",
+            &stop_arg,
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut took = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        env.restart_node();
+        took.push(t.elapsed());
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    std::fs::write(&stop, b"").unwrap();
+    let out = load.wait_with_output().unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "steady.py said {:?}: {e}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    println!("restarts took {took:?}; load: {report}");
+    assert_eq!(report["error_count"], 0, "{report}");
+    for kind in ["keep-alive", "per-request", "upload", "websocket", "dns"] {
+        assert!(
+            report["ok"][kind].as_u64().unwrap_or(0) > 0,
+            "no {kind} succeeded: {report}"
+        );
+    }
+    // The WebSocket stayed up on the node it was opened on, through all ten.
+    assert_eq!(report["ws_clean_closes"], 0, "{report}");
+    // Every replaced node drained and exited on its own, cleanly.
+    let codes = env.wait_replaced(Duration::from_secs(30));
+    assert_eq!(codes, vec![Some(0); 10]);
+    // The one running now serves, and is the one the datapath feeds.
+    let after = env.client(&["count", &url, "20"]);
+    assert_eq!(
+        count(&after, "blue") + count(&after, "green"),
+        20,
+        "{after}"
+    );
+}

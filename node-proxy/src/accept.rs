@@ -19,7 +19,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use trellis_api::resource::ListenerProtocol;
 
@@ -42,7 +41,6 @@ impl Proxy {
         drain: Duration,
     ) {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-        let tunnels = TaskTracker::new();
         loop {
             let (stream, client) = tokio::select! {
                 accepted = listener.accept() => match accepted {
@@ -142,7 +140,7 @@ impl Proxy {
                 ListenerProtocol::Tcp => {
                     let (proxy, l) = (self.clone(), l.clone());
                     let stop = shutdown.clone();
-                    tunnels.spawn(
+                    self.streams.spawn(
                         async move {
                             let _active = proxy.track(protocol);
                             let routed = Routed {
@@ -159,7 +157,7 @@ impl Proxy {
                 ListenerProtocol::TlsPassthrough => {
                     let (proxy, l) = (self.clone(), l.clone());
                     let stop = shutdown.clone();
-                    tunnels.spawn(
+                    self.streams.spawn(
                         async move {
                             let _active = proxy.track(protocol);
                             let mut stream = stream;
@@ -198,10 +196,10 @@ impl Proxy {
             }
         }
         tracing::info!(drain = ?drain, "proxy stopped accepting; draining connections");
-        tunnels.close();
+        self.streams.close();
         let drained = async {
             graceful.shutdown().await;
-            tunnels.wait().await;
+            self.streams.wait().await;
         };
         if tokio::time::timeout(drain, drained).await.is_err() {
             tracing::warn!("drain time over; closing what is left");

@@ -14,22 +14,27 @@ use crate::tunnel::Tunnels;
 use crate::upstream::Clients;
 use http::StatusCode;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use trellis_api::admin::{self, Access, Page};
 use trellis_api::client::Client;
+use trellis_api::handover::{HandoverError, Inherited, Offer, take_over};
 use trellis_api::identity::{Identity, IdentityError};
 use trellis_datapath::{Choice, NftOptions, Options};
 use trellis_dns::handler::{Networks, Views};
 
 /// How often freed memory is handed back to the OS.
 const TRIM_INTERVAL: Duration = Duration::from_secs(5);
+/// How long a process taking over may take to have a config in place; the
+/// process it takes over from serves meanwhile.
+const TAKEOVER_READY_LIMIT: Duration = Duration::from_secs(60);
 
 /// Everything a node is told at start.
 pub struct Config {
@@ -83,7 +88,7 @@ pub struct Member {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("binding the {what} on {addr}: {source}")]
+    #[error("binding the {what} listener on {addr}: {source}")]
     Bind {
         what: &'static str,
         addr: SocketAddr,
@@ -93,6 +98,12 @@ pub enum Error {
     Datapath(#[from] trellis_datapath::Error),
     #[error("the node's certificate: {0}")]
     Identity(#[from] IdentityError),
+    #[error("taking over from the running node: {0}")]
+    Handover(#[from] HandoverError),
+    #[error(
+        "taking over from the running node: no config in place after {0:?}; the running node goes on serving"
+    )]
+    NotReady(Duration),
     #[error("the admin token {path}: {source}")]
     AdminToken {
         path: PathBuf,
@@ -106,17 +117,39 @@ pub struct App {
     admin: SocketAddr,
     dns: Vec<SocketAddr>,
     gateway: Option<SocketAddr>,
+    /// Cancelled once a new process took the listeners over.
+    replaced: CancellationToken,
     /// Stops the proxies and the gateway accepting; they drain.
     shutdown: CancellationToken,
-    /// Stops the DNS and the admin endpoint, after the drain.
+    /// Stops the DNS, after the drain (at once when replaced).
     stop: CancellationToken,
+    follower: JoinHandle<()>,
+    admin_task: AbortHandle,
     proxies: JoinSet<()>,
     tasks: JoinSet<()>,
 }
 
 impl App {
+    /// Starts the node. When a node with the same data dir runs, this one
+    /// takes its listening sockets over (`trellis_api::handover`): it has
+    /// its config in place before it accepts, and the old one stops
+    /// accepting only once this one does. Else sockets come from systemd if
+    /// it passed any, or are bound here.
     pub async fn start(config: Config, member: Member) -> Result<App, Error> {
         let Member { identity, client } = member;
+        let handover = config.data_dir.join("handover.sock");
+        let from = handover.clone();
+        let taken = tokio::task::spawn_blocking(move || take_over(&from))
+            .await
+            .map_err(|_| HandoverError::Protocol("handover task failed"))??;
+        let (mut inherited, takeover) = match taken {
+            Some((inherited, state, takeover)) => {
+                tracing::info!(from_revision = %state["revision"], "taking over from the running node");
+                (inherited, Some(takeover))
+            }
+            None => (Inherited::from_systemd(), None),
+        };
+        let mut offered: Vec<(&'static str, OwnedFd)> = Vec::new();
         let proxy = Proxy::new(
             &config.network,
             Clients::new(config.upstream),
@@ -125,15 +158,16 @@ impl App {
 
         // The proxy listens before the datapath sends anything its way.
         let listen_v4 = SocketAddr::V4(config.proxy_listen);
-        let listener_v4 = bind("proxy", listen_v4).await?;
+        let listener_v4 = listen(&mut inherited, &mut offered, "proxy", listen_v4).await?;
         let listen_v6 = SocketAddrV6::new(Ipv6Addr::LOCALHOST, config.proxy_listen.port(), 0, 0);
-        let listener_v6 = match bind("proxy", listen_v6.into()).await {
-            Ok(l) => Some(l),
-            Err(e) => {
-                tracing::warn!(error = %e, "no IPv6 proxy listener; IPv6 VIPs will not work");
-                None
-            }
-        };
+        let listener_v6 =
+            match listen(&mut inherited, &mut offered, "proxy", listen_v6.into()).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no IPv6 proxy listener; IPv6 VIPs will not work");
+                    None
+                }
+            };
         let datapath = match &config.datapath {
             None => {
                 tracing::info!("no datapath: nothing on this host is redirected");
@@ -168,7 +202,7 @@ impl App {
         let store = config
             .data_dir
             .join(format!("node-snapshot-{}.json", config.network));
-        tokio::spawn(trellis_api::follow::follow(
+        let follower = tokio::spawn(trellis_api::follow::follow(
             client,
             config.network.clone(),
             Some(store),
@@ -197,14 +231,7 @@ impl App {
         let mut dns_addrs = Vec::new();
         if let Some(dns) = &config.dns {
             for addr in &dns.listen {
-                let (udp, tcp) =
-                    trellis_dns::server::bind(*addr)
-                        .await
-                        .map_err(|source| Error::Bind {
-                            what: "DNS",
-                            addr: *addr,
-                            source,
-                        })?;
+                let (udp, tcp) = listen_dns(&mut inherited, &mut offered, *addr).await?;
                 dns_addrs.push(udp.local_addr().unwrap_or(*addr));
                 let networks = Networks {
                     listener: Some(config.network.clone()),
@@ -222,7 +249,8 @@ impl App {
             }
         }
 
-        let admin_listener = bind("admin endpoint", config.admin_listen).await?;
+        let admin_listener =
+            listen(&mut inherited, &mut offered, "admin", config.admin_listen).await?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_listen);
         let token_file = config.data_dir.join("admin-token");
         let access =
@@ -233,13 +261,14 @@ impl App {
                 }
             })?;
         let pages = proxy.clone();
-        tasks.spawn(admin::serve(admin_listener, access, move |path| {
-            admin_page(&pages, ready.load(Ordering::Relaxed), path)
+        let node_ready = ready.clone();
+        let admin_task = tasks.spawn(admin::serve(admin_listener, access, move |path| {
+            admin_page(&pages, node_ready.load(Ordering::Relaxed), path)
         }));
 
         let mut gateway = None;
         if let Some(addr) = config.gateway_listen {
-            let listener = bind("gateway", addr).await?;
+            let listener = listen(&mut inherited, &mut offered, "gateway", addr).await?;
             gateway = Some(listener.local_addr().unwrap_or(addr));
             tasks.spawn(crate::gateway::serve(
                 proxy.clone(),
@@ -247,6 +276,19 @@ impl App {
                 identity.server_config()?,
                 shutdown.clone(),
             ));
+        }
+        if takeover.is_some() {
+            // The old process serves until this one accepts: accept only
+            // with a config in place.
+            let waited = tokio::time::timeout(TAKEOVER_READY_LIMIT, async {
+                while !ready.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            if waited.await.is_err() {
+                follower.abort();
+                return Err(Error::NotReady(TAKEOVER_READY_LIMIT));
+            }
         }
         let mut proxies = JoinSet::new();
         for listener in std::iter::once(listener_v4).chain(listener_v6) {
@@ -256,14 +298,35 @@ impl App {
                     .serve(listener, shutdown.clone(), config.drain),
             );
         }
+        if let Some(takeover) = takeover {
+            tokio::task::spawn_blocking(move || takeover.ready())
+                .await
+                .map_err(|_| HandoverError::Protocol("handover task failed"))??;
+        }
+        let replaced = CancellationToken::new();
+        let offer = Offer::bind(&handover)?;
+        let (done, state) = (replaced.clone(), proxy.clone());
+        tasks.spawn(async move {
+            let sockets: Vec<_> = offered.iter().map(|(n, fd)| (*n, fd.as_fd())).collect();
+            offer
+                .handed_over(
+                    &sockets,
+                    || serde_json::json!({"revision": state.config().revision()}),
+                )
+                .await;
+            done.cancel();
+        });
         tracing::info!(network = config.network, proxy = %config.proxy_listen, admin = %admin_addr, "node agent running");
         Ok(App {
             proxy,
             admin: admin_addr,
             dns: dns_addrs,
             gateway,
+            replaced,
             shutdown,
             stop,
+            follower,
+            admin_task,
             proxies,
             tasks,
         })
@@ -286,9 +349,23 @@ impl App {
         self.gateway
     }
 
+    /// Resolves once a new process took this one's listeners over: then
+    /// [`App::stop`] it.
+    pub async fn replaced(&self) {
+        self.replaced.cancelled().await
+    }
+
     /// Stops accepting and lets open connections finish (bounded by the
-    /// drain); the DNS and the admin endpoint answer until they are done.
+    /// drain). The datapath is no longer programmed from here on: a process
+    /// that took over does that. The DNS and the admin endpoint answer until
+    /// the drain is done, or stop at once when another process answers on
+    /// their sockets.
     pub async fn stop(mut self) {
+        self.follower.abort();
+        if self.replaced.is_cancelled() {
+            self.admin_task.abort();
+            self.stop.cancel();
+        }
         self.shutdown.cancel();
         while self.proxies.join_next().await.is_some() {}
         self.stop.cancel();
@@ -296,10 +373,60 @@ impl App {
     }
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { what, addr, source })
+/// The TCP listener `name` at `addr`: the one inherited, else bound here;
+/// a duplicate goes to `offered`, for the next process.
+async fn listen(
+    inherited: &mut Inherited,
+    offered: &mut Vec<(&'static str, OwnedFd)>,
+    name: &'static str,
+    addr: SocketAddr,
+) -> Result<TcpListener, Error> {
+    let bind_err = |source| Error::Bind {
+        what: name,
+        addr,
+        source,
+    };
+    let listener = match inherited.tcp(name, addr) {
+        Some(l) => TcpListener::from_std(l).map_err(bind_err)?,
+        None => TcpListener::bind(addr).await.map_err(bind_err)?,
+    };
+    offered.push((
+        name,
+        listener.as_fd().try_clone_to_owned().map_err(bind_err)?,
+    ));
+    Ok(listener)
+}
+
+/// The DNS's UDP socket and TCP listener at `addr`, inherited or bound.
+async fn listen_dns(
+    inherited: &mut Inherited,
+    offered: &mut Vec<(&'static str, OwnedFd)>,
+    addr: SocketAddr,
+) -> Result<(UdpSocket, TcpListener), Error> {
+    let bind_err = |source| Error::Bind {
+        what: "DNS",
+        addr,
+        source,
+    };
+    let (udp, tcp) = match (
+        inherited.udp("dns-udp", addr),
+        inherited.tcp("dns-tcp", addr),
+    ) {
+        (Some(u), Some(t)) => (
+            UdpSocket::from_std(u).map_err(bind_err)?,
+            TcpListener::from_std(t).map_err(bind_err)?,
+        ),
+        _ => trellis_dns::server::bind(addr).await.map_err(bind_err)?,
+    };
+    offered.push((
+        "dns-udp",
+        udp.as_fd().try_clone_to_owned().map_err(bind_err)?,
+    ));
+    offered.push((
+        "dns-tcp",
+        tcp.as_fd().try_clone_to_owned().map_err(bind_err)?,
+    ));
+    Ok((udp, tcp))
 }
 
 /// The node's certificate in the metrics: when it expires, how often it was

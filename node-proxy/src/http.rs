@@ -182,7 +182,9 @@ pub async fn handle(
         if let Some(client_upgrade) = client_upgrade {
             let target_upgrade = hyper::upgrade::on(&mut resp);
             let idle = listener.timeouts.idle;
-            tokio::spawn(upgraded(client_upgrade, target_upgrade, idle, lease).in_current_span());
+            proxy
+                .streams
+                .spawn(upgraded(client_upgrade, target_upgrade, idle, lease).in_current_span());
             let (parts, _) = resp.into_parts();
             return Ok(finish(
                 &proxy,

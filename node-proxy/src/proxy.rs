@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, OnceLock};
 use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
 use trellis_api::snapshot::Snapshot;
 
 /// Largest request head (request line and headers) a client may send;
@@ -37,6 +38,9 @@ pub struct Proxy {
     pub(crate) next_conn: AtomicU64,
     /// TLS handshakes in flight on HTTPS listeners.
     pub(crate) handshakes: Arc<Semaphore>,
+    /// Streams that outlive their request (TCP, TLS passthrough, upgraded
+    /// connections): a drain waits for them, up to its limit.
+    pub(crate) streams: TaskTracker,
 }
 
 /// TLS handshakes in flight at once; beyond, new connections are refused.
@@ -70,6 +74,7 @@ impl Proxy {
             tunnels: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            streams: TaskTracker::new(),
         })
     }
 

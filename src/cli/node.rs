@@ -159,7 +159,10 @@ pub async fn run(args: Args) -> Result<()> {
     }
     println!("trellis node admin listening on {}", app.admin_addr());
 
-    super::control_plane::shutdown().await;
+    tokio::select! {
+        () = super::control_plane::shutdown() => {}
+        () = app.replaced() => {}
+    }
     app.stop().await;
     Ok(())
 }

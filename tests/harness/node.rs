@@ -36,10 +36,16 @@ pub struct Env {
     pub cp_url: String,
     cp: Option<Child>,
     node: Option<Child>,
+    /// Nodes a newer one took over from, draining.
+    replaced: Vec<Child>,
+    /// The last node's extra arguments, for a restart.
+    node_extra: Vec<String>,
     backends: Vec<Child>,
     pub admin: String,
     /// The node's log level (`TRELLIS_LOG`).
     pub node_log: &'static str,
+    /// The node's `--drain-seconds`.
+    pub node_drain: u32,
 }
 
 impl Env {
@@ -63,9 +69,12 @@ impl Env {
             cp_url: String::new(),
             cp: None,
             node: None,
+            replaced: Vec::new(),
+            node_extra: Vec::new(),
             backends: Vec::new(),
             admin: String::new(),
             node_log: "warn",
+            node_drain: 2,
         };
         std::fs::create_dir_all(&env.cg_mount).unwrap();
         must(&format!(
@@ -78,6 +87,12 @@ impl Env {
             t = env.tns
         ));
         must(&format!("mount -t cgroup2 none {}", env.cg_mount.display()));
+        // bpffs mounted here, not by the node: `ip netns exec` gives each
+        // process a mount namespace of its own, and a node taking over from
+        // another must find the other's pins.
+        let bpffs = env.pin_dir.parent().unwrap();
+        std::fs::create_dir_all(bpffs).unwrap();
+        must(&format!("mount -t bpf bpf {}", bpffs.display()));
         std::fs::create_dir(&env.client_cg).unwrap();
         std::fs::create_dir(&env.proxy_cg).unwrap();
         env.start_control_plane();
@@ -205,6 +220,46 @@ impl Env {
     /// Starts the node (with a join token on its first start); its stdout
     /// goes to `run/node.out`, its log to `run/node.log`.
     pub fn start_node(&mut self, extra: &[&str]) {
+        self.node_extra = extra.iter().map(|a| a.to_string()).collect();
+        let node = self.spawn_node();
+        self.node = Some(node);
+        self.wait_ready();
+    }
+
+    /// Starts a new node with the last arguments while the running one
+    /// serves: the new one takes the listeners over, the old one drains
+    /// and exits (see `wait_replaced`).
+    pub fn restart_node(&mut self) {
+        let new = self.spawn_node();
+        if let Some(old) = self.node.replace(new) {
+            self.replaced.push(old);
+        }
+        self.wait_ready();
+    }
+
+    /// Waits for every node a restart replaced to exit; their exit codes.
+    pub fn wait_replaced(&mut self, limit: Duration) -> Vec<Option<i32>> {
+        let t = Instant::now();
+        let mut codes = Vec::new();
+        for mut old in self.replaced.drain(..) {
+            loop {
+                if let Ok(Some(status)) = old.try_wait() {
+                    codes.push(status.code());
+                    break;
+                }
+                if t.elapsed() > limit {
+                    let _ = old.kill();
+                    let _ = old.wait();
+                    codes.push(None);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        codes
+    }
+
+    fn spawn_node(&mut self) -> Child {
         let join = match self.run.join("node/identity.json").exists() {
             true => String::new(),
             false => format!(
@@ -215,7 +270,7 @@ impl Env {
         let cmd = format!(
             "env TRELLIS_LOG={} {BIN} node --network east --control-plane {} --data-dir {}/node --cgroup {} --proxy-cgroup {} \
              --bpf-pin-dir {} --datapath ebpf --snat-address {SNAT_IP} --admin-listen 127.0.0.1:0 \
-             --access-log {}/access.log --drain-seconds 2 {join} {} 2>>{}/node.log",
+             --access-log {}/access.log --drain-seconds {} {join} {} 2>>{}/node.log",
             self.node_log,
             self.cp_url,
             self.run.display(),
@@ -223,7 +278,8 @@ impl Env {
             self.proxy_cg.display(),
             self.pin_dir.display(),
             self.run.display(),
-            extra.join(" "),
+            self.node_drain,
+            self.node_extra.join(" "),
             self.run.display(),
         );
         let mut node = self
@@ -236,7 +292,10 @@ impl Env {
             "trellis node admin listening on ",
             Some(self.run.join("node.out")),
         );
-        self.node = Some(node);
+        node
+    }
+
+    fn wait_ready(&self) {
         let t = Instant::now();
         while self.admin_get("/ready").0 != 200 {
             assert!(
@@ -248,7 +307,7 @@ impl Env {
     }
 
     pub fn stop_node(&mut self) {
-        if let Some(mut n) = self.node.take() {
+        for mut n in self.node.take().into_iter().chain(self.replaced.drain(..)) {
             let _ = n.kill();
             let _ = n.wait();
         }
@@ -302,9 +361,14 @@ impl Env {
     }
 
     pub fn spawn_client(&self, args: &[&str]) -> Child {
+        self.spawn_script("client.py", args)
+    }
+
+    /// Runs tests/node/`script` in the redirected cgroup, stdout piped.
+    pub fn spawn_script(&self, script: &str, args: &[&str]) -> Child {
         self.in_node(
             Some(&self.client_cg),
-            &format!("python3 {HERE}/client.py {}", args.join(" ")),
+            &format!("python3 {HERE}/{script} {}", args.join(" ")),
         )
         .stdout(Stdio::piped())
         .spawn()

@@ -6,12 +6,14 @@
 //!
 //! Node-side crates depend on this crate only; they never link the control
 //! plane's store.
-#![forbid(unsafe_code)]
+// Unsafe only where descriptors are adopted (`handover`).
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod client;
 pub mod error;
 pub mod follow;
+pub mod handover;
 pub mod identity;
 pub mod keys;
 /// Operators' YAML files as documents with positions (the CLI's, and

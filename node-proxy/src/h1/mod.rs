@@ -45,6 +45,8 @@ const READ_CHUNK: usize = 16 * 1024;
 const HELD: usize = 4;
 /// A closing client gets this long to take our FIN.
 const SHUTDOWN: Duration = Duration::from_secs(1);
+/// How long a connection idle at a drain waits for its next request.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 pub enum Served<I> {
     Closed,
@@ -216,7 +218,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         t: &TimeLimits,
         mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Option<Step> {
-        let deadline = tokio::time::Instant::now() + t.header_read;
+        let mut deadline = tokio::time::Instant::now() + t.header_read;
+        let mut draining = false;
         loop {
             if !self.buf.is_empty() {
                 let mut headers = head::uninit();
@@ -234,11 +237,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             let idle = self.buf.is_empty();
             self.buf.reserve(READ_CHUNK);
             let read = timeout_at(deadline, self.io.read_buf(&mut self.buf));
-            let read = if idle {
-                // Between requests, a drain closes the connection at once.
+            let read = if idle && !draining {
                 tokio::select! {
                     r = read => r,
-                    _ = stopped.as_mut() => return Some(Step::Close),
+                    _ = stopped.as_mut() => {
+                        // Draining: a request that comes soon is still
+                        // served, its response saying `Connection: close`
+                        // (the client reconnects, to whoever accepts now),
+                        // rather than racing our close; after the grace
+                        // the connection closes.
+                        draining = true;
+                        deadline = deadline.min(tokio::time::Instant::now() + DRAIN_IDLE_GRACE);
+                        continue;
+                    }
                 }
             } else {
                 read.await
