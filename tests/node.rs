@@ -212,7 +212,7 @@ fn a_failing_target_stops_receiving_traffic_and_a_rollout_loses_nothing() {
     env.apply(&shop(100, 0, &[8083, 8085], ""));
     std::thread::sleep(Duration::from_millis(1500));
     env.apply(&shop(100, 0, &[8085, 8086], ""));
-    let out = load.wait_with_output().unwrap();
+    let out = load.output();
     let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("rollout under load: {result}");
     assert_eq!(result["errors"], serde_json::json!([]), "{result}");
@@ -343,9 +343,23 @@ fn ten_restarts_under_steady_load_refuse_nothing() {
     // uploads it holds until the load stops.
     env.node_drain = 60;
     env.start_backends(&["http:8081:blue", "http:8082:green"]);
-    env.apply(&shop(90, 10, &[8081], ""));
+    // Blue's second target never answers: its health checks fail.
+    env.apply(&shop(90, 10, &[8081, 8089], ""));
     env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
     let url = format!("http://{}/", env.vip("checkout"));
+    let dead = |env: &Env| {
+        let (_, metrics) = env.admin_get("/metrics");
+        let line = metrics
+            .lines()
+            .find(|l| l.starts_with("trellis_target_healthy{") && l.contains(":8089\""))
+            .map(str::to_string);
+        line.unwrap_or_else(|| panic!("no health of :8089 in {metrics}"))
+    };
+    let t = Instant::now();
+    while !dead(&env).ends_with(" 0") {
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", dead(&env));
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let stop = env.run.join("stop-load");
     let stop_arg = stop.display().to_string();
     let load = env.spawn_script(
@@ -363,11 +377,14 @@ fn ten_restarts_under_steady_load_refuse_nothing() {
         let t = Instant::now();
         env.restart_node();
         took.push(t.elapsed());
+        // The new node knows from the old one that :8089 is down: it never
+        // counts it as unchecked, so no request is sent its way.
+        assert!(dead(&env).ends_with(" 0"), "{}", dead(&env));
         std::thread::sleep(Duration::from_millis(700));
     }
     std::thread::sleep(Duration::from_secs(2));
     std::fs::write(&stop, b"").unwrap();
-    let out = load.wait_with_output().unwrap();
+    let out = load.output();
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "steady.py said {:?}: {e}",
@@ -394,4 +411,188 @@ fn ten_restarts_under_steady_load_refuse_nothing() {
         20,
         "{after}"
     );
+}
+
+/// What a node told the `NOTIFY_SOCKET` (systemd's, here the test's) in its
+/// next datagram: the `MAINPID`, once `READY=1` was said with it.
+fn notified_main_pid(socket: &std::os::unix::net::UnixDatagram) -> u32 {
+    let mut buf = [0u8; 512];
+    let n = socket
+        .recv(&mut buf)
+        .expect("a notification within the timeout");
+    let text = String::from_utf8_lossy(&buf[..n]).to_string();
+    assert!(text.lines().any(|l| l == "READY=1"), "{text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix("MAINPID="))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no MAINPID in {text:?}"))
+}
+
+#[test]
+fn a_hangup_starts_a_successor_that_takes_over_and_systemd_follows() {
+    let Some(mut env) = Env::new("hangup_reload") else {
+        return;
+    };
+    env.node_drain = 30;
+    let notify = env.run.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    env.node_env = format!("NOTIFY_SOCKET={}", notify.display());
+    env.start_backends(&["http:8081:blue", "http:8082:green"]);
+    env.apply(&shop(100, 0, &[8081], ""));
+    env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
+    let first = notified_main_pid(&socket);
+    let url = format!("http://{}/", env.vip("checkout"));
+    let stop = env.run.join("stop-load");
+    let stop_arg = stop.display().to_string();
+    let load = env.spawn_script(
+        "steady.py",
+        &[
+            &url,
+            "127.0.0.1:5353",
+            "checkout.trellis.internal",
+            &stop_arg,
+        ],
+    );
+    std::thread::sleep(Duration::from_secs(1));
+
+    // systemd's `ExecReload=/bin/kill -HUP $MAINPID`.
+    harness::must(&format!("kill -HUP {first}"));
+    let second = notified_main_pid(&socket);
+    env.adopt_node(second);
+    assert_ne!(
+        first, second,
+        "the successor reports itself as the main process"
+    );
+    let mut old = env.take_node().expect("the first node");
+    assert_eq!(old.id(), first, "the node's own pid was notified");
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&stop, b"").unwrap();
+    let out = load.output();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["error_count"], 0, "{report}");
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = old.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the replaced node never exited"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    // Only the successor is left, and it serves.
+    env.wait_ready();
+    assert_eq!(count(&env.client(&["count", &url, "10"]), "blue"), 10);
+}
+
+/// Reads the pid a supervisor wrote.
+fn supervised_pid(file: &std::path::Path) -> u32 {
+    let t = Instant::now();
+    loop {
+        if let Some(pid) = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+        {
+            return pid;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "no pid in {file:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Only requests a process had taken may fail at a crash: never a refused
+/// connection (when `refused_too` is false).
+fn only_in_flight_failures(report: &serde_json::Value, refused_too: bool) {
+    for e in report["errors"].as_array().unwrap() {
+        let e = e.as_str().unwrap();
+        let in_flight = [
+            "ConnectionResetError",
+            "RemoteDisconnected",
+            "echo None",
+            "timed out",
+            "BrokenPipe",
+        ]
+        .iter()
+        .any(|k| e.contains(k));
+        let refused = e.contains("ConnectionRefusedError");
+        assert!(in_flight || (refused_too && refused), "{e}: {report}");
+    }
+}
+
+#[test]
+fn a_crash_refuses_nothing_where_a_supervisor_holds_the_sockets() {
+    let Some(mut env) = Env::new("crash_restart") else {
+        return;
+    };
+    env.start_backends(&["http:8081:blue", "http:8082:green"]);
+    env.apply(&shop(100, 0, &[8081], ""));
+    let url = |env: &Env| format!("http://{}/", env.vip("checkout"));
+    let load = |env: &Env, stop: &std::path::Path| {
+        let stop_arg = stop.display().to_string();
+        env.spawn_script(
+            "steady.py",
+            &[
+                &url(env),
+                "127.0.0.1:5353",
+                "checkout.trellis.internal",
+                &stop_arg,
+            ],
+        )
+    };
+    let report = |load: harness::Owned| -> serde_json::Value {
+        serde_json::from_slice(&load.output().stdout).unwrap()
+    };
+
+    // As systemd with a .socket unit and Restart=always: the sockets are
+    // the supervisor's, restarts 100 ms after each crash.
+    let pidfile = env.run.join("node.pid");
+    env.node_wrapper = format!(
+        "python3 {}/supervise.py {} 0.1 proxy=tcp:127.0.0.1:15001 admin=tcp:127.0.0.1:15000 \
+         dns-udp=udp:127.0.0.1:5353 dns-tcp=tcp:127.0.0.1:5353 --",
+        harness::HELPERS,
+        pidfile.display()
+    );
+    env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
+    let stop = env.run.join("stop-supervised");
+    let supervised = load(&env, &stop);
+    std::thread::sleep(Duration::from_secs(1));
+    for _ in 0..5 {
+        let pid = supervised_pid(&pidfile);
+        std::fs::remove_file(&pidfile).unwrap();
+        harness::must(&format!("kill -9 {pid}"));
+        let next = supervised_pid(&pidfile);
+        assert_ne!(pid, next);
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    std::fs::write(&stop, b"").unwrap();
+    let supervised = report(supervised);
+    println!("five crashes under a supervisor: {supervised}");
+    assert_eq!(supervised["refused"], 0, "{supervised}");
+    only_in_flight_failures(&supervised, false);
+    env.wait_ready();
+    assert_eq!(count(&env.client(&["count", &url(&env), "10"]), "blue"), 10);
+    env.stop_node();
+
+    // By hand, nothing holds the sockets: connections are refused for as
+    // long as the next process takes to start (recorded, not asserted).
+    env.node_wrapper.clear();
+    env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
+    let stop = env.run.join("stop-by-hand");
+    let by_hand = load(&env, &stop);
+    std::thread::sleep(Duration::from_secs(1));
+    let mut crashed = env.take_node().unwrap();
+    crashed.kill().unwrap();
+    crashed.wait().unwrap();
+    env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
+    std::thread::sleep(Duration::from_secs(1));
+    std::fs::write(&stop, b"").unwrap();
+    let by_hand = report(by_hand);
+    println!("one crash, started again by hand: {by_hand}");
+    only_in_flight_failures(&by_hand, true);
+    assert_eq!(count(&env.client(&["count", &url(&env), "10"]), "blue"), 10);
 }

@@ -10,6 +10,7 @@ use crate::agent::Agent;
 use crate::metrics::Live;
 use crate::proxy::Proxy;
 use crate::socket::Upstream;
+use crate::targets::Health;
 use crate::tunnel::Tunnels;
 use crate::upstream::Clients;
 use http::StatusCode;
@@ -142,12 +143,12 @@ impl App {
         let taken = tokio::task::spawn_blocking(move || take_over(&from))
             .await
             .map_err(|_| HandoverError::Protocol("handover task failed"))??;
-        let (mut inherited, takeover) = match taken {
+        let (mut inherited, carried, takeover) = match taken {
             Some((inherited, state, takeover)) => {
                 tracing::info!(from_revision = %state["revision"], "taking over from the running node");
-                (inherited, Some(takeover))
+                (inherited, state, Some(takeover))
             }
-            None => (Inherited::from_systemd(), None),
+            None => (Inherited::from_systemd(), serde_json::Value::Null, None),
         };
         let mut offered: Vec<(&'static str, OwnedFd)> = Vec::new();
         let proxy = Proxy::new(
@@ -155,6 +156,7 @@ impl App {
             Clients::new(config.upstream),
             config.access_log,
         );
+        proxy.carry_health(carried_health(&carried));
 
         // The proxy listens before the datapath sends anything its way.
         let listen_v4 = SocketAddr::V4(config.proxy_listen);
@@ -308,12 +310,7 @@ impl App {
         let (done, state) = (replaced.clone(), proxy.clone());
         tasks.spawn(async move {
             let sockets: Vec<_> = offered.iter().map(|(n, fd)| (*n, fd.as_fd())).collect();
-            offer
-                .handed_over(
-                    &sockets,
-                    || serde_json::json!({"revision": state.config().revision()}),
-                )
-                .await;
+            offer.handed_over(&sockets, || handed_state(&state)).await;
             done.cancel();
         });
         tracing::info!(network = config.network, proxy = %config.proxy_listen, admin = %admin_addr, "node agent running");
@@ -429,6 +426,39 @@ async fn listen_dns(
     Ok((udp, tcp))
 }
 
+/// What a node hands the next one besides its sockets: its config
+/// revision, and what its health checks decided. Idle target connections
+/// are not handed over: a new one costs a connect, and a pooled one may be
+/// half-closed by now.
+fn handed_state(proxy: &Proxy) -> serde_json::Value {
+    let targets: Vec<serde_json::Value> = proxy
+        .known_health()
+        .into_iter()
+        .map(|(group, addr, health)| {
+            serde_json::json!({"group": group, "target": addr.to_string(), "health": health.as_str()})
+        })
+        .collect();
+    serde_json::json!({"revision": proxy.config().revision(), "targets": targets})
+}
+
+/// The health in what the previous node handed over; entries it cannot
+/// read are skipped (those targets start unchecked, as on a fresh start).
+fn carried_health(state: &serde_json::Value) -> Vec<crate::proxy::KnownHealth> {
+    let Some(targets) = state["targets"].as_array() else {
+        return Vec::new();
+    };
+    targets
+        .iter()
+        .filter_map(|t| {
+            Some((
+                t["group"].as_str()?.to_string(),
+                t["target"].as_str()?.parse().ok()?,
+                Health::parse(t["health"].as_str()?)?,
+            ))
+        })
+        .collect()
+}
+
 /// The node's certificate in the metrics: when it expires, how often it was
 /// renewed.
 fn register_certificate_metrics(proxy: &Proxy, identity: &Arc<Identity>) {
@@ -464,4 +494,44 @@ fn admin_page(proxy: &Proxy, ready: bool, path: &str) -> Option<Page> {
         "/metrics" => Page::metrics(proxy.metrics.render()),
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::h1::tests::applied;
+
+    #[test]
+    fn the_health_a_node_knew_is_where_the_next_one_starts() {
+        let snapshot = serde_json::json!({
+            "network": "east", "revision": 3, "region": "local", "dnsZone": "trellis.internal",
+            "services": [], "serviceNetworks": [], "gateways": {},
+            "targetGroups": [{"name": "web", "network": "east", "port": 80, "targets": [
+                {"address": "10.0.0.1"}, {"address": "10.0.0.2"}, {"address": "10.0.0.3"}
+            ]}]
+        });
+        let old = applied(snapshot.clone());
+        let group = old.config().groups["web"].clone();
+        group.targets[0].set_health(Health::Unhealthy);
+        group.targets[1].set_health(Health::Healthy);
+        // Through the JSON the handover carries.
+        let handed: serde_json::Value =
+            serde_json::from_str(&handed_state(&old).to_string()).unwrap();
+        assert_eq!(handed["revision"], 3);
+
+        let new = Proxy::new("east", old.clients.clone(), AccessLog::off());
+        new.carry_health(carried_health(&handed));
+        new.apply(serde_json::from_value(snapshot).unwrap());
+        let health: Vec<Health> = new.config().groups["web"]
+            .targets
+            .iter()
+            .map(|t| t.health())
+            .collect();
+        assert_eq!(
+            health,
+            [Health::Unhealthy, Health::Healthy, Health::Unknown]
+        );
+        // An entry that cannot be read is skipped, not guessed.
+        assert!(carried_health(&serde_json::json!({"targets": [{"group": "web"}]})).is_empty());
+    }
 }

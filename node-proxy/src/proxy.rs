@@ -9,13 +9,14 @@ use crate::config::Config;
 use crate::metrics::{Live, Metrics};
 use crate::pool::Pool;
 use crate::socket::OrigDstAddr;
-use crate::targets::Target;
+use crate::targets::{Health, Target};
 use crate::tunnel::Tunnels;
 use crate::upstream::Clients;
 use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use trellis_api::snapshot::Snapshot;
@@ -41,7 +42,12 @@ pub struct Proxy {
     /// Streams that outlive their request (TCP, TLS passthrough, upgraded
     /// connections): a drain waits for them, up to its limit.
     pub(crate) streams: TaskTracker,
+    /// Target health a previous process knew, for the first config.
+    carried: Mutex<HashMap<(String, SocketAddr), Health>>,
 }
+
+/// A target's health as one process hands it to the next.
+pub type KnownHealth = (String, SocketAddr, Health);
 
 /// TLS handshakes in flight at once; beyond, new connections are refused.
 pub const MAX_HANDSHAKES: usize = 256;
@@ -75,6 +81,7 @@ impl Proxy {
             next_conn: AtomicU64::new(1),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             streams: TaskTracker::new(),
+            carried: Mutex::default(),
         })
     }
 
@@ -89,6 +96,31 @@ impl Proxy {
         self.tunnels.get()
     }
 
+    /// What health checks have decided, target by target: for the process
+    /// that takes over from this one.
+    pub fn known_health(&self) -> Vec<KnownHealth> {
+        let config = self.config();
+        let mut known = Vec::new();
+        for (name, group) in &config.groups {
+            for t in group
+                .targets
+                .iter()
+                .filter(|t| t.health() != Health::Unknown)
+            {
+                known.push((name.to_string(), t.addr, t.health()));
+            }
+        }
+        known
+    }
+
+    /// Health a previous process knew: the first config starts from it
+    /// instead of from "not checked yet", so no request goes to a target
+    /// that process knew was down. The checks go on from there.
+    pub fn carry_health(&self, known: Vec<KnownHealth>) {
+        let map = known.into_iter().map(|(g, a, h)| ((g, a), h)).collect();
+        *self.carried.lock().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
     }
@@ -99,6 +131,18 @@ impl Proxy {
     pub fn apply(&self, snapshot: Snapshot) -> Arc<Config> {
         let previous = self.config.load_full();
         let next = Arc::new(Config::compile(snapshot, &previous, &self.clients));
+        let carried = std::mem::take(&mut *self.carried.lock().unwrap_or_else(|e| e.into_inner()));
+        for (name, group) in &next.groups {
+            for t in group
+                .targets
+                .iter()
+                .filter(|t| t.health() == Health::Unknown)
+            {
+                if let Some(h) = carried.get(&(name.to_string(), t.addr)) {
+                    t.set_health(*h);
+                }
+            }
+        }
         if let Some(t) = self.tunnels() {
             t.update(&next.snapshot.gateways);
         }

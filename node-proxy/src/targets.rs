@@ -25,6 +25,15 @@ pub enum Health {
 }
 
 impl Health {
+    pub fn parse(s: &str) -> Option<Health> {
+        Some(match s {
+            "unknown" => Health::Unknown,
+            "healthy" => Health::Healthy,
+            "unhealthy" => Health::Unhealthy,
+            _ => return None,
+        })
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Health::Unknown => "unknown",

@@ -149,6 +149,7 @@ pub async fn run(args: Args) -> Result<()> {
         gateway_connect_timeout: Duration::from_millis(args.gateway_connect_timeout_ms.max(1)),
         trim: crate::release_free_memory,
     };
+    let successor = super::reload::Successor::new()?;
     let app = App::start(config, Member { identity, client }).await?;
     // Scripts and tests learn the ports from these lines.
     for addr in app.dns_addrs() {
@@ -158,10 +159,12 @@ pub async fn run(args: Args) -> Result<()> {
         println!("trellis node gateway listening on {addr}");
     }
     println!("trellis node admin listening on {}", app.admin_addr());
+    super::reload::ready();
 
     tokio::select! {
-        () = super::control_plane::shutdown() => {}
+        () = super::control_plane::shutdown() => super::reload::stopping(),
         () = app.replaced() => {}
+        () = successor.on_hangup() => {}
     }
     app.stop().await;
     Ok(())

@@ -69,6 +69,43 @@ pub fn assert_not_in_clear<S: AsRef<str>>(wire: &[u8], needles: impl IntoIterato
     }
 }
 
+/// A child process killed when this is dropped (a test that fails on the
+/// way leaves nothing running), unless it was waited for.
+pub struct Owned(Option<Child>);
+
+impl Owned {
+    pub fn new(child: Child) -> Owned {
+        Owned(Some(child))
+    }
+
+    /// Waits for the child to exit on its own; its output.
+    pub fn output(mut self) -> Output {
+        self.0
+            .take()
+            .expect("a child")
+            .wait_with_output()
+            .expect("the child's output")
+    }
+
+    /// The child, no longer killed on drop.
+    pub fn release(mut self) -> Child {
+        self.0.take().expect("a child")
+    }
+
+    pub fn get_mut(&mut self) -> &mut Child {
+        self.0.as_mut().expect("a child")
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 pub fn sh(cmd: &str) -> Output {
     Command::new("sh").args(["-c", cmd]).output().expect("sh")
 }

@@ -15,7 +15,7 @@ pub const TARGET_IP: &str = "10.200.0.2";
 pub const SNAT_IP: &str = "10.200.0.10";
 const HERE: &str = super::HELPERS;
 
-use super::{must, wait_line, wait_line_kept};
+use super::{Owned, must, wait_line, wait_line_kept};
 pub use super::{root, sh};
 
 fn unique() -> (String, String) {
@@ -38,6 +38,8 @@ pub struct Env {
     node: Option<Child>,
     /// Nodes a newer one took over from, draining.
     replaced: Vec<Child>,
+    /// Nodes not started here (a successor a node started), by pid.
+    adopted: Vec<u32>,
     /// The last node's extra arguments, for a restart.
     node_extra: Vec<String>,
     backends: Vec<Child>,
@@ -46,6 +48,10 @@ pub struct Env {
     pub node_log: &'static str,
     /// The node's `--drain-seconds`.
     pub node_drain: u32,
+    /// `NAME=VALUE ...` in the node's environment.
+    pub node_env: String,
+    /// A command the node runs under (a supervisor), before `env`.
+    pub node_wrapper: String,
 }
 
 impl Env {
@@ -70,11 +76,14 @@ impl Env {
             cp: None,
             node: None,
             replaced: Vec::new(),
+            adopted: Vec::new(),
             node_extra: Vec::new(),
             backends: Vec::new(),
             admin: String::new(),
             node_log: "warn",
             node_drain: 2,
+            node_env: String::new(),
+            node_wrapper: String::new(),
         };
         std::fs::create_dir_all(&env.cg_mount).unwrap();
         must(&format!(
@@ -268,10 +277,12 @@ impl Env {
             ),
         };
         let cmd = format!(
-            "env TRELLIS_LOG={} {BIN} node --network east --control-plane {} --data-dir {}/node --cgroup {} --proxy-cgroup {} \
+            "{} env TRELLIS_LOG={} {} {BIN} node --network east --control-plane {} --data-dir {}/node --cgroup {} --proxy-cgroup {} \
              --bpf-pin-dir {} --datapath ebpf --snat-address {SNAT_IP} --admin-listen 127.0.0.1:0 \
              --access-log {}/access.log --drain-seconds {} {join} {} 2>>{}/node.log",
+            self.node_wrapper,
             self.node_log,
+            self.node_env,
             self.cp_url,
             self.run.display(),
             self.client_cg.display(),
@@ -282,20 +293,32 @@ impl Env {
             self.node_extra.join(" "),
             self.run.display(),
         );
-        let mut node = self
-            .in_node(Some(&self.proxy_cg), &cmd)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+        // Killed if it never says where it listens.
+        let mut node = Owned::new(
+            self.in_node(Some(&self.proxy_cg), &cmd)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
         self.admin = wait_line_kept(
-            &mut node,
+            node.get_mut(),
             "trellis node admin listening on ",
             Some(self.run.join("node.out")),
         );
-        node
+        node.release()
     }
 
-    fn wait_ready(&self) {
+    /// The running node, no longer this Env's to stop.
+    pub fn take_node(&mut self) -> Option<Child> {
+        self.node.take()
+    }
+
+    /// A node process started by another (a successor), stopped on drop.
+    pub fn adopt_node(&mut self, pid: u32) {
+        self.adopted.push(pid);
+    }
+
+    pub fn wait_ready(&self) {
         let t = Instant::now();
         while self.admin_get("/ready").0 != 200 {
             assert!(
@@ -310,6 +333,15 @@ impl Env {
         for mut n in self.node.take().into_iter().chain(self.replaced.drain(..)) {
             let _ = n.kill();
             let _ = n.wait();
+        }
+        for pid in self.adopted.drain(..) {
+            let _ = sh(&format!("kill -9 {pid}"));
+            let t = Instant::now();
+            while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && t.elapsed() < Duration::from_secs(5)
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 
@@ -360,19 +392,21 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
-    pub fn spawn_client(&self, args: &[&str]) -> Child {
+    pub fn spawn_client(&self, args: &[&str]) -> Owned {
         self.spawn_script("client.py", args)
     }
 
     /// Runs tests/node/`script` in the redirected cgroup, stdout piped.
-    pub fn spawn_script(&self, script: &str, args: &[&str]) -> Child {
-        self.in_node(
-            Some(&self.client_cg),
-            &format!("python3 {HERE}/{script} {}", args.join(" ")),
+    pub fn spawn_script(&self, script: &str, args: &[&str]) -> Owned {
+        Owned::new(
+            self.in_node(
+                Some(&self.client_cg),
+                &format!("python3 {HERE}/{script} {}", args.join(" ")),
+            )
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
         )
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap()
     }
 
     /// `dig` in the node namespace.

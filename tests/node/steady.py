@@ -9,7 +9,7 @@
 #   dns          a UDP query for NAME every 20 ms, answered with an address
 # Every failure is an error: refused, reset, truncated, a non-200, a wrong
 # echo, an unanswered query. The report: {"ok": {kind: n}, "errors": [...],
-# "max_gap_ms": the longest time without a successful GET (keep-alive or
+# "refused": how many errors were refused connections, "max_gap_ms": the longest time without a successful GET (keep-alive or
 # per-request), "ws_clean_closes": n}
 import base64, http.client, json, os, socket, struct, sys, threading, time
 from urllib.parse import urlparse
@@ -25,8 +25,11 @@ errors = []
 successes = []  # monotonic times of successful HTTP requests
 ws_clean_closes = 0
 
+# A test that fails before it writes STOP leaves no load running for long.
+deadline = time.monotonic() + 300
+
 def stopped():
-    return os.path.exists(stop_file)
+    return os.path.exists(stop_file) or time.monotonic() > deadline
 
 def success(kind):
     with lock:
@@ -189,5 +192,8 @@ for t in threads:
     t.join()
 times = sorted(successes)
 gap = max((b - a for a, b in zip(times, times[1:])), default=0)
-print(json.dumps({'ok': ok, 'errors': errors[:50], 'error_count': len(errors),
+# Refused: nothing accepted the connection. Everything else (reset, closed
+# early, timed out) is a request some process had taken.
+refused = sum(1 for e in errors if 'ConnectionRefusedError' in e)
+print(json.dumps({'ok': ok, 'errors': errors[:50], 'error_count': len(errors), 'refused': refused,
                   'max_gap_ms': round(gap * 1000, 1), 'ws_clean_closes': ws_clean_closes}))

@@ -105,6 +105,15 @@ impl Inherited {
             // flag above makes this the only adoption). The variables stay
             // set: a child has another pid, so LISTEN_PID keeps it from
             // adopting them too.
+            if !is_socket(fd) {
+                // A manager that passed less than it said: adopting the
+                // descriptor would close whatever this process has there.
+                tracing::warn!(
+                    fd,
+                    "LISTEN_FDS names a descriptor that is not a socket; ignored"
+                );
+                continue;
+            }
             let owned = unsafe { OwnedFd::from_raw_fd(fd) };
             let _ = nix::fcntl::fcntl(
                 &owned,
@@ -147,6 +156,13 @@ impl Inherited {
         })?;
         Some(self.sockets.swap_remove(at).1)
     }
+}
+
+/// Whether `fd` is an open socket (sd_is_socket(3)), found out without
+/// touching it.
+fn is_socket(fd: RawFd) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
 }
 
 fn local_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
