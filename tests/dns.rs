@@ -25,46 +25,7 @@ impl Dns {
     /// network it answers that has no certificate in `data_dir` yet.
     fn start(cp: &ControlPlane, args: &[&str], data_dir: Option<tempfile::TempDir>) -> Dns {
         let data_dir = data_dir.unwrap_or_else(private_dir);
-        let networks = args.windows(2).filter_map(|w| match w {
-            ["--network", n] => Some(n.to_string()),
-            ["--listen" | "--source", spec] => spec.split_once('=').map(|(_, n)| n.to_string()),
-            _ => None,
-        });
-        let mut tokens = Vec::new();
-        for network in networks {
-            let kept = data_dir
-                .path()
-                .join("identity")
-                .join(&network)
-                .join("identity.json");
-            if !kept.exists() {
-                tokens.push("--join-token".to_string());
-                tokens.push(format!("{network}={}", cp.join_token(&network, "dns")));
-            }
-        }
-        let mut child = Command::new(BIN)
-            .arg("dns")
-            .args(args)
-            .args(&tokens)
-            .args(["--control-plane", &cp.url])
-            .arg("--data-dir")
-            .arg(data_dir.path())
-            .env("TRELLIS_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn trellis dns");
-        let listeners = args.iter().filter(|a| **a == "--listen").count();
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut addrs = Vec::new();
-        for _ in 0..listeners {
-            let mut line = String::new();
-            out.read_line(&mut line).unwrap();
-            let addr = line
-                .trim()
-                .strip_prefix("trellis dns listening on ")
-                .expect("listening line");
-            addrs.push(addr.to_string());
-        }
+        let (child, addrs) = spawn(cp, args, data_dir.path());
         Dns {
             child,
             addrs,
@@ -77,6 +38,52 @@ impl Dns {
         let _ = self.child.wait();
         std::mem::replace(&mut self.data_dir, private_dir())
     }
+}
+
+/// A `trellis dns` process on `data_dir`, and the addresses it printed.
+fn spawn(cp: &ControlPlane, args: &[&str], data_dir: &std::path::Path) -> (Child, Vec<String>) {
+    let networks = args.windows(2).filter_map(|w| match w {
+        ["--network", n] => Some(n.to_string()),
+        ["--listen" | "--source", spec] => spec.split_once('=').map(|(_, n)| n.to_string()),
+        _ => None,
+    });
+    let mut tokens = Vec::new();
+    for network in networks {
+        let kept = data_dir
+            .join("identity")
+            .join(&network)
+            .join("identity.json");
+        if !kept.exists() {
+            tokens.push("--join-token".to_string());
+            tokens.push(format!("{network}={}", cp.join_token(&network, "dns")));
+        }
+    }
+    let mut child = harness::Owned::new(
+        Command::new(BIN)
+            .arg("dns")
+            .args(args)
+            .args(&tokens)
+            .args(["--control-plane", &cp.url])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("TRELLIS_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn trellis dns"),
+    );
+    let listeners = args.iter().filter(|a| **a == "--listen").count();
+    let mut out = BufReader::new(child.get_mut().stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for _ in 0..listeners {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("trellis dns listening on ")
+            .unwrap_or_else(|| panic!("listening line, not {line:?}"));
+        addrs.push(addr.to_string());
+    }
+    (child.release(), addrs)
 }
 
 impl Drop for Dns {
@@ -684,4 +691,105 @@ fn a_data_dir_open_to_others_is_refused_with_the_fix() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&fresh), 0o700);
     assert_eq!(mode(&snapshot), 0o600);
+}
+
+/// One query for `name` A over UDP or TCP; whether it was answered with an
+/// address (NOERROR and at least one answer) within a second.
+fn answered(addr: &str, name: &str, tcp: bool, id: u16) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let mut q = Vec::new();
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let limit = Some(Duration::from_secs(1));
+    let reply = if tcp {
+        let mut s = std::net::TcpStream::connect(addr).map_err(|e| format!("tcp connect: {e}"))?;
+        s.set_read_timeout(limit).unwrap();
+        let mut framed = (q.len() as u16).to_be_bytes().to_vec();
+        framed.extend_from_slice(&q);
+        s.write_all(&framed)
+            .map_err(|e| format!("tcp write: {e}"))?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)
+            .map_err(|e| format!("tcp read: {e}"))?;
+        let mut r = vec![0u8; u16::from_be_bytes(len) as usize];
+        s.read_exact(&mut r).map_err(|e| format!("tcp read: {e}"))?;
+        r
+    } else {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        s.set_read_timeout(limit).unwrap();
+        s.send_to(&q, addr).map_err(|e| format!("udp send: {e}"))?;
+        let mut r = vec![0u8; 1500];
+        let n = s.recv(&mut r).map_err(|e| format!("udp recv: {e}"))?;
+        r.truncate(n);
+        r
+    };
+    let ok = reply.len() > 12
+        && reply[..2] == id.to_be_bytes()
+        && reply[3] & 0x0f == 0
+        && u16::from_be_bytes([reply[6], reply[7]]) >= 1;
+    ok.then_some(()).ok_or_else(|| format!("reply {reply:?}"))
+}
+
+#[test]
+fn ten_restarts_leave_no_query_unanswered() {
+    let cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let dir = private_dir();
+    let args = ["--listen", "127.0.0.1:0", "--network", "east"];
+    let (first, addrs) = spawn(&cp, &args, dir.path());
+    let mut running = harness::Owned::new(first);
+    let at = addrs[0].clone();
+    wait_for(&at, "catalog.trellis.internal", "NOERROR");
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = [false, true]
+        .into_iter()
+        .map(|tcp| {
+            let (at, stop) = (at.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                let mut id = 0u16;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    id = id.wrapping_add(1);
+                    match answered(&at, "catalog.trellis.internal", tcp, id) {
+                        Ok(()) => ok += 1,
+                        Err(e) => failed.push(e),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..10 {
+        // The successor answers on the same address; the old one exits.
+        let (next, addrs) = spawn(&cp, &args, dir.path());
+        assert_eq!(addrs, std::slice::from_ref(&at));
+        let mut old = std::mem::replace(&mut running, harness::Owned::new(next));
+        let t = Instant::now();
+        while old.get_mut().try_wait().unwrap().is_none() {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the old server never exited"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(old.get_mut().try_wait().unwrap().unwrap().success());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for (transport, t) in ["udp", "tcp"].into_iter().zip(load) {
+        let (ok, failed) = t.join().unwrap();
+        println!(
+            "{transport}: {ok} answered, {} not: {failed:?}",
+            failed.len()
+        );
+        assert!(ok > 100, "{transport}: {ok}");
+        assert!(failed.is_empty(), "{transport}: {failed:?}");
+    }
 }

@@ -4,10 +4,17 @@ use crate::forward::Forwarder;
 use crate::handler::{Handler, Networks, Views};
 use crate::tcp::Limits;
 use std::net::SocketAddr;
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
+use trellis_api::handover::Listeners;
+
+/// Names of the DNS's sockets in a handover (and systemd's
+/// `FileDescriptorName=`).
+const UDP: &str = "dns-udp";
+const TCP: &str = "dns-tcp";
 
 /// Binds UDP and TCP on the same port; with port 0, a free one.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
@@ -23,6 +30,23 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)>
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free port")))
+}
+
+/// The UDP socket and TCP listener at `addr`: a previous process's (or
+/// systemd's), named `dns-udp` and `dns-tcp`, else bound; both offered to
+/// the next process.
+pub async fn listen(
+    listeners: &mut Listeners,
+    addr: SocketAddr,
+) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let inherited = listeners.inherited();
+    let (udp, tcp) = match (inherited.udp(UDP, addr), inherited.tcp(TCP, addr)) {
+        (Some(u), Some(t)) => (UdpSocket::from_std(u)?, TcpListener::from_std(t)?),
+        _ => bind(addr).await?,
+    };
+    listeners.offer(UDP, udp.as_fd())?;
+    listeners.offer(TCP, tcp.as_fd())?;
+    Ok((udp, tcp))
 }
 
 /// How one listener serves, beyond what it answers.

@@ -15,18 +15,17 @@ use crate::tunnel::Tunnels;
 use crate::upstream::Clients;
 use http::StatusCode;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use trellis_api::admin::{self, Access, Page};
 use trellis_api::client::Client;
-use trellis_api::handover::{HandoverError, Inherited, Offer, take_over};
+use trellis_api::handover::{self, HandoverError, Listeners, Offer};
 use trellis_api::identity::{Identity, IdentityError};
 use trellis_datapath::{Choice, NftOptions, Options};
 use trellis_dns::handler::{Networks, Views};
@@ -139,18 +138,10 @@ impl App {
     pub async fn start(config: Config, member: Member) -> Result<App, Error> {
         let Member { identity, client } = member;
         let handover = config.data_dir.join("handover.sock");
-        let from = handover.clone();
-        let taken = tokio::task::spawn_blocking(move || take_over(&from))
-            .await
-            .map_err(|_| HandoverError::Protocol("handover task failed"))??;
-        let (mut inherited, carried, takeover) = match taken {
-            Some((inherited, state, takeover)) => {
-                tracing::info!(from_revision = %state["revision"], "taking over from the running node");
-                (inherited, state, Some(takeover))
-            }
-            None => (Inherited::from_systemd(), serde_json::Value::Null, None),
-        };
-        let mut offered: Vec<(&'static str, OwnedFd)> = Vec::new();
+        let (mut listeners, carried, takeover) = handover::begin(&handover).await?;
+        if takeover.is_some() {
+            tracing::info!(from_revision = %carried["revision"], "taking over from the running node");
+        }
         let proxy = Proxy::new(
             &config.network,
             Clients::new(config.upstream),
@@ -160,16 +151,15 @@ impl App {
 
         // The proxy listens before the datapath sends anything its way.
         let listen_v4 = SocketAddr::V4(config.proxy_listen);
-        let listener_v4 = listen(&mut inherited, &mut offered, "proxy", listen_v4).await?;
+        let listener_v4 = listen(&mut listeners, "proxy", listen_v4).await?;
         let listen_v6 = SocketAddrV6::new(Ipv6Addr::LOCALHOST, config.proxy_listen.port(), 0, 0);
-        let listener_v6 =
-            match listen(&mut inherited, &mut offered, "proxy", listen_v6.into()).await {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no IPv6 proxy listener; IPv6 VIPs will not work");
-                    None
-                }
-            };
+        let listener_v6 = match listen(&mut listeners, "proxy", listen_v6.into()).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %e, "no IPv6 proxy listener; IPv6 VIPs will not work");
+                None
+            }
+        };
         let datapath = match &config.datapath {
             None => {
                 tracing::info!("no datapath: nothing on this host is redirected");
@@ -233,7 +223,13 @@ impl App {
         let mut dns_addrs = Vec::new();
         if let Some(dns) = &config.dns {
             for addr in &dns.listen {
-                let (udp, tcp) = listen_dns(&mut inherited, &mut offered, *addr).await?;
+                let (udp, tcp) = trellis_dns::server::listen(&mut listeners, *addr)
+                    .await
+                    .map_err(|source| Error::Bind {
+                        what: "DNS",
+                        addr: *addr,
+                        source,
+                    })?;
                 dns_addrs.push(udp.local_addr().unwrap_or(*addr));
                 let networks = Networks {
                     listener: Some(config.network.clone()),
@@ -251,8 +247,7 @@ impl App {
             }
         }
 
-        let admin_listener =
-            listen(&mut inherited, &mut offered, "admin", config.admin_listen).await?;
+        let admin_listener = listen(&mut listeners, "admin", config.admin_listen).await?;
         let admin_addr = admin_listener.local_addr().unwrap_or(config.admin_listen);
         let token_file = config.data_dir.join("admin-token");
         let access =
@@ -270,7 +265,7 @@ impl App {
 
         let mut gateway = None;
         if let Some(addr) = config.gateway_listen {
-            let listener = listen(&mut inherited, &mut offered, "gateway", addr).await?;
+            let listener = listen(&mut listeners, "gateway", addr).await?;
             gateway = Some(listener.local_addr().unwrap_or(addr));
             tasks.spawn(crate::gateway::serve(
                 proxy.clone(),
@@ -301,16 +296,14 @@ impl App {
             );
         }
         if let Some(takeover) = takeover {
-            tokio::task::spawn_blocking(move || takeover.ready())
-                .await
-                .map_err(|_| HandoverError::Protocol("handover task failed"))??;
+            takeover.ready().await?;
         }
         let replaced = CancellationToken::new();
         let offer = Offer::bind(&handover)?;
+        let offered = listeners.into_offered();
         let (done, state) = (replaced.clone(), proxy.clone());
         tasks.spawn(async move {
-            let sockets: Vec<_> = offered.iter().map(|(n, fd)| (*n, fd.as_fd())).collect();
-            offer.handed_over(&sockets, || handed_state(&state)).await;
+            offer.handed_over(&offered, || handed_state(&state)).await;
             done.cancel();
         });
         tracing::info!(network = config.network, proxy = %config.proxy_listen, admin = %admin_addr, "node agent running");
@@ -370,60 +363,20 @@ impl App {
     }
 }
 
-/// The TCP listener `name` at `addr`: the one inherited, else bound here;
-/// a duplicate goes to `offered`, for the next process.
+/// The TCP listener `name` at `addr`, inherited or bound.
 async fn listen(
-    inherited: &mut Inherited,
-    offered: &mut Vec<(&'static str, OwnedFd)>,
+    listeners: &mut Listeners,
     name: &'static str,
     addr: SocketAddr,
 ) -> Result<TcpListener, Error> {
-    let bind_err = |source| Error::Bind {
-        what: name,
-        addr,
-        source,
-    };
-    let listener = match inherited.tcp(name, addr) {
-        Some(l) => TcpListener::from_std(l).map_err(bind_err)?,
-        None => TcpListener::bind(addr).await.map_err(bind_err)?,
-    };
-    offered.push((
-        name,
-        listener.as_fd().try_clone_to_owned().map_err(bind_err)?,
-    ));
-    Ok(listener)
-}
-
-/// The DNS's UDP socket and TCP listener at `addr`, inherited or bound.
-async fn listen_dns(
-    inherited: &mut Inherited,
-    offered: &mut Vec<(&'static str, OwnedFd)>,
-    addr: SocketAddr,
-) -> Result<(UdpSocket, TcpListener), Error> {
-    let bind_err = |source| Error::Bind {
-        what: "DNS",
-        addr,
-        source,
-    };
-    let (udp, tcp) = match (
-        inherited.udp("dns-udp", addr),
-        inherited.tcp("dns-tcp", addr),
-    ) {
-        (Some(u), Some(t)) => (
-            UdpSocket::from_std(u).map_err(bind_err)?,
-            TcpListener::from_std(t).map_err(bind_err)?,
-        ),
-        _ => trellis_dns::server::bind(addr).await.map_err(bind_err)?,
-    };
-    offered.push((
-        "dns-udp",
-        udp.as_fd().try_clone_to_owned().map_err(bind_err)?,
-    ));
-    offered.push((
-        "dns-tcp",
-        tcp.as_fd().try_clone_to_owned().map_err(bind_err)?,
-    ));
-    Ok((udp, tcp))
+    listeners
+        .tcp(name, addr)
+        .await
+        .map_err(|source| Error::Bind {
+            what: name,
+            addr,
+            source,
+        })
 }
 
 /// What a node hands the next one besides its sockets: its config

@@ -8,11 +8,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use trellis_api::handover::{self, Offer};
 use trellis_api::pki::Role;
 use trellis_dns::forward::Forwarder;
 use trellis_dns::handler::{Networks, Views};
 use trellis_dns::server::Options;
 use trellis_dns::tcp::Limits;
+
+/// How long a server taking over may take to have every view in place.
+const TAKEOVER_READY_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -140,6 +144,11 @@ pub async fn run(args: Args) -> Result<()> {
         ));
     }
     trellis_api::persist::private_dir(&args.data_dir)?;
+    let successor = super::reload::Successor::new()?;
+    let handover = args.data_dir.join("handover.sock");
+    let (mut sockets, _, takeover) = handover::begin(&handover)
+        .await
+        .context("taking over from the running DNS server")?;
     let tokens = join_tokens(&args.join_token, &networks)?;
     // One certificate per network: each shows only what reads that network.
     let mut followed = Vec::new();
@@ -163,9 +172,20 @@ pub async fn run(args: Args) -> Result<()> {
     let (tx, rx) = watch::channel(Arc::new(Views::new()));
     let follow = trellis_dns::feed::follow(followed, args.data_dir.clone(), args.ttl, tx);
     tokio::spawn(follow);
+    if takeover.is_some() {
+        // The running server answers until this one can: every network's
+        // view in place (its persisted snapshot, or the control plane's).
+        let mut views = rx.clone();
+        let all = views.wait_for(|v| networks.iter().all(|n| v.contains_key(n)));
+        tokio::time::timeout(TAKEOVER_READY_LIMIT, all)
+            .await
+            .map_err(|_| anyhow!("taking over: no view of every network after {TAKEOVER_READY_LIMIT:?}; the running server goes on"))?
+            .map_err(|_| anyhow!("taking over: the views ended"))?;
+    }
     let options = args.serving.options();
     if let Some(addr) = args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
+        let listener = sockets
+            .tcp("metrics", addr)
             .await
             .with_context(|| format!("binding the metrics listener {addr}"))?;
         let mut registry = prometheus_client::registry::Registry::default();
@@ -183,7 +203,7 @@ pub async fn run(args: Args) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut servers = tokio::task::JoinSet::new();
     for (addr, network) in listeners {
-        let (udp, tcp) = trellis_dns::server::bind(addr)
+        let (udp, tcp) = trellis_dns::server::listen(&mut sockets, addr)
             .await
             .with_context(|| format!("binding {addr}"))?;
         let bound = udp.local_addr()?;
@@ -206,7 +226,17 @@ pub async fn run(args: Args) -> Result<()> {
             },
         ));
     }
-    super::control_plane::shutdown().await;
+    if let Some(takeover) = takeover {
+        takeover.ready().await?;
+    }
+    let offer = Offer::bind(&handover)?;
+    let offered = sockets.into_offered();
+    super::reload::ready();
+    tokio::select! {
+        () = super::control_plane::shutdown() => super::reload::stopping(),
+        () = offer.handed_over(&offered, || serde_json::Value::Null) => {}
+        () = successor.on_hangup() => {}
+    }
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     Ok(())

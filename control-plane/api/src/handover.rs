@@ -173,6 +173,73 @@ fn local_addr(fd: BorrowedFd<'_>) -> Option<SocketAddr> {
     a.as_sockaddr_in6().map(|v6| SocketAddr::from(*v6))
 }
 
+/// A process's listening sockets as it gets them at start (inherited or
+/// bound), and the duplicates it will offer the next process.
+#[derive(Default)]
+pub struct Listeners {
+    inherited: Inherited,
+    offered: Vec<(&'static str, OwnedFd)>,
+}
+
+impl Listeners {
+    pub fn new(inherited: Inherited) -> Listeners {
+        Listeners {
+            inherited,
+            offered: Vec::new(),
+        }
+    }
+
+    /// The TCP listener `name` at `addr`: the inherited one, else bound.
+    pub async fn tcp(
+        &mut self,
+        name: &'static str,
+        addr: SocketAddr,
+    ) -> std::io::Result<tokio::net::TcpListener> {
+        let listener = match self.inherited.tcp(name, addr) {
+            Some(l) => tokio::net::TcpListener::from_std(l)?,
+            None => tokio::net::TcpListener::bind(addr).await?,
+        };
+        self.offer(name, listener.as_fd())?;
+        Ok(listener)
+    }
+
+    /// Sockets not claimed yet, for a listener that binds its own way.
+    pub fn inherited(&mut self) -> &mut Inherited {
+        &mut self.inherited
+    }
+
+    /// Offers `fd` to the next process as `name`.
+    pub fn offer(&mut self, name: &'static str, fd: BorrowedFd<'_>) -> std::io::Result<()> {
+        self.offered.push((name, fd.try_clone_to_owned()?));
+        Ok(())
+    }
+
+    /// What the next process is to get.
+    pub fn into_offered(self) -> Vec<(&'static str, OwnedFd)> {
+        self.offered
+    }
+}
+
+/// How a process starts: from the running process's sockets and state when
+/// one offers them at `path` (then it must say [`Takeover::ready`] once it
+/// accepts), else from systemd's sockets if it passed any, else from none.
+pub async fn begin(
+    path: &Path,
+) -> Result<(Listeners, serde_json::Value, Option<Takeover>), HandoverError> {
+    let from = path.to_path_buf();
+    let taken = tokio::task::spawn_blocking(move || take_over(&from))
+        .await
+        .map_err(|_| HandoverError::Protocol("handover task failed"))??;
+    Ok(match taken {
+        Some((inherited, state, takeover)) => (Listeners::new(inherited), state, Some(takeover)),
+        None => (
+            Listeners::new(Inherited::from_systemd()),
+            serde_json::Value::Null,
+            None,
+        ),
+    })
+}
+
 /// What the old process sends after the descriptors.
 #[derive(Serialize, Deserialize)]
 struct Manifest {
@@ -188,8 +255,10 @@ pub struct Takeover {
 
 impl Takeover {
     /// Tells the old process this one accepts: it stops, and drains.
-    pub fn ready(mut self) -> Result<(), HandoverError> {
-        self.stream.write_all(READY)?;
+    pub async fn ready(mut self) -> Result<(), HandoverError> {
+        tokio::task::spawn_blocking(move || self.stream.write_all(READY))
+            .await
+            .map_err(|_| HandoverError::Protocol("handover task failed"))??;
         Ok(())
     }
 }
@@ -300,7 +369,7 @@ impl Offer {
     /// with `state`, and returns once it said it accepts. An exchange that
     /// fails (a stray client, a taker that died) is logged and the wait
     /// goes on: this process keeps serving.
-    pub async fn handed_over<S>(&self, sockets: &[(&str, BorrowedFd<'_>)], state: S)
+    pub async fn handed_over<S>(&self, sockets: &[(&'static str, OwnedFd)], state: S)
     where
         S: Fn() -> serde_json::Value,
     {
@@ -314,8 +383,9 @@ impl Offer {
                 }
             };
             let names: Vec<String> = sockets.iter().map(|(n, _)| n.to_string()).collect();
+            let sockets: Vec<_> = sockets.iter().map(|(_, fd)| fd.as_fd()).collect();
             let mut fds = Vec::new();
-            for (_, fd) in sockets {
+            for fd in sockets {
                 match fd.try_clone_to_owned() {
                     Ok(fd) => fds.push(fd),
                     Err(e) => {
@@ -416,7 +486,10 @@ mod tests {
         let (tcp_addr, udp_addr) = (tcp.local_addr().unwrap(), udp.local_addr().unwrap());
         let offer = Offer::bind(&path).unwrap();
         let giver = tokio::spawn(async move {
-            let sockets = [("proxy", tcp.as_fd()), ("dns-udp", udp.as_fd())];
+            let sockets = [
+                ("proxy", OwnedFd::from(tcp)),
+                ("dns-udp", OwnedFd::from(udp)),
+            ];
             offer
                 .handed_over(&sockets, || serde_json::json!({"revision": 7}))
                 .await;
@@ -443,9 +516,7 @@ mod tests {
         let (accepted, _) = listener.accept().unwrap();
         assert_eq!(accepted.peer_addr().unwrap(), client.local_addr().unwrap());
         assert_eq!(udp_socket.local_addr().unwrap(), udp_addr);
-        tokio::task::spawn_blocking(move || takeover.ready().unwrap())
-            .await
-            .unwrap();
+        takeover.ready().await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), giver)
             .await
             .expect("the giver returns once the taker is ready")
@@ -461,7 +532,7 @@ mod tests {
         let offer = Offer::bind(&path).unwrap();
         let giver = tokio::spawn(async move {
             offer
-                .handed_over(&[("proxy", tcp.as_fd())], || serde_json::Value::Null)
+                .handed_over(&[("proxy", OwnedFd::from(tcp))], || serde_json::Value::Null)
                 .await;
         });
         // A client that speaks something else is refused; the offer stays.
@@ -493,9 +564,7 @@ mod tests {
             .unwrap()
             .unwrap()
             .unwrap();
-        tokio::task::spawn_blocking(move || takeover.ready().unwrap())
-            .await
-            .unwrap();
+        takeover.ready().await.unwrap();
         tokio::time::timeout(Duration::from_secs(5), giver)
             .await
             .unwrap()
