@@ -675,3 +675,82 @@ fn multi_cluster_snapshots_carry_the_other_networks_gateways() {
             .any(|g| g["name"] == "orders-west")
     );
 }
+
+#[test]
+fn ten_handovers_fail_no_apply_and_no_watch() {
+    let mut cp = ControlPlane::start(&[]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let sample = std::fs::read_to_string(SAMPLE).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    // A node's watch: long-polls of the snapshot, one after the other.
+    let client = harness::local::client(&cp);
+    let watching = stop.clone();
+    let watcher = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let (mut since, mut polls, mut failed) = (0u64, 0u32, Vec::new());
+            while !watching.load(std::sync::atomic::Ordering::Relaxed) {
+                match client
+                    .snapshot("east", Some(since), Duration::from_secs(2))
+                    .await
+                {
+                    Ok(Some(s)) => since = s.revision,
+                    Ok(None) => {}
+                    Err(e) => failed.push(e.to_string()),
+                }
+                polls += 1;
+            }
+            (since, polls, failed)
+        })
+    });
+    // An operator shifting weights, apply after apply.
+    let applying = stop.clone();
+    let (url, token, ca) = (cp.url.clone(), cp.token_file(), cp.ca_file());
+    let dir = tempfile::tempdir().unwrap();
+    let applier = std::thread::spawn(move || {
+        let (mut applied, mut failed, mut weight) = (0u32, Vec::new(), 90);
+        while !applying.load(std::sync::atomic::Ordering::Relaxed) {
+            weight = if weight == 90 { 80 } else { 90 };
+            let file = dir.path().join("shift.yaml");
+            let shifted = sample
+                .replace("weight: 90", &format!("weight: {weight}"))
+                .replace("weight: 10", &format!("weight: {}", 100 - weight));
+            std::fs::write(&file, shifted).unwrap();
+            let out = std::process::Command::new(harness::BIN)
+                .args(["apply", "-f"])
+                .arg(&file)
+                .args(["--server", &url])
+                .env("TRELLIS_TOKEN_FILE", &token)
+                .env("TRELLIS_CA_FILE", &ca)
+                .output()
+                .unwrap();
+            match out.status.success() {
+                true => applied += 1,
+                false => failed.push(String::from_utf8_lossy(&out.stderr).to_string()),
+            }
+        }
+        (applied, failed)
+    });
+
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..10 {
+        cp.hand_over();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (applied, apply_failures) = applier.join().unwrap();
+    let (seen, polls, watch_failures) = watcher.join().unwrap();
+    println!("{applied} applies, {polls} watch polls across ten handovers");
+    assert!(apply_failures.is_empty(), "{apply_failures:?}");
+    assert!(watch_failures.is_empty(), "{watch_failures:?}");
+    assert!(applied >= 10, "{applied}");
+    // The watch followed the applies through every handover.
+    assert!(
+        seen > u64::from(applied / 2),
+        "revision {seen} after {applied} applies"
+    );
+}

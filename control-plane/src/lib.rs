@@ -127,6 +127,8 @@ pub struct ControlPlane {
     pub audit: audit::AuditLog,
     /// Named API tokens with roles.
     pub operators: operators::Operators,
+    /// Set when this process hands over: watches answer at once.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 fn now() -> u64 {
@@ -184,6 +186,7 @@ impl ControlPlane {
             store,
             revision,
             snapshots: Mutex::new(HashMap::new()),
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -518,11 +521,28 @@ impl ControlPlane {
             if since.is_none_or(|s| changed_at > s) {
                 return Ok(Some(body));
             }
+            if self.draining() {
+                return Ok(None);
+            }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
                 Ok(Ok(())) => continue,
                 _ => return Ok(None),
             }
         }
+    }
+
+    /// Ends every watch now (nothing changed, ask again) and every later
+    /// one at once: this process is handing over, and the watchers' next
+    /// ask goes to the process that takes over.
+    pub fn drain_watches(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.revision.send_modify(|_| {});
+    }
+
+    /// Whether this process is handing over ([`ControlPlane::drain_watches`]).
+    pub fn draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The network's snapshot in `view`, compiled at most once per revision

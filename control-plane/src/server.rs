@@ -159,11 +159,16 @@ fn raw_json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     resp
 }
 
+/// After the last accept, how long connections have to send a request
+/// before idle ones are closed.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
 /// Serves the API over TLS (`tls`) on `listener` until `shutdown`
-/// resolves, then lets in-flight requests finish (up to 10 s).
+/// resolves, then lets in-flight requests finish (up to 10 s). When it
+/// returns, no connection task holds `cp` any more.
 pub async fn serve(
     cp: Arc<ControlPlane>,
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     tls: Arc<rustls::ServerConfig>,
     token: String,
     max_connections: usize,
@@ -174,7 +179,9 @@ pub async fn serve(
     let token: Arc<str> = token.into();
     let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -194,7 +201,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (cp, token, acceptor) = (cp.clone(), token.clone(), acceptor.clone());
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let stream =
                 match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
@@ -230,12 +237,17 @@ pub async fn serve(
             drop(permit);
         });
     }
+    // A connection accepted just now has not sent its request yet, and a
+    // graceful shutdown would close it as idle: give such requests a moment
+    // to arrive (they are answered with `Connection: close`).
+    tokio::time::sleep(DRAIN_GRACE).await;
     if tokio::time::timeout(Duration::from_secs(10), graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after 10 s; closing them");
     }
+    connections.shutdown().await;
 }
 
 /// Who calls, as the API sees it.
@@ -380,6 +392,15 @@ async fn handle(
             // The change is made; the operator must learn the trail is not.
             tracing::error!(error = %e, "could not write the audit record");
         }
+    }
+    let mut resp = resp;
+    if cp.draining() {
+        // Handing over: the client's next request goes on a new
+        // connection, which the next process accepts.
+        resp.headers_mut().insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("close"),
+        );
     }
     resp
 }

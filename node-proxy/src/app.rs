@@ -17,7 +17,7 @@ use http::StatusCode;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -235,15 +235,21 @@ impl App {
                     listener: Some(config.network.clone()),
                     sources: Vec::new(),
                 };
-                let stop = stop.clone();
-                tasks.spawn(trellis_dns::server::serve(
+                let (stop, ready) = (stop.clone(), ready.clone());
+                let serve = trellis_dns::server::serve(
                     udp,
                     tcp,
                     views_rx.clone(),
                     networks,
                     dns.options.clone(),
                     async move { stop.cancelled().await },
-                ));
+                );
+                // Queries that came before the config wait in the socket,
+                // to be answered, not refused.
+                tasks.spawn(async move {
+                    once(&ready).await;
+                    serve.await
+                });
             }
         }
 
@@ -277,23 +283,32 @@ impl App {
         if takeover.is_some() {
             // The old process serves until this one accepts: accept only
             // with a config in place.
-            let waited = tokio::time::timeout(TAKEOVER_READY_LIMIT, async {
-                while !ready.load(Ordering::Relaxed) {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            });
-            if waited.await.is_err() {
+            if tokio::time::timeout(TAKEOVER_READY_LIMIT, once(&ready))
+                .await
+                .is_err()
+            {
                 follower.abort();
                 return Err(Error::NotReady(TAKEOVER_READY_LIMIT));
             }
         }
         let mut proxies = JoinSet::new();
         for listener in std::iter::once(listener_v4).chain(listener_v6) {
-            proxies.spawn(
+            // A connection redirected before there is a config (the
+            // datapath's pins outlive a crash; systemd's socket held it)
+            // waits in the backlog rather than be refused as unknown.
+            let (serve, stop) = (
                 proxy
                     .clone()
                     .serve(listener, shutdown.clone(), config.drain),
+                shutdown.clone(),
             );
+            let ready = ready.clone();
+            proxies.spawn(async move {
+                tokio::select! {
+                    () = once(&ready) => serve.await,
+                    () = stop.cancelled() => {}
+                }
+            });
         }
         if let Some(takeover) = takeover {
             takeover.ready().await?;
@@ -360,6 +375,13 @@ impl App {
         while self.proxies.join_next().await.is_some() {}
         self.stop.cancel();
         self.tasks.abort_all();
+    }
+}
+
+/// Resolves once `flag` is set (the first config is in place).
+async fn once(flag: &AtomicBool) {
+    while !flag.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

@@ -3,14 +3,20 @@
 use anyhow::{Context, Result};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use trellis_api::handover::{self, Ask, Offer, Taker};
 use trellis_control_plane::api_tls::{self, Serving};
 use trellis_control_plane::ca::Authority;
 use trellis_control_plane::keys::Keyring;
 use trellis_control_plane::state::Settings;
 use trellis_control_plane::store::RedbStore;
 use trellis_control_plane::{Config, ControlPlane, server, token};
+
+/// How long a control plane taking over waits for the old one's store lock.
+const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -80,14 +86,137 @@ pub async fn run(args: Args) -> Result<()> {
             token::path(&args.data_dir).display()
         )
     })?;
-    let store = RedbStore::open(&args.data_dir)?;
+    let mut successor = super::reload::Successor::new()?;
+    let handover_path = args.data_dir.join("handover.sock");
+    let (mut sockets, _, mut takeover) = handover::begin(&handover_path)
+        .await
+        .context("taking over from the running control plane")?;
+    let listener = Arc::new(
+        sockets
+            .tcp("api", args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?,
+    );
+    let addr = listener.local_addr()?;
+    if let Some(t) = takeover.as_mut() {
+        // The store is one process's at a time: the running control plane
+        // stops serving and closes it first. Meanwhile connections wait in
+        // the listener's backlog, which both processes share.
+        t.release()
+            .await
+            .context("taking over: the running control plane did not release its store")?;
+    }
+    let offered = sockets.into_offered();
+    let offer = Offer::bind(&handover_path)?;
+    let mut announced = false;
+    loop {
+        let (cp, tls, mut background) = open(&args, takeover.is_some()).await?;
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(server::serve(
+            cp.clone(),
+            listener.clone(),
+            tls,
+            token.clone(),
+            args.max_connections,
+            stop.clone().cancelled_owned(),
+        ));
+        if let Some(t) = takeover.take() {
+            t.ready().await?;
+        }
+        tracing::info!(
+            %addr,
+            data_dir = %args.data_dir.display(),
+            revision = cp.current().revision,
+            "control plane listening"
+        );
+        if !announced {
+            // Scripts and tests started with port 0 learn the port from this line.
+            println!("trellis control plane listening on https://{addr}");
+            super::reload::ready();
+            announced = true;
+        }
+        let taker = tokio::select! {
+            () = shutdown() => {
+                super::reload::stopping();
+                None
+            }
+            taker = release_asked(&offer, &offered) => Some(taker),
+            () = successor.on_hangup() => None,
+        };
+        // Stop accepting, end the watches (their next ask goes to whoever
+        // accepts next), let requests in flight finish; then nothing holds
+        // the store.
+        stop.cancel();
+        cp.drain_watches();
+        let _ = serving.await;
+        background.shutdown().await;
+        drop(cp);
+        let Some(mut taker) = taker else {
+            tracing::info!("control plane stopped");
+            return Ok(());
+        };
+        let handed = async {
+            taker.released().await?;
+            taker.next().await
+        };
+        match handed.await {
+            Ok(Ask::Ready) => {
+                tracing::info!("the next control plane serves: handed over");
+                return Ok(());
+            }
+            Ok(Ask::Release) => tracing::warn!("the next control plane asked twice; serving again"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the next control plane failed after the store was released; serving again")
+            }
+        }
+    }
+}
+
+/// Waits for a process that takes the sockets over and asks for the store.
+async fn release_asked(offer: &Offer, sockets: &[(&'static str, OwnedFd)]) -> Taker {
+    loop {
+        let mut taker = offer.taker(sockets, || serde_json::Value::Null).await;
+        match taker.next().await {
+            Ok(Ask::Release) => return taker,
+            Ok(Ask::Ready) => {
+                tracing::warn!(
+                    "a taker said it accepts without asking for the store; still serving"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "handover failed; still serving"),
+        }
+    }
+}
+
+/// Opens the store, the keys and the CA, and starts what runs beside the
+/// API (key rotation, the API certificate's renewal). After a takeover the
+/// old process may take a moment to let go of the store's lock.
+async fn open(
+    args: &Args,
+    took_over: bool,
+) -> Result<(
+    Arc<ControlPlane>,
+    Arc<rustls::ServerConfig>,
+    tokio::task::JoinSet<()>,
+)> {
+    let deadline = std::time::Instant::now() + STORE_LOCK_WAIT;
+    let store = loop {
+        match RedbStore::open(&args.data_dir) {
+            Ok(s) => break s,
+            Err(e) if took_over && std::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "the store is not free yet");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let key_file = args
         .secrets_key_file
         .clone()
         .unwrap_or_else(|| args.data_dir.join("secrets.key"));
     let keyring = Keyring::open_or_create(&key_file)?;
     let ca = Authority::open(&args.data_dir, args.node_cert_ttl, &keyring)?;
-    let names = serving_names(&args);
+    let names = serving_names(args);
     let serving = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Serving::Files { cert, key },
         _ => Serving::Issued(&names),
@@ -108,17 +237,18 @@ pub async fn run(args: Args) -> Result<()> {
             vip_hold_secs: args.vip_hold_seconds,
             max_state_bytes: args.max_state_bytes,
         },
-        region: args.sigv4_region,
+        region: args.sigv4_region.clone(),
         max_body_bytes: args.max_body_bytes,
         max_connections: args.max_connections,
         api_ca_sha256,
     };
     let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring, ca)?);
-    tokio::spawn(cp.clone().rotate_daily());
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(cp.clone().rotate_daily());
     if issued {
         // A fresh serving certificate every day: one never nears its end.
-        let (cp, names) = (cp.clone(), names.clone());
-        tokio::spawn(async move {
+        let cp = cp.clone();
+        background.spawn(async move {
             loop {
                 tokio::time::sleep(api_tls::RENEW_EVERY).await;
                 let renewed = cp
@@ -134,21 +264,7 @@ pub async fn run(args: Args) -> Result<()> {
             }
         });
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(
-        %addr,
-        data_dir = %args.data_dir.display(),
-        revision = cp.current().revision,
-        "control plane listening"
-    );
-    // Scripts and tests started with port 0 learn the port from this line.
-    println!("trellis control plane listening on https://{addr}");
-    server::serve(cp, listener, tls, token, args.max_connections, shutdown()).await;
-    tracing::info!("control plane stopped");
-    Ok(())
+    Ok((cp, tls, background))
 }
 
 /// What the self-issued API certificate names: loopback always, the listen

@@ -17,6 +17,8 @@ use trellis_dns::tcp::Limits;
 
 /// How long a server taking over may take to have every view in place.
 const TAKEOVER_READY_LIMIT: Duration = Duration::from_secs(60);
+/// How long a starting server holds queries for views it has not got yet.
+const VIEWS_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -144,7 +146,7 @@ pub async fn run(args: Args) -> Result<()> {
         ));
     }
     trellis_api::persist::private_dir(&args.data_dir)?;
-    let successor = super::reload::Successor::new()?;
+    let mut successor = super::reload::Successor::new()?;
     let handover = args.data_dir.join("handover.sock");
     let (mut sockets, _, takeover) = handover::begin(&handover)
         .await
@@ -183,6 +185,7 @@ pub async fn run(args: Args) -> Result<()> {
             .map_err(|_| anyhow!("taking over: the views ended"))?;
     }
     let options = args.serving.options();
+    let networks_served = Arc::new(networks.clone());
     if let Some(addr) = args.metrics_listen {
         let listener = sockets
             .tcp("metrics", addr)
@@ -215,7 +218,7 @@ pub async fn run(args: Args) -> Result<()> {
             sources: sources.clone(),
         };
         let mut stop = stop_rx.clone();
-        servers.spawn(trellis_dns::server::serve(
+        let serve = trellis_dns::server::serve(
             udp,
             tcp,
             rx.clone(),
@@ -224,7 +227,18 @@ pub async fn run(args: Args) -> Result<()> {
             async move {
                 let _ = stop.wait_for(|s| *s).await;
             },
-        ));
+        );
+        // Queries already waiting in a socket systemd kept across a crash
+        // are answered from the views, not refused for want of them; a
+        // network the control plane cannot give yet holds the rest up
+        // only so long.
+        let mut views = rx.clone();
+        let networks = networks_served.clone();
+        servers.spawn(async move {
+            let all = views.wait_for(|v| networks.iter().all(|n| v.contains_key(n)));
+            let _ = tokio::time::timeout(VIEWS_WAIT, all).await;
+            serve.await
+        });
     }
     if let Some(takeover) = takeover {
         takeover.ready().await?;

@@ -149,7 +149,7 @@ pub async fn run(args: Args) -> Result<()> {
         gateway_connect_timeout: Duration::from_millis(args.gateway_connect_timeout_ms.max(1)),
         trim: crate::release_free_memory,
     };
-    let successor = super::reload::Successor::new()?;
+    let mut successor = super::reload::Successor::new()?;
     let app = App::start(config, Member { identity, client }).await?;
     // Scripts and tests learn the ports from these lines.
     for addr in app.dns_addrs() {

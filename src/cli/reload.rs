@@ -33,7 +33,7 @@ impl Successor {
     /// arguments. It takes the listeners over, and this process learns of
     /// it from its handover offer; a successor that fails (a bad flag, a
     /// broken upgrade) is logged and this process serves on. Never returns.
-    pub async fn on_hangup(mut self) {
+    pub async fn on_hangup(&mut self) {
         loop {
             self.hangup.recv().await;
             let child = tokio::process::Command::new(&self.exe)

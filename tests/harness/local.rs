@@ -66,6 +66,25 @@ impl ControlPlane {
         self.child = Some(child);
     }
 
+    /// Starts a new process on the same data dir and port while this one
+    /// runs: it takes the API socket and the store over; the old one exits.
+    pub fn hand_over(&mut self) {
+        let old = self.child.take();
+        self.start_again();
+        if let Some(mut old) = old {
+            let t = std::time::Instant::now();
+            while old.try_wait().expect("the old control plane").is_none() {
+                if t.elapsed() > Duration::from_secs(20) {
+                    let _ = old.kill();
+                    panic!("the old control plane did not exit after the handover");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let status = old.wait().expect("its status");
+            assert!(status.success(), "the old control plane: {status}");
+        }
+    }
+
     /// SIGTERM, wait, start again.
     pub fn restart(&mut self) {
         self.stop("-TERM");

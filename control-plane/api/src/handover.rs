@@ -36,6 +36,8 @@ use std::time::Duration;
 /// The first line a taker sends, so a stray client is told apart.
 const HELLO: &[u8] = b"TRELLIS-HANDOVER 1\n";
 const READY: &[u8] = b"READY\n";
+const RELEASE: &[u8] = b"RELEASE\n";
+const RELEASED: &[u8] = b"RELEASED\n";
 /// More listeners than any role has.
 const MAX_FDS: usize = 64;
 /// The carried-over state is small (health of each target); a bound keeps
@@ -43,6 +45,8 @@ const MAX_FDS: usize = 64;
 const MAX_STATE: usize = 16 << 20;
 /// Every read and write of the exchange.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+/// A taker loading its config, or a giver draining before it releases.
+const TAKER_LIMIT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HandoverError {
@@ -254,12 +258,27 @@ pub struct Takeover {
 }
 
 impl Takeover {
+    /// Asks the old process to stop serving and release what only one
+    /// process may hold; returns once it has.
+    pub async fn release(&mut self) -> Result<(), HandoverError> {
+        let mut stream = self.stream.try_clone()?;
+        blocking(move || {
+            stream.write_all(RELEASE)?;
+            stream.set_read_timeout(Some(TAKER_LIMIT))?;
+            let mut line = [0u8; RELEASED.len()];
+            stream.read_exact(&mut line)?;
+            if line != *RELEASED {
+                return Err(HandoverError::Protocol("the old process did not release"));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// Tells the old process this one accepts: it stops, and drains.
-    pub async fn ready(mut self) -> Result<(), HandoverError> {
-        tokio::task::spawn_blocking(move || self.stream.write_all(READY))
-            .await
-            .map_err(|_| HandoverError::Protocol("handover task failed"))??;
-        Ok(())
+    pub async fn ready(self) -> Result<(), HandoverError> {
+        let mut stream = self.stream;
+        blocking(move || Ok(stream.write_all(READY)?)).await
     }
 }
 
@@ -374,6 +393,30 @@ impl Offer {
         S: Fn() -> serde_json::Value,
     {
         loop {
+            let mut taker = self.taker(sockets, &state).await;
+            match taker.next().await {
+                Ok(Ask::Ready) => {
+                    tracing::info!(socket = %self.path.display(), "the next process accepts: handed over");
+                    return;
+                }
+                Ok(Ask::Release) => {
+                    tracing::warn!(
+                        "the next process asked for a release this role does not make; still serving"
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "handover failed; still serving"),
+            }
+        }
+    }
+
+    /// Waits for a process to take the `sockets` and `state`, and hands
+    /// them over; what it asks next is [`Taker::next`]. Failed exchanges
+    /// are logged and the wait goes on.
+    pub async fn taker<S>(&self, sockets: &[(&'static str, OwnedFd)], state: S) -> Taker
+    where
+        S: Fn() -> serde_json::Value,
+    {
+        loop {
             let stream = match self.listener.accept().await {
                 Ok((s, _)) => s,
                 Err(e) => {
@@ -383,50 +426,93 @@ impl Offer {
                 }
             };
             let names: Vec<String> = sockets.iter().map(|(n, _)| n.to_string()).collect();
-            let sockets: Vec<_> = sockets.iter().map(|(_, fd)| fd.as_fd()).collect();
-            let mut fds = Vec::new();
-            for fd in sockets {
-                match fd.try_clone_to_owned() {
-                    Ok(fd) => fds.push(fd),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot duplicate a listener for handover");
-                        return std::future::pending().await;
-                    }
+            let fds: Result<Vec<OwnedFd>, _> =
+                sockets.iter().map(|(_, fd)| fd.try_clone()).collect();
+            let fds = match fds {
+                Ok(fds) => fds,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot duplicate a listener for handover");
+                    continue;
                 }
-            }
+            };
             let manifest = Manifest {
                 names,
                 state: state(),
             };
-            let exchange = stream
-                .into_std()
-                .map_err(HandoverError::from)
-                .and_then(|s| {
-                    s.set_nonblocking(false)?;
-                    Ok(s)
-                });
-            let result = match exchange {
-                Ok(s) => tokio::task::spawn_blocking(move || offer(s, &fds, &manifest))
-                    .await
-                    .unwrap_or(Err(HandoverError::Protocol("handover task failed"))),
-                Err(e) => Err(e),
+            let exchange = async {
+                let s = stream.into_std()?;
+                s.set_nonblocking(false)?;
+                blocking(move || offer(s, &fds, &manifest)).await
             };
-            match result {
-                Ok(()) => {
-                    tracing::info!(socket = %self.path.display(), "the next process accepts: handed over");
-                    return;
-                }
+            match exchange.await {
+                Ok(stream) => return Taker { stream },
                 Err(e) => tracing::warn!(error = %e, "handover failed; still serving"),
             }
         }
     }
 }
 
+/// What a taker asks once it has the sockets.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ask {
+    /// It accepts: stop accepting and drain.
+    Ready,
+    /// It needs what this process holds exclusively (the control plane's
+    /// store): stop serving, release it, and say [`Taker::released`].
+    Release,
+}
+
+/// The old process's side of one exchange, after the sockets went over.
+pub struct Taker {
+    stream: UnixStream,
+}
+
+impl Taker {
+    /// What the taker asks next (it may take its time loading its config);
+    /// an error when it went away.
+    pub async fn next(&mut self) -> Result<Ask, HandoverError> {
+        let mut stream = self.stream.try_clone()?;
+        blocking(move || {
+            // The taker loads its config before it asks: allow it that long.
+            stream.set_read_timeout(Some(TAKER_LIMIT))?;
+            let mut line = [0u8; RELEASE.len()];
+            stream.read_exact(&mut line[..READY.len()])?;
+            if line[..READY.len()] == *READY {
+                return Ok(Ask::Ready);
+            }
+            stream.read_exact(&mut line[READY.len()..])?;
+            if line == *RELEASE {
+                return Ok(Ask::Release);
+            }
+            Err(HandoverError::Protocol("the taker said something else"))
+        })
+        .await
+    }
+
+    /// Tells the taker what it asked for is released.
+    pub async fn released(&mut self) -> Result<(), HandoverError> {
+        let mut stream = self.stream.try_clone()?;
+        blocking(move || Ok(stream.write_all(RELEASED)?)).await
+    }
+}
+
+/// Runs blocking exchange steps off the runtime's threads.
+async fn blocking<T, F>(f: F) -> Result<T, HandoverError>
+where
+    F: FnOnce() -> Result<T, HandoverError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or(Err(HandoverError::Protocol("handover task failed")))
+}
+
+/// Sends the sockets and the manifest; the stream, for what comes next.
 fn offer(
     mut stream: UnixStream,
     fds: &[OwnedFd],
     manifest: &Manifest,
-) -> Result<(), HandoverError> {
+) -> Result<UnixStream, HandoverError> {
     same_user(&stream)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -452,14 +538,7 @@ fn offer(
         return Err(HandoverError::Protocol("short header"));
     }
     stream.write_all(&body)?;
-    // The taker loads its config before it accepts: allow it that long.
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
-    let mut ready = [0u8; READY.len()];
-    stream.read_exact(&mut ready)?;
-    if ready != READY {
-        return Err(HandoverError::Protocol("the taker did not say it accepts"));
-    }
-    Ok(())
+    Ok(stream)
 }
 
 /// Only a process of the same user may take (or give) listeners.
@@ -521,6 +600,31 @@ mod tests {
             .await
             .expect("the giver returns once the taker is ready")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_taker_may_ask_for_a_release_before_it_accepts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("handover.sock");
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let offer = Offer::bind(&path).unwrap();
+        let giver = tokio::spawn(async move {
+            let sockets = [("api", OwnedFd::from(tcp))];
+            let mut taker = offer.taker(&sockets, || serde_json::Value::Null).await;
+            assert_eq!(taker.next().await.unwrap(), Ask::Release);
+            // ... stop serving, close the store ...
+            taker.released().await.unwrap();
+            taker.next().await.unwrap()
+        });
+        let taker = path.clone();
+        let (_, _, mut takeover) = tokio::task::spawn_blocking(move || take_over(&taker))
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        takeover.release().await.unwrap();
+        takeover.ready().await.unwrap();
+        assert_eq!(giver.await.unwrap(), Ask::Ready);
     }
 
     #[tokio::test]
