@@ -25,6 +25,20 @@ fn unique() -> (String, String) {
     (format!("{pid}-{n}"), format!("{}{n}", pid % 100_000))
 }
 
+/// A "container": a network namespace of its own joined to the node's
+/// bridge by a veth pair, its own address and cgroup, and its own
+/// `resolv.conf` (`/etc/netns/<ns>/resolv.conf`, which `ip netns exec`
+/// mounts over `/etc/resolv.conf`) naming the node DNS.
+pub struct Container {
+    pub ns: String,
+    pub ip: String,
+    pub cgroup: PathBuf,
+}
+
+/// The node side of the containers' bridge; the proxy and the node DNS
+/// listen here so that containers reach them.
+pub const BRIDGE_IP: &str = "10.88.0.1";
+
 pub struct Env {
     pub ns: String,
     tns: String,
@@ -40,6 +54,10 @@ pub struct Env {
     replaced: Vec<Child>,
     /// Nodes not started here (a successor a node started), by pid.
     adopted: Vec<u32>,
+    /// Containers made by `add_container`, removed on drop.
+    containers: Vec<Container>,
+    bridge: Option<String>,
+    short: String,
     /// The last node's extra arguments, for a restart.
     node_extra: Vec<String>,
     backends: Vec<Child>,
@@ -77,6 +95,9 @@ impl Env {
             node: None,
             replaced: Vec::new(),
             adopted: Vec::new(),
+            containers: Vec::new(),
+            bridge: None,
+            short: short.clone(),
             node_extra: Vec::new(),
             backends: Vec::new(),
             admin: String::new(),
@@ -106,6 +127,97 @@ impl Env {
         std::fs::create_dir(&env.proxy_cg).unwrap();
         env.start_control_plane();
         Some(env)
+    }
+
+    /// A container with address 10.88.0.`n`, in a cgroup under the
+    /// client cgroup (`redirected`) or beside it. The bridge is made with
+    /// the first one.
+    pub fn add_container(&mut self, n: u8, redirected: bool) -> Container {
+        if self.bridge.is_none() {
+            let br = format!("tb{}", self.short);
+            must(&format!(
+                "ip -n {ns} link add {br} type bridge && ip -n {ns} addr add {BRIDGE_IP}/24 dev {br} \
+                 && ip -n {ns} link set {br} up",
+                ns = self.ns
+            ));
+            self.bridge = Some(br);
+        }
+        let br = self.bridge.clone().unwrap_or_default();
+        let ns = format!("{}-c{n}", self.ns);
+        let ip = format!("10.88.0.{n}");
+        let host = format!("tv{}x{n}", self.short);
+        must(&format!(
+            "ip netns add {ns} && ip -n {ns} link set lo up \
+             && ip link add {host} netns {node} type veth peer name eth0 netns {ns} \
+             && ip -n {node} link set {host} master {br} && ip -n {node} link set {host} up \
+             && ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 up \
+             && ip -n {ns} route add default via {BRIDGE_IP}",
+            node = self.ns
+        ));
+        let resolv = PathBuf::from("/etc/netns").join(&ns);
+        std::fs::create_dir_all(&resolv).unwrap();
+        std::fs::write(
+            resolv.join("resolv.conf"),
+            format!("nameserver {BRIDGE_IP}\n"),
+        )
+        .unwrap();
+        let parent = if redirected {
+            &self.client_cg
+        } else {
+            &self.cg_mount
+        };
+        let cgroup = parent.join(format!("{ns}-cg"));
+        std::fs::create_dir(&cgroup).unwrap();
+        let c = Container { ns, ip, cgroup };
+        self.containers.push(Container {
+            ns: c.ns.clone(),
+            ip: c.ip.clone(),
+            cgroup: c.cgroup.clone(),
+        });
+        c
+    }
+
+    /// `cmd` in container `c` (its namespace and its cgroup).
+    pub fn in_container(&self, c: &Container, cmd: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args([
+            "netns",
+            "exec",
+            &c.ns,
+            "sh",
+            "-c",
+            &format!(
+                "echo $$ > {}/cgroup.procs && exec {cmd}",
+                c.cgroup.display()
+            ),
+        ]);
+        command
+    }
+
+    /// tests/node/client.py in container `c`; its stdout.
+    pub fn container_client(&self, c: &Container, args: &[&str]) -> String {
+        let out = self
+            .in_container(c, &format!("python3 {HERE}/client.py {}", args.join(" ")))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Removes container `c`: its processes are killed and its namespace
+    /// deleted (with whatever connections it had open).
+    pub fn remove_container(&mut self, c: &Container) {
+        remove_container(c);
+        self.containers.retain(|k| k.ns != c.ns);
+    }
+
+    /// Entries in one of the datapath's pinned maps (`trellis_peer_orig`, ...).
+    pub fn map_entries(&self, map: &str) -> usize {
+        let out = must(&format!(
+            "bpftool -j map dump pinned {}/maps/{map}",
+            self.pin_dir.display()
+        ));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+        v.as_array().map_or(0, Vec::len)
     }
 
     /// `ip netns exec` into the node namespace, in `cgroup` if given.
@@ -423,8 +535,26 @@ impl Env {
     }
 }
 
+/// Kills what runs in `c`, deletes its namespace, `resolv.conf` and cgroup.
+fn remove_container(c: &Container) {
+    let _ = sh(&format!(
+        "ip netns pids {ns} | xargs -r kill -9; ip netns del {ns}",
+        ns = c.ns
+    ));
+    let _ = std::fs::remove_dir_all(PathBuf::from("/etc/netns").join(&c.ns));
+    for _ in 0..50 {
+        if std::fs::remove_dir(&c.cgroup).is_ok() || !c.cgroup.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 impl Drop for Env {
     fn drop(&mut self) {
+        for c in self.containers.drain(..) {
+            remove_container(&c);
+        }
         self.stop_node();
         if std::thread::panicking() {
             let log = std::fs::read_to_string(self.run.join("node.log")).unwrap_or_default();

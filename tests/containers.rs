@@ -1,0 +1,217 @@
+//! Clients in network namespaces of their own ("containers", issue 21), as
+//! root: each has a veth pair to a bridge in the node's namespace, its own
+//! address, cgroup and resolv.conf. The node's proxy and DNS listen on the
+//! bridge address, where containers reach them and host processes too.
+//! (Docker's engine cannot run on this machine; tests/README.md says why.)
+
+mod harness;
+
+use harness::node::{BRIDGE_IP, Env, SNAT_IP, TARGET_IP};
+use std::time::{Duration, Instant};
+
+const SERVICES: &str = r#"apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {name: east}
+spec: {}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: shop}
+spec: {networks: [east]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: blue}
+spec: {network: east, targets: [{address: TARGET, port: 8081}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: green}
+spec: {network: east, targets: [{address: TARGET, port: 8082}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: checkout}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction:
+        forward: [{targetGroup: blue, weight: 90}, {targetGroup: green, weight: 10}]
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: ledger}
+spec:
+  serviceNetworks: [shop]
+  authType: SIGV4
+  authPolicy:
+    Version: "2012-10-17"
+    Statement:
+      - Effect: Allow
+        Principal: "*"
+        Action: "vpc-lattice-svcs:Invoke"
+        Resource: "*"
+        Condition:
+          IpAddress: {"aws:SourceIp": "10.88.0.2/32"}
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction: {forward: [{targetGroup: blue}]}
+"#;
+
+fn count(v: &serde_json::Value, name: &str) -> u64 {
+    v["names"][name].as_u64().unwrap_or(0)
+}
+
+fn parse(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("client said {out:?}: {e}"))
+}
+
+#[test]
+fn containers_reach_services_by_name_with_their_own_addresses() {
+    let Some(mut env) = Env::new("containers") else {
+        return;
+    };
+    env.start_backends(&["http:8081:blue", "http:8082:green"]);
+    env.apply(&SERVICES.replace("TARGET", TARGET_IP));
+    let one = env.add_container(2, true);
+    let two = env.add_container(3, true);
+    let outside = env.add_container(4, false);
+    let proxy = format!("{BRIDGE_IP}:15001");
+    let dns = format!("{BRIDGE_IP}:53");
+    env.start_node(&["--proxy-listen", &proxy, "--dns-listen", &dns]);
+    let url = "http://checkout.trellis.internal/";
+
+    // Both containers, by name through their own resolv.conf, with Python
+    // and with curl: the split, the SNAT address at the target, and each
+    // container's own address in x-forwarded-for.
+    for c in [&one, &two] {
+        let v = parse(&env.container_client(c, &["count", url, "200"]));
+        let (blue, green) = (count(&v, "blue"), count(&v, "green"));
+        assert_eq!(blue + green, 200, "{v}");
+        assert!((160..=195).contains(&blue), "about 90/10: {v}");
+        assert_eq!(v["last"]["peer"], SNAT_IP, "{v}");
+        assert_eq!(
+            v["last"]["headers"]["x-forwarded-for"],
+            c.ip.as_str(),
+            "{v}"
+        );
+        let out = env
+            .in_container(c, &format!("curl -s -m 5 {url}"))
+            .output()
+            .unwrap();
+        let body = parse(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(body["headers"]["x-forwarded-for"], c.ip.as_str(), "{body}");
+    }
+    // The client's socket still names the VIP as its peer.
+    let vip = env.vip("checkout");
+    let out = env
+        .in_container(
+            &one,
+            &format!(
+                "python3 -c \"import socket; s = socket.create_connection(('{vip}', 80), 5); print(s.getpeername()[0])\""
+            ),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), vip);
+
+    // A host process on the same node reaches the same service.
+    let host = env.client(&["count", &format!("http://{}/", env.vip("checkout")), "20"]);
+    assert_eq!(count(&host, "blue") + count(&host, "green"), 20, "{host}");
+    assert_eq!(
+        host["last"]["headers"]["x-forwarded-for"], BRIDGE_IP,
+        "{host}"
+    );
+
+    // aws:SourceIp tells the containers apart.
+    let ledger = "http://ledger.trellis.internal/";
+    let allowed = parse(&env.container_client(&one, &["count", ledger, "3"]));
+    assert_eq!(count(&allowed, "blue"), 3, "{allowed}");
+    let denied = parse(&env.container_client(&two, &["count", ledger, "3"]));
+    assert_eq!(denied["statuses"]["403"], 3, "{denied}");
+
+    // A container outside the client cgroup is not redirected: the VIP
+    // leads nowhere from it.
+    let out = env
+        .in_container(
+            &outside,
+            &format!("curl -s -m 2 -o /dev/null -w '%{{http_code}}' http://{vip}/"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "000");
+    // A direct connection to the proxy from a container is refused, and
+    // counted.
+    let refused_before = refused(&env);
+    let direct = env.container_client(
+        &one,
+        &[
+            "raw",
+            BRIDGE_IP,
+            "15001",
+            "474554202f20485454502f312e310d0a486f73743a20780d0a0d0a",
+        ],
+    );
+    assert!(!direct.contains("\"status\": 200"), "{direct}");
+    let t = Instant::now();
+    while refused(&env) == refused_before {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "not counted as refused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // A container made after the node started works at once.
+    let late = env.add_container(5, true);
+    let v = parse(&env.container_client(&late, &["count", url, "10"]));
+    assert_eq!(count(&v, "blue") + count(&v, "green"), 10, "{v}");
+    assert_eq!(v["last"]["headers"]["x-forwarded-for"], "10.88.0.5", "{v}");
+
+    // A container deleted under load leaves no entry behind in the maps.
+    let settle = |env: &Env| {
+        let t = Instant::now();
+        loop {
+            let n = env.map_entries("trellis_peer_orig");
+            if n == 0 || t.elapsed() > Duration::from_secs(10) {
+                return n;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    assert_eq!(settle(&env), 0, "no connection open, no entry");
+    let mut load = env
+        .in_container(
+            &late,
+            &format!("python3 {}/client.py load {url} 30", harness::HELPERS),
+        )
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        env.map_entries("trellis_peer_orig") > 0,
+        "the load's connections are tracked"
+    );
+    env.remove_container(&late);
+    let _ = load.kill();
+    let _ = load.wait();
+    assert_eq!(
+        settle(&env),
+        0,
+        "entries left after the container went away"
+    );
+}
+
+/// The proxy's refused connections, all reasons.
+fn refused(env: &Env) -> u64 {
+    let (_, metrics) = env.admin_get("/metrics");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("trellis_proxy_refused_connections_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
