@@ -34,12 +34,13 @@ to_us() {
 }
 
 # nginx_backend DIR PORT:BODY...: writes DIR/nginx.conf for a one-worker
-# nginx on 127.0.0.1 answering BODY on each PORT (the benchmarks' targets).
+# nginx on $BACKEND_IP (default 127.0.0.1) answering BODY on each PORT (the
+# benchmarks' targets).
 nginx_backend() {
   local dir=$1 spec servers=""
   shift
   for spec in "$@"; do
-    servers+="  server { listen 127.0.0.1:${spec%%:*} backlog=4096; location / { return 200 \"${spec#*:}\"; } }"$'\n'
+    servers+="  server { listen ${BACKEND_IP:-127.0.0.1}:${spec%%:*} backlog=4096; location / { return 200 \"${spec#*:}\"; } }"$'\n'
   done
   mkdir -p "$dir/tmp"
   cat >"$dir/nginx.conf" <<EOF
@@ -54,16 +55,19 @@ EOF
 }
 
 # wrk_round NAME PID URL [WRK_ARGS...]: a warm-up, then one measured
-# `wrk -t1 -c$CONNS -d$DURATION --latency` pinned to $LOAD_CPU, with the CPU
+# `wrk -t1 -c$CONNS -d$DURATION --latency` pinned to $LOAD_CPU (run in the
+# network namespace $WRK_NETNS when it is set), with the CPU
 # of PID's process group over the run. Appends to the caller's associative
 # arrays RPS P50 P99 CPU (space-separated, for `median`) and adds to ERR; the
 # wrk output is kept in $WORK/wrk-NAME-$round.txt. Needs ../shared/bench/lib.sh.
 wrk_round() {
   local name=$1 pg=$2 url=$3 out="$WORK/wrk-$1-$round.txt" c0 c1 t0 t1 rps p50 p99 err cpu
   shift 3
-  $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null 2>&1 || true
+  local ns=()
+  [ -n "${WRK_NETNS:-}" ] && ns=(ip netns exec "$WRK_NETNS")
+  "${ns[@]}" $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null 2>&1 || true
   c0=$(group_ticks "$pg") t0=$(now_s)
-  $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1 || true
+  "${ns[@]}" $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1 || true
   c1=$(group_ticks "$pg") t1=$(now_s)
   cpu=$(cpu_pct $((c1 - c0)) "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')")
   rps=$(awk '/^Requests\/sec:/{print $2}' "$out")
