@@ -126,6 +126,27 @@ fn containers_reach_services_by_name_with_their_own_addresses() {
         "{host}"
     );
 
+    // The access log names each caller's cgroup: the container's own, and
+    // the host process's.
+    let log = env.access_log();
+    let cg_root = env.client_cg.parent().unwrap();
+    for (c, ip) in [(&one, &one.ip), (&two, &two.ip)] {
+        let workload = format!("/{}", c.cgroup.strip_prefix(cg_root).unwrap().display());
+        let line = log
+            .lines()
+            .find(|l| l.contains(&format!("\"workload\":\"{workload}\"")))
+            .unwrap_or_else(|| panic!("no request from {workload} in the access log"));
+        assert!(line.contains(&format!("\"client\":\"{ip}:")), "{line}");
+    }
+    let host_cg = format!(
+        "/{}",
+        env.client_cg.strip_prefix(cg_root).unwrap().display()
+    );
+    assert!(
+        log.contains(&format!("\"workload\":\"{host_cg}\"")),
+        "{host_cg}"
+    );
+
     // aws:SourceIp tells the containers apart.
     let ledger = "http://ledger.trellis.internal/";
     let allowed = parse(&env.container_client(&one, &["count", ledger, "3"]));

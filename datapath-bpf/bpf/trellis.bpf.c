@@ -31,7 +31,8 @@ static __always_inline int trellis_connect(struct bpf_sock_addr *ctx, const stru
 
 	if (ctx->type != SOCK_STREAM || !cfg || !ctx->sk)
 		return 1;
-	switch (trellis_redirect(key, cfg, ctx->sk->mark, bpf_get_socket_cookie(ctx))) {
+	switch (trellis_redirect(key, cfg, ctx->sk->mark, bpf_get_socket_cookie(ctx),
+				 bpf_get_current_cgroup_id())) {
 	case TRELLIS_REDIRECT:
 		if (family == AF_INET) {
 			ctx->user_ip4 = cfg->proxy4;

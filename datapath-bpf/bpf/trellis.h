@@ -8,7 +8,7 @@
 
 #include <linux/types.h>
 
-#define TRELLIS_ABI_VERSION 1
+#define TRELLIS_ABI_VERSION 2
 
 #define TRELLIS_MAX_SERVICES 65536
 #define TRELLIS_MAX_FLOWS 262144
@@ -36,12 +36,15 @@ struct trellis_config {
 	__u32 proxy_mark; /* sockets with this SO_MARK are never redirected */
 };
 
-/* A connection's original destination: what the client asked for. */
+/* A connection's original destination: what the client asked for, and
+ * who asked (the connecting process's cgroup v2 id: its directory's inode). */
 struct trellis_orig {
 	__be32 addr[4];
 	__be16 port;
 	__u8 family;
 	__u8 pad;
+	__u32 pad2;
+	__u64 cgroup;
 };
 
 /* A client endpoint as the proxy sees it from its accepted socket. Address

@@ -105,10 +105,10 @@ enum trellis_verdict {
 };
 
 /* Decides what to do with a connect() to key; on REDIRECT records the
- * original destination under the socket's cookie. */
+ * original destination and the caller's cgroup under the socket's cookie. */
 static __always_inline enum trellis_verdict
 trellis_redirect(const struct trellis_svc_key *key, const struct trellis_config *cfg, __u32 mark,
-		 __u64 cookie)
+		 __u64 cookie, __u64 cgroup)
 {
 	struct trellis_svc_value *svc;
 	struct trellis_stats *st;
@@ -135,6 +135,7 @@ trellis_redirect(const struct trellis_svc_key *key, const struct trellis_config 
 	__builtin_memcpy(orig.addr, key->addr, sizeof(orig.addr));
 	orig.port = key->port;
 	orig.family = key->family;
+	orig.cgroup = cgroup;
 	bpf_map_update_elem(&trellis_cookie, &cookie, &orig, BPF_ANY);
 	st = bpf_map_lookup_elem(&trellis_stats, &svc->id);
 	if (st)

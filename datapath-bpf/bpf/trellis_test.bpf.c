@@ -16,6 +16,7 @@ struct trellis_test_case {
 	__u64 cookie;
 	__u32 verdict; /* out: enum trellis_verdict */
 	__u32 pad;
+	__u64 cgroup;
 };
 
 SEC("xdp")
@@ -33,6 +34,6 @@ int trellis_test_redirect(struct xdp_md *ctx)
 	if (!cfg)
 		return XDP_ABORTED;
 	__builtin_memcpy(&key, &tc->key, sizeof(key));
-	tc->verdict = trellis_redirect(&key, cfg, tc->mark, tc->cookie);
+	tc->verdict = trellis_redirect(&key, cfg, tc->mark, tc->cookie, tc->cgroup);
 	return XDP_PASS;
 }

@@ -7,7 +7,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Must equal `TRELLIS_ABI_VERSION` in `bpf/trellis.h`.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
@@ -26,6 +26,29 @@ pub type SvcValueBytes = [u8; 8];
 pub type ConfigBytes = [u8; 28];
 /// `struct trellis_stats`.
 pub type StatsBytes = [u8; 16];
+/// `struct trellis_orig`: the original destination (laid out as
+/// `trellis_svc_key`) and, at byte 24, the caller's cgroup id.
+pub type OrigBytes = [u8; 32];
+/// `struct trellis_peer`.
+pub type PeerBytes = [u8; 24];
+
+/// The caller's cgroup id in a `trellis_orig`.
+pub fn orig_cgroup(b: &OrigBytes) -> u64 {
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&b[24..32]);
+    u64::from_ne_bytes(id)
+}
+
+/// The `trellis_peer` key of a client endpoint as the proxy sees it:
+/// address in network order, port and family in host order.
+pub fn peer_key(peer: std::net::SocketAddr) -> PeerBytes {
+    let (addr, family) = addr_bytes(peer.ip());
+    let mut b = [0u8; 24];
+    b[..16].copy_from_slice(&addr);
+    b[16..20].copy_from_slice(&u32::from(peer.port()).to_ne_bytes());
+    b[20..24].copy_from_slice(&u32::from(family).to_ne_bytes());
+    b
+}
 
 fn addr_bytes(ip: IpAddr) -> ([u8; 16], u8) {
     match ip {

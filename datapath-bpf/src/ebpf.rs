@@ -16,8 +16,8 @@
 //! [`EbpfDatapath`] lives: it serves the proxy, which lives as long.
 
 use crate::abi::{
-    self, Config, ConfigBytes, Meta, MetaBytes, Stats, StatsBytes, SvcKey, SvcKeyBytes, SvcValue,
-    SvcValueBytes,
+    self, Config, ConfigBytes, Meta, MetaBytes, OrigBytes, PeerBytes, Stats, StatsBytes, SvcKey,
+    SvcKeyBytes, SvcValue, SvcValueBytes,
 };
 use crate::mounts;
 use crate::{Datapath, Error, Reconciled, ServiceEntry};
@@ -28,9 +28,10 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, CgroupSockopt, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::net::{IpAddr, SocketAddrV4, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trellis.bpf.o"));
 
@@ -66,6 +67,7 @@ pub struct Options {
 pub struct EbpfDatapath {
     svc: BpfHashMap<MapData, SvcKeyBytes, SvcValueBytes>,
     stats: Array<MapData, StatsBytes>,
+    callers: Callers,
     /// The getsockopt hook stays attached while this lives. The loaded
     /// object itself (parsed ELF and BTF, tens of MB) is dropped after
     /// attaching: links and maps hold their programs in the kernel.
@@ -183,6 +185,7 @@ impl EbpfDatapath {
             .map_err(map_err("trellis_cfg"))?;
         let svc = take_map(&mut ebpf, "trellis_svc")?;
         let stats = take_map(&mut ebpf, "trellis_stats")?;
+        let callers = Callers(Arc::new(take_map(&mut ebpf, "trellis_peer_orig")?));
 
         let mut meta: Array<MapData, MetaBytes> = take_map(&mut ebpf, "trellis_meta")?;
         meta.set(0, wanted.encode(), 0)
@@ -196,6 +199,7 @@ impl EbpfDatapath {
         Ok(EbpfDatapath {
             svc,
             stats,
+            callers,
             _getsockopt: getsockopt,
         })
     }
@@ -243,6 +247,10 @@ impl EbpfDatapath {
 impl Datapath for EbpfDatapath {
     fn name(&self) -> &'static str {
         "ebpf"
+    }
+
+    fn callers(&self) -> Option<Callers> {
+        Some(self.callers.clone())
     }
 
     /// Makes the services map hold exactly `services`. New entries are added
@@ -351,6 +359,20 @@ fn attach_program(ebpf: &mut Ebpf, name: &'static str, cgroup: &File) -> Result<
     }
     .map_err(|e: aya::programs::links::LinkError| Error::Pin(PathBuf::from(name), e.to_string()))?;
     Ok(link)
+}
+
+/// Who made each redirected connection, by the connection's client end as
+/// the proxy sees it (the entries the sockops program keeps).
+#[derive(Clone)]
+pub struct Callers(Arc<BpfHashMap<MapData, PeerBytes, OrigBytes>>);
+
+impl Callers {
+    /// The cgroup id of the process that connected from `peer`, while the
+    /// connection is open.
+    pub fn cgroup(&self, peer: SocketAddr) -> Option<u64> {
+        let orig = self.0.get(&abi::peer_key(peer), 0).ok()?;
+        Some(abi::orig_cgroup(&orig)).filter(|id| *id != 0)
+    }
 }
 
 fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, Error>

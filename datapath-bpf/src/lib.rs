@@ -15,7 +15,7 @@ pub mod mounts;
 mod nft;
 mod select;
 
-pub use ebpf::{EbpfDatapath, Options};
+pub use ebpf::{Callers, EbpfDatapath, Options};
 pub use nft::{NftDatapath, NftOptions};
 pub use select::{Choice, MIN_KERNEL, open, probe_ebpf, probe_nftables};
 
@@ -43,6 +43,11 @@ pub trait Datapath: Send {
     /// Makes the datapath redirect exactly `services`; established
     /// connections are never disturbed.
     fn reconcile(&mut self, services: &[ServiceEntry]) -> Result<Reconciled, Error>;
+
+    /// Who made each redirected connection, where the datapath knows it.
+    fn callers(&self) -> Option<Callers> {
+        None
+    }
 }
 
 use std::path::PathBuf;

@@ -9,8 +9,8 @@ use aya::maps::{Array, HashMap, MapData};
 use aya::programs::{TestRun, TestRunOptions, Xdp};
 use std::net::IpAddr;
 use trellis_datapath::abi::{
-    Config, ConfigBytes, SVC_VIP_ONLY, Stats, StatsBytes, SvcKey, SvcKeyBytes, SvcValue,
-    SvcValueBytes,
+    Config, ConfigBytes, OrigBytes, SVC_VIP_ONLY, Stats, StatsBytes, SvcKey, SvcKeyBytes, SvcValue,
+    SvcValueBytes, orig_cgroup,
 };
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/trellis_test.bpf.o"));
@@ -20,12 +20,14 @@ const REDIRECT: u32 = 1;
 const REFUSE: u32 = 2;
 const MARK: u32 = 0x7472;
 
-/// `struct trellis_test_case`: key, mark, cookie, verdict (out).
-fn case(key: SvcKey, mark: u32, cookie: u64) -> [u8; 40] {
-    let mut b = [0u8; 40];
+/// `struct trellis_test_case`: key, mark, cookie, verdict (out), the
+/// caller's cgroup (here the cookie times 1000).
+fn case(key: SvcKey, mark: u32, cookie: u64) -> [u8; 48] {
+    let mut b = [0u8; 48];
     b[..20].copy_from_slice(&key.encode());
     b[20..24].copy_from_slice(&mark.to_ne_bytes());
     b[24..32].copy_from_slice(&cookie.to_ne_bytes());
+    b[40..48].copy_from_slice(&(cookie * 1000).to_ne_bytes());
     b
 }
 
@@ -62,7 +64,7 @@ fn redirect_decisions_and_their_map_effects() {
         svc.insert(k.encode(), SvcValue { id, flags }.encode(), 0)
             .unwrap();
     }
-    let cookies: HashMap<MapData, u64, [u8; 20]> =
+    let cookies: HashMap<MapData, u64, OrigBytes> =
         HashMap::try_from(ebpf.take_map("trellis_cookie").unwrap()).unwrap();
     let stats: Array<MapData, StatsBytes> =
         Array::try_from(ebpf.take_map("trellis_stats").unwrap()).unwrap();
@@ -75,7 +77,7 @@ fn redirect_decisions_and_their_map_effects() {
     prog.load().unwrap();
     let run = |k: SvcKey, mark: u32, cookie: u64| -> u32 {
         let input = case(k, mark, cookie);
-        let mut output = [0u8; 40];
+        let mut output = [0u8; 48];
         let result = prog
             .test_run(TestRunOptions {
                 data_in: Some(&input),
@@ -139,10 +141,16 @@ fn redirect_decisions_and_their_map_effects() {
         let orig = cookies.get(&cookie, 0).ok();
         assert_eq!(orig.is_some(), want == REDIRECT, "{what}: cookie entry");
         if let Some(o) = orig {
+            let dst: [u8; 20] = o[..20].try_into().unwrap();
             assert_eq!(
-                SvcKey::decode(&o),
+                SvcKey::decode(&dst),
                 Some(k),
                 "{what}: the original destination is the VIP:port"
+            );
+            assert_eq!(
+                orig_cgroup(&o),
+                cookie * 1000,
+                "{what}: the caller's cgroup"
             );
         }
     }

@@ -64,11 +64,11 @@ impl Proxy {
                 self.refuse("no-service", client, Some(dst));
                 continue;
             };
-            let conn = Arc::new(Conn {
-                id: self.next_conn.fetch_add(1, Ordering::Relaxed),
+            let conn = Arc::new(Conn::new(
+                self.next_conn.fetch_add(1, Ordering::Relaxed),
                 client,
                 dst,
-            });
+            ));
             let protocol = l.protocol.as_str();
             let _ = stream.set_nodelay(true);
             // Every log line of the connection carries who and what.

@@ -22,6 +22,10 @@ pub struct Entry {
     pub request_id: String,
     pub source_network: Arc<str>,
     pub client: String,
+    /// The caller's cgroup (its systemd unit, container or pod), where the
+    /// eBPF datapath records it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub workload: Option<Arc<str>>,
     pub service: Arc<str>,
     pub listener: Arc<str>,
     pub rule: Arc<str>,

@@ -13,6 +13,7 @@ use crate::socket::Upstream;
 use crate::targets::Health;
 use crate::tunnel::Tunnels;
 use crate::upstream::Clients;
+use crate::workload::Workloads;
 use http::StatusCode;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::PathBuf;
@@ -168,6 +169,14 @@ impl App {
             Some(d) => {
                 let datapath = trellis_datapath::open(d.choice, &d.ebpf, &d.nft)?;
                 tracing::info!(datapath = datapath.name(), "datapath attached");
+                if let Some(callers) = datapath.callers() {
+                    match Workloads::new(callers, &d.ebpf.cgroup) {
+                        Ok(w) => proxy.set_workloads(w),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "callers' cgroups cannot be named")
+                        }
+                    }
+                }
                 Some(datapath)
             }
         };

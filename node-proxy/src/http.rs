@@ -34,7 +34,8 @@ pub async fn handle(
     let mut req = req.map(BodyExt::boxed_unsync);
     let start = Instant::now();
     let config = proxy.config();
-    let mut rec = Record::begin(&proxy, "http", config.network.clone(), conn.client, start);
+    let mut rec =
+        Record::begin(&proxy, "http", config.network.clone(), conn.client, start).by(&proxy, &conn);
     rec.request(&proxy, req.method().as_str(), req.uri().path());
     let Some(listener) = config.listener(conn.dst.0).cloned() else {
         // The service went away while the connection was open.

@@ -44,6 +44,7 @@ mod tcp;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+pub mod workload;
 
 pub use agent::Agent;
 pub use app::App;

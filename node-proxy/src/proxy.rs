@@ -12,6 +12,7 @@ use crate::socket::OrigDstAddr;
 use crate::targets::{Health, Target};
 use crate::tunnel::Tunnels;
 use crate::upstream::Clients;
+use crate::workload::Workloads;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -42,6 +43,8 @@ pub struct Proxy {
     /// Streams that outlive their request (TCP, TLS passthrough, upgraded
     /// connections): a drain waits for them, up to its limit.
     pub(crate) streams: TaskTracker,
+    /// Who made each connection (the eBPF datapath knows).
+    workloads: OnceLock<Arc<Workloads>>,
     /// Target health a previous process knew, for the first config.
     carried: Mutex<HashMap<(String, SocketAddr), Health>>,
 }
@@ -58,6 +61,20 @@ pub struct Conn {
     pub id: u64,
     pub client: SocketAddr,
     pub dst: OrigDstAddr,
+    /// The caller's cgroup, where the datapath records it: looked up on
+    /// the connection's own task when first asked, not in the accept loop.
+    pub workload: OnceLock<Option<Arc<str>>>,
+}
+
+impl Conn {
+    pub fn new(id: u64, client: SocketAddr, dst: OrigDstAddr) -> Conn {
+        Conn {
+            id,
+            client,
+            dst,
+            workload: OnceLock::new(),
+        }
+    }
 }
 
 impl Proxy {
@@ -82,6 +99,7 @@ impl Proxy {
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
             streams: TaskTracker::new(),
             carried: Mutex::default(),
+            workloads: OnceLock::new(),
         })
     }
 
@@ -119,6 +137,18 @@ impl Proxy {
     pub fn carry_health(&self, known: Vec<KnownHealth>) {
         let map = known.into_iter().map(|(g, a, h)| ((g, a), h)).collect();
         *self.carried.lock().unwrap_or_else(|e| e.into_inner()) = map;
+    }
+
+    /// Names the caller of each connection from now on.
+    pub fn set_workloads(&self, workloads: Workloads) {
+        let _ = self.workloads.set(Arc::new(workloads));
+    }
+
+    /// The cgroup of the process that made `conn`, if known.
+    pub(crate) fn workload(&self, conn: &Conn) -> Option<Arc<str>> {
+        conn.workload
+            .get_or_init(|| self.workloads.get()?.of(conn.client))
+            .clone()
     }
 
     pub fn config(&self) -> Arc<Config> {

@@ -5,7 +5,7 @@
 use crate::access_log::{Entry, now_rfc3339};
 use crate::config::Listener;
 use crate::metrics::{RequestLabels, ServiceLabels};
-use crate::proxy::Proxy;
+use crate::proxy::{Conn, Proxy};
 use crate::refusal::Refusal;
 use crate::targets::{Lease, random};
 use crate::upstream::Body;
@@ -50,6 +50,14 @@ impl Record {
             entry.client = client.to_string();
         }
         Record { entry, start }
+    }
+
+    /// Made by the caller of `conn` (its workload, when the log is on).
+    pub(crate) fn by(mut self, proxy: &Proxy, conn: &Conn) -> Record {
+        if proxy.access_log.enabled() {
+            self.entry.workload = proxy.workload(conn);
+        }
+        self
     }
 
     /// On `listener`: its service's name and its own.

@@ -81,8 +81,9 @@ pub async fn forward(
 ) {
     let start = Instant::now();
     let config = proxy.config();
-    let mut rec =
-        Record::begin(proxy, "tcp", config.network.clone(), conn.client, start).on(listener);
+    let mut rec = Record::begin(proxy, "tcp", config.network.clone(), conn.client, start)
+        .by(proxy, conn)
+        .on(listener);
     rec.entry.rule = routed.rule.clone();
     let log = |rec: Record, error: Option<&'static str>| rec.closed(proxy, error);
     let no_group = Some(Refusal::NoTargetGroup.code());

@@ -199,6 +199,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             self.conn.client,
             start,
         )
+        .by(self.proxy, self.conn)
         .on(&listener);
         drop(config);
         if let Some(code) = auth_code {
@@ -324,6 +325,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             self.conn.client,
             start,
         )
+        .by(self.proxy, self.conn)
         .on(listener);
         rec.request(
             self.proxy,

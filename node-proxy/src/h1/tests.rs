@@ -166,11 +166,7 @@ async fn connect(proxy: &Arc<Proxy>) -> (TcpStream, JoinHandle<Served<TcpStream>
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (server, peer) = l.accept().await.unwrap();
-    let conn = Conn {
-        id: 1,
-        client: peer,
-        dst: OrigDstAddr(VIP.parse().unwrap()),
-    };
+    let conn = Conn::new(1, peer, OrigDstAddr(VIP.parse().unwrap()));
     let proxy = proxy.clone();
     let served =
         tokio::spawn(async move { serve(&proxy, &conn, server, &CancellationToken::new()).await });
@@ -184,11 +180,7 @@ pub(crate) async fn send_raw(proxy: &Arc<Proxy>, vip: &str, raw: &[u8]) -> (Stri
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let mut client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
     let (server, peer) = l.accept().await.unwrap();
-    let conn = Conn {
-        id: 1,
-        client: peer,
-        dst: OrigDstAddr(vip.parse().unwrap()),
-    };
+    let conn = Conn::new(1, peer, OrigDstAddr(vip.parse().unwrap()));
     let p = proxy.clone();
     tokio::spawn(async move { p.serve_connection(conn, server).await });
     client.write_all(raw).await.unwrap();
