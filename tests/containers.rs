@@ -236,3 +236,87 @@ fn refused(env: &Env) -> u64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
+
+#[test]
+fn a_workload_is_its_identity_without_signing_anything() {
+    let Some(mut env) = Env::new("workload_identity") else {
+        return;
+    };
+    env.start_backends(&["http:8081:blue", "http:8082:green"]);
+    let orders = env.add_container(2, true);
+    let other = env.add_container(3, true);
+    let vault = format!(
+        r#"---
+apiVersion: trellis.dev/v1alpha1
+kind: Identity
+metadata: {{name: orders-app}}
+spec:
+  workloads:
+    - {{network: east, cgroup: "/**/{}-cg"}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: vault}}
+spec:
+  serviceNetworks: [shop]
+  authType: SIGV4
+  authPolicy:
+    Version: "2012-10-17"
+    Statement:
+      - Sid: orders-reads
+        Effect: Allow
+        Principal: {{AWS: "trellis:identity/orders-app"}}
+        Action: "vpc-lattice-svcs:Invoke"
+        Resource: "*"
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction: {{forward: [{{targetGroup: blue}}]}}
+"#,
+        orders.ns
+    );
+    env.apply(&format!("{}{vault}", SERVICES.replace("TARGET", TARGET_IP)));
+    let proxy = format!("{BRIDGE_IP}:15001");
+    let dns = format!("{BRIDGE_IP}:53");
+    env.start_node(&["--proxy-listen", &proxy, "--dns-listen", &dns]);
+    let url = "http://vault.trellis.internal/";
+
+    // The orders container, with an unmodified client, is orders-app: the
+    // target learns who called.
+    let v = parse(&env.container_client(&orders, &["count", url, "3"]));
+    assert_eq!(count(&v, "blue"), 3, "{v}");
+    assert_eq!(
+        v["last"]["headers"]["x-trellis-identity"], "trellis:identity/orders-app",
+        "{v}"
+    );
+    let out = env
+        .in_container(
+            &orders,
+            &format!("curl -s -m 5 -o /dev/null -w '%{{http_code}}' {url}"),
+        )
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    // Another container is no one, even claiming to be orders-app; so is a
+    // host process outside every selector.
+    let v = parse(&env.container_client(
+        &other,
+        &[
+            "count",
+            url,
+            "3",
+            "x-trellis-identity=trellis:identity/orders-app",
+        ],
+    ));
+    assert_eq!(v["statuses"]["403"], 3, "{v}");
+    let host = env.client(&["count", &format!("http://{}/", env.vip("vault")), "2"]);
+    assert_eq!(host["statuses"]["403"], 2, "{host}");
+    // The access log says who each caller was, and which statement allowed.
+    let log = env.access_log();
+    let allowed = log
+        .lines()
+        .find(|l| l.contains("\"identity\":\"trellis:identity/orders-app\""))
+        .unwrap_or_else(|| panic!("no request as orders-app in {log}"));
+    assert!(allowed.contains("orders-reads"), "{allowed}");
+    assert!(allowed.contains(&format!("{}-cg", orders.ns)), "{allowed}");
+}

@@ -127,7 +127,7 @@ pub fn compile(
             .iter()
             .any(|s| s.auth_type == AuthType::SigV4);
     let identities = if signed {
-        identities(state, region, day)
+        identities(state, network, region, day)
     } else {
         Vec::new()
     };
@@ -196,7 +196,7 @@ fn inbound(state: &State, network: &str) -> Vec<InboundView> {
 /// Every identity with its active keys, as signing keys derived for
 /// yesterday, today and tomorrow: a request signed a few minutes either side
 /// of midnight, by a clock within the allowed skew, finds its key.
-fn identities(state: &State, region: &str, day: i64) -> Vec<IdentityView> {
+fn identities(state: &State, network: &str, region: &str, day: i64) -> Vec<IdentityView> {
     let dates: Vec<String> = (day - 1..=day + 1).map(keys::date_of_day).collect();
     let mut out = Vec::new();
     for obj in state.list(Kind::Identity) {
@@ -228,6 +228,12 @@ fn identities(state: &State, region: &str, day: i64) -> Vec<IdentityView> {
             principals,
             tags: spec.tags.clone(),
             keys,
+            workloads: spec
+                .workloads
+                .iter()
+                .filter(|w| w.network == network)
+                .cloned()
+                .collect(),
         });
     }
     out

@@ -60,6 +60,7 @@ pub fn validate(objects: &Objects, zone: &str) -> Vec<Problem> {
             Spec::Identity(s) => v.identity(s),
         }
     }
+    v.workload_conflicts();
     v.kind = Kind::Service;
     for (domain, mut owners) in domains {
         owners.sort();
@@ -633,6 +634,49 @@ impl Validator<'_> {
                     format!("spec.tags.{k}"),
                     "tag keys are 1..=128 bytes, values at most 256",
                 );
+            }
+        }
+        for (i, w) in s.workloads.iter().enumerate() {
+            self.reference(
+                format!("spec.workloads[{i}].network"),
+                Kind::Network,
+                &w.network,
+            );
+            if let Err(why) = w.compiled() {
+                self.problem(format!("spec.workloads[{i}]"), why);
+            }
+        }
+    }
+
+    /// Two identities whose selectors could both select one workload of a
+    /// network: refused, naming both, rather than one picked at run time.
+    fn workload_conflicts(&mut self) {
+        let mut all = Vec::new();
+        for ((kind, name), obj) in self.objects {
+            if let (Kind::Identity, Spec::Identity(s)) = (kind, &obj.resource.spec) {
+                for (i, w) in s.workloads.iter().enumerate() {
+                    if let Ok(re) = w.compiled() {
+                        all.push((name.as_str(), i, w, re));
+                    }
+                }
+            }
+        }
+        for (a, (name_a, i, wa, re_a)) in all.iter().enumerate() {
+            for (name_b, j, wb, re_b) in &all[a + 1..] {
+                if name_a == name_b || wa.network != wb.network {
+                    continue;
+                }
+                if re_a.is_match(&wb.example()) || re_b.is_match(&wa.example()) {
+                    self.kind = Kind::Identity;
+                    self.name = name_b;
+                    self.problem(
+                        format!("spec.workloads[{j}]"),
+                        format!(
+                            "selects workloads of network \"{}\" that identity \"{name_a}\" (spec.workloads[{i}]) selects too: one workload, two identities",
+                            wb.network
+                        ),
+                    );
+                }
             }
         }
     }

@@ -15,7 +15,6 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -64,11 +63,7 @@ impl Proxy {
                 self.refuse("no-service", client, Some(dst));
                 continue;
             };
-            let conn = Arc::new(Conn::new(
-                self.next_conn.fetch_add(1, Ordering::Relaxed),
-                client,
-                dst,
-            ));
+            let conn = Arc::new(self.conn(client, dst));
             let protocol = l.protocol.as_str();
             let _ = stream.set_nodelay(true);
             // Every log line of the connection carries who and what.

@@ -102,6 +102,23 @@ pub(crate) fn decide<'g>(
         detail: format!("{}: {}", f.code, f.message),
     };
     let signed = auth::authenticate(&config.keys, inbound, now.as_secs() as i64).map_err(denied)?;
+    // The calling workload's identity, without a signature; with one, the
+    // two must agree.
+    let workload = conn.workload().and_then(|w| config.keys.workload(&w));
+    let principal = match (signed.principal, workload) {
+        (Some(s), Some(w)) if s.names != w.names => {
+            return Err(Denied {
+                refusal: Refusal::AuthDenied,
+                code: "IdentityMismatch",
+                detail: format!(
+                    "IdentityMismatch: the request is signed as {} but comes from a workload of {}",
+                    s.names[0], w.names[0]
+                ),
+            });
+        }
+        (Some(s), _) => Some(s),
+        (None, w) => w,
+    };
     let place = Place {
         region: &config.snapshot.region,
         source_network: &config.network,
@@ -112,10 +129,9 @@ pub(crate) fn decide<'g>(
         secure: listener.protocol == trellis_api::resource::ListenerProtocol::Https,
         now: now.as_secs(),
     };
-    let allowed =
-        auth::authorize(guard, signed.principal.as_deref(), inbound, &place).map_err(denied)?;
+    let allowed = auth::authorize(guard, principal.as_deref(), inbound, &place).map_err(denied)?;
     Ok(Decided {
-        principal: signed.principal,
+        principal,
         allowed,
         body_hash: signed.body_hash,
     })

@@ -16,7 +16,7 @@ use crate::workload::Workloads;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
@@ -61,9 +61,11 @@ pub struct Conn {
     pub id: u64,
     pub client: SocketAddr,
     pub dst: OrigDstAddr,
-    /// The caller's cgroup, where the datapath records it: looked up on
-    /// the connection's own task when first asked, not in the accept loop.
-    pub workload: OnceLock<Option<Arc<str>>>,
+    /// Where the caller's cgroup is looked up, with the eBPF datapath.
+    workloads: Option<Arc<Workloads>>,
+    /// The caller's cgroup: looked up on the connection's own task when
+    /// first asked, not in the accept loop.
+    workload: OnceLock<Option<Arc<str>>>,
 }
 
 impl Conn {
@@ -72,8 +74,16 @@ impl Conn {
             id,
             client,
             dst,
+            workloads: None,
             workload: OnceLock::new(),
         }
+    }
+
+    /// The cgroup of the process that made this connection, if known.
+    pub fn workload(&self) -> Option<Arc<str>> {
+        self.workload
+            .get_or_init(|| self.workloads.as_ref()?.of(self.client))
+            .clone()
     }
 }
 
@@ -144,11 +154,12 @@ impl Proxy {
         let _ = self.workloads.set(Arc::new(workloads));
     }
 
-    /// The cgroup of the process that made `conn`, if known.
-    pub(crate) fn workload(&self, conn: &Conn) -> Option<Arc<str>> {
-        conn.workload
-            .get_or_init(|| self.workloads.get()?.of(conn.client))
-            .clone()
+    /// A connection from `client` to `dst`, whose caller can be named.
+    pub(crate) fn conn(&self, client: SocketAddr, dst: OrigDstAddr) -> Conn {
+        Conn {
+            workloads: self.workloads.get().cloned(),
+            ..Conn::new(self.next_conn.fetch_add(1, Ordering::Relaxed), client, dst)
+        }
     }
 
     pub fn config(&self) -> Arc<Config> {

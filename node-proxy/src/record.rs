@@ -55,7 +55,7 @@ impl Record {
     /// Made by the caller of `conn` (its workload, when the log is on).
     pub(crate) fn by(mut self, proxy: &Proxy, conn: &Conn) -> Record {
         if proxy.access_log.enabled() {
-            self.entry.workload = proxy.workload(conn);
+            self.entry.workload = conn.workload();
         }
         self
     }

@@ -25,6 +25,14 @@ pub const WALK_EVERY: Duration = Duration::from_millis(100);
 /// A bound on the index, whatever the tree holds.
 const MAX_CGROUPS: usize = 100_000;
 
+impl std::fmt::Debug for Workloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workloads")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct Workloads {
     callers: Callers,
     /// The redirected subtree (`--cgroup`).

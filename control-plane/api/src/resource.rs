@@ -989,6 +989,91 @@ pub struct IdentitySpec {
     /// Principal tags, matched by `aws:PrincipalTag/KEY` conditions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+    /// Workloads that are this identity without signing anything: the
+    /// processes a node of their network sees connecting, by their cgroup.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<WorkloadSelector>,
+}
+
+/// Callers on the nodes of `network` whose cgroup this selects (and the
+/// cgroups below it), by exactly one of: a `cgroup` path glob (`*` within a
+/// segment, `**` for any number of segments), a `systemdUnit`, or a
+/// `dockerContainer` id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadSelector {
+    pub network: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub systemd_unit: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub docker_container: Option<String>,
+}
+
+/// A segment of a cgroup path, as a regex.
+const SEGMENT: &str = "/[^/]+";
+
+impl WorkloadSelector {
+    /// The cgroup paths this selects, as the one anchored regex both the
+    /// validator (which reports the error) and the node (which matches)
+    /// compile; the error names what is wrong.
+    pub fn compiled(&self) -> Result<regex::Regex, String> {
+        let below = format!("(?:{SEGMENT})*");
+        let source = match (&self.cgroup, &self.systemd_unit, &self.docker_container) {
+            (Some(glob), None, None) => {
+                let Some(rest) = glob.strip_prefix('/') else {
+                    return Err("a cgroup path starts with /".into());
+                };
+                let mut re = String::from("^");
+                for seg in rest.split('/') {
+                    match seg {
+                        "" => return Err("a cgroup path has no empty segment".into()),
+                        "**" => re.push_str(&below),
+                        _ => {
+                            let parts: Vec<String> = seg.split('*').map(regex::escape).collect();
+                            re.push('/');
+                            re.push_str(&parts.join("[^/]*"));
+                        }
+                    }
+                }
+                format!("{re}{below}$")
+            }
+            (None, Some(unit), None) => {
+                let known = [".service", ".scope", ".slice"];
+                if unit.contains('/') || !known.iter().any(|s| unit.ends_with(s)) {
+                    return Err("a systemd unit is NAME.service, NAME.scope or NAME.slice".into());
+                }
+                format!("^{below}/{}{below}$", regex::escape(unit))
+            }
+            (None, None, Some(id)) => {
+                if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(
+                        "a Docker container id is its 64 hex digits (docker inspect -f '{{.Id}}')"
+                            .into(),
+                    );
+                }
+                let id = id.to_ascii_lowercase();
+                format!("^{below}/(?:docker-{id}\\.scope|docker/{id}){below}$")
+            }
+            _ => return Err("give exactly one of cgroup, systemdUnit, dockerContainer".into()),
+        };
+        regex::Regex::new(&source).map_err(|e| e.to_string())
+    }
+
+    /// A cgroup path this selects, its wildcards filled in: one selector
+    /// matching another's example is how two that could select one
+    /// workload are found.
+    pub fn example(&self) -> String {
+        if let Some(glob) = &self.cgroup {
+            return glob.replace("**", "x").replace('*', "x");
+        }
+        if let Some(unit) = &self.systemd_unit {
+            return format!("/system.slice/{unit}");
+        }
+        let id = self.docker_container.as_deref().unwrap_or_default();
+        format!("/system.slice/docker-{}.scope", id.to_ascii_lowercase())
+    }
 }
 
 #[cfg(test)]

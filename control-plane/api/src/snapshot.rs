@@ -68,6 +68,9 @@ pub struct IdentityView {
     pub tags: BTreeMap<String, String>,
     /// Active keys only.
     pub keys: Vec<KeyView>,
+    /// The identity's workload selectors for this snapshot's network.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<crate::resource::WorkloadSelector>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

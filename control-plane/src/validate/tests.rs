@@ -725,3 +725,51 @@ spec:
         ),
     ]);
 }
+
+fn identity(name: &str, workloads: &str) -> String {
+    format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Identity\nmetadata: {{name: {name}}}\nspec:\n  workloads:\n{workloads}"
+    )
+}
+
+#[test]
+fn workload_selectors_are_checked_and_never_select_one_workload_twice() {
+    let docker = "a".repeat(64);
+    check(&[
+        (
+            "each kind of selector",
+            identity(
+                "app",
+                &format!(
+                    "    - {{network: east, cgroup: /kubepods.slice/**/cri-containerd-*.scope}}\n    - {{network: east, systemdUnit: nginx.service}}\n    - {{network: east, dockerContainer: {docker}}}\n"
+                ),
+            ),
+            &[],
+        ),
+        (
+            "unknown network, two kinds at once, a bad path, a bad unit, a short id",
+            identity(
+                "app",
+                "    - {network: north, cgroup: /a}\n    - {network: east, cgroup: /a, systemdUnit: a.service}\n    - {network: east, cgroup: a//b}\n    - {network: east, systemdUnit: nginx}\n    - {network: east, dockerContainer: 3f2a}\n",
+            ),
+            &[
+                "t.yaml:6:8: spec.workloads[0].network: Network \"north\" does not exist",
+                "t.yaml:7:7: spec.workloads[1]: give exactly one of cgroup, systemdUnit, dockerContainer",
+                "t.yaml:8:7: spec.workloads[2]: a cgroup path starts with /",
+                "t.yaml:9:7: spec.workloads[3]: a systemd unit is NAME.service, NAME.scope or NAME.slice",
+                "t.yaml:10:7: spec.workloads[4]: a Docker container id is its 64 hex digits (docker inspect -f '{{.Id}}')",
+            ],
+        ),
+        (
+            "a unit inside another identity's glob",
+            format!(
+                "{}---\n{}",
+                identity("web", "    - {network: east, cgroup: /system.slice/**}\n"),
+                identity("api", "    - {network: east, systemdUnit: api.service}\n"),
+            ),
+            &[
+                "t.yaml:6:7: spec.workloads[0]: selects workloads of network \"east\" that identity \"api\" (spec.workloads[0]) selects too: one workload, two identities",
+            ],
+        ),
+    ]);
+}

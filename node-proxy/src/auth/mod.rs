@@ -41,6 +41,8 @@ struct KeyEntry {
 pub struct Keys {
     region: String,
     by_id: HashMap<String, KeyEntry>,
+    /// Each identity's workload selectors (of this network), compiled.
+    workloads: Vec<(regex::Regex, Arc<Principal>)>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -60,16 +62,28 @@ impl Keys {
         Keys {
             region: String::new(),
             by_id: HashMap::new(),
+            workloads: Vec::new(),
         }
     }
 
     pub fn compile(snapshot: &Snapshot) -> Keys {
         let mut by_id = HashMap::new();
+        let mut workloads = Vec::new();
         for identity in &snapshot.identities {
             let principal = Arc::new(Principal {
                 names: identity.principals.clone(),
                 tags: identity.tags.clone(),
             });
+            for w in &identity.workloads {
+                match w.compiled() {
+                    Ok(re) => workloads.push((re, principal.clone())),
+                    // The control plane validates selectors; one that does
+                    // not compile here selects nothing.
+                    Err(e) => {
+                        tracing::warn!(identity = identity.name, error = %e, "workload selector unusable")
+                    }
+                }
+            }
             for key in &identity.keys {
                 let by_date = key
                     .signing_keys
@@ -104,7 +118,28 @@ impl Keys {
         Keys {
             region: snapshot.region.clone(),
             by_id,
+            workloads,
         }
+    }
+
+    /// The identity whose workload selectors select `cgroup`. None when none
+    /// does, and when two identities' do (validation refuses selectors that
+    /// visibly overlap; a pair it could not see is no one, not a guess).
+    pub fn workload(&self, cgroup: &str) -> Option<Arc<Principal>> {
+        let mut found: Option<&Arc<Principal>> = None;
+        for (re, principal) in &self.workloads {
+            if !re.is_match(cgroup) {
+                continue;
+            }
+            match found {
+                Some(f) if f.names != principal.names => {
+                    tracing::warn!(cgroup, a = %f.names[0], b = %principal.names[0], "a workload two identities select: neither");
+                    return None;
+                }
+                _ => found = Some(principal),
+            }
+        }
+        found.cloned()
     }
 }
 
