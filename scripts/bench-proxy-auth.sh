@@ -6,7 +6,10 @@
 # Trellis node serving two services: `open` (no auth) and `signed` (SIGV4, a
 # two-statement policy on the service, as benches/auth.rs). wrk sends the
 # headers `curl --aws-sigv4` signed just before each run (valid for the 5 min
-# clock skew), so every request is verified and evaluated in full.
+# clock skew), so every request is verified and evaluated in full. `workload`
+# (issue 22) is SIGV4 too, with the same policy, called unsigned from a
+# cgroup that identity `bench` selects: the caller is known without a
+# signature.
 # Usage: bash scripts/bench-proxy-auth.sh [--rounds N] [-d 5s] [--no-install]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +34,16 @@ PROXY_CPU=${PROXY_CPU:-0} LOAD_CPU=${LOAD_CPU:-1}
 BLUE_PORT=${BLUE_PORT:-18081} GREEN_PORT=${GREEN_PORT:-18082} ADMIN_PORT=${ADMIN_PORT:-15090}
 require_free_tcp "$BLUE_PORT" "$GREEN_PORT" "$ADMIN_PORT"
 bench_setup auth
+# The cgroup v2 hierarchy the node redirects (its default: the unified root,
+# wherever it is mounted; /sys/fs/cgroup/unified on a hybrid host).
+CG2=$(findmnt -rn -t cgroup2 -o TARGET | head -1)
+if [ -z "$CG2" ]; then
+  CG2=/run/trellis/cgroup2
+  mkdir -p "$CG2" && mount -t cgroup2 none "$CG2"
+fi
+WL_CG=$CG2/trellis-bench-wl-$$
+mkdir "$WL_CG"
+trap 'bench_cleanup; rmdir "$WL_CG" 2>/dev/null; true' EXIT
 
 nginx_backend "$WORK/backend" "$BLUE_PORT:blue" "$GREEN_PORT:green"
 start_bg backend "$WORK/backend.log" $(pin "$LOAD_CPU") nginx -p "$WORK/backend" -c nginx.conf -g 'daemon off;'
@@ -61,17 +74,19 @@ YAML
 apiVersion: trellis.dev/v1alpha1
 kind: Identity
 metadata: {name: bench}
-spec: {}
+spec:
+  workloads: [{network: bench, cgroup: /${WL_CG#"$CG2"/}}]
 YAML
   service open NONE ""
-  service signed SIGV4 '  authPolicy:
+  for name in signed workload; do
+  service "$name" SIGV4 '  authPolicy:
     Version: "2012-10-17"
     Statement:
       - Sid: bench-reads
         Effect: Allow
         Principal: {AWS: "trellis:identity/bench"}
         Action: "vpc-lattice-svcs:Invoke"
-        Resource: "trellis:service/signed/*"
+        Resource: "*"
         Condition:
           StringEquals: {"vpc-lattice-svcs:RequestMethod": [GET, POST]}
           StringNotEqualsIgnoreCase: {"aws:PrincipalType": anonymous}
@@ -80,12 +95,13 @@ YAML
         Principal: "*"
         Action: "*"
         Resource: "trellis:service/signed/admin*"'
+  done
 } >"$WORK/bench.yaml"
 "$bin" apply -f "$WORK/bench.yaml" >/dev/null
 creds=$("$bin" identity add-key bench -o json)
 key=$(jq -r .AccessKeyId <<<"$creds") secret=$(jq -r .SecretAccessKey <<<"$creds")
 vip() { "$bin" get service "$1" -o json | jq -r .status.vip; }
-OPEN_URL="http://$(vip open)/" SIGNED_URL="http://$(vip signed)/"
+OPEN_URL="http://$(vip open)/" SIGNED_URL="http://$(vip signed)/" WORKLOAD_URL="http://$(vip workload)/"
 
 start_bg node "$WORK/node.log" $(pin "$PROXY_CPU") "$bin" --log warn --worker-threads 1 node \
   --network bench --data-dir "$WORK/node" --bpf-pin-dir "$pins" --datapath ebpf \
@@ -119,7 +135,7 @@ allowed() { # requests the signed service allowed so far
 }
 
 run() { # name url [headers...]
-  wrk_round "$1" "$PID_node" "$2" "${@:3}"
+  WRK_CGROUP=$WL_CG wrk_round "$1" "$PID_node" "$2" "${@:3}"
 }
 
 declare -A RPS P50 P99 ERR CPU
@@ -137,7 +153,9 @@ for ((round = 1; round <= ROUNDS; round++)); do
   # Alternate the order so neither side always runs on a warmer machine.
   if ((round % 2)); then
     run open "$OPEN_URL"; run open+sig "$OPEN_URL" "${SIG_ARGS[@]}"; run signed "$SIGNED_URL" "${SIG_ARGS[@]}"
+    run workload "$WORKLOAD_URL"
   else
+    run workload "$WORKLOAD_URL"
     run signed "$SIGNED_URL" "${SIG_ARGS[@]}"; run open+sig "$OPEN_URL" "${SIG_ARGS[@]}"; run open "$OPEN_URL"
   fi
 done
@@ -145,9 +163,9 @@ done
 echo
 echo "proxy-auth: wrk -t1 -c$CONNS -d$DURATION, rounds=$ROUNDS (median), node on cpu$PROXY_CPU"
 printf '%-9s %10s %8s %8s %7s %9s\n' service req/s p50_us p99_us errors node_cpu%
-for s in open open+sig signed; do
+for s in open open+sig signed workload; do
   printf '%-9s %10s %8s %8s %7s %9s\n' "$s" "$(fmt0 "$(median ${RPS[$s]})")" \
     "$(fmt0 "$(median ${P50[$s]})")" "$(fmt0 "$(median ${P99[$s]})")" "${ERR[$s]}" "$(median ${CPU[$s]})"
 done
 echo "signed requests verified and allowed during the runs (warm-ups included): $(($(allowed) - allowed0))"
-echo "SUMMARY proxy-auth: signed/open=$(ratio "$(median ${RPS[signed]})" "$(median ${RPS[open]})") errors open=${ERR[open]} signed=${ERR[signed]}"
+echo "SUMMARY proxy-auth: signed/open=$(ratio "$(median ${RPS[signed]})" "$(median ${RPS[open]})") workload/open=$(ratio "$(median ${RPS[workload]})" "$(median ${RPS[open]})") errors open=${ERR[open]} signed=${ERR[signed]} workload=${ERR[workload]}"

@@ -56,7 +56,8 @@ EOF
 
 # wrk_round NAME PID URL [WRK_ARGS...]: a warm-up, then one measured
 # `wrk -t1 -c$CONNS -d$DURATION --latency` pinned to $LOAD_CPU (run in the
-# network namespace $WRK_NETNS when it is set), with the CPU
+# network namespace $WRK_NETNS, and in the cgroup v2 directory $WRK_CGROUP,
+# when they are set), with the CPU
 # of PID's process group over the run. Appends to the caller's associative
 # arrays RPS P50 P99 CPU (space-separated, for `median`) and adds to ERR; the
 # wrk output is kept in $WORK/wrk-NAME-$round.txt. Needs ../shared/bench/lib.sh.
@@ -65,6 +66,8 @@ wrk_round() {
   shift 3
   local ns=()
   [ -n "${WRK_NETNS:-}" ] && ns=(ip netns exec "$WRK_NETNS")
+  # shellcheck disable=SC2016 # $0 and $@ are the inner shell's
+  [ -n "${WRK_CGROUP:-}" ] && ns+=(sh -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$WRK_CGROUP")
   "${ns[@]}" $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$WARMUP" "$@" "$url" >/dev/null 2>&1 || true
   c0=$(group_ticks "$pg") t0=$(now_s)
   "${ns[@]}" $(pin "$LOAD_CPU") wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$url" >"$out" 2>&1 || true
