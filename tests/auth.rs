@@ -493,6 +493,7 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
         log.contains("\"identity\":\"trellis:identity/alice\""),
         "{log}"
     );
+    assert!(log.contains("\"authn\":\"sigv4\""), "{log}");
     assert!(log.contains("statement no-admin"), "{log}");
     assert!(!log.contains(&secret));
 

@@ -318,5 +318,6 @@ spec:
         .find(|l| l.contains("\"identity\":\"trellis:identity/orders-app\""))
         .unwrap_or_else(|| panic!("no request as orders-app in {log}"));
     assert!(allowed.contains("orders-reads"), "{allowed}");
+    assert!(allowed.contains("\"authn\":\"workload\""), "{allowed}");
     assert!(allowed.contains(&format!("{}-cg", orders.ns)), "{allowed}");
 }

@@ -43,6 +43,10 @@ pub struct Entry {
     /// Until the end of the response body or of the connection.
     pub duration_ms: f64,
     pub identity: Option<String>,
+    /// How the caller was known, for services with auth: `sigv4`, `sigv4a`,
+    /// `workload` or `anonymous`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authn: Option<&'static str>,
     /// The auth decision, for services with SIGV4 auth: `allow LEVEL:STATEMENT`
     /// or `deny REASON`.
     pub auth: Option<String>,

@@ -19,7 +19,7 @@ use std::time::Duration;
 /// Checks a request against its service's auth: the signature (with the
 /// body, when it is signed, buffered and compared with its hash) and then
 /// the policies. Returns the request to forward, with its body buffered if
-/// it had to be read, and who signed it.
+/// it had to be read, and who called.
 pub(crate) async fn guard_request<'g>(
     config: &Config,
     listener: &Listener,
@@ -27,7 +27,7 @@ pub(crate) async fn guard_request<'g>(
     conn: &Conn,
     sent: &Uri,
     req: Request<Body>,
-) -> Result<(Request<Body>, Option<Arc<Principal>>, auth::Allowed<'g>), Denied> {
+) -> Result<(Request<Body>, Decided<'g>), Denied> {
     let (parts, body) = req.into_parts();
     let wait = listener.timeouts.request;
     let mut body = Some(body);
@@ -68,11 +68,7 @@ pub(crate) async fn guard_request<'g>(
         (None, Some(b)) => b,
         (None, None) => empty(),
     };
-    Ok((
-        Request::from_parts(parts, body),
-        signed.principal,
-        signed.allowed,
-    ))
+    Ok((Request::from_parts(parts, body), signed))
 }
 
 /// What auth let through: who signed (if anyone), the statement that
@@ -80,6 +76,8 @@ pub(crate) async fn guard_request<'g>(
 /// must be checked against it.
 pub(crate) struct Decided<'g> {
     pub principal: Option<Arc<Principal>>,
+    /// How the caller was known: `sigv4`, `sigv4a`, `workload`, `anonymous`.
+    pub via: &'static str,
     pub allowed: auth::Allowed<'g>,
     pub body_hash: Option<String>,
 }
@@ -105,6 +103,10 @@ pub(crate) fn decide<'g>(
     // The calling workload's identity, without a signature; with one, the
     // two must agree.
     let workload = conn.workload().and_then(|w| config.keys.workload(&w));
+    let via = match (&signed.principal, &workload) {
+        (None, Some(_)) => "workload",
+        _ => signed.via,
+    };
     let principal = match (signed.principal, workload) {
         (Some(s), Some(w)) if s.names != w.names => {
             return Err(Denied {
@@ -132,6 +134,7 @@ pub(crate) fn decide<'g>(
     let allowed = auth::authorize(guard, principal.as_deref(), inbound, &place).map_err(denied)?;
     Ok(Decided {
         principal,
+        via,
         allowed,
         body_hash: signed.body_hash,
     })

@@ -96,16 +96,17 @@ pub async fn handle(
     let mut principal = None;
     if let Some(guard) = &listener.guard {
         match guard_request(&config, &listener, guard, &conn, &sent, req).await {
-            Ok((r, p, allowed)) => {
+            Ok((r, decided)) => {
                 proxy.metrics.auth_decisions(&listener.service, "allow");
                 req = r;
                 if proxy.access_log.enabled() {
-                    if let Some(p) = &p {
+                    if let Some(p) = &decided.principal {
                         rec.entry.identity = p.names.first().cloned();
                     }
-                    rec.entry.auth = Some(format!("allow {allowed}"));
+                    rec.entry.authn = Some(decided.via);
+                    rec.entry.auth = Some(format!("allow {}", decided.allowed));
                 }
-                principal = p;
+                principal = decided.principal;
             }
             Err(Denied {
                 refusal,

@@ -1137,4 +1137,91 @@ mod tests {
         assert_eq!(obj.to_value()["status"]["createdRevision"], 1);
         assert!(Resource::from_value(0, &doc).is_ok());
     }
+
+    #[test]
+    fn workload_selectors_against_real_cgroup_layouts() {
+        let id = "4f0c5b7e2a1d9c8b7a6f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a09";
+        let glob = |g: &str| WorkloadSelector {
+            network: "east".into(),
+            cgroup: Some(g.into()),
+            ..Default::default()
+        };
+        let unit = |u: &str| WorkloadSelector {
+            network: "east".into(),
+            systemd_unit: Some(u.into()),
+            ..Default::default()
+        };
+        let docker = WorkloadSelector {
+            network: "east".into(),
+            docker_container: Some(id.into()),
+            ..Default::default()
+        };
+        let systemd_docker = format!("/system.slice/docker-{id}.scope");
+        let cgroupfs_docker = format!("/docker/{id}");
+        let kubelet_systemd = "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1f2e.slice/cri-containerd-9a8b.scope";
+        let kubelet_cgroupfs = "/kubepods/besteffort/pod1f2e3d4c/9a8b7c6d";
+        // (selector, path, selected)
+        let table: Vec<(WorkloadSelector, &str, bool)> = vec![
+            (unit("nginx.service"), "/system.slice/nginx.service", true),
+            (
+                unit("nginx.service"),
+                "/system.slice/nginx.service/worker",
+                true,
+            ),
+            (
+                unit("nginx.service"),
+                "/system.slice/nginx-old.service",
+                false,
+            ),
+            (
+                unit("nginx.service"),
+                "/user.slice/user-1000.slice/user@1000.service/app.slice/nginx.service",
+                true,
+            ),
+            (docker.clone(), &systemd_docker, true),
+            (docker.clone(), &cgroupfs_docker, true),
+            (docker.clone(), "/system.slice/docker.service", false),
+            (
+                glob("/kubepods.slice/**/cri-containerd-*.scope"),
+                kubelet_systemd,
+                true,
+            ),
+            (
+                glob("/kubepods.slice/**/cri-containerd-*.scope"),
+                kubelet_cgroupfs,
+                false,
+            ),
+            (glob("/kubepods/*/pod1f2e3d4c/**"), kubelet_cgroupfs, true),
+            (
+                glob("/kubepods/*/pod1f2e3d4c/**"),
+                "/kubepods/besteffort/pod1f2e3d4cX/9a8b",
+                false,
+            ),
+            (
+                glob("/system.slice/*.service"),
+                "/system.slice/a.service",
+                true,
+            ),
+            (
+                glob("/system.slice/*.service"),
+                "/system.slice/a.scope",
+                false,
+            ),
+            // A selected cgroup's descendants are selected too.
+            (glob("/app"), "/app/worker/1", true),
+            (glob("/app"), "/apple", false),
+        ];
+        for (selector, path, selected) in &table {
+            let re = selector.compiled().unwrap();
+            assert_eq!(re.is_match(path), *selected, "{selector:?} on {path}");
+        }
+        // Each selector selects its own example.
+        for s in [
+            glob("/kubepods.slice/**/cri-containerd-*.scope"),
+            unit("a.service"),
+            docker,
+        ] {
+            assert!(s.compiled().unwrap().is_match(&s.example()), "{s:?}");
+        }
+    }
 }

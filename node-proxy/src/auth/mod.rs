@@ -180,6 +180,8 @@ impl Guard {
 /// What the signature check found.
 pub struct Signed {
     pub principal: Option<Arc<Principal>>,
+    /// `sigv4` or `sigv4a`; `anonymous` without a signature.
+    pub via: &'static str,
     /// The payload hash the signature covers, when the body must match it.
     pub body_hash: Option<String>,
 }
@@ -213,6 +215,7 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
     let Some(value) = req.headers.get(http::header::AUTHORIZATION) else {
         return Ok(Signed {
             principal: None,
+            via: "anonymous",
             body_hash: None,
         });
     };
@@ -351,6 +354,10 @@ pub fn authenticate(keys: &Keys, req: &Inbound<'_>, now: i64) -> Result<Signed, 
     sigv4::verify(&request, &auth, timestamp, &payload_hash, verifier)?;
     Ok(Signed {
         principal: Some(entry.principal.clone()),
+        via: match auth.algorithm {
+            Algorithm::EcdsaP256Sha256 => "sigv4a",
+            _ => "sigv4",
+        },
         body_hash,
     })
 }

@@ -342,6 +342,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 .auth_decisions(&listener.service, "allow");
             if self.proxy.access_log.enabled() {
                 rec.entry.identity = principal.and_then(|p| p.names.first().cloned());
+                rec.entry.authn = Some(d.via);
                 rec.entry.auth = Some(format!("allow {}", d.allowed));
             }
         }
