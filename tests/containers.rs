@@ -242,7 +242,7 @@ fn a_workload_is_its_identity_without_signing_anything() {
     let Some(mut env) = Env::new("workload_identity") else {
         return;
     };
-    env.start_backends(&["http:8081:blue", "http:8082:green"]);
+    env.start_backends(&["http:8081:blue", "http:8082:green", "tcp:5432:db"]);
     let orders = env.add_container(2, true);
     let other = env.add_container(3, true);
     let vault = format!(
@@ -272,6 +272,31 @@ spec:
     - name: web
       protocol: HTTP
       defaultAction: {{forward: [{{targetGroup: blue}}]}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {{name: db}}
+spec: {{network: east, protocol: TCP, port: 5432, targets: [{{address: {TARGET_IP}}}]}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: db}}
+spec:
+  serviceNetworks: [shop]
+  authType: SIGV4
+  authPolicy:
+    Version: "2012-10-17"
+    Statement:
+      - Sid: orders-db
+        Effect: Allow
+        Principal: {{AWS: "trellis:identity/orders-app"}}
+        Action: "vpc-lattice-svcs:Invoke"
+        Resource: "*"
+  listeners:
+    - name: sql
+      protocol: TCP
+      port: 5432
+      defaultAction: {{forward: [{{targetGroup: db}}]}}
 "#,
         orders.ns
     );
@@ -311,6 +336,21 @@ spec:
     assert_eq!(v["statuses"]["403"], 3, "{v}");
     let host = env.client(&["count", &format!("http://{}/", env.vip("vault")), "2"]);
     assert_eq!(host["statuses"]["403"], 2, "{host}");
+    // A TCP listener decides at connect, before a byte reaches the target.
+    let db = |c: &harness::node::Container| {
+        env.container_client(c, &["tcp", "db.trellis.internal", "5432", "select"])
+    };
+    assert!(
+        db(&orders).trim().ends_with(":5432:select"),
+        "{}",
+        db(&orders)
+    );
+    assert_eq!(
+        db(&other).trim(),
+        "",
+        "the other container's stream is closed unanswered"
+    );
+
     // The access log says who each caller was, and which statement allowed.
     let log = env.access_log();
     let allowed = log

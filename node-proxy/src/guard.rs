@@ -140,6 +140,30 @@ pub(crate) fn decide<'g>(
     })
 }
 
+/// A stream listener's connection (TCP, TLS passthrough) against its
+/// service's auth, before any byte reaches a target. Nothing in a stream
+/// is signed, so the caller is its workload or no one; the request policies
+/// see is `CONNECT /` with no headers.
+pub(crate) fn decide_stream<'g>(
+    config: &Config,
+    listener: &Listener,
+    guard: &'g Guard,
+    conn: &Conn,
+) -> Result<Decided<'g>, Denied> {
+    let headers = http::HeaderMap::new();
+    let inbound = Inbound {
+        method: &http::Method::CONNECT,
+        path: "/",
+        query: None,
+        signed_path: "/",
+        signed_query: None,
+        headers: &headers,
+        authority: None,
+        body_sha256: None,
+    };
+    decide(config, listener, guard, conn, &inbound)
+}
+
 /// Whether `body` is what the signature's payload hash `want` says.
 pub(crate) fn body_matches(want: &str, body: &[u8]) -> Result<(), Denied> {
     if sigv4::sha256_hex(body) == want {

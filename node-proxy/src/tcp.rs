@@ -86,6 +86,22 @@ pub async fn forward(
         .on(listener);
     rec.entry.rule = routed.rule.clone();
     let log = |rec: Record, error: Option<&'static str>| rec.closed(proxy, error);
+    if let Some(guard) = &listener.guard {
+        match crate::guard::decide_stream(&config, listener, guard, conn) {
+            Ok(decided) => {
+                proxy.metrics.auth_decisions(&listener.service, "allow");
+                rec.entry.identity = decided.principal.and_then(|p| p.names.first().cloned());
+                rec.entry.authn = Some(decided.via);
+                rec.entry.auth = Some(format!("allow {}", decided.allowed));
+            }
+            Err(denied) => {
+                proxy.metrics.auth_decisions(&listener.service, denied.code);
+                tracing::debug!(detail = denied.detail, "stream refused by auth");
+                rec.entry.auth = Some(format!("deny {}", denied.detail));
+                return log(rec, Some(denied.refusal.code()));
+            }
+        }
+    }
     let no_group = Some(Refusal::NoTargetGroup.code());
     let Action::Forward(split) = routed.action else {
         return log(rec, no_group);
