@@ -185,13 +185,57 @@ fn setup(test: &str) -> Option<Scenario> {
     })
 }
 
+/// Workload identities (issue 22): `east-app` is whatever runs in east's
+/// client cgroup (CLIENTS), `west-app` a workload of west only; `vault`'s
+/// target is in west and its policy allows east-app alone.
+const WORKLOADS: &str = r#"---
+apiVersion: trellis.dev/v1alpha1
+kind: Identity
+metadata: {name: east-app}
+spec: {workloads: [{network: east, cgroup: "/**/CLIENTS"}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Identity
+metadata: {name: west-app}
+spec: {workloads: [{network: west, cgroup: "/west-app"}]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: vault}
+spec:
+  serviceNetworks: [global]
+  authType: SIGV4
+  authPolicy:
+    Version: "2012-10-17"
+    Statement:
+      - Effect: Allow
+        Principal: {AWS: "trellis:identity/east-app"}
+        Action: "vpc-lattice-svcs:Invoke"
+        Resource: "*"
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction: {forward: [{targetGroup: orders-west}]}
+"#;
+
 #[test]
 fn services_are_reached_across_clusters_by_name() {
     let Some(mut s) = setup("services_are_reached_across_clusters_by_name") else {
         return;
     };
     let yaml = s.topo.run.join("two-clusters.yaml");
-    std::fs::write(&yaml, YAML).unwrap();
+    let clients = s
+        .east
+        .clients
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+    std::fs::write(
+        &yaml,
+        format!("{YAML}{}", WORKLOADS.replace("CLIENTS", &clients)),
+    )
+    .unwrap();
     s.trellis(&format!("apply -f {}", yaml.display()));
     let east_token = s.trellis("network join-token east --ttl 5m");
     let west_token = s.trellis("network join-token west --ttl 5m");
@@ -210,6 +254,18 @@ fn services_are_reached_across_clusters_by_name() {
     assert_eq!(answer["headers"]["x-trellis-service"], "orders");
     assert_eq!(answer["headers"]["host"], "orders.trellis.internal");
     assert!(answer["headers"].get("x-trellis-tunnel-group").is_none());
+
+    // An unmodified curl in east's client cgroup is east-app, through
+    // west's gateway too; from west's own clients the same call is no one.
+    let r = s.topo.curl(&s.east, "http://vault.trellis.internal/");
+    assert_eq!(r.code, 200, "{}", r.body);
+    assert_eq!(
+        r.json()["headers"]["x-trellis-identity"],
+        "trellis:identity/east-app"
+    );
+    assert_eq!(r.json()["headers"]["x-trellis-authn"], "workload");
+    let r = s.topo.curl(&s.west, "http://vault.trellis.internal/");
+    assert_eq!(r.code, 403, "{}", r.body);
 
     // West calls checkout (in east) and gets east's answer, though both
     // targets are 10.0.1.10.
@@ -429,6 +485,17 @@ fn refuses_strangers(s: &mut Scenario) {
     );
     assert_eq!(code, 403, "{body}");
     assert!(body.contains("tunnel-refused"), "{body}");
+    // East's node may name its own workloads, not west's.
+    let claim = |who: &str| {
+        format!(
+            "{proper} -H 'x-trellis-identity: trellis:identity/{who}' -H 'x-trellis-authn: workload'"
+        )
+    };
+    let (code, body) = gateway(&east, &claim("east-app"));
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = gateway(&east, &claim("west-app"));
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains("no workload of that network"), "{body}");
     // inventory-east is not west's to serve.
     let (code, body) = gateway(
         &east,

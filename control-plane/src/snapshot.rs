@@ -128,6 +128,16 @@ pub fn compile(
             .any(|s| s.auth_type == AuthType::SigV4);
     let identities = if signed {
         identities(state, network, region, day)
+    } else if !inbound.is_empty() {
+        // A gateway checks the workload identities other networks' nodes
+        // claim: names and scopes, no keys.
+        identities(state, network, region, day)
+            .into_iter()
+            .map(|i| IdentityView {
+                keys: Vec::new(),
+                ..i
+            })
+            .collect()
     } else {
         Vec::new()
     };
@@ -233,6 +243,13 @@ fn identities(state: &State, network: &str, region: &str, day: i64) -> Vec<Ident
                 .iter()
                 .filter(|w| w.network == network)
                 .cloned()
+                .collect(),
+            workload_networks: spec
+                .workloads
+                .iter()
+                .map(|w| w.network.clone())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
                 .collect(),
         });
     }

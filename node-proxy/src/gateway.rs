@@ -189,6 +189,20 @@ pub async fn handle_tunnelled(
             ),
         );
     }
+    // A workload identity is the calling node's word for what runs on it:
+    // taken only for an identity whose workloads may be on that network.
+    let identity = header(req.headers(), "x-trellis-identity");
+    if header(req.headers(), crate::headers::AUTHN_HEADER) == "workload"
+        && !config.keys.workload_of(&identity, &peer.network)
+    {
+        return refused(
+            rec,
+            format!(
+                "network {} names a caller {identity}, which is no workload of that network",
+                peer.network
+            ),
+        );
+    }
     let allowed = config
         .inbound
         .get(service.as_str())

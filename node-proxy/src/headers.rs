@@ -95,6 +95,9 @@ pub fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
 /// resources belong to no AWS account.
 pub const LATTICE_ACCOUNT: &str = "000000000000";
 
+/// How the caller named in `x-trellis-identity` was known.
+pub(crate) const AUTHN_HEADER: &str = "x-trellis-authn";
+
 /// The headers a target gets about the connection a request came on;
 /// `set` writes one (replacing any of that name).
 pub(crate) fn connection_headers(
@@ -121,20 +124,23 @@ pub(crate) fn connection_headers(
     }
 }
 
-/// The headers a target gets about one request: its id, who signed it, and
-/// with Lattice compatibility the group it went to.
+/// The headers a target gets about one request: its id, who called and how
+/// that was known (`x-trellis-authn`: `sigv4`, `sigv4a`, `workload`; another
+/// network's gateway checks a workload's claim by it), and with Lattice
+/// compatibility the group it went to.
 pub(crate) fn request_headers(
     listener: &Listener,
     region: &str,
     request_id: &str,
     group: &str,
-    principal: Option<&Principal>,
+    caller: Option<(&Principal, &'static str)>,
     set: &mut dyn FnMut(&'static str, &str),
 ) {
     set("x-trellis-request-id", request_id);
-    let identity = principal.and_then(|p| p.names.first());
-    if let Some(name) = identity {
+    let identity = caller.and_then(|(p, _)| p.names.first());
+    if let (Some(name), Some((_, via))) = (identity, caller) {
         set("x-trellis-identity", name);
+        set(AUTHN_HEADER, via);
     }
     if listener.lattice_compat {
         set(

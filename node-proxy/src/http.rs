@@ -93,7 +93,7 @@ pub async fn handle(
 
     headers::strip_reserved(req.headers_mut());
     // Auth comes first: no byte of a refused request reaches a target.
-    let mut principal = None;
+    let mut caller = None;
     if let Some(guard) = &listener.guard {
         match guard_request(&config, &listener, guard, &conn, &sent, req).await {
             Ok((r, decided)) => {
@@ -106,7 +106,7 @@ pub async fn handle(
                     rec.entry.authn = Some(decided.via);
                     rec.entry.auth = Some(format!("allow {}", decided.allowed));
                 }
-                principal = decided.principal;
+                caller = decided.principal.map(|p| (p, decided.via));
             }
             Err(Denied {
                 refusal,
@@ -159,7 +159,7 @@ pub async fn handle(
         region,
         &rec.entry.request_id,
         &group_name,
-        principal.as_deref(),
+        caller.as_ref().map(|(p, via)| (&**p, *via)),
         set,
     );
     let timeout = listener.timeouts.request;

@@ -71,6 +71,10 @@ pub struct IdentityView {
     /// The identity's workload selectors for this snapshot's network.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workloads: Vec<crate::resource::WorkloadSelector>,
+    /// Every network whose nodes may name callers this identity: what a
+    /// gateway checks a workload claim from another network against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workload_networks: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -43,6 +43,8 @@ pub struct Keys {
     by_id: HashMap<String, KeyEntry>,
     /// Each identity's workload selectors (of this network), compiled.
     workloads: Vec<(regex::Regex, Arc<Principal>)>,
+    /// By principal name: the networks whose nodes may name a workload it.
+    workload_networks: HashMap<String, Vec<String>>,
 }
 
 impl std::fmt::Debug for Keys {
@@ -63,13 +65,18 @@ impl Keys {
             region: String::new(),
             by_id: HashMap::new(),
             workloads: Vec::new(),
+            workload_networks: HashMap::new(),
         }
     }
 
     pub fn compile(snapshot: &Snapshot) -> Keys {
         let mut by_id = HashMap::new();
         let mut workloads = Vec::new();
+        let mut workload_networks = HashMap::new();
         for identity in &snapshot.identities {
+            if let Some(name) = identity.principals.first() {
+                workload_networks.insert(name.clone(), identity.workload_networks.clone());
+            }
             let principal = Arc::new(Principal {
                 names: identity.principals.clone(),
                 tags: identity.tags.clone(),
@@ -119,7 +126,16 @@ impl Keys {
             region: snapshot.region.clone(),
             by_id,
             workloads,
+            workload_networks,
         }
+    }
+
+    /// Whether nodes of `network` may name a caller `principal` by its
+    /// workload: a gateway's check of another network's claim.
+    pub fn workload_of(&self, principal: &str, network: &str) -> bool {
+        self.workload_networks
+            .get(principal)
+            .is_some_and(|n| n.iter().any(|n| n == network))
     }
 
     /// The identity whose workload selectors select `cgroup`. None when none

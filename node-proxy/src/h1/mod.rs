@@ -335,7 +335,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         rec.entry.rule = rule.clone();
         rec.entry.target_group = group_name.clone();
         rec.entry.bytes_received = framing.content_length;
-        let principal = decided.as_ref().and_then(|d| d.principal.as_deref());
+        let caller = decided
+            .as_ref()
+            .and_then(|d| d.principal.as_deref().map(|p| (p, d.via)));
+        let principal = caller.map(|(p, _)| p);
         if let Some(d) = &decided {
             self.proxy
                 .metrics
@@ -357,7 +360,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 region,
                 &rec.entry.request_id,
                 group_name,
-                principal,
+                caller,
                 set,
             );
         });
