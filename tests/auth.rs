@@ -506,8 +506,9 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
         "InvalidClientTokenId",
         "XAmzContentSHA256Mismatch",
     ] {
+        let authn = if outcome == "allow" { "sigv4" } else { "" };
         let line = format!(
-            "trellis_proxy_auth_decisions_total{{service=\"orders\",outcome=\"{outcome}\"}} "
+            "trellis_proxy_auth_decisions_total{{service=\"orders\",outcome=\"{outcome}\",authn=\"{authn}\"}} "
         );
         assert!(metrics.contains(&line), "no {line} in {metrics}");
     }

@@ -359,5 +359,10 @@ spec:
         .unwrap_or_else(|| panic!("no request as orders-app in {log}"));
     assert!(allowed.contains("orders-reads"), "{allowed}");
     assert!(allowed.contains("\"authn\":\"workload\""), "{allowed}");
+    let (_, metrics) = env.admin_get("/metrics");
+    assert!(
+        metrics.contains("trellis_proxy_auth_decisions_total{service=\"vault\",outcome=\"allow\",authn=\"workload\"} 4"),
+        "{metrics}"
+    );
     assert!(allowed.contains(&format!("{}-cg", orders.ns)), "{allowed}");
 }

@@ -35,6 +35,8 @@ fuzz_target!(|data: &[u8]| {
             source_ip: "10.0.0.1".parse().unwrap(),
             secure,
             now: 1_800_000_000,
+            // Both readings of the workload keys: none, and a pod's.
+            workload: who.map(|_| "/kubepods.slice/kubepods-pod1f2e3d4c_5b6a.slice/cri-containerd-4f0c5b7e2a1d.scope"),
         };
         let _ = evaluate(&policy, &req);
     }

@@ -91,6 +91,7 @@ fn bench(c: &mut Criterion) {
         port: 80,
         secure: false,
         now: secs,
+        workload: None,
     };
     for (name, params) in [
         ("sigv4 verify + policy (GET, 2 levels)", v4_params),

@@ -102,7 +102,8 @@ pub(crate) fn decide<'g>(
     let signed = auth::authenticate(&config.keys, inbound, now.as_secs() as i64).map_err(denied)?;
     // The calling workload's identity, without a signature; with one, the
     // two must agree.
-    let workload = conn.workload().and_then(|w| config.keys.workload(&w));
+    let cgroup = conn.workload();
+    let workload = cgroup.as_deref().and_then(|w| config.keys.workload(w));
     let via = match (&signed.principal, &workload) {
         (None, Some(_)) => "workload",
         _ => signed.via,
@@ -130,6 +131,7 @@ pub(crate) fn decide<'g>(
         port: conn.dst.0.port(),
         secure: listener.protocol == trellis_api::resource::ListenerProtocol::Https,
         now: now.as_secs(),
+        workload: cgroup.as_deref(),
     };
     let allowed = auth::authorize(guard, principal.as_deref(), inbound, &place).map_err(denied)?;
     Ok(Decided {

@@ -97,7 +97,9 @@ pub async fn handle(
     if let Some(guard) = &listener.guard {
         match guard_request(&config, &listener, guard, &conn, &sent, req).await {
             Ok((r, decided)) => {
-                proxy.metrics.auth_decisions(&listener.service, "allow");
+                proxy
+                    .metrics
+                    .auth_decisions(&listener.service, "allow", decided.via);
                 req = r;
                 if proxy.access_log.enabled() {
                     if let Some(p) = &decided.principal {
@@ -113,7 +115,7 @@ pub async fn handle(
                 code,
                 detail,
             }) => {
-                proxy.metrics.auth_decisions(&listener.service, code);
+                proxy.metrics.auth_decisions(&listener.service, code, "");
                 rec.entry.auth = Some(format!("deny {detail}"));
                 return Ok(refuse(&proxy, rec, refusal, &detail));
             }

@@ -44,6 +44,9 @@ pub struct AuthLabels {
     /// `allow`, or why not: an AWS-style code (`InvalidSignatureException`,
     /// `AccessDeniedException`, ...) or a refusal reason.
     pub outcome: &'static str,
+    /// How an allowed caller was known: `sigv4`, `sigv4a`, `workload`,
+    /// `anonymous`; empty for a refusal.
+    pub authn: &'static str,
 }
 
 pub struct Metrics {
@@ -137,11 +140,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn auth_decisions(&self, service: &Arc<str>, outcome: &'static str) {
+    /// One auth decision: `allow` with how the caller was known, or the
+    /// refusal's code (and `authn` empty).
+    pub fn auth_decisions(&self, service: &Arc<str>, outcome: &'static str, authn: &'static str) {
         self.auth
             .get_or_create(&AuthLabels {
                 service: service.clone(),
                 outcome,
+                authn,
             })
             .inc();
     }

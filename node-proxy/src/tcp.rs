@@ -89,13 +89,17 @@ pub async fn forward(
     if let Some(guard) = &listener.guard {
         match crate::guard::decide_stream(&config, listener, guard, conn) {
             Ok(decided) => {
-                proxy.metrics.auth_decisions(&listener.service, "allow");
+                proxy
+                    .metrics
+                    .auth_decisions(&listener.service, "allow", decided.via);
                 rec.entry.identity = decided.principal.and_then(|p| p.names.first().cloned());
                 rec.entry.authn = Some(decided.via);
                 rec.entry.auth = Some(format!("allow {}", decided.allowed));
             }
             Err(denied) => {
-                proxy.metrics.auth_decisions(&listener.service, denied.code);
+                proxy
+                    .metrics
+                    .auth_decisions(&listener.service, denied.code, "");
                 tracing::debug!(detail = denied.detail, "stream refused by auth");
                 rec.entry.auth = Some(format!("deny {}", denied.detail));
                 return log(rec, Some(denied.refusal.code()));

@@ -29,6 +29,7 @@ pub mod snapshot;
 pub mod tls;
 pub mod token;
 pub mod trust;
+pub mod workload;
 
 pub use error::{ApiError, FieldError};
 pub use resource::{API_VERSION, Kind, Object, Resource, Spec};

@@ -151,11 +151,19 @@ pub enum Key {
     Service,
     ServiceNetwork,
     Port,
+    /// `trellis:Workload`: the caller's cgroup path (issue 22).
+    Workload,
+    /// `trellis:WorkloadUnit`: the systemd unit it runs in.
+    WorkloadUnit,
+    /// `trellis:WorkloadContainer`: its container's id.
+    WorkloadContainer,
+    /// `trellis:WorkloadPod`: its Kubernetes pod's UID.
+    WorkloadPod,
 }
 
 /// Keys by their lowercase name; `/` ends the ones that take a name after
 /// it (a tag, a header, a query parameter).
-const KEYS: [(&str, Kind); 26] = [
+const KEYS: [(&str, Kind); 30] = [
     ("aws:PrincipalType", Kind::Text),
     ("aws:PrincipalArn", Kind::Arn),
     ("aws:PrincipalId", Kind::Text),
@@ -182,6 +190,10 @@ const KEYS: [(&str, Kind); 26] = [
     ("trellis:ServiceNetwork", Kind::Text),
     ("vpc-lattice-svcs:Port", Kind::Number),
     ("trellis:Port", Kind::Number),
+    ("trellis:Workload", Kind::Text),
+    ("trellis:WorkloadUnit", Kind::Text),
+    ("trellis:WorkloadContainer", Kind::Text),
+    ("trellis:WorkloadPod", Kind::Text),
 ];
 
 /// Every condition key a policy may use, as written in one (a name after
@@ -265,6 +277,10 @@ impl Key {
             "vpc-lattice-svcs:servicenetworkarn" => Key::ServiceNetworkArn,
             "trellis:service" => Key::Service,
             "trellis:servicenetwork" => Key::ServiceNetwork,
+            "trellis:workload" => Key::Workload,
+            "trellis:workloadunit" => Key::WorkloadUnit,
+            "trellis:workloadcontainer" => Key::WorkloadContainer,
+            "trellis:workloadpod" => Key::WorkloadPod,
             _ => Key::Port,
         })
     }

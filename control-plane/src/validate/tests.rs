@@ -493,7 +493,7 @@ spec:
 }
 
 /// The condition keys a policy may use, as refusals list them.
-const KEYS: &str = "aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port";
+const KEYS: &str = "aws:PrincipalType, aws:PrincipalArn, aws:PrincipalId, trellis:Principal, aws:PrincipalTag/NAME, aws:SourceIp, aws:SecureTransport, aws:CurrentTime, aws:EpochTime, vpc-lattice-svcs:SourceVpc, trellis:SourceNetwork, vpc-lattice-svcs:SourceVpcOwnerAccount, vpc-lattice-svcs:RequestMethod, trellis:RequestMethod, vpc-lattice-svcs:RequestPath, trellis:RequestPath, vpc-lattice-svcs:RequestHeader/NAME, trellis:RequestHeader/NAME, vpc-lattice-svcs:RequestQueryString/NAME, trellis:RequestQueryString/NAME, vpc-lattice-svcs:ServiceArn, vpc-lattice-svcs:ServiceNetworkArn, trellis:Service, trellis:ServiceNetwork, vpc-lattice-svcs:Port, trellis:Port, trellis:Workload, trellis:WorkloadUnit, trellis:WorkloadContainer, trellis:WorkloadPod";
 
 /// Every policy element the node could not evaluate as written is refused
 /// where it is written: a misspelt key read as absent would make a negated

@@ -423,6 +423,8 @@ pub struct Place<'a> {
     /// The client's connection is TLS (an HTTPS listener).
     pub secure: bool,
     pub now: u64,
+    /// The caller's cgroup path, where known.
+    pub workload: Option<&'a str>,
 }
 
 /// What allowed a request: the statement of the last level's policy.
@@ -460,6 +462,7 @@ pub fn authorize<'g>(
         source_ip: place.client.ip(),
         secure: place.secure,
         now: place.now,
+        workload: place.workload,
     };
     let mut decided = Allowed {
         level: "",

@@ -47,6 +47,8 @@ pub struct Request<'a> {
     pub secure: bool,
     /// Seconds since the epoch.
     pub now: u64,
+    /// The caller's cgroup path, where the datapath records it.
+    pub workload: Option<&'a str>,
 }
 
 /// The account in ARNs Trellis writes: its resources belong to no AWS account.
@@ -103,6 +105,25 @@ impl Request<'_> {
             Key::Service => vec![Cow::Borrowed(self.service)],
             Key::ServiceNetwork => vec![Cow::Borrowed(self.service_network)],
             Key::Port => one(self.port.to_string()),
+            Key::Workload => self.workload.map(Cow::Borrowed).into_iter().collect(),
+            Key::WorkloadUnit => self
+                .workload
+                .and_then(trellis_api::workload::unit)
+                .map(Cow::Borrowed)
+                .into_iter()
+                .collect(),
+            Key::WorkloadContainer => self
+                .workload
+                .and_then(trellis_api::workload::container)
+                .map(Cow::Borrowed)
+                .into_iter()
+                .collect(),
+            Key::WorkloadPod => self
+                .workload
+                .and_then(trellis_api::workload::pod)
+                .map(Cow::Owned)
+                .into_iter()
+                .collect(),
         }
     }
 

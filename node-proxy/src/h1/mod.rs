@@ -203,7 +203,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         .on(&listener);
         drop(config);
         if let Some(code) = auth_code {
-            self.proxy.metrics.auth_decisions(&listener.service, code);
+            self.proxy
+                .metrics
+                .auth_decisions(&listener.service, code, "");
             rec.entry.auth = Some(format!("deny {detail}"));
         }
         let t = listener.timeouts;
@@ -342,7 +344,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         if let Some(d) = &decided {
             self.proxy
                 .metrics
-                .auth_decisions(&listener.service, "allow");
+                .auth_decisions(&listener.service, "allow", d.via);
             if self.proxy.access_log.enabled() {
                 rec.entry.identity = principal.and_then(|p| p.names.first().cloned());
                 rec.entry.authn = Some(d.via);

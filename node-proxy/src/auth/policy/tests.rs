@@ -168,6 +168,9 @@ fn request<'a>(principal: Option<&'a Principal>, headers: &'a HeaderMap) -> Requ
         source_ip: "10.1.2.3".parse().unwrap(),
         secure: false,
         now: 1_800_000_000,
+        workload: Some(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod1f2e3d4c_5b6a.slice/cri-containerd-4f0c5b7e2a1d.scope",
+        ),
     }
 }
 
@@ -643,6 +646,30 @@ fn every_condition_key_reads_what_its_name_says() {
         ("trellis:ServiceNetwork", "StringEquals", "shop", "pay"),
         ("vpc-lattice-svcs:Port", "NumericEquals", "80", "81"),
         ("trellis:Port", "NumericEquals", "80", "81"),
+        (
+            "trellis:Workload",
+            "StringLike",
+            "/kubepods.slice/*",
+            "/system.slice/*",
+        ),
+        (
+            "trellis:WorkloadUnit",
+            "StringEquals",
+            "cri-containerd-4f0c5b7e2a1d.scope",
+            "nginx.service",
+        ),
+        (
+            "trellis:WorkloadContainer",
+            "StringEquals",
+            "4f0c5b7e2a1d",
+            "0000",
+        ),
+        (
+            "trellis:WorkloadPod",
+            "StringEquals",
+            "1f2e3d4c-5b6a",
+            "other",
+        ),
     ];
     let people = principals();
     let mut headers = HeaderMap::new();
