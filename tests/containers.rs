@@ -255,6 +255,11 @@ spec:
     - {{network: east, cgroup: "/**/{}-cg"}}
 ---
 apiVersion: trellis.dev/v1alpha1
+kind: Identity
+metadata: {{name: bob}}
+spec: {{}}
+---
+apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: {{name: vault}}
 spec:
@@ -351,6 +356,32 @@ spec:
         "the other container's stream is closed unanswered"
     );
 
+    // A request signed as another identity from the orders container: the
+    // signature and the workload disagree, so it is refused.
+    let bob: serde_json::Value =
+        serde_json::from_str(&env.trellis("identity add-key bob -o json")).unwrap();
+    let out = env
+        .in_container(
+            &orders,
+            &format!(
+                "curl -s -m 5 -i --aws-sigv4 aws:amz:us-east-1:vpc-lattice-svcs --user {}:{} {url}",
+                bob["AccessKeyId"].as_str().unwrap(),
+                bob["SecretAccessKey"].as_str().unwrap()
+            ),
+        )
+        .output()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(answer.contains("IdentityMismatch"), "{answer}");
+
+    // The container goes, another comes in the same cgroup path: the new
+    // cgroup (another id) is learnt, and is the path's identity.
+    env.remove_container(&orders);
+    let again = env.add_container(2, true);
+    let v = parse(&env.container_client(&again, &["count", url, "2"]));
+    assert_eq!(count(&v, "blue"), 2, "{v}");
+
     // The access log says who each caller was, and which statement allowed.
     let log = env.access_log();
     let allowed = log
@@ -361,7 +392,7 @@ spec:
     assert!(allowed.contains("\"authn\":\"workload\""), "{allowed}");
     let (_, metrics) = env.admin_get("/metrics");
     assert!(
-        metrics.contains("trellis_proxy_auth_decisions_total{service=\"vault\",outcome=\"allow\",authn=\"workload\"} 4"),
+        metrics.contains("trellis_proxy_auth_decisions_total{service=\"vault\",outcome=\"allow\",authn=\"workload\"} 6"),
         "{metrics}"
     );
     assert!(allowed.contains(&format!("{}-cg", orders.ns)), "{allowed}");
