@@ -7,21 +7,20 @@
 //!
 //! cgroup ids are the inode numbers of the cgroup directories, so the path of
 //! an id is found by walking the redirected subtree; the walk is cached and
-//! redone (at most every [`WALK_EVERY`]) when an id is not known, which is
-//! how cgroups made after the last walk are learnt. A walk rebuilds the
-//! whole index, so a removed cgroup is forgotten with it; ids are not
-//! reused while the system runs.
+//! redone when an id is not known, which is how cgroups made after the last
+//! walk are learnt (a redirected caller's cgroup is always in the subtree, so
+//! a miss means a new cgroup). Walks take turns, and a connection that
+//! waited for another's walk looks again before walking itself. A walk
+//! rebuilds the whole index, so a removed cgroup is forgotten with it; ids
+//! are not reused while the system runs.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
 use trellis_datapath::Callers;
 
-/// The least time between two walks of the cgroup tree.
-pub const WALK_EVERY: Duration = Duration::from_millis(100);
 /// A bound on the index, whatever the tree holds.
 const MAX_CGROUPS: usize = 100_000;
 
@@ -40,7 +39,8 @@ pub struct Workloads {
     /// `root`'s own path in the hierarchy ("" for the hierarchy's root).
     prefix: String,
     index: RwLock<HashMap<u64, Arc<str>>>,
-    walked: Mutex<Option<Instant>>,
+    /// Held while walking: one walk at a time.
+    walking: Mutex<()>,
 }
 
 impl Workloads {
@@ -51,7 +51,7 @@ impl Workloads {
             root: root.to_path_buf(),
             prefix: hierarchy_path(root)?,
             index: RwLock::default(),
-            walked: Mutex::default(),
+            walking: Mutex::default(),
         };
         w.walk();
         Ok(w)
@@ -64,17 +64,12 @@ impl Workloads {
         if let Some(path) = self.known(id) {
             return Some(path);
         }
-        let due = {
-            let mut walked = self.walked.lock().unwrap_or_else(|e| e.into_inner());
-            let due = walked.is_none_or(|t| t.elapsed() >= WALK_EVERY);
-            if due {
-                *walked = Some(Instant::now());
-            }
-            due
-        };
-        if due {
-            self.walk();
+        let _turn = self.walking.lock().unwrap_or_else(|e| e.into_inner());
+        // Another connection's walk, while this one waited, may have found it.
+        if let Some(path) = self.known(id) {
+            return Some(path);
         }
+        self.walk();
         self.known(id)
     }
 
