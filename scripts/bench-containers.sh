@@ -54,19 +54,7 @@ wait_tcp "$BRIDGE_IP" "$BLUE_PORT"
 start_control_plane "$WORK"
 {
   split_yaml "$BRIDGE_IP:$BLUE_PORT" "$BRIDGE_IP:$GREEN_PORT"
-  cat <<YAML
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: {name: checkout}
-spec:
-  serviceNetworks: [bench]
-  listeners:
-    - name: web
-      protocol: HTTP
-      defaultAction:
-        forward: [{targetGroup: blue, weight: 90}, {targetGroup: green, weight: 10}]
-YAML
+  split_service 90/10
 } >"$WORK/bench.yaml"
 "$bin" apply -f "$WORK/bench.yaml" >/dev/null
 VIP=$("$bin" get service checkout -o json | jq -r .status.vip)

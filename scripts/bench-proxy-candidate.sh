@@ -25,19 +25,7 @@ start_control_plane "$work"
 weights=${BENCH_WEIGHTS:-90/10}
 {
   split_yaml "$BENCH_BLUE" "$BENCH_GREEN"
-  cat <<YAML
----
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: {name: checkout}
-spec:
-  serviceNetworks: [bench]
-  listeners:
-    - name: web
-      protocol: HTTP
-      defaultAction:
-        forward: [{targetGroup: blue, weight: ${weights%/*}}, {targetGroup: green, weight: ${weights#*/}}]
-YAML
+  split_service "$weights"
 } >"$work/bench.yaml"
 "$bin" apply -f "$work/bench.yaml" >/dev/null
 "$bin" --log warn --worker-threads 1 node --network bench --data-dir "$work/node" \

@@ -124,3 +124,21 @@ metadata: {name: green}
 spec: {network: bench, healthCheck: {enabled: false}, targets: [{address: ${2%:*}, port: ${2##*:}}]}
 YAML
 }
+
+# split_service WEIGHTS: service `checkout` in service network `bench` whose
+# HTTP listener splits between `blue` and `green` by WEIGHTS (`90/10`).
+split_service() {
+  cat <<YAML
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {name: checkout}
+spec:
+  serviceNetworks: [bench]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction:
+        forward: [{targetGroup: blue, weight: ${1%/*}}, {targetGroup: green, weight: ${1#*/}}]
+YAML
+}

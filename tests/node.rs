@@ -360,17 +360,7 @@ fn ten_restarts_under_steady_load_refuse_nothing() {
         assert!(t.elapsed() < Duration::from_secs(10), "{}", dead(&env));
         std::thread::sleep(Duration::from_millis(100));
     }
-    let stop = env.run.join("stop-load");
-    let stop_arg = stop.display().to_string();
-    let load = env.spawn_script(
-        "steady.py",
-        &[
-            &url,
-            "127.0.0.1:5353",
-            "checkout.trellis.internal",
-            &stop_arg,
-        ],
-    );
+    let load = env.steady_load(&url, "checkout.trellis.internal");
     std::thread::sleep(Duration::from_secs(2));
     let mut took = Vec::new();
     for _ in 0..10 {
@@ -383,14 +373,7 @@ fn ten_restarts_under_steady_load_refuse_nothing() {
         std::thread::sleep(Duration::from_millis(700));
     }
     std::thread::sleep(Duration::from_secs(2));
-    std::fs::write(&stop, b"").unwrap();
-    let out = load.output();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "steady.py said {:?}: {e}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let report = load.stop();
     println!("restarts took {took:?}; load: {report}");
     assert_eq!(report["error_count"], 0, "{report}");
     for kind in ["keep-alive", "per-request", "upload", "websocket", "dns"] {
@@ -445,17 +428,7 @@ fn a_hangup_starts_a_successor_that_takes_over_and_systemd_follows() {
     env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
     let first = notified_main_pid(&socket);
     let url = format!("http://{}/", env.vip("checkout"));
-    let stop = env.run.join("stop-load");
-    let stop_arg = stop.display().to_string();
-    let load = env.spawn_script(
-        "steady.py",
-        &[
-            &url,
-            "127.0.0.1:5353",
-            "checkout.trellis.internal",
-            &stop_arg,
-        ],
-    );
+    let load = env.steady_load(&url, "checkout.trellis.internal");
     std::thread::sleep(Duration::from_secs(1));
 
     // systemd's `ExecReload=/bin/kill -HUP $MAINPID`.
@@ -469,9 +442,7 @@ fn a_hangup_starts_a_successor_that_takes_over_and_systemd_follows() {
     let mut old = env.take_node().expect("the first node");
     assert_eq!(old.id(), first, "the node's own pid was notified");
     std::thread::sleep(Duration::from_secs(1));
-    std::fs::write(&stop, b"").unwrap();
-    let out = load.output();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = load.stop();
     assert_eq!(report["error_count"], 0, "{report}");
     let t = Instant::now();
     let status = loop {
@@ -532,21 +503,7 @@ fn a_crash_refuses_nothing_where_a_supervisor_holds_the_sockets() {
     env.start_backends(&["http:8081:blue", "http:8082:green"]);
     env.apply(&shop(100, 0, &[8081], ""));
     let url = |env: &Env| format!("http://{}/", env.vip("checkout"));
-    let load = |env: &Env, stop: &std::path::Path| {
-        let stop_arg = stop.display().to_string();
-        env.spawn_script(
-            "steady.py",
-            &[
-                &url(env),
-                "127.0.0.1:5353",
-                "checkout.trellis.internal",
-                &stop_arg,
-            ],
-        )
-    };
-    let report = |load: harness::Owned| -> serde_json::Value {
-        serde_json::from_slice(&load.output().stdout).unwrap()
-    };
+    let load = |env: &Env| env.steady_load(&url(env), "checkout.trellis.internal");
 
     // As systemd with a .socket unit and Restart=always: the sockets are
     // the supervisor's, restarts 100 ms after each crash.
@@ -558,8 +515,7 @@ fn a_crash_refuses_nothing_where_a_supervisor_holds_the_sockets() {
         pidfile.display()
     );
     env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
-    let stop = env.run.join("stop-supervised");
-    let supervised = load(&env, &stop);
+    let supervised = load(&env);
     std::thread::sleep(Duration::from_secs(1));
     for _ in 0..5 {
         let pid = supervised_pid(&pidfile);
@@ -569,8 +525,7 @@ fn a_crash_refuses_nothing_where_a_supervisor_holds_the_sockets() {
         assert_ne!(pid, next);
         std::thread::sleep(Duration::from_millis(1500));
     }
-    std::fs::write(&stop, b"").unwrap();
-    let supervised = report(supervised);
+    let supervised = supervised.stop();
     println!("five crashes under a supervisor: {supervised}");
     assert_eq!(supervised["refused"], 0, "{supervised}");
     only_in_flight_failures(&supervised, false);
@@ -582,16 +537,14 @@ fn a_crash_refuses_nothing_where_a_supervisor_holds_the_sockets() {
     // long as the next process takes to start (recorded, not asserted).
     env.node_wrapper.clear();
     env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
-    let stop = env.run.join("stop-by-hand");
-    let by_hand = load(&env, &stop);
+    let by_hand = load(&env);
     std::thread::sleep(Duration::from_secs(1));
     let mut crashed = env.take_node().unwrap();
     crashed.kill().unwrap();
     crashed.wait().unwrap();
     env.start_node(&["--dns-listen", "127.0.0.1:5353"]);
     std::thread::sleep(Duration::from_secs(1));
-    std::fs::write(&stop, b"").unwrap();
-    let by_hand = report(by_hand);
+    let by_hand = by_hand.stop();
     println!("one crash, started again by hand: {by_hand}");
     only_in_flight_failures(&by_hand, true);
     assert_eq!(count(&env.client(&["count", &url(&env), "10"]), "blue"), 10);

@@ -3,11 +3,10 @@
 use anyhow::{Context, Result};
 use ipnet::{Ipv4Net, Ipv6Net};
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
-use trellis_api::handover::{self, Ask, Offer, Taker};
+use trellis_api::handover::{self, Ask, Offer};
 use trellis_control_plane::api_tls::{self, Serving};
 use trellis_control_plane::ca::Authority;
 use trellis_control_plane::keys::Keyring;
@@ -140,7 +139,7 @@ pub async fn run(args: Args) -> Result<()> {
                 super::reload::stopping();
                 None
             }
-            taker = release_asked(&offer, &offered) => Some(taker),
+            taker = offer.asked(&offered, || serde_json::Value::Null, Ask::Release) => Some(taker),
             () = successor.on_hangup() => None,
         };
         // Stop accepting, end the watches (their next ask goes to whoever
@@ -168,22 +167,6 @@ pub async fn run(args: Args) -> Result<()> {
             Err(e) => {
                 tracing::warn!(error = %e, "the next control plane failed after the store was released; serving again")
             }
-        }
-    }
-}
-
-/// Waits for a process that takes the sockets over and asks for the store.
-async fn release_asked(offer: &Offer, sockets: &[(&'static str, OwnedFd)]) -> Taker {
-    loop {
-        let mut taker = offer.taker(sockets, || serde_json::Value::Null).await;
-        match taker.next().await {
-            Ok(Ask::Release) => return taker,
-            Ok(Ask::Ready) => {
-                tracing::warn!(
-                    "a taker said it accepts without asking for the store; still serving"
-                )
-            }
-            Err(e) => tracing::warn!(error = %e, "handover failed; still serving"),
         }
     }
 }

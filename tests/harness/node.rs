@@ -521,6 +521,18 @@ impl Env {
         )
     }
 
+    /// tests/node/steady.py against `url` in the redirected cgroup, its DNS
+    /// queries for `name` to the node DNS on 127.0.0.1:5353.
+    pub fn steady_load(&self, url: &str, name: &str) -> SteadyLoad {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let stop = self
+            .run
+            .join(format!("stop-load-{}", N.fetch_add(1, Ordering::SeqCst)));
+        let stop_arg = stop.display().to_string();
+        let child = self.spawn_script("steady.py", &[url, "127.0.0.1:5353", name, &stop_arg]);
+        SteadyLoad { child, stop }
+    }
+
     /// `dig` in the node namespace.
     pub fn dig(&self, args: &[&str]) -> String {
         let out = self
@@ -532,6 +544,27 @@ impl Env {
 
     pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.run.join("access.log")).unwrap_or_default()
+    }
+}
+
+/// A steady.py run: stopped (and killed, if the test fails first) on drop.
+pub struct SteadyLoad {
+    child: Owned,
+    stop: PathBuf,
+}
+
+impl SteadyLoad {
+    /// Ends the load and reads its report (steady.py's header says what is
+    /// in it).
+    pub fn stop(self) -> serde_json::Value {
+        std::fs::write(&self.stop, b"").expect("the stop file");
+        let out = self.child.output();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "steady.py said {:?}: {e}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 }
 

@@ -392,18 +392,27 @@ impl Offer {
     where
         S: Fn() -> serde_json::Value,
     {
+        self.asked(sockets, state, Ask::Ready).await;
+        tracing::info!(socket = %self.path.display(), "the next process accepts: handed over");
+    }
+
+    /// Waits for a process that takes the `sockets` and `state` and then
+    /// asks `want` (what this role answers: `Ready` for one that runs beside
+    /// its successor, `Release` for one that must let go first). A taker
+    /// that asks anything else, or fails, is logged; this process serves on.
+    pub async fn asked<S>(&self, sockets: &[(&'static str, OwnedFd)], state: S, want: Ask) -> Taker
+    where
+        S: Fn() -> serde_json::Value,
+    {
         loop {
             let mut taker = self.taker(sockets, &state).await;
             match taker.next().await {
-                Ok(Ask::Ready) => {
-                    tracing::info!(socket = %self.path.display(), "the next process accepts: handed over");
-                    return;
-                }
-                Ok(Ask::Release) => {
-                    tracing::warn!(
-                        "the next process asked for a release this role does not make; still serving"
-                    )
-                }
+                Ok(ask) if ask == want => return taker,
+                Ok(ask) => tracing::warn!(
+                    ?ask,
+                    ?want,
+                    "the next process asked what this role does not do; still serving"
+                ),
                 Err(e) => tracing::warn!(error = %e, "handover failed; still serving"),
             }
         }
