@@ -16,31 +16,7 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT INT TERM
 
-python3 - "$n" >"$work/big.yaml" <<'PY'
-import sys
-n = int(sys.argv[1])
-out = sys.stdout
-out.write("apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: east}\nspec: {}\n---\n")
-out.write("apiVersion: trellis.dev/v1alpha1\nkind: ServiceNetwork\nmetadata: {name: shop}\nspec: {networks: [east]}\n")
-for i in range(n):
-    a, b = i // 250, i % 250
-    for c in ("blue", "green"):
-        out.write(f"---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: s{i}-{c}}}\n"
-                  f"spec: {{network: east, port: 8080, targets: [{{address: 10.{a}.{b}.10}}, {{address: 10.{a}.{b}.11}}]}}\n")
-    out.write(f"""---
-apiVersion: trellis.dev/v1alpha1
-kind: Service
-metadata: {{name: s{i}}}
-spec:
-  serviceNetworks: [shop]
-  listeners:
-    - name: web
-      protocol: HTTP
-      defaultAction: {{forward: [{{targetGroup: s{i}-blue, weight: 90}}, {{targetGroup: s{i}-green, weight: 10}}]}}
-      rules:
-        - {{name: v2, priority: 10, match: {{path: {{prefix: /v2}}}}, action: {{forward: [{{targetGroup: s{i}-green}}]}}}}
-""")
-PY
+services_yaml "$n" >"$work/big.yaml"
 echo "generated $(grep -c '^kind:' "$work/big.yaml") documents, $(du -h "$work/big.yaml" | cut -f1)" >&2
 
 start_control_plane "$work" --vip-pool-v4 169.254.128.0/17

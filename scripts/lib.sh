@@ -27,6 +27,37 @@ start_control_plane() {
   export TRELLIS_SERVER TRELLIS_TOKEN_FILE TRELLIS_CA_FILE
 }
 
+# services_yaml N: network east, service network shop and N services, each
+# forwarding 90/10 to two target groups of two targets (and /v2 to the
+# second), as YAML on stdout.
+services_yaml() {
+  python3 - "$1" <<'PY'
+import sys
+n = int(sys.argv[1])
+out = sys.stdout
+out.write("apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: east}\nspec: {}\n---\n")
+out.write("apiVersion: trellis.dev/v1alpha1\nkind: ServiceNetwork\nmetadata: {name: shop}\nspec: {networks: [east]}\n")
+for i in range(n):
+    a, b = i // 250, i % 250
+    for c in ("blue", "green"):
+        out.write(f"---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: s{i}-{c}}}\n"
+                  f"spec: {{network: east, port: 8080, targets: [{{address: 10.{a}.{b}.10}}, {{address: 10.{a}.{b}.11}}]}}\n")
+    out.write(f"""---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: s{i}}}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction: {{forward: [{{targetGroup: s{i}-blue, weight: 90}}, {{targetGroup: s{i}-green, weight: 10}}]}}
+      rules:
+        - {{name: v2, priority: 10, match: {{path: {{prefix: /v2}}}}, action: {{forward: [{{targetGroup: s{i}-green}}]}}}}
+""")
+PY
+}
+
 # to_us "1.23ms" -> 1230: wrk's latency units to microseconds.
 to_us() {
   awk -v v="$1" 'BEGIN{ n=v; sub(/[a-z]+$/,"",n); u=v; sub(/^[0-9.]+/,"",u)

@@ -754,3 +754,152 @@ fn ten_handovers_fail_no_apply_and_no_watch() {
         "revision {seen} after {applied} applies"
     );
 }
+
+/// Issue 23: a watcher holding a revision is sent only what changed since,
+/// gzip-compressed; one holding nothing, or a revision the control plane
+/// cannot vouch for, the whole snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weight_change_reaches_a_watcher_as_a_small_delta() {
+    use trellis_api::client::Update;
+    let mut cp = ControlPlane::start(&[]);
+    let mut yaml = String::from(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: east}\nspec: {}\n---\n\
+         apiVersion: trellis.dev/v1alpha1\nkind: ServiceNetwork\nmetadata: {name: shop}\nspec: {networks: [east]}\n",
+    );
+    let service = |i: usize, weight: u32| {
+        format!(
+            "---\napiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {{name: s{i}}}\n\
+             spec:\n  serviceNetworks: [shop]\n  listeners:\n    - name: web\n      protocol: HTTP\n\
+             \x20     defaultAction: {{forward: [{{targetGroup: g{i}-blue, weight: {weight}}}, {{targetGroup: g{i}-green, weight: {}}}]}}\n",
+            100 - weight
+        )
+    };
+    for i in 0..200 {
+        for colour in ["blue", "green"] {
+            yaml.push_str(&format!(
+                "---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: g{i}-{colour}}}\n\
+                 spec: {{network: east, port: 8080, targets: [{{address: 10.0.{}.{}}}]}}\n",
+                i / 100,
+                i % 100 + 1
+            ));
+        }
+        yaml.push_str(&service(i, 90));
+    }
+    let client = harness::local::client(&cp);
+    client
+        .apply(harness::local::documents(&yaml), false)
+        .await
+        .unwrap();
+
+    let whole = client
+        .watch("east", None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    let Update::Whole(held) = whole.update else {
+        panic!("a first watch is answered whole");
+    };
+    assert_eq!(held.services.len(), 200);
+    let plain = serde_json::to_vec(&held).unwrap().len();
+    assert!(
+        whole.wire_bytes * 5 < plain,
+        "compressed: {} of {plain} bytes",
+        whole.wire_bytes
+    );
+
+    let watcher = {
+        let (client, since) = (client.clone(), held.revision);
+        tokio::spawn(async move {
+            client
+                .watch("east", Some(since), Duration::from_secs(10))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    client
+        .apply(harness::local::documents(&service(7, 50)), false)
+        .await
+        .unwrap();
+    let delta = watcher.await.unwrap().unwrap().expect("a change");
+    assert!(
+        delta.wire_bytes < 2048,
+        "{} bytes on the wire",
+        delta.wire_bytes
+    );
+    let Update::Delta(d) = delta.update else {
+        panic!("a watcher holding a revision is sent a delta");
+    };
+    assert_eq!(d.len(), 1);
+    assert_eq!(d.services.put[0].name, "s7");
+    let next = held.with(d).expect("the delta applies");
+    let fresh = client
+        .snapshot("east", None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(next, fresh, "delta and whole snapshot agree");
+
+    // A revision from before this control plane's memory (it restarted, or
+    // the watcher is from elsewhere): the whole snapshot.
+    cp.restart();
+    let client = harness::local::client(&cp);
+    client
+        .apply(harness::local::documents(&service(8, 40)), false)
+        .await
+        .unwrap();
+    let after = client
+        .watch("east", Some(next.revision), Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("a change");
+    assert!(matches!(after.update, Update::Whole(ref s) if s.services.len() == 200));
+}
+
+/// Issue 23: nodes' watches have their own connection budget. With room
+/// for one, a second node is told to come back later (503, Retry-After)
+/// while `trellis apply` still works, and is served once the first leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_have_their_own_budget_and_never_crowd_out_operators() {
+    let cp = ControlPlane::start(&["--max-watchers", "1"]);
+    assert!(trellis(&cp, &["apply", "-f", SAMPLE]).status.success());
+    let (a, b) = (harness::local::private_dir(), harness::local::private_dir());
+    let first = harness::local::node_client(&cp, "east", a.path()).await;
+    let second = harness::local::node_client(&cp, "east", b.path()).await;
+    let held = first
+        .snapshot("east", None, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    // The first node's connection is kept (keep-alive): the budget is full.
+    let refused = second.snapshot("east", None, Duration::ZERO).await;
+    match refused {
+        Err(trellis_api::client::ClientError::Api { status, error }) => {
+            assert_eq!(status, 503);
+            assert!(error.message.contains("retry later"), "{error:?}");
+        }
+        other => panic!("expected 503, got {other:?}"),
+    }
+    let unrelated =
+        "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: other}\nspec: {}\n";
+    let applied = harness::local::client(&cp)
+        .apply(harness::local::documents(unrelated), false)
+        .await
+        .expect("operators have their own budget");
+    assert!(applied.revision > held.revision);
+
+    drop(first);
+    let mut served = None;
+    for _ in 0..50 {
+        match second.snapshot("east", None, Duration::ZERO).await {
+            Ok(s) => {
+                served = s;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(
+        served.expect("served once the first left").services,
+        held.services
+    );
+}

@@ -588,6 +588,7 @@ fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
         revision: 1,
         region: "us-east-1".into(),
         dns_zone: "trellis.internal".into(),
+        vip_pools: Vec::new(),
         services: (1..=40)
             .map(|i| ServiceView {
                 name: format!("big-{i}"),

@@ -22,6 +22,7 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod validate;
+mod views;
 pub mod vip;
 
 use bytes::Bytes;
@@ -39,6 +40,7 @@ use tokio::sync::watch;
 use trellis_api::Kind;
 use trellis_api::client::{ApplyResponse, ChangeAction};
 use trellis_api::keys::{AccessKeyInfo, KeyStatus, NewAccessKey};
+pub use views::Encoded;
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -48,7 +50,6 @@ pub struct Config {
     /// The SigV4 region clients sign for; nodes learn it from snapshots.
     pub region: String,
     pub max_body_bytes: usize,
-    pub max_connections: usize,
     /// The SHA-256 of the API's trust anchor (DER): join tokens carry it.
     pub api_ca_sha256: [u8; 32],
 }
@@ -69,7 +70,7 @@ fn ca_error(e: ca::CaError) -> Error {
 }
 
 /// Which snapshot a watcher gets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum SnapshotView {
     /// All of it: a node signs, verifies and serves TLS with its keys.
     Full,
@@ -93,21 +94,23 @@ pub enum OpenError {
 /// several clients rotate independently).
 pub const MAX_KEYS_PER_IDENTITY: usize = 5;
 
-/// One network's compiled snapshot, cached until the state moves on.
-struct CachedSnapshot {
-    /// The state revision it was compiled from.
-    compiled_at: u64,
-    /// The revision at which its content last changed (the snapshot's revision).
-    changed_at: u64,
-    /// The UTC day its signing keys were derived for.
-    day: i64,
-    /// The snapshot serialized with revision 0, to tell real changes apart.
-    content: Bytes,
-    /// What is served to nodes.
-    body: Bytes,
-    /// What is served to DNS servers and viewers: keys replaced by
-    /// fingerprints. Made from `body` when first asked for.
-    public: Option<Bytes>,
+/// One network's current view.
+#[derive(Default)]
+struct ViewSlot {
+    /// Read without waiting: ten thousand watchers woken by one change must
+    /// not queue behind each other for it.
+    current: Mutex<Option<Arc<views::View>>>,
+    /// Held by the one caller compiling a newer view.
+    compiling: tokio::sync::Mutex<()>,
+}
+
+impl ViewSlot {
+    fn current(&self) -> Option<Arc<views::View>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
 }
 
 pub struct ControlPlane {
@@ -119,7 +122,7 @@ pub struct ControlPlane {
     revision: watch::Sender<u64>,
     /// Per network: a single-flight slot, so that a thousand nodes woken by
     /// one apply cause one compilation, not a thousand.
-    snapshots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<CachedSnapshot>>>>>,
+    snapshots: Mutex<HashMap<String, Arc<ViewSlot>>>,
     keyring: Arc<Keyring>,
     /// Signs node certificates (cross-network mTLS).
     ca: ca::Authority,
@@ -506,20 +509,27 @@ impl ControlPlane {
     }
 
     /// The network's snapshot; with `since`, waits up to `wait` for one whose
-    /// revision is newer and returns `None` if none came.
+    /// revision is newer and returns `None` if none came. With `deltas`,
+    /// a watcher holding `since` may be sent only what changed after it.
     pub async fn watch_snapshot(
         &self,
         network: &str,
         since: Option<u64>,
         wait: Duration,
         view: SnapshotView,
-    ) -> Result<Option<Bytes>, Error> {
+        deltas: bool,
+    ) -> Result<Option<Arc<Encoded>>, Error> {
         let mut changes = self.revision.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            let (changed_at, body) = self.snapshot(network, view).await?;
-            if since.is_none_or(|s| changed_at > s) {
-                return Ok(Some(body));
+            let current = self.snapshot(network).await?;
+            if since.is_none_or(|s| current.revision() > s) {
+                let base = since.filter(|_| deltas);
+                let answer = current
+                    .answer(base, view)
+                    .await
+                    .map_err(|e| Error::Internal(format!("snapshot: {e}")))?;
+                return Ok(Some(answer));
             }
             if self.draining() {
                 return Ok(None);
@@ -545,18 +555,18 @@ impl ControlPlane {
         self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The network's snapshot in `view`, compiled at most once per revision
-    /// (and day); the public view only once someone asks for it.
-    async fn snapshot(&self, network: &str, view: SnapshotView) -> Result<(u64, Bytes), Error> {
+    /// The network's view, compiled at most once per revision (and day).
+    async fn snapshot(&self, network: &str) -> Result<Arc<views::View>, Error> {
         let state = self.current();
-        let unknown = || Error::NotFound(format!("Network \"{network}\" does not exist"));
         if state.get(Kind::Network, network).is_none() {
             // Don't keep slots for networks that don't exist (or no longer do).
             self.snapshots
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(network);
-            return Err(unknown());
+            return Err(Error::NotFound(format!(
+                "Network \"{network}\" does not exist"
+            )));
         }
         let slot = self
             .snapshots
@@ -565,75 +575,53 @@ impl ControlPlane {
             .entry(network.to_string())
             .or_default()
             .clone();
-        let mut slot = slot.lock().await;
         let day = today();
-        let fresh = slot
-            .as_ref()
-            .is_some_and(|c| c.compiled_at >= state.revision && c.day == day);
-        if !fresh {
-            *slot = Some(self.compile(network, state, day, slot.as_ref()).await?);
+        let fresh = |v: &Arc<views::View>| v.compiled_at >= state.revision && v.day == day;
+        if let Some(v) = slot.current().filter(fresh) {
+            return Ok(v);
         }
-        let Some(c) = slot.as_mut() else {
-            return Err(Error::Internal("no snapshot compiled".into()));
-        };
-        let body = match view {
-            SnapshotView::Full => c.body.clone(),
-            SnapshotView::Public => match &c.public {
-                Some(p) => p.clone(),
-                None => {
-                    let body = c.body.clone();
-                    let public = tokio::task::spawn_blocking(move || {
-                        let snap: trellis_api::snapshot::Snapshot = serde_json::from_slice(&body)?;
-                        serde_json::to_vec(&snap.shown()).map(Bytes::from)
-                    })
-                    .await
-                    .map_err(|e| Error::Internal(format!("snapshot task failed: {e}")))?
-                    .map_err(|e| Error::Internal(format!("public snapshot: {e}")))?;
-                    c.public = Some(public.clone());
-                    public
-                }
-            },
-        };
-        Ok((c.changed_at, body))
+        let _compiling = slot.compiling.lock().await;
+        let previous = slot.current();
+        if let Some(v) = previous.clone().filter(fresh) {
+            return Ok(v);
+        }
+        let next = Arc::new(self.compile(network, state, day, previous).await?);
+        *slot.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
+        Ok(next)
     }
 
-    /// Compiles and serializes `network`'s snapshot of `state`, keeping the
-    /// revision of `previous` when nothing in it changed.
+    /// Compiles `network`'s view of `state`, following `previous`.
     async fn compile(
         &self,
         network: &str,
         state: Arc<State>,
         day: i64,
-        previous: Option<&CachedSnapshot>,
-    ) -> Result<CachedSnapshot, Error> {
+        previous: Option<Arc<views::View>>,
+    ) -> Result<views::View, Error> {
         let unknown = || Error::NotFound(format!("Network \"{network}\" does not exist"));
-        let previous = previous.map(|c| (c.changed_at, c.content.clone()));
         let (zone, region, name, ca) = (
             self.config.settings.zone.clone(),
             self.config.region.clone(),
             network.to_string(),
             self.ca_pem().to_string(),
         );
+        let pools = vec![
+            ipnet::IpNet::V4(self.config.settings.vip_pool_v4),
+            ipnet::IpNet::V6(self.config.settings.vip_pool_v6),
+        ];
         tokio::task::spawn_blocking(move || {
             let mut snap = snapshot::compile(&state, &name, &zone, &region, day, &ca)?;
-            let content = Bytes::from(serde_json::to_vec(&snap).ok()?);
-            let changed_at = match previous {
-                Some((at, old)) if old == content => at,
-                _ => state.revision,
-            };
-            snap.revision = changed_at;
-            let body = Bytes::from(serde_json::to_vec(&snap).ok()?);
-            Some(CachedSnapshot {
-                compiled_at: state.revision,
-                changed_at,
+            snap.vip_pools = pools;
+            Some(views::View::next(
+                previous.as_deref(),
+                snap,
+                state.revision,
                 day,
-                content,
-                body,
-                public: None,
-            })
+            ))
         })
         .await
         .map_err(|e| Error::Internal(format!("snapshot task failed: {e}")))?
-        .ok_or_else(unknown)
+        .ok_or_else(unknown)?
+        .map_err(|e| Error::Internal(format!("snapshot: {e}")))
     }
 }

@@ -30,7 +30,7 @@
 //! | `GET /healthz`                           | liveness |
 
 use crate::operators::{EditScope, OperatorError};
-use crate::{ControlPlane, Error, SnapshotView, audit};
+use crate::{ControlPlane, Encoded, Error, SnapshotView, audit};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
@@ -159,9 +159,97 @@ fn raw_json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
     resp
 }
 
+/// Whether the request's `Accept-Encoding` takes gzip.
+fn accepts_gzip(headers: &http::HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("gzip"))
+                && parts.all(|p| p.replace(' ', "") != "q=0")
+        })
+}
+
+/// A watch's answer: a whole snapshot (`application/json`) or a delta,
+/// gzip-encoded when the watcher takes it.
+async fn snapshot_response(answer: &Encoded, gzip: bool) -> Response<Full<Bytes>> {
+    let body = if gzip {
+        answer.gzip().await
+    } else {
+        answer.plain.clone()
+    };
+    let mut resp = raw_json(StatusCode::OK, body);
+    if answer.delta {
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static(trellis_api::delta::CONTENT_TYPE),
+        );
+    }
+    if gzip {
+        resp.headers_mut().insert(
+            header::CONTENT_ENCODING,
+            header::HeaderValue::from_static("gzip"),
+        );
+    }
+    resp
+}
+
 /// After the last accept, how long connections have to send a request
 /// before idle ones are closed.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
+
+/// How many connections the API holds, by who holds them. Nodes and DNS
+/// servers (by their certificates) keep a watch open each; operators' calls
+/// come and go: each has its own budget, so a fleet of watchers never
+/// refuses `trellis apply`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    /// Operators' and anonymous (joining) connections.
+    pub operators: usize,
+    /// Nodes' and DNS servers' connections.
+    pub members: usize,
+    /// Connections still in their TLS handshake (not yet known as either).
+    pub handshakes: usize,
+}
+
+impl Budgets {
+    /// Descriptors kept for the store, logs, the handover socket and the
+    /// like.
+    const RESERVE: u64 = 256;
+
+    /// The budgets that fit `open_files` descriptors: `operators` and the
+    /// handshakes as given, members what is left.
+    pub fn fitting(open_files: u64, operators: usize) -> Budgets {
+        let handshakes = 1024;
+        let taken = Budgets::RESERVE + operators as u64 + handshakes as u64;
+        Budgets {
+            operators,
+            members: usize::try_from(open_files.saturating_sub(taken))
+                .unwrap_or(usize::MAX)
+                .max(64),
+            handshakes,
+        }
+    }
+}
+
+/// Past their budget, connections are answered this and closed; clients
+/// come back after a jittered backoff of at least `Retry-After`.
+fn over_budget(who: &str, budget: usize) -> Response<Full<Bytes>> {
+    let mut resp = HttpError::Unavailable(format!(
+        "the control plane holds its most {who} connections ({budget}); retry later"
+    ))
+    .into_response();
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    resp.headers_mut().insert(
+        header::CONNECTION,
+        header::HeaderValue::from_static("close"),
+    );
+    resp
+}
 
 /// Serves the API over TLS (`tls`) on `listener` until `shutdown`
 /// resolves, then lets in-flight requests finish (up to 10 s). When it
@@ -171,11 +259,13 @@ pub async fn serve(
     listener: Arc<TcpListener>,
     tls: Arc<rustls::ServerConfig>,
     token: String,
-    max_connections: usize,
+    budgets: Budgets,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let permits = Arc::new(Semaphore::new(max_connections));
+    let handshakes = Arc::new(Semaphore::new(budgets.handshakes));
+    let operators = Arc::new(Semaphore::new(budgets.operators));
+    let members = Arc::new(Semaphore::new(budgets.members));
     let token: Arc<str> = token.into();
     let acceptor = TlsAcceptor::from(tls);
     tokio::pin!(shutdown);
@@ -194,12 +284,13 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, max_connections, "connection limit reached, closing new connection");
+        let Ok(handshake) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, budget = budgets.handshakes, "too many TLS handshakes in flight, closing new connection");
             continue;
         };
         let _ = stream.set_nodelay(true);
         let (cp, token, acceptor) = (cp.clone(), token.clone(), acceptor.clone());
+        let (operators, members) = (operators.clone(), members.clone());
         let watcher = graceful.watcher();
         connections.spawn(async move {
             let stream =
@@ -214,6 +305,7 @@ pub async fn serve(
                         return;
                     }
                 };
+            drop(handshake);
             // The verifier checked the chain against the CA: what it names is so.
             let member = stream
                 .get_ref()
@@ -221,16 +313,32 @@ pub async fn serve(
                 .peer_certificates()
                 .and_then(|c| c.first())
                 .and_then(|c| trellis_api::pki::subject_of(c));
+            let (who, budget, pool) = match member {
+                Some(_) => ("member", budgets.members, members),
+                None => ("operator", budgets.operators, operators),
+            };
+            let mut http = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .clone();
+            let Ok(permit) = pool.try_acquire_owned() else {
+                tracing::warn!(%peer, who, budget, "connection budget reached, answering 503");
+                let svc = service_fn(move |_req| async move {
+                    Ok::<_, std::convert::Infallible>(over_budget(who, budget))
+                });
+                let conn = http
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), svc);
+                let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, conn).await;
+                return;
+            };
             let svc = service_fn(move |req| {
                 let (cp, token, member) = (cp.clone(), token.clone(), member.clone());
                 async move {
                     Ok::<_, std::convert::Infallible>(handle(cp, token, member, peer, req).await)
                 }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), svc);
+            let conn = http.serve_connection(TokioIo::new(stream), svc);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -552,8 +660,12 @@ async fn run(
                 Caller::Operator(t) if t.role == TokenRole::Admin => SnapshotView::Full,
                 _ => SnapshotView::Public,
             };
-            match cp.watch_snapshot(&network, query.since, wait, view).await? {
-                Some(body) => Ok(raw_json(StatusCode::OK, body)),
+            let gzip = accepts_gzip(req.headers());
+            match cp
+                .watch_snapshot(&network, query.since, wait, view, query.delta)
+                .await?
+            {
+                Some(answer) => Ok(snapshot_response(&answer, gzip).await),
                 None => Ok(raw_json(StatusCode::NOT_MODIFIED, Bytes::new())),
             }
         }
@@ -784,6 +896,8 @@ struct SignRequest {
 struct Query {
     since: Option<u64>,
     wait_seconds: Option<u64>,
+    /// The watcher applies deltas (`delta=true`).
+    delta: bool,
 }
 
 /// A query string's `key=value` pairs.
@@ -802,6 +916,14 @@ impl Query {
     fn parse(q: Option<&str>) -> Result<Query, HttpError> {
         let mut out = Query::default();
         for (k, v) in query_pairs(q) {
+            if k == "delta" {
+                out.delta = v.parse().map_err(|_| {
+                    HttpError::BadRequest(format!(
+                        "query parameter delta: \"{v}\" is not true or false"
+                    ))
+                })?;
+                continue;
+            }
             let n = v.parse::<u64>().map_err(|_| {
                 HttpError::BadRequest(format!("query parameter {k}: \"{v}\" is not a number"))
             })?;

@@ -147,6 +147,7 @@ pub fn compile(
         revision: 0,
         region: region.to_string(),
         dns_zone: zone.trim_end_matches('.').to_string(),
+        vip_pools: Vec::new(),
         services,
         service_networks,
         target_groups,

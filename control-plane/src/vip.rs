@@ -14,10 +14,66 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use thiserror::Error;
 
+/// Link-local addresses that are someone's well-known endpoint: never a
+/// VIP, whatever the pool. RFC 3927 keeps the first and last /24 of
+/// 169.254/16 for future use; the rest are documented cloud endpoints.
+const RESERVED_V4: [(Ipv4Addr, u8); 8] = [
+    (Ipv4Addr::new(169, 254, 0, 0), 24), // RFC 3927 (also OCI's iSCSI 169.254.0.2-4)
+    (Ipv4Addr::new(169, 254, 255, 0), 24), // RFC 3927
+    (Ipv4Addr::new(169, 254, 169, 254), 32), // instance metadata (AWS, GCP, Azure, OCI, OpenStack)
+    (Ipv4Addr::new(169, 254, 169, 253), 32), // Amazon DNS (Route 53 Resolver)
+    (Ipv4Addr::new(169, 254, 169, 123), 32), // Amazon Time Sync
+    (Ipv4Addr::new(169, 254, 170, 2), 32), // ECS task metadata and credentials
+    (Ipv4Addr::new(169, 254, 170, 23), 32), // EKS Pod Identity Agent
+    (Ipv4Addr::new(169, 254, 20, 10), 32), // Kubernetes NodeLocal DNSCache
+];
+
+/// The IPv6 forms of the same endpoints (EC2's, EKS Pod Identity's).
+const RESERVED_V6: [Ipv6Addr; 4] = [
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x253),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x123),
+    Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x23),
+];
+
+/// Whether `a` is never handed out.
+pub fn reserved_v4(a: Ipv4Addr) -> bool {
+    RESERVED_V4
+        .iter()
+        .any(|&(net, len)| Ipv4Net::new(net, len).is_ok_and(|n| n.contains(&a)))
+}
+
+pub fn reserved_v6(a: Ipv6Addr) -> bool {
+    RESERVED_V6.contains(&a)
+}
+
+/// How many services an IPv4 pool holds: its addresses less the network
+/// and broadcast addresses and the reserved ones.
+pub fn capacity_v4(pool: Ipv4Net) -> u128 {
+    let pool = pool.trunc();
+    let size = 1u128 << (32 - pool.prefix_len());
+    let (first, count) = if size > 2 { (1, size - 2) } else { (0, size) };
+    let base = u32::from(pool.network()) as u128;
+    let reserved: u128 = RESERVED_V4
+        .iter()
+        .filter_map(|&(net, len)| Ipv4Net::new(net, len).ok())
+        .map(|r| {
+            // The reserved range's overlap with the usable offsets.
+            let (lo, hi) = (
+                u32::from(r.network()) as u128,
+                u32::from(r.broadcast()) as u128,
+            );
+            let (from, to) = (lo.max(base + first), hi.min(base + first + count - 1));
+            if from <= to { to - from + 1 } else { 0 }
+        })
+        .sum();
+    count.saturating_sub(reserved)
+}
+
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error(
-    "VIP pool {pool} is exhausted: {capacity} addresses, {assigned} assigned, {held} held back after deletes \
-     (the next is free at unix time {next_free}); widen the pool or wait"
+    "VIP pool {pool} is exhausted: it holds {capacity} services, {assigned} assigned, {held} held back after deletes \
+     (the next is free at unix time {next_free}); widen it with {flag} (e.g. {wider}) or wait"
 )]
 pub struct Exhausted {
     pub pool: IpNet,
@@ -25,6 +81,10 @@ pub struct Exhausted {
     pub assigned: usize,
     pub held: usize,
     pub next_free: u64,
+    /// The flag that sets the pool.
+    pub flag: &'static str,
+    /// A wider pool to suggest, with what it holds.
+    pub wider: String,
 }
 
 /// The VIPs of one service.
@@ -147,8 +207,27 @@ impl VipAllocator {
     }
 
     fn exhausted(&self, pool: IpNet, capacity: u128) -> Exhausted {
+        let (flag, wider) = match pool {
+            IpNet::V4(p) => {
+                // 169.254.128.0/17 is clear of every reserved address but one
+                // /24; past it, the whole link-local /16.
+                let w: Ipv4Net = if p.prefix_len() > 17 {
+                    Ipv4Net::new(Ipv4Addr::new(169, 254, 128, 0), 17)
+                } else {
+                    Ipv4Net::new(Ipv4Addr::new(169, 254, 0, 0), 16)
+                }
+                .unwrap_or(p);
+                (
+                    "--vip-pool-v4",
+                    format!("{w}, which holds {} services", capacity_v4(w)),
+                )
+            }
+            IpNet::V6(_) => ("--vip-pool-v6", "a /96".to_string()),
+        };
         Exhausted {
             pool,
+            flag,
+            wider,
             capacity,
             assigned: self.state.assigned.len(),
             held: self.state.held.len(),
@@ -163,10 +242,11 @@ impl VipAllocator {
         let (first, count) = if size > 2 { (1, size - 2) } else { (0, size) };
         let used = &self.used_v4;
         match next_free(&mut self.cursor_v4, first, count, |off| {
-            used.contains(&Ipv4Addr::from((base + off) as u32))
+            let a = Ipv4Addr::from((base + off) as u32);
+            used.contains(&a) || reserved_v4(a)
         }) {
             Some(off) => Ok((base + off) as u32),
-            None => Err(self.exhausted(IpNet::V4(self.v4), count)),
+            None => Err(self.exhausted(IpNet::V4(self.v4), capacity_v4(self.v4))),
         }
     }
 
@@ -181,7 +261,8 @@ impl VipAllocator {
         };
         let used = &self.used_v6;
         match next_free(&mut self.cursor_v6, 1, count, |off| {
-            used.contains(&Ipv6Addr::from(base + off))
+            let a = Ipv6Addr::from(base + off);
+            used.contains(&a) || reserved_v6(a)
         }) {
             Some(off) => Ok(base + off),
             None => Err(self.exhausted(IpNet::V6(self.v6), count)),
@@ -244,7 +325,14 @@ mod tests {
         let e = a.allocate("c", 20).unwrap_err();
         assert_eq!(e.pool.to_string(), "169.254.171.0/30");
         assert_eq!((e.capacity, e.assigned, e.held, e.next_free), (2, 1, 1, 70));
-        assert!(e.to_string().contains("widen the pool or wait"));
+        let text = e.to_string();
+        assert!(text.contains("it holds 2 services"), "{text}");
+        assert!(
+            text.contains(
+                "widen it with --vip-pool-v4 (e.g. 169.254.128.0/17, which holds 32506 services)"
+            ),
+            "{text}"
+        );
         // After the quarantine, the address is free again.
         assert_eq!(
             a.allocate("c", 70).unwrap().v4,
@@ -267,6 +355,67 @@ mod tests {
             1 => (0u16..200).prop_map(Op::Advance),
             1 => Just(Op::Restart),
         ]
+    }
+
+    /// Every address a pool can give, by allocating until it is
+    /// exhausted.
+    fn drain(pool_v4: Ipv4Net) -> (Vec<Ipv4Addr>, Exhausted) {
+        let mut a = VipAllocator::new(
+            pool_v4,
+            "fd00:ec2::/112".parse().unwrap(),
+            60,
+            Allocations::default(),
+        );
+        let mut got = Vec::new();
+        loop {
+            match a.allocate(&format!("s{}", got.len()), 0) {
+                Ok(v) => {
+                    assert!(!reserved_v6(v.v6), "{} handed out", v.v6);
+                    got.push(v.v4);
+                }
+                Err(e) => return (got, e),
+            }
+        }
+    }
+
+    #[test]
+    fn the_whole_link_local_range_never_yields_a_reserved_address() {
+        let (got, e) = drain("169.254.0.0/16".parse().unwrap());
+        assert!(got.iter().all(|a| !reserved_v4(*a)));
+        for a in [
+            [169, 254, 169, 254],
+            [169, 254, 169, 253],
+            [169, 254, 169, 123],
+            [169, 254, 170, 2],
+            [169, 254, 170, 23],
+        ] {
+            assert!(!got.contains(&Ipv4Addr::from(a)));
+        }
+        assert_eq!(
+            got.len() as u128,
+            capacity_v4("169.254.0.0/16".parse().unwrap())
+        );
+        assert_eq!(e.capacity, got.len() as u128);
+        // 65,534 usable, less the usable parts of two /24s and six single
+        // addresses.
+        assert_eq!(got.len(), 65_534 - 2 * 255 - 6);
+        let distinct: BTreeSet<_> = got.iter().collect();
+        assert_eq!(distinct.len(), got.len());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Any pool inside (or around) the link-local range gives exactly
+        /// its capacity, never a reserved address.
+        #[test]
+        fn no_pool_yields_a_reserved_address(third in 0u8..=255, len in 18u8..=30) {
+            let pool = Ipv4Net::new(Ipv4Addr::new(169, 254, third, 0), len).unwrap().trunc();
+            let (got, e) = drain(pool);
+            prop_assert!(got.iter().all(|a| !reserved_v4(*a) && pool.contains(a)));
+            prop_assert_eq!(got.len() as u128, capacity_v4(pool));
+            prop_assert_eq!(e.capacity, capacity_v4(pool));
+        }
     }
 
     proptest! {

@@ -44,6 +44,12 @@ pub trait Datapath: Send {
     /// connections are never disturbed.
     fn reconcile(&mut self, services: &[ServiceEntry]) -> Result<Reconciled, Error>;
 
+    /// The control plane's VIP pools (CIDRs), for a datapath that needs
+    /// routes to them; called with every snapshot.
+    fn route_pools(&mut self, _pools: &[String]) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Who made each redirected connection, where the datapath knows it.
     fn callers(&self) -> Option<Callers> {
         None

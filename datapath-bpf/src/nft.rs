@@ -27,14 +27,21 @@ pub struct NftOptions {
     pub proxy_port: u16,
     /// SO_MARK of the proxy's upstream sockets: never redirected.
     pub proxy_mark: u32,
-    /// VIP pools (CIDRs) routed `local` on lo, so that connects to VIPs reach
-    /// the nat hook at all; added on attach, removed on cleanup.
+    /// VIP pools (CIDRs) routed `local` on lo at attach, so that connects to
+    /// VIPs reach the nat hook at all; a node routes its snapshot's pools
+    /// instead ([`Datapath::route_pools`]). Removed on cleanup.
     pub vip_pools: Vec<String>,
 }
+
+/// The routing protocol number our routes are tagged with, so cleanup
+/// removes exactly ours (whichever pools they were for) and no one else's.
+const ROUTE_PROTO: &str = "116";
 
 pub struct NftDatapath {
     opts: NftOptions,
     current: BTreeSet<(IpAddr, u16)>,
+    /// Pools routed by this process.
+    routed: BTreeSet<String>,
 }
 
 /// Runs `ip ARGS`, inside the options' netns if any.
@@ -59,7 +66,20 @@ fn ip(opts: &NftOptions, args: &[&str]) -> Result<(), Error> {
 
 fn route(opts: &NftOptions, verb: &str, pool: &str) -> Result<(), Error> {
     let family = if pool.contains(':') { "-6" } else { "-4" };
-    ip(opts, &[family, "route", verb, "local", pool, "dev", "lo"])
+    ip(
+        opts,
+        &[
+            family,
+            "route",
+            verb,
+            "local",
+            pool,
+            "dev",
+            "lo",
+            "proto",
+            ROUTE_PROTO,
+        ],
+    )
 }
 
 fn nft(opts: &NftOptions, script: &str) -> Result<(), Error> {
@@ -100,14 +120,13 @@ fn nft(opts: &NftOptions, script: &str) -> Result<(), Error> {
 impl NftDatapath {
     /// Creates (or replaces) our table with empty service sets.
     pub fn attach(opts: &NftOptions) -> Result<NftDatapath, Error> {
-        let dp = NftDatapath {
+        let mut dp = NftDatapath {
             opts: opts.clone(),
             current: BTreeSet::new(),
+            routed: BTreeSet::new(),
         };
         nft(opts, &dp.ruleset(&BTreeSet::new()))?;
-        for pool in &opts.vip_pools {
-            route(opts, "replace", pool)?;
-        }
+        dp.route_pools(&opts.vip_pools)?;
         tracing::info!(table = %opts.table, "nftables datapath attached");
         Ok(dp)
     }
@@ -147,7 +166,7 @@ table inet {t} {{
         )
     }
 
-    /// Removes our table.
+    /// Removes our table and every route we tagged.
     pub fn cleanup(opts: &NftOptions) -> Result<(), Error> {
         nft(
             opts,
@@ -155,13 +174,46 @@ table inet {t} {{
                 "add table inet {t}\ndelete table inet {t}\n",
                 t = opts.table
             ),
-        )
+        )?;
+        for family in ["-4", "-6"] {
+            ip(
+                opts,
+                &[
+                    family,
+                    "route",
+                    "flush",
+                    "table",
+                    "local",
+                    "proto",
+                    ROUTE_PROTO,
+                ],
+            )?;
+        }
+        Ok(())
     }
 }
 
 impl Datapath for NftDatapath {
     fn name(&self) -> &'static str {
         "nftables"
+    }
+
+    /// Routes exactly `pools` (added before the old ones go, so a pool that
+    /// moves is never unrouted in between).
+    fn route_pools(&mut self, pools: &[String]) -> Result<(), Error> {
+        let wanted: BTreeSet<String> = pools.iter().cloned().collect();
+        for pool in wanted.difference(&self.routed) {
+            route(&self.opts, "replace", pool)?;
+            tracing::info!(pool, "VIP pool routed local on lo");
+        }
+        for pool in self.routed.difference(&wanted) {
+            // Gone already (an operator, a cleanup) is as good.
+            if let Err(e) = route(&self.opts, "del", pool) {
+                tracing::debug!(pool, error = %e, "removing a VIP pool route");
+            }
+        }
+        self.routed = wanted;
+        Ok(())
     }
 
     /// Makes the sets hold exactly `services`, in one transaction. Existing

@@ -84,6 +84,51 @@ fn nftables_removal_spares_established_connections_and_cleanup_removes_the_table
         !String::from_utf8_lossy(&tables.stdout).contains("trellis"),
         "table left behind"
     );
+    assert_eq!(local_routes(&ns), "", "routes left behind");
+}
+
+/// Our `local` routes in `ns`, one per line.
+fn local_routes(ns: &Netns) -> String {
+    let out = sh(&format!(
+        "ip -n {n} -4 route show table local proto 116; ip -n {n} -6 route show table local proto 116",
+        n = ns.name
+    ));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Issue 23: a node routes the pools its snapshot names (no flag to keep in
+/// step): a new pool is routed before the old one goes.
+#[test]
+fn nftables_routes_follow_the_pools_it_is_given() {
+    let Some((ns, mut opts)) = setup("nftables_routes_follow_the_pools_it_is_given") else {
+        return;
+    };
+    opts.vip_pools.clear();
+    let mut dp = NftDatapath::attach(&opts).unwrap();
+    assert_eq!(local_routes(&ns), "");
+    dp.route_pools(&["169.254.171.0/24".into(), "fd00:7472:6c73::/112".into()])
+        .unwrap();
+    dp.reconcile(&services()).unwrap();
+    assert_eq!(
+        ns.client(VIP4, 80, None),
+        format!("peer={VIP4}:80 orig={VIP4}:80 said=hello")
+    );
+    let routes = local_routes(&ns);
+    assert!(
+        routes.contains("169.254.171.0/24") && routes.contains("fd00:7472:6c73::/112"),
+        "{routes}"
+    );
+
+    // The control plane moved to a wider pool.
+    dp.route_pools(&["169.254.128.0/17".into(), "fd00:7472:6c73::/112".into()])
+        .unwrap();
+    let routes = local_routes(&ns);
+    assert!(routes.contains("169.254.128.0/17"), "{routes}");
+    assert!(!routes.contains("169.254.171.0/24"), "{routes}");
+    assert_eq!(ns.client("169.254.200.9", 80, None), "error=ECONNREFUSED");
+
+    NftDatapath::cleanup(&opts).unwrap();
+    assert_eq!(local_routes(&ns), "", "routes left behind");
 }
 
 #[test]

@@ -178,6 +178,7 @@ mod tests {
             revision: 1,
             region: "us-east-1".into(),
             dns_zone: "trellis.internal".into(),
+            vip_pools: Vec::new(),
             services: vec![ServiceView {
                 name: "checkout".into(),
                 vip: "169.254.171.1".parse().unwrap(),

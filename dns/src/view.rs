@@ -188,6 +188,7 @@ mod tests {
             revision: 7,
             region: "us-east-1".into(),
             dns_zone: "trellis.internal".into(),
+            vip_pools: Vec::new(),
             services: vec![
                 svc(
                     "checkout",

@@ -54,11 +54,16 @@ impl Agent {
     pub fn apply(&mut self, snapshot: Snapshot) {
         let entries = entries(&snapshot);
         let revision = snapshot.revision;
+        let pools = snapshot.pools();
         let config = self.proxy.apply(snapshot);
         self.checks
             .reconcile(&config.groups, self.proxy.clients.upstream());
         let mut programmed = true;
         if let Some(dp) = self.datapath.as_mut() {
+            if let Err(e) = dp.route_pools(&pools) {
+                programmed = false;
+                tracing::error!(datapath = dp.name(), revision, error = %e, "could not route the VIP pools");
+            }
             match dp.reconcile(&entries) {
                 Ok(r) => tracing::info!(
                     datapath = dp.name(),

@@ -141,6 +141,7 @@ impl Config {
                 revision: 0,
                 region: String::new(),
                 dns_zone: String::new(),
+                vip_pools: Vec::new(),
                 services: vec![],
                 service_networks: vec![],
                 target_groups: vec![],

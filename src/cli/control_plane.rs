@@ -43,10 +43,10 @@ pub struct Args {
     #[arg(long, default_value = "trellis.internal")]
     dns_zone: String,
     /// IPv4 pool of service VIPs.
-    #[arg(long, default_value = "169.254.171.0/24")]
+    #[arg(long, default_value = trellis_api::snapshot::DEFAULT_VIP_POOL_V4)]
     vip_pool_v4: Ipv4Net,
     /// IPv6 pool of service VIPs.
-    #[arg(long, default_value = "fd00:7472:6c73::/112")]
+    #[arg(long, default_value = trellis_api::snapshot::DEFAULT_VIP_POOL_V6)]
     vip_pool_v6: Ipv6Net,
     /// How long a deleted service's VIPs are held back before reuse, in seconds.
     #[arg(long, default_value_t = 900)]
@@ -69,9 +69,13 @@ pub struct Args {
     /// Lifetime of node certificates (nodes renew at two thirds of it).
     #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
     node_cert_ttl: std::time::Duration,
-    /// Most concurrent API connections (node watches hold one each).
+    /// Most concurrent connections of operators (and of hosts joining).
     #[arg(long, default_value_t = 4096)]
     max_connections: usize,
+    /// Most concurrent connections of nodes and DNS servers (each watch
+    /// holds one); by default what the open-file limit leaves.
+    #[arg(long)]
+    max_watchers: Option<usize>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -85,6 +89,24 @@ pub async fn run(args: Args) -> Result<()> {
             token::path(&args.data_dir).display()
         )
     })?;
+    let open_files =
+        trellis_api::limits::raise_open_files().context("raising the open-file limit")?;
+    let mut budgets = server::Budgets::fitting(open_files, args.max_connections);
+    if let Some(n) = args.max_watchers {
+        budgets.members = n;
+    }
+    tracing::info!(
+        open_files,
+        operators = budgets.operators,
+        watchers = budgets.members,
+        "connection budgets"
+    );
+    if (open_files as usize) < budgets.operators + budgets.members + budgets.handshakes {
+        tracing::warn!(
+            open_files,
+            "the budgets add up to more than the open-file limit: raise LimitNOFILE (docs/operations.md)"
+        );
+    }
     let mut successor = super::reload::Successor::new()?;
     let handover_path = args.data_dir.join("handover.sock");
     let (mut sockets, _, mut takeover) = handover::begin(&handover_path)
@@ -116,7 +138,7 @@ pub async fn run(args: Args) -> Result<()> {
             listener.clone(),
             tls,
             token.clone(),
-            args.max_connections,
+            budgets,
             stop.clone().cancelled_owned(),
         ));
         if let Some(t) = takeover.take() {
@@ -222,7 +244,6 @@ async fn open(
         },
         region: args.sigv4_region.clone(),
         max_body_bytes: args.max_body_bytes,
-        max_connections: args.max_connections,
         api_ca_sha256,
     };
     let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring, ca)?);

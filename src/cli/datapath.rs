@@ -6,6 +6,7 @@ use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::path::{Path, PathBuf};
+use trellis_api::snapshot::{DEFAULT_VIP_POOL_V4, DEFAULT_VIP_POOL_V6};
 use trellis_datapath::{Choice, EbpfDatapath, NftDatapath, NftOptions, Options, ServiceEntry};
 use trellis_node::app::DatapathConfig;
 
@@ -41,9 +42,6 @@ pub struct NftArgs {
     /// nftables table (family inet) of the fallback datapath.
     #[arg(long, default_value = "trellis")]
     nft_table: String,
-    /// VIP pools routed `local` on lo in nftables mode (repeatable).
-    #[arg(long = "vip-pool", default_values = ["169.254.171.0/24", "fd00:7472:6c73::/112"])]
-    vip_pools: Vec<String>,
 }
 
 impl NftArgs {
@@ -53,7 +51,8 @@ impl NftArgs {
             netns: None,
             proxy_port,
             proxy_mark,
-            vip_pools: self.vip_pools.clone(),
+            // A node routes its snapshot's pools.
+            vip_pools: Vec::new(),
         }
     }
 }
@@ -84,6 +83,10 @@ pub struct AttachArgs {
     /// measure the cost of a large map.
     #[arg(long, default_value_t = 0)]
     dummy_vips: u32,
+    /// VIP pools routed `local` on lo in nftables mode (repeatable; a node
+    /// routes the control plane's pools from its snapshot instead).
+    #[arg(long = "vip-pool", default_values = [DEFAULT_VIP_POOL_V4, DEFAULT_VIP_POOL_V6])]
+    vip_pools: Vec<String>,
     #[command(flatten)]
     nft: NftArgs,
 }
@@ -177,6 +180,7 @@ fn attach(a: AttachArgs) -> Result<()> {
     )?;
     let mut dp =
         trellis_datapath::open(c.choice, &c.ebpf, &c.nft).context("attaching the datapath")?;
+    dp.route_pools(&a.vip_pools)?;
     let r = dp.reconcile(&services)?;
     println!(
         "{} datapath attached ({} services: {} entries added, {} removed, {} unchanged)",

@@ -147,6 +147,37 @@ pub fn client(cp: &ControlPlane) -> trellis_api::client::Client {
     .expect("a client")
 }
 
+/// A client of `cp` that shows a node certificate of `network`, got with
+/// a join token and kept in `dir`: what a node's watch uses.
+pub async fn node_client(
+    cp: &ControlPlane,
+    network: &str,
+    dir: &std::path::Path,
+) -> trellis_api::client::Client {
+    use trellis_api::client::{Client, Credential, Trust};
+    let ca =
+        Trust::from_pem(&std::fs::read_to_string(cp.ca_file()).expect("the CA")).expect("a CA");
+    let token =
+        trellis_api::pki::JoinSecret::parse(&cp.join_token(network, "node")).expect("a join token");
+    let enroll = Client::new(
+        &cp.url,
+        ca.clone(),
+        Credential::None,
+        Duration::from_secs(10),
+    )
+    .expect("a client");
+    let identity = trellis_api::identity::Identity::enroll(
+        &enroll,
+        trellis_api::pki::Role::Node,
+        network,
+        dir,
+        Some(&token.secret),
+    )
+    .await
+    .expect("a node certificate");
+    Client::new(&cp.url, ca, identity.credential(), Duration::from_secs(10)).expect("a client")
+}
+
 /// curl that trusts `cp`'s CA and nothing else, with no credential.
 pub fn curl_anonymous(cp: &ControlPlane, args: &[&str]) -> Output {
     let ca = cp.ca_file();

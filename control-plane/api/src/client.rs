@@ -4,6 +4,7 @@
 //! ([`Trust`]). Operators add a bearer token; nodes and DNS servers show
 //! their certificate instead. Every call is bounded by a timeout.
 
+use crate::delta::Delta;
 use crate::error::ApiError;
 use crate::keys::{AccessKeyInfo, KeyStatus, NewAccessKey};
 use crate::resource::{Kind, Object};
@@ -170,6 +171,20 @@ pub struct List {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeleteResponse {
     pub revision: u64,
+}
+
+/// What a watch brought: a whole snapshot or what changed.
+#[derive(Debug)]
+pub enum Update {
+    Whole(Snapshot),
+    Delta(Delta),
+}
+
+/// A watch's answer and its size on the wire (compressed).
+#[derive(Debug)]
+pub struct Watched {
+    pub update: Update,
+    pub wire_bytes: usize,
 }
 
 #[derive(Clone)]
@@ -433,6 +448,45 @@ impl Client {
         decode(&bytes).map(Some)
     }
 
+    /// Watches `network` as a node does: holding the snapshot at `since`,
+    /// waits up to `wait` for a newer one, and takes only what changed
+    /// (a [`Delta`]) when the control plane can tell, gzip-compressed on
+    /// the wire. `None` if nothing changed.
+    pub async fn watch(
+        &self,
+        network: &str,
+        since: Option<u64>,
+        wait: Duration,
+    ) -> Result<Option<Watched>, ClientError> {
+        let path = match since {
+            Some(rev) => format!(
+                "/v1/networks/{network}/snapshot?since={rev}&waitSeconds={}&delta=true",
+                wait.as_secs()
+            ),
+            None => format!("/v1/networks/{network}/snapshot"),
+        };
+        let (status, headers, bytes) = self
+            .send(Method::GET, &path, None, true, wait + self.timeout)
+            .await?;
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(None);
+        }
+        let wire_bytes = bytes.len();
+        let gzipped = headers
+            .get(header::CONTENT_ENCODING)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+        let body = if gzipped { gunzip(&bytes)? } else { bytes };
+        let delta = headers
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes() == crate::delta::CONTENT_TYPE.as_bytes());
+        let update = if delta {
+            Update::Delta(decode(&body)?)
+        } else {
+            Update::Whole(decode(&body)?)
+        };
+        Ok(Some(Watched { update, wire_bytes }))
+    }
+
     async fn call(
         &self,
         method: Method,
@@ -440,8 +494,24 @@ impl Client {
         body: Option<Vec<u8>>,
         timeout: Duration,
     ) -> Result<(StatusCode, Bytes), ClientError> {
+        let (status, _, bytes) = self.send(method, path, body, false, timeout).await?;
+        Ok((status, bytes))
+    }
+
+    /// One exchange; `gzip` asks for a gzip-encoded answer.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        gzip: bool,
+        timeout: Duration,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
         let url = format!("{}{}", self.base, path);
         let mut req = Request::builder().method(method).uri(&url);
+        if gzip {
+            req = req.header(header::ACCEPT_ENCODING, "gzip");
+        }
         if let Some(token) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
@@ -457,19 +527,19 @@ impl Client {
                 .request(req)
                 .await
                 .map_err(|e| ClientError::Connect(self.base.clone(), error_chain(&e)))?;
-            let status = resp.status();
-            let bytes = Limited::new(resp.into_body(), MAX_RESPONSE_BYTES)
+            let (parts, body) = resp.into_parts();
+            let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
                 .await
                 .map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?
                 .to_bytes();
-            Ok::<_, ClientError>((status, bytes))
+            Ok::<_, ClientError>((parts.status, parts.headers, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(timeout, exchange)
+        let (status, headers, bytes) = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| ClientError::Timeout(self.base.clone(), timeout))??;
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
-            return Ok((status, bytes));
+            return Ok((status, headers, bytes));
         }
         match serde_json::from_slice::<ApiError>(&bytes) {
             Ok(error) => Err(ClientError::Api { status, error }),
@@ -479,6 +549,26 @@ impl Client {
             }),
         }
     }
+}
+
+/// A gzip body, decompressed up to the same bound as any response.
+fn gunzip(bytes: &[u8]) -> Result<Bytes, ClientError> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(bytes.len() * 8);
+    flate2::read::GzDecoder::new(bytes)
+        .take(MAX_RESPONSE_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ClientError::Protocol {
+            status: StatusCode::OK,
+            detail: format!("gzip: {e}"),
+        })?;
+    if out.len() > MAX_RESPONSE_BYTES {
+        return Err(ClientError::Protocol {
+            status: StatusCode::OK,
+            detail: format!("response larger than {MAX_RESPONSE_BYTES} bytes"),
+        });
+    }
+    Ok(Bytes::from(out))
 }
 
 fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ClientError> {

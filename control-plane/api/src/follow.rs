@@ -4,15 +4,32 @@
 //! at start, so a restart with the control plane down serves the last config
 //! (static stability).
 
-use crate::client::Client;
+use crate::client::{Client, Update};
 use crate::snapshot::Snapshot;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long one watch call waits on the control plane before asking again.
 const WATCH_WAIT: Duration = Duration::from_secs(30);
-/// Pause after a failed call, so a control plane that is down is not spun on.
+/// Pause after a first failed call; it doubles with each failure in a row
+/// up to [`MAX_RETRY`], jittered, so a control plane that is down, or at its
+/// most watchers, is not stampeded by a fleet coming back at once.
 const RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(30);
+
+/// The pause after `failures` failed calls in a row: between half and all
+/// of the doubled delay.
+fn backoff(failures: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let full = RETRY
+        .saturating_mul(1 << failures.min(8).saturating_sub(1))
+        .min(MAX_RETRY);
+    // A fresh RandomState is randomly keyed: enough randomness for jitter.
+    let noise = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    full / 2 + full.mul_f64((noise % 1000) as f64 / 2000.0)
+}
 
 /// Reads a persisted snapshot; an unreadable one is logged and ignored.
 fn load(path: &Path) -> Option<Snapshot> {
@@ -35,52 +52,114 @@ fn persist(path: &Path, s: &Snapshot) -> std::io::Result<()> {
 
 /// Follows `network` until the task is dropped, calling `apply` with each
 /// snapshot: the persisted one at `store` (if any) first, then every change.
+/// Changes come as deltas on the snapshot held; one that does not lead to
+/// the snapshot the control plane promised is dropped and the whole
+/// snapshot asked for instead.
 pub async fn follow(
     client: Client,
     network: String,
     store: Option<PathBuf>,
     mut apply: impl FnMut(Snapshot),
 ) {
-    let mut since = None;
+    let mut held: Option<Snapshot> = None;
     if let Some(s) = store.as_deref().and_then(load) {
         tracing::info!(
             network,
             revision = s.revision,
             "serving the persisted snapshot until the control plane answers"
         );
-        since = Some(s.revision);
-        apply(s);
+        apply(s.clone());
+        held = Some(s);
     }
-    let mut down = false;
+    let mut failures = 0u32;
     loop {
-        match client.snapshot(&network, since, WATCH_WAIT).await {
-            Ok(Some(s)) => {
-                if let Some(path) = &store {
-                    if let Err(e) = persist(path, &s) {
-                        tracing::warn!(network, error = %e, "could not persist the snapshot");
+        let since = held.as_ref().map(|s| s.revision);
+        let next = match client.watch(&network, since, WATCH_WAIT).await {
+            Ok(Some(w)) => {
+                failures = 0;
+                match (w.update, held.as_ref()) {
+                    (Update::Whole(s), _) => {
+                        tracing::info!(
+                            network,
+                            revision = s.revision,
+                            services = s.services.len(),
+                            bytes = w.wire_bytes,
+                            "snapshot received"
+                        );
+                        s
+                    }
+                    (Update::Delta(d), Some(old)) => {
+                        let (base, revision, items) = (d.base, d.revision, d.len());
+                        match old.with(d) {
+                            Ok(s) => {
+                                tracing::info!(
+                                    network,
+                                    base,
+                                    revision,
+                                    items,
+                                    bytes = w.wire_bytes,
+                                    "snapshot delta applied"
+                                );
+                                s
+                            }
+                            Err(e) => {
+                                tracing::warn!(network, error = %e, "dropping a delta; asking for the whole snapshot");
+                                held = None;
+                                continue;
+                            }
+                        }
+                    }
+                    (Update::Delta(_), None) => {
+                        // Not asked for: without a base, only whole snapshots are.
+                        tracing::warn!(network, "a delta came without a snapshot to apply it to");
+                        tokio::time::sleep(backoff(1)).await;
+                        continue;
                     }
                 }
-                tracing::info!(
-                    network,
-                    revision = s.revision,
-                    services = s.services.len(),
-                    "snapshot received"
-                );
-                since = Some(s.revision);
-                down = false;
-                apply(s);
             }
-            Ok(None) => down = false,
+            Ok(None) => {
+                failures = 0;
+                continue;
+            }
             Err(e) => {
                 // Once per outage at warn, then quietly.
-                if down {
+                if failures > 0 {
                     tracing::debug!(network, error = %e, "control plane still unavailable");
                 } else {
                     tracing::warn!(network, error = %e, "control plane unavailable; serving the last snapshot");
                 }
-                down = true;
-                tokio::time::sleep(RETRY).await;
+                failures = failures.saturating_add(1);
+                tokio::time::sleep(backoff(failures)).await;
+                continue;
             }
+        };
+        if let Some(path) = &store {
+            if let Err(e) = persist(path, &next) {
+                tracing::warn!(network, error = %e, "could not persist the snapshot");
+            }
+        }
+        apply(next.clone());
+        held = Some(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap_and_is_jittered() {
+        for failures in 1..12 {
+            let full = RETRY
+                .saturating_mul(1 << (failures - 1).min(7))
+                .min(MAX_RETRY);
+            let pauses: Vec<Duration> = (0..50).map(|_| backoff(failures)).collect();
+            assert!(
+                pauses.iter().all(|p| *p >= full / 2 && *p <= full),
+                "{failures}: {pauses:?}"
+            );
+            let distinct: std::collections::BTreeSet<_> = pauses.iter().collect();
+            assert!(distinct.len() > 10, "jittered: {pauses:?}");
         }
     }
 }

@@ -11,11 +11,13 @@
 
 pub mod admin;
 pub mod client;
+pub mod delta;
 pub mod error;
 pub mod follow;
 pub mod handover;
 pub mod identity;
 pub mod keys;
+pub mod limits;
 /// Operators' YAML files as documents with positions (the CLI's, and
 /// tests'); the control plane itself takes JSON.
 #[cfg(feature = "manifest")]

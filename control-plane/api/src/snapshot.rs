@@ -8,6 +8,11 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+/// The control plane's default VIP pools: Lattice's link-local /24, and a
+/// ULA /112.
+pub const DEFAULT_VIP_POOL_V4: &str = "169.254.171.0/24";
+pub const DEFAULT_VIP_POOL_V6: &str = "fd00:7472:6c73::/112";
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
@@ -19,6 +24,10 @@ pub struct Snapshot {
     pub region: String,
     /// The DNS zone of service names, e.g. `trellis.internal`.
     pub dns_zone: String,
+    /// The control plane's VIP pools: what the nftables datapath routes
+    /// `local` on lo, so no node has a pool flag to keep in step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vip_pools: Vec<ipnet::IpNet>,
     /// Services visible to this network, by name.
     pub services: Vec<ServiceView>,
     /// The service networks this network belongs to.
@@ -38,6 +47,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
+    /// The VIP pools to route: the snapshot's, or the defaults for one from
+    /// a control plane older than the field.
+    pub fn pools(&self) -> Vec<String> {
+        if self.vip_pools.is_empty() {
+            vec![DEFAULT_VIP_POOL_V4.into(), DEFAULT_VIP_POOL_V6.into()]
+        } else {
+            self.vip_pools.iter().map(ToString::to_string).collect()
+        }
+    }
+
     /// What a node shows of its snapshot (admin `/config`): every
     /// [`Secret`] in it (signing keys, listener private keys) replaced by
     /// its fingerprint.
@@ -153,6 +172,7 @@ mod tests {
         ("revision", Public),
         ("region", Public),
         ("dnsZone", Public),
+        ("vipPools[]", Public),
         ("services[].name", Public),
         ("services[].vip", Public),
         ("services[].vipV6", Public),
@@ -188,6 +208,7 @@ mod tests {
         serde_json::from_value(json!({
             "network": "east", "revision": 7, "region": "us-east-1",
             "dnsZone": "trellis.internal",
+            "vipPools": ["169.254.171.0/24", "fd00:7472:6c73::/112"],
             "services": [{
                 "name": "shop", "vip": "169.254.171.1", "vipV6": "fd00::1",
                 "dnsNames": ["shop.trellis.internal"], "via": ["sn"],

@@ -608,7 +608,7 @@ spec: {}
     assert_eq!(
         errors_with_pool(two, "169.254.171.0/30"),
         [
-            "t.yaml:8:12: metadata.name: cannot allocate a VIP: VIP pool 169.254.171.0/30 is exhausted: 2 addresses, 2 assigned, 0 held back after deletes (the next is free at unix time 0); widen the pool or wait"
+            "t.yaml:8:12: metadata.name: cannot allocate a VIP: VIP pool 169.254.171.0/30 is exhausted: it holds 2 services, 2 assigned, 0 held back after deletes (the next is free at unix time 0); widen it with --vip-pool-v4 (e.g. 169.254.128.0/17, which holds 32506 services) or wait"
         ]
     );
 }
