@@ -25,7 +25,14 @@ rss() { awk -v k="$1:" '$1 == k {print int($2/1024)}' /proc/$pid/status; }
 echo "idle RSS: $(rss VmRSS) MB" >&2
 
 ms() { local t0=$(date +%s%N); "$@" >/dev/null; echo $(( ($(date +%s%N) - t0) / 1000000 )); }
-apply_ms=$(ms "$bin" apply -f "$work/big.yaml")
+# "MS MB": wall time and the command's peak RSS.
+ms_mb() {
+  python3 -c 'import resource, subprocess, sys, time
+t0 = time.monotonic()
+subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, check=True)
+print(int((time.monotonic() - t0) * 1000), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)' "$@"
+}
+read -r apply_ms cli_mb < <(ms_mb "$bin" apply -f "$work/big.yaml")
 reapply_ms=$(ms "$bin" apply -f "$work/big.yaml")
 snap_url="$TRELLIS_SERVER/v1/networks/east/snapshot"
 snap_cold=$(curl -s --cacert "$TRELLIS_CA_FILE" -H "authorization: Bearer $(cat "$TRELLIS_TOKEN_FILE")" -o "$work/snap.json" -w '%{time_total}' "$snap_url")
@@ -35,6 +42,7 @@ services=$(jq '.services | length' "$work/snap.json")
 
 printf '%-44s %s\n' "documents" "$(grep -c '^kind:' "$work/big.yaml")"
 printf '%-44s %s ms\n' "apply (CLI, new objects)" "$apply_ms"
+printf '%-44s %s MB\n' "trellis apply peak RSS" "$cli_mb"
 printf '%-44s %s ms\n' "re-apply (CLI, all unchanged)" "$reapply_ms"
 printf '%-44s %.0f ms (%s bytes)\n' "snapshot GET, first (compile + serialize)" "$(echo "$snap_cold*1000" | bc -l)" "$(stat -c %s "$work/snap.json")"
 printf '%-44s %.0f ms\n' "snapshot GET, cached" "$(echo "$snap_warm*1000" | bc -l)"

@@ -134,12 +134,13 @@ fn locate(docs: &[Document], e: &FieldError) -> String {
 }
 
 pub async fn apply(args: ApplyArgs) -> Result<()> {
-    let docs = load(&args.files)?;
+    let mut docs = load(&args.files)?;
     if docs.is_empty() {
         bail!("no documents in the input");
     }
     let client = args.server.client()?;
-    let values: Vec<Value> = docs.iter().map(|d| d.value.clone()).collect();
+    // Errors are located from the sources, not the values: move them out.
+    let values: Vec<Value> = docs.iter_mut().map(|d| d.value.take()).collect();
     let resp = client
         .apply(values, false)
         .await
@@ -157,9 +158,10 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
 }
 
 pub async fn diff(args: DiffArgs) -> Result<()> {
-    let docs = load(&args.files)?;
+    let mut docs = load(&args.files)?;
     let client = args.server.client()?;
-    let values: Vec<Value> = docs.iter().map(|d| d.value.clone()).collect();
+    // Errors are located from the sources, not the values: move them out.
+    let values: Vec<Value> = docs.iter_mut().map(|d| d.value.take()).collect();
     let resp = client
         .apply(values, true)
         .await

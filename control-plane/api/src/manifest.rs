@@ -3,7 +3,8 @@
 //! that any error about a field (from decoding, validation or the server) is
 //! reported as `file:line:column: path: message`.
 
-use saphyr::{LoadableYamlNode, MarkedYaml, Scalar, YamlData};
+use saphyr::{MarkedYaml, Scalar, ScanError, YamlData, YamlLoader};
+use saphyr_parser::{Event, Parser, Span, SpannedEventReceiver};
 use serde_json::{Map, Number, Value};
 use std::collections::HashMap;
 use std::fmt;
@@ -56,17 +57,20 @@ struct Source {
 impl Source {
     fn positions(&self) -> &[HashMap<String, Position>] {
         self.positions.get_or_init(|| {
-            // The text parsed once already; a failure here cannot happen.
-            let nodes = MarkedYaml::load_from_str(&self.text).unwrap_or_default();
-            nodes
-                .iter()
-                .map(|node| {
+            let mut out = Vec::new();
+            let mut receiver = PerDocument {
+                loader: YamlLoader::default(),
+                done: |node: MarkedYaml<'_>| {
                     let mut map = HashMap::new();
-                    map.insert(String::new(), position(node));
-                    index(node, "", &mut map);
-                    map
-                })
-                .collect()
+                    map.insert(String::new(), position(&node));
+                    index(&node, "", &mut map);
+                    out.push(map);
+                },
+                error: None,
+            };
+            // The text parsed once already; a failure here cannot happen.
+            let _ = Parser::new_from_str(&self.text).load(&mut receiver, true);
+            out
         })
     }
 }
@@ -297,19 +301,36 @@ fn read(file: &Path) -> Result<String, Located> {
     Ok(text)
 }
 
+/// Feeds a YAML loader one document at a time and hands each finished
+/// document on: the marked tree of a document (tens of times the size of its
+/// text) is dropped as soon as it is converted, so a 7 MB file of 30,000
+/// documents never holds 30,000 trees. Anchors are per document in YAML, so
+/// a fresh loader per document loses nothing.
+struct PerDocument<'input, F> {
+    loader: YamlLoader<'input, MarkedYaml<'input>>,
+    done: F,
+    error: Option<ScanError>,
+}
+
+impl<'input, F: FnMut(MarkedYaml<'input>)> SpannedEventReceiver<'input> for PerDocument<'input, F> {
+    fn on_event(&mut self, ev: Event<'input>, span: Span) {
+        if self.error.is_some() {
+            return;
+        }
+        let end = matches!(ev, Event::DocumentEnd);
+        self.loader.on_event(ev, span);
+        if end {
+            let loader = std::mem::take(&mut self.loader);
+            match loader.error() {
+                Some(e) => self.error = Some(e.clone()),
+                None => loader.into_documents().into_iter().for_each(&mut self.done),
+            }
+        }
+    }
+}
+
 /// Parses one file's text into its documents; empty documents are skipped.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Located>> {
-    let nodes = MarkedYaml::load_from_str(text).map_err(|e| {
-        vec![Located {
-            file: file.to_string(),
-            position: Some(Position {
-                line: e.marker().line(),
-                column: e.marker().col() + 1,
-            }),
-            path: String::new(),
-            message: e.info().to_string(),
-        }]
-    })?;
     let source = Arc::new(Source {
         file: file.to_string(),
         text: text.to_string(),
@@ -317,20 +338,39 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Located>> {
     });
     let mut docs = Vec::new();
     let mut errors = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        if matches!(node.data, YamlData::Value(Scalar::Null)) {
-            continue;
-        }
-        let mut conv = Converter {
-            file,
-            errors: &mut errors,
-        };
-        let value = conv.convert(node, "");
-        docs.push(Document {
-            value,
-            source: source.clone(),
-            node: i,
-        });
+    let mut index = 0;
+    let mut receiver = PerDocument {
+        loader: YamlLoader::default(),
+        done: |node: MarkedYaml<'_>| {
+            let i = index;
+            index += 1;
+            if matches!(node.data, YamlData::Value(Scalar::Null)) {
+                return;
+            }
+            let mut conv = Converter {
+                file,
+                errors: &mut errors,
+            };
+            let value = conv.convert(&node, "");
+            docs.push(Document {
+                value,
+                source: source.clone(),
+                node: i,
+            });
+        },
+        error: None,
+    };
+    let parsed = Parser::new_from_str(text).load(&mut receiver, true);
+    if let Some(e) = parsed.err().or(receiver.error) {
+        return Err(vec![Located {
+            file: file.to_string(),
+            position: Some(Position {
+                line: e.marker().line(),
+                column: e.marker().col() + 1,
+            }),
+            path: String::new(),
+            message: e.info().to_string(),
+        }]);
     }
     if errors.is_empty() {
         Ok(docs)
