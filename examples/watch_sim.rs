@@ -200,7 +200,7 @@ async fn main() -> anyhow::Result<()> {
                             // One watcher proves the delta leads where it says.
                             Update::Delta(d) if i == 0 => {
                                 let n = d.len();
-                                if let Err(e) = base.with(d) {
+                                if let Err(e) = base.with(&d) {
                                     eprintln!("watcher 0: {e}");
                                 }
                                 (true, n)

@@ -831,7 +831,7 @@ async fn a_weight_change_reaches_a_watcher_as_a_small_delta() {
     };
     assert_eq!(d.len(), 1);
     assert_eq!(d.services.put[0].name, "s7");
-    let next = held.with(d).expect("the delta applies");
+    let next = held.with(&d).expect("the delta applies");
     let fresh = client
         .snapshot("east", None, Duration::ZERO)
         .await

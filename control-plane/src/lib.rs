@@ -14,6 +14,7 @@ pub mod ca;
 mod error;
 pub mod keys;
 pub mod operators;
+mod reach;
 mod sealed;
 pub mod server;
 pub mod snapshot;
@@ -123,6 +124,9 @@ pub struct ControlPlane {
     /// Per network: a single-flight slot, so that a thousand nodes woken by
     /// one apply cause one compilation, not a thousand.
     snapshots: Mutex<HashMap<String, Arc<ViewSlot>>>,
+    /// Which networks each recent commit reached: a view no commit since
+    /// its compilation reached is carried forward, not compiled again.
+    reach: Mutex<reach::Log>,
     keyring: Arc<Keyring>,
     /// Signs node certificates (cross-network mTLS).
     ca: ca::Authority,
@@ -189,6 +193,7 @@ impl ControlPlane {
             store,
             revision,
             snapshots: Mutex::new(HashMap::new()),
+            reach: Mutex::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -355,12 +360,17 @@ impl ControlPlane {
 
     /// Makes `next` durable with `commit`, then current.
     async fn commit(&self, next: State, commit: Commit) -> Result<u64, Error> {
+        let reach = reach::Reach::of(&self.current(), &next, &commit);
         let store = self.store.clone();
         tokio::task::spawn_blocking(move || store.commit(&commit))
             .await
             .map_err(|e| Error::Internal(format!("commit task failed: {e}")))?
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         let revision = next.revision;
+        self.reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(revision, reach);
         self.publish(next);
         Ok(revision)
     }
@@ -585,7 +595,33 @@ impl ControlPlane {
         if let Some(v) = previous.clone().filter(fresh) {
             return Ok(v);
         }
+        if let Some(v) = previous.as_ref().filter(|v| {
+            v.day == day
+                && self
+                    .reach
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .untouched(network, v.compiled_at, state.revision)
+        }) {
+            let carried = Arc::new(v.carried(state.revision, day));
+            *slot.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(carried.clone());
+            tracing::debug!(
+                network,
+                revision = state.revision,
+                "view carried: no commit since reached this network"
+            );
+            return Ok(carried);
+        }
+        let started = std::time::Instant::now();
+        let at = state.revision;
         let next = Arc::new(self.compile(network, state, day, previous).await?);
+        tracing::info!(
+            network,
+            revision = at,
+            services = next.services(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+            "view compiled"
+        );
         *slot.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(next.clone());
         Ok(next)
     }
@@ -621,7 +657,6 @@ impl ControlPlane {
         })
         .await
         .map_err(|e| Error::Internal(format!("snapshot task failed: {e}")))?
-        .ok_or_else(unknown)?
-        .map_err(|e| Error::Internal(format!("snapshot: {e}")))
+        .ok_or_else(unknown)
     }
 }

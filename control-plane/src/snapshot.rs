@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use trellis_api::Kind;
 use trellis_api::keys::{self, IDENTITY_PREFIX, KeyStatus};
 use trellis_api::resource::Spec;
-use trellis_api::resource::{AuthType, TargetProtocol};
+use trellis_api::resource::{AuthType, ServiceSpec, TargetProtocol};
 use trellis_api::secret::Secret;
 use trellis_api::snapshot::{
     IdentityView, InboundView, KeyView, ServiceNetworkView, ServiceView, Snapshot, TargetGroupView,
@@ -61,13 +61,7 @@ pub fn compile(
         if via.is_empty() {
             continue;
         }
-        for l in &s.listeners {
-            let actions =
-                std::iter::once(&l.default_action).chain(l.rules.iter().map(|r| &r.action));
-            for a in actions {
-                groups.extend(a.forward.iter().flatten().map(|w| w.target_group.as_str()));
-            }
-        }
+        groups.extend(forwards_to(s));
         let mut dns_names = vec![crate::state::dns_name(obj.resource.name(), zone)];
         dns_names.extend(
             s.custom_domain_name
@@ -157,6 +151,16 @@ pub fn compile(
     })
 }
 
+/// The target groups `service` forwards to, in any listener or rule.
+pub(crate) fn forwards_to(service: &ServiceSpec) -> impl Iterator<Item = &str> {
+    service
+        .listeners
+        .iter()
+        .flat_map(|l| std::iter::once(&l.default_action).chain(l.rules.iter().map(|r| &r.action)))
+        .flat_map(|a| a.forward.iter().flatten())
+        .map(|w| w.target_group.as_str())
+}
+
 /// Services, visible anywhere, that forward to target groups of `network`:
 /// what its gateways serve, and to which networks.
 fn inbound(state: &State, network: &str) -> Vec<InboundView> {
@@ -172,14 +176,7 @@ fn inbound(state: &State, network: &str) -> Vec<InboundView> {
         let Spec::Service(s) = &obj.resource.spec else {
             continue;
         };
-        let local: BTreeSet<String> = s
-            .listeners
-            .iter()
-            .flat_map(|l| {
-                std::iter::once(&l.default_action).chain(l.rules.iter().map(|r| &r.action))
-            })
-            .flat_map(|a| a.forward.iter().flatten())
-            .map(|w| w.target_group.as_str())
+        let local: BTreeSet<String> = forwards_to(s)
             .filter(|tg| {
                 matches!(state.get(Kind::TargetGroup, tg).map(|o| &o.resource.spec),
                     Some(Spec::TargetGroup(t)) if t.network == network)

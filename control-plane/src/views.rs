@@ -12,10 +12,11 @@
 
 use crate::SnapshotView;
 use bytes::Bytes;
+use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::io::Write;
 use std::sync::{Arc, Mutex};
-use trellis_api::delta::{Changes, Delta, Keyed};
+use trellis_api::delta::{Changes, Delta, Digests, ItemDigest, Keyed, item_digest};
 use trellis_api::snapshot::Snapshot;
 
 /// Most removals remembered per network; a watcher from before the oldest
@@ -37,7 +38,7 @@ enum Collection {
 
 /// Per collection, in the snapshot's order: the revision each item last
 /// changed at.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Stamps {
     services: Vec<u64>,
     service_networks: Vec<u64>,
@@ -106,26 +107,42 @@ pub struct View {
     /// Revision = the revision at which its content last changed.
     snapshot: Arc<Snapshot>,
     stamps: Stamps,
+    /// Each item's digest, as nodes are sent it and as DNS servers are
+    /// (secrets as fingerprints): kept for unchanged items, so a change
+    /// hashes what it changed.
+    items: Digests,
+    public_items: Digests,
     removals: VecDeque<Removal>,
     /// The oldest revision a delta can start from.
     horizon: u64,
-    full: Arc<Encoded>,
     full_digest: String,
-    public: tokio::sync::OnceCell<(Arc<Encoded>, String)>,
+    public_digest: String,
+    /// The whole view, encoded when a watcher first needs it (most
+    /// revisions are only ever sent as deltas), shared with the views it is
+    /// carried to.
+    full: Arc<tokio::sync::OnceCell<Arc<Encoded>>>,
+    public: Arc<tokio::sync::OnceCell<Arc<Encoded>>>,
     deltas: Mutex<HashMap<(u64, SnapshotView), Arc<Encoded>>>,
 }
+
+/// One collection of a view followed from the previous view's: the stamps
+/// and digests of its items, kept for items equal to the previous ones and
+/// made anew for the others.
+struct Followed {
+    stamps: Vec<u64>,
+    items: Vec<ItemDigest>,
+    public_items: Vec<ItemDigest>,
+}
+
+/// The previous view's side of one collection: items, stamps, digests.
+type Previous<'a, T> = (&'a [T], &'a [u64], &'a [ItemDigest], &'a [ItemDigest]);
 
 impl View {
     /// The view of `snapshot`, compiled from the state at `revision`,
     /// following `previous` (the same network's last view): items equal to
-    /// the previous ones keep their stamps, and if nothing changed the view
-    /// keeps its revision and its encodings.
-    pub fn next(
-        previous: Option<&View>,
-        snapshot: Snapshot,
-        revision: u64,
-        day: i64,
-    ) -> Result<View, serde_json::Error> {
+    /// the previous ones keep their stamps and digests, and if nothing
+    /// changed the view keeps its revision and its encodings.
+    pub fn next(previous: Option<&View>, snapshot: Snapshot, revision: u64, day: i64) -> View {
         View::next_bounded(previous, snapshot, revision, day, MAX_REMOVALS)
     }
 
@@ -136,92 +153,101 @@ impl View {
         revision: u64,
         day: i64,
         max_removals: usize,
-    ) -> Result<View, serde_json::Error> {
-        let Some(prev) = previous else {
-            snapshot.revision = revision;
-            let stamps = Stamps {
-                services: vec![revision; snapshot.services.len()],
-                service_networks: vec![revision; snapshot.service_networks.len()],
-                target_groups: vec![revision; snapshot.target_groups.len()],
-                gateways: vec![revision; snapshot.gateways.len()],
-                identities: vec![revision; snapshot.identities.len()],
-                inbound: vec![revision; snapshot.inbound.len()],
-            };
-            return View::encoded(snapshot, stamps, VecDeque::new(), revision, revision, day);
-        };
-        let old = &*prev.snapshot;
+    ) -> View {
         let mut removed = Vec::new();
-        let stamps = Stamps {
-            services: restamp(
-                (&old.services, &prev.stamps.services),
-                &snapshot.services,
-                revision,
-                Collection::Services,
-                &mut removed,
-            ),
-            service_networks: restamp(
-                (&old.service_networks, &prev.stamps.service_networks),
-                &snapshot.service_networks,
-                revision,
-                Collection::ServiceNetworks,
-                &mut removed,
-            ),
-            target_groups: restamp(
-                (&old.target_groups, &prev.stamps.target_groups),
-                &snapshot.target_groups,
-                revision,
-                Collection::TargetGroups,
-                &mut removed,
-            ),
-            gateways: restamp(
-                (&old.gateway_items(), &prev.stamps.gateways),
-                &snapshot.gateway_items(),
-                revision,
-                Collection::Gateways,
-                &mut removed,
-            ),
-            identities: restamp(
-                (&old.identities, &prev.stamps.identities),
-                &snapshot.identities,
-                revision,
-                Collection::Identities,
-                &mut removed,
-            ),
-            inbound: restamp(
-                (&old.inbound, &prev.stamps.inbound),
-                &snapshot.inbound,
-                revision,
-                Collection::Inbound,
-                &mut removed,
-            ),
-        };
-        let changed = !removed.is_empty()
-            || old.region != snapshot.region
-            || old.dns_zone != snapshot.dns_zone
-            || old.vip_pools != snapshot.vip_pools
-            || stamps.iter().any(|s| s == revision);
-        if !changed {
-            // Same content: same revision, same bodies, same deltas.
-            return Ok(View {
-                compiled_at: revision,
-                day,
-                snapshot: prev.snapshot.clone(),
-                stamps,
-                removals: prev.removals.clone(),
-                horizon: prev.horizon,
-                full: prev.full.clone(),
-                full_digest: prev.full_digest.clone(),
-                public: prev.public.clone(),
-                deltas: Mutex::new(
-                    prev.deltas
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .clone(),
-                ),
-            });
+        macro_rules! follow {
+            ($field:ident, $collection:expr) => {
+                follow(
+                    previous.map(|p| {
+                        (
+                            &p.snapshot.$field[..],
+                            &p.stamps.$field[..],
+                            &p.items.$field[..],
+                            &p.public_items.$field[..],
+                        )
+                    }),
+                    &snapshot.$field,
+                    revision,
+                    $collection,
+                    &mut removed,
+                )
+            };
         }
-        let mut removals: VecDeque<Removal> = prev.removals.clone();
-        let mut horizon = prev.horizon;
+        let services = follow!(services, Collection::Services);
+        let service_networks = follow!(service_networks, Collection::ServiceNetworks);
+        let target_groups = follow!(target_groups, Collection::TargetGroups);
+        let identities = follow!(identities, Collection::Identities);
+        let inbound = follow!(inbound, Collection::Inbound);
+        let old_gateways = previous.map(|p| p.snapshot.gateway_items());
+        let gateways = follow(
+            previous.zip(old_gateways.as_deref()).map(|(p, g)| {
+                (
+                    g,
+                    &p.stamps.gateways[..],
+                    &p.items.gateways[..],
+                    &p.public_items.gateways[..],
+                )
+            }),
+            &snapshot.gateway_items(),
+            revision,
+            Collection::Gateways,
+            &mut removed,
+        );
+        let parts = [
+            services,
+            service_networks,
+            target_groups,
+            gateways,
+            identities,
+            inbound,
+        ];
+        let [
+            services,
+            service_networks,
+            target_groups,
+            gateways,
+            identities,
+            inbound,
+        ] = parts.map(|f| (f.stamps, f.items, f.public_items));
+        let stamps = Stamps {
+            services: services.0,
+            service_networks: service_networks.0,
+            target_groups: target_groups.0,
+            gateways: gateways.0,
+            identities: identities.0,
+            inbound: inbound.0,
+        };
+        let items = Digests {
+            services: services.1,
+            service_networks: service_networks.1,
+            target_groups: target_groups.1,
+            gateways: gateways.1,
+            identities: identities.1,
+            inbound: inbound.1,
+        };
+        let public_items = Digests {
+            services: services.2,
+            service_networks: service_networks.2,
+            target_groups: target_groups.2,
+            gateways: gateways.2,
+            identities: identities.2,
+            inbound: inbound.2,
+        };
+        let (mut removals, mut horizon) = match previous {
+            None => (VecDeque::new(), revision),
+            Some(prev) => {
+                let old = &*prev.snapshot;
+                let changed = !removed.is_empty()
+                    || old.region != snapshot.region
+                    || old.dns_zone != snapshot.dns_zone
+                    || old.vip_pools != snapshot.vip_pools
+                    || stamps.iter().any(|s| s == revision);
+                if !changed {
+                    return prev.carried(revision, day);
+                }
+                (prev.removals.clone(), prev.horizon)
+            }
+        };
         removals.extend(removed.into_iter().map(|(collection, name)| Removal {
             at: revision,
             collection,
@@ -233,31 +259,51 @@ impl View {
             }
         }
         snapshot.revision = revision;
-        View::encoded(snapshot, stamps, removals, horizon, revision, day)
-    }
-
-    fn encoded(
-        snapshot: Snapshot,
-        stamps: Stamps,
-        removals: VecDeque<Removal>,
-        horizon: u64,
-        compiled_at: u64,
-        day: i64,
-    ) -> Result<View, serde_json::Error> {
-        let plain = serde_json::to_vec(&snapshot)?;
-        let full_digest = trellis_api::secret::sha256_hex(&plain);
-        Ok(View {
-            compiled_at,
+        View {
+            compiled_at: revision,
             day,
+            full_digest: snapshot.digest_with(&items),
+            public_digest: snapshot.digest_with(&public_items),
             snapshot: Arc::new(snapshot),
             stamps,
+            items,
+            public_items,
             removals,
             horizon,
-            full: Encoded::new(plain, false),
-            full_digest,
-            public: tokio::sync::OnceCell::new(),
+            full: Arc::default(),
+            public: Arc::default(),
             deltas: Mutex::new(HashMap::new()),
-        })
+        }
+    }
+
+    /// This view, unchanged, as compiled at `revision` (on `day`): same
+    /// content revision, same bodies, same deltas.
+    pub fn carried(&self, revision: u64, day: i64) -> View {
+        View {
+            compiled_at: revision,
+            day,
+            snapshot: self.snapshot.clone(),
+            stamps: self.stamps.clone(),
+            items: self.items.clone(),
+            public_items: self.public_items.clone(),
+            removals: self.removals.clone(),
+            horizon: self.horizon,
+            full_digest: self.full_digest.clone(),
+            public_digest: self.public_digest.clone(),
+            full: self.full.clone(),
+            public: self.public.clone(),
+            deltas: Mutex::new(
+                self.deltas
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone(),
+            ),
+        }
+    }
+
+    /// How many services it holds.
+    pub fn services(&self) -> usize {
+        self.snapshot.services.len()
     }
 
     /// The revision at which the view's content last changed.
@@ -279,20 +325,15 @@ impl View {
                 return Ok(d);
             }
             let this = self.clone();
-            let public_digest = match view {
-                SnapshotView::Full => None,
-                SnapshotView::Public => Some(self.public().await?.1),
-            };
             let delta = tokio::task::spawn_blocking(move || {
-                let Some(delta) = this.delta(since) else {
+                let Some(mut delta) = this.delta(since) else {
                     return Ok(None);
                 };
-                let plain = match public_digest {
-                    None => serde_json::to_vec(&delta)?,
-                    Some(digest) => {
-                        let mut shown = trellis_api::secret::shown(&delta);
-                        shown["digest"] = digest.into();
-                        serde_json::to_vec(&shown)?
+                let plain = match view {
+                    SnapshotView::Full => serde_json::to_vec(&delta)?,
+                    SnapshotView::Public => {
+                        delta.digest.clone_from(&this.public_digest);
+                        trellis_api::secret::to_vec_shown(&delta)?
                     }
                 };
                 Ok::<_, serde_json::Error>(Some(Encoded::new(plain, true)))
@@ -308,10 +349,24 @@ impl View {
                 return Ok(delta);
             }
         }
-        match view {
-            SnapshotView::Full => Ok(self.full.clone()),
-            SnapshotView::Public => Ok(self.public().await?.0),
-        }
+        let cell = match view {
+            SnapshotView::Full => &self.full,
+            SnapshotView::Public => &self.public,
+        };
+        cell.get_or_try_init(|| async {
+            let snapshot = self.snapshot.clone();
+            tokio::task::spawn_blocking(move || {
+                let plain = match view {
+                    SnapshotView::Full => serde_json::to_vec(&*snapshot)?,
+                    SnapshotView::Public => trellis_api::secret::to_vec_shown(&*snapshot)?,
+                };
+                Ok(Encoded::new(plain, false))
+            })
+            .await
+            .unwrap_or_else(|e| Err(serde::ser::Error::custom(e)))
+        })
+        .await
+        .cloned()
     }
 
     fn cached_delta(&self, key: (u64, SnapshotView)) -> Option<Arc<Encoded>> {
@@ -319,24 +374,6 @@ impl View {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .cloned()
-    }
-
-    /// The view with every key replaced by its fingerprint, and its digest;
-    /// made when first asked for.
-    async fn public(&self) -> Result<(Arc<Encoded>, String), serde_json::Error> {
-        self.public
-            .get_or_try_init(|| async {
-                let snapshot = self.snapshot.clone();
-                tokio::task::spawn_blocking(move || {
-                    let plain = serde_json::to_vec(&snapshot.shown())?;
-                    let digest = trellis_api::secret::sha256_hex(&plain);
-                    Ok((Encoded::new(plain, false), digest))
-                })
-                .await
-                .unwrap_or_else(|e| Err(serde::ser::Error::custom(e)))
-            })
-            .await
             .cloned()
     }
 
@@ -395,32 +432,40 @@ impl Stamps {
     }
 }
 
-/// Stamps for `new` given the `old` items and their stamps (both sorted by
-/// name): an equal item keeps its stamp, any other is stamped `revision`;
-/// names only in `old` are pushed to `removed`.
-fn restamp<T: Keyed + PartialEq>(
-    (old, stamps): (&[T], &[u64]),
+/// One collection followed from the previous view (`old`: items, stamps and
+/// digests, sorted by name): an item equal to the old one keeps its stamp
+/// and digests, any other is stamped `revision` and hashed; names only in
+/// `old` are pushed to `removed`.
+fn follow<T: Keyed + PartialEq + Serialize>(
+    old: Option<Previous<'_, T>>,
     new: &[T],
     revision: u64,
     collection: Collection,
     removed: &mut Vec<(Collection, String)>,
-) -> Vec<u64> {
-    let mut out = Vec::with_capacity(new.len());
+) -> Followed {
+    let (old, stamps, items, public_items) = old.unwrap_or((&[], &[], &[], &[]));
+    let mut out = Followed {
+        stamps: Vec::with_capacity(new.len()),
+        items: Vec::with_capacity(new.len()),
+        public_items: Vec::with_capacity(new.len()),
+    };
     let mut o = 0;
     for item in new {
         while o < old.len() && old[o].key() < item.key() {
             removed.push((collection, old[o].key().to_string()));
             o += 1;
         }
-        if o < old.len() && old[o].key() == item.key() {
-            out.push(if old[o] == *item {
-                stamps.get(o).copied().unwrap_or(revision)
-            } else {
-                revision
-            });
+        let same = o < old.len() && old[o].key() == item.key();
+        let kept = (same && old[o] == *item)
+            .then(|| Some((*stamps.get(o)?, *items.get(o)?, *public_items.get(o)?)))
+            .flatten();
+        let (stamp, digest, public) =
+            kept.unwrap_or_else(|| (revision, item_digest(item, false), item_digest(item, true)));
+        out.stamps.push(stamp);
+        out.items.push(digest);
+        out.public_items.push(public);
+        if same {
             o += 1;
-        } else {
-            out.push(revision);
         }
     }
     removed.extend(old[o..].iter().map(|x| (collection, x.key().to_string())));
@@ -443,8 +488,10 @@ fn changed<T: Clone>(items: &[T], stamps: &[u64], since: u64) -> Changes<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reach::Reach;
     use crate::snapshot::compile;
     use crate::state::{Settings, State};
+    use crate::store::Commit;
     use proptest::prelude::*;
     use serde_json::{Value, json};
     use trellis_api::Kind;
@@ -514,6 +561,14 @@ mod tests {
     }
 
     fn step(state: &State, op: &Op, s: &Settings) -> State {
+        step_commit(state, op, s).0
+    }
+
+    /// [`step`] and its commit, if it changed anything.
+    fn step_commit(state: &State, op: &Op, s: &Settings) -> (State, Option<Commit>) {
+        let deleted = |r: Result<(State, Commit), _>| {
+            r.map_or_else(|_| (state.clone(), None), |(s, c)| (s, Some(c)))
+        };
         let docs = match op {
             Op::Service {
                 i,
@@ -553,24 +608,18 @@ mod tests {
                 json!({"gateways": [{"address": format!("10.9.0.1:{port}")}]}),
             )],
             Op::DeleteService(i) => {
-                return state
-                    .delete(Kind::Service, &format!("s{i}"), 0)
-                    .map_or_else(|_| state.clone(), |(s, _)| s);
+                return deleted(state.delete(Kind::Service, &format!("s{i}"), 0));
             }
             Op::DeleteGroup(j) => {
-                return state
-                    .delete(Kind::TargetGroup, &format!("g{j}"), 0)
-                    .map_or_else(|_| state.clone(), |(s, _)| s);
+                return deleted(state.delete(Kind::TargetGroup, &format!("g{j}"), 0));
             }
             Op::DeleteIdentity(k) => {
-                return state
-                    .delete(Kind::Identity, &format!("id{k}"), 0)
-                    .map_or_else(|_| state.clone(), |(s, _)| s);
+                return deleted(state.delete(Kind::Identity, &format!("id{k}"), 0));
             }
         };
         state
             .apply(&docs, s, 0, false)
-            .map_or_else(|_| state.clone(), |a| a.state)
+            .map_or_else(|_| (state.clone(), None), |a| (a.state, a.commit))
     }
 
     /// [`step`] that must change the state.
@@ -596,7 +645,7 @@ mod tests {
 
     fn view(state: &State, previous: Option<&View>, network: &str, max_removals: usize) -> View {
         let snap = compile(state, network, "trellis.internal", "us-east-1", 20_000, "").unwrap();
-        View::next_bounded(previous, snap, state.revision, 20_000, max_removals).unwrap()
+        View::next_bounded(previous, snap, state.revision, 20_000, max_removals)
     }
 
     proptest! {
@@ -613,18 +662,36 @@ mod tests {
             let mut state = base(&s);
             for network in ["east", "west"] {
                 let mut held: Vec<Arc<Snapshot>> = Vec::new();
+                // A holder that follows every revision, as a node does: in
+                // place, its item digests carried from delta to delta.
+                let mut follower: Option<(Snapshot, Digests)> = None;
                 let mut last: Option<View> = None;
                 let mut st = state.clone();
                 for op in &ops {
                     st = step(&st, op, &s);
                     let v = view(&st, last.as_ref(), network, 3);
+                    follower = Some(match follower.take() {
+                        Some((mut snap, mut digests)) if snap.revision < v.revision() => {
+                            match v.delta(snap.revision) {
+                                Some(d) => {
+                                    snap.apply(&mut digests, &d).expect("each delta applies in place");
+                                    prop_assert_eq!(&digests, &Digests::of(&snap, false));
+                                    (snap, digests)
+                                }
+                                None => ((*v.snapshot).clone(), Digests::of(&v.snapshot, false)),
+                            }
+                        }
+                        Some(kept) => kept,
+                        None => ((*v.snapshot).clone(), Digests::of(&v.snapshot, false)),
+                    });
+                    prop_assert_eq!(follower.as_ref().map(|f| &f.0), Some(&*v.snapshot));
                     for old in &held {
                         if old.revision >= v.revision() {
                             continue;
                         }
                         if let Some(d) = v.delta(old.revision) {
                             prop_assert!(old.revision >= v.horizon, "a delta from before the horizon");
-                            let next = old.with(d).expect("the delta applies");
+                            let next = old.with(&d).expect("the delta applies");
                             prop_assert_eq!(&next, &*v.snapshot);
                             prop_assert_eq!(next.digest(), v.full_digest.clone());
                         }
@@ -637,6 +704,33 @@ mod tests {
                 state = st;
             }
             let _ = state;
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// A network a commit does not reach compiles, after it, to exactly
+        /// what it compiled to before: carrying its view forward is right.
+        #[test]
+        fn a_network_no_commit_reaches_compiles_the_same(ops in proptest::collection::vec(op(), 1..24)) {
+            let s = settings();
+            let mut state = base(&s);
+            let compiled = |state: &State, network| {
+                compile(state, network, "trellis.internal", "us-east-1", 20_000, "").unwrap()
+            };
+            for op in &ops {
+                let (next, commit) = step_commit(&state, op, &s);
+                if let Some(commit) = commit {
+                    let reach = Reach::of(&state, &next, &commit);
+                    for network in ["east", "west"] {
+                        if !reach.reaches(network) {
+                            prop_assert_eq!(compiled(&state, network), compiled(&next, network), "{:?}", op);
+                        }
+                    }
+                }
+                state = next;
+            }
         }
     }
 
@@ -681,13 +775,15 @@ mod tests {
         let d = after.delta(held.revision).expect("a delta");
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d.services.put[0].name, "s3");
-        assert_eq!(held.with(d).unwrap(), *after.snapshot);
+        assert_eq!(held.with(&d).unwrap(), *after.snapshot);
 
         // Nothing this network sees changed: same revision, same bodies.
         let unrelated = step(&state, &Op::Gateway { port: 9001 }, &s);
         let same = view(&unrelated, Some(&after), "east", MAX_REMOVALS);
         assert_eq!(same.revision(), after.revision());
+        assert!(Arc::ptr_eq(&same.snapshot, &after.snapshot));
         assert!(Arc::ptr_eq(&same.full, &after.full));
+        assert_eq!(same.full_digest, after.full_digest);
     }
 
     #[test]
@@ -774,7 +870,7 @@ mod tests {
             .unwrap();
         assert!(Arc::ptr_eq(&full, &again), "one encoding per (since, view)");
         let d: Delta = serde_json::from_slice(&full.plain).unwrap();
-        assert_eq!(held.with(d).unwrap(), *after.snapshot);
+        assert_eq!(held.with(&d).unwrap(), *after.snapshot);
 
         let public = after
             .answer(Some(held.revision), SnapshotView::Public)
@@ -792,7 +888,7 @@ mod tests {
         let d: Delta = serde_json::from_slice(&public.plain).unwrap();
         let held_public: Snapshot = serde_json::from_value(held.shown()).unwrap();
         let next_public = held_public
-            .with(d)
+            .with(&d)
             .expect("the public delta leads to the public view");
         let whole: Snapshot = serde_json::from_slice(
             &after

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use trellis_api::client::Client;
+use trellis_api::delta::Delta;
 use trellis_api::snapshot::Snapshot;
 
 /// Where `network`'s last snapshot is kept under a data dir.
@@ -15,9 +16,28 @@ fn store_path(dir: &std::path::Path, network: &str) -> PathBuf {
     dir.join(format!("dns-snapshot-{network}.json"))
 }
 
-/// Swaps `network`'s view for one built from `snapshot`.
-pub fn publish(tx: &watch::Sender<Arc<Views>>, snapshot: &Snapshot, ttl: u32) {
-    let view = Arc::new(View::build(snapshot, ttl));
+/// Swaps `network`'s view for the one of `snapshot`: the current view
+/// updated by `delta`, when that is what made the snapshot, or one built
+/// whole.
+pub fn publish(
+    tx: &watch::Sender<Arc<Views>>,
+    snapshot: &Snapshot,
+    delta: Option<&Delta>,
+    ttl: u32,
+) {
+    let started = std::time::Instant::now();
+    let current = tx.borrow().get(&snapshot.network).cloned();
+    let view = Arc::new(match (current, delta) {
+        (Some(view), Some(delta)) => view.with(snapshot, delta),
+        _ => View::build(snapshot, ttl),
+    });
+    tracing::info!(
+        network = snapshot.network,
+        revision = snapshot.revision,
+        names = view.len(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "DNS view built"
+    );
     tx.send_modify(|views| {
         let mut next = (**views).clone();
         next.insert(snapshot.network.clone(), view);
@@ -40,7 +60,7 @@ pub async fn follow(
             client,
             network,
             store,
-            move |s| publish(&tx, &s, ttl),
+            move |s, d| publish(&tx, s, d, ttl),
         ));
     }
     while tasks.join_next().await.is_some() {}

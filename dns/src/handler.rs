@@ -104,8 +104,8 @@ impl RequestHandler for Handler {
         let mut meta = Metadata::response_from_request(&request.metadata);
         let views = self.views.borrow().clone();
         let network = self.networks.of(request.src().ip());
-        let mut answers: Vec<&Record> = Vec::new();
-        let mut soa: Option<&Record> = None;
+        let mut answers: Vec<Record> = Vec::new();
+        let mut soa: Option<Record> = None;
         let query = request.request_info().ok().map(|i| i.query);
         let (qname, qtype) = match query {
             Some(q) => (Some(q.name()), Some(q.query_type())),
@@ -152,9 +152,9 @@ impl RequestHandler for Handler {
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let msg = builder.build(
             meta,
-            answers,
+            answers.iter(),
             Vec::<&Record>::new(),
-            soa,
+            soa.as_ref(),
             Vec::<&Record>::new(),
         );
         match response.send_response(msg).await {

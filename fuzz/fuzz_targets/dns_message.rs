@@ -19,7 +19,7 @@ fn handler() -> &'static Handler {
         }))
         .unwrap();
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(Views::new()));
-        trellis_dns::feed::publish(&tx, &snapshot, 30);
+        trellis_dns::feed::publish(&tx, &snapshot, None, 30);
         // The receiver keeps the last value; the sender may go.
         let networks = Networks {
             listener: Some("east".into()),

@@ -207,11 +207,11 @@ impl App {
             client,
             config.network.clone(),
             Some(store),
-            move |snapshot| {
+            move |snapshot, delta| {
                 if let Some(ttl) = dns_ttl {
-                    trellis_dns::feed::publish(&views_tx, &snapshot, ttl);
+                    trellis_dns::feed::publish(&views_tx, snapshot, delta, ttl);
                 }
-                agent.apply(snapshot);
+                agent.apply(snapshot.clone());
             },
         ));
         // Memory freed by one-off work (a snapshot's JSON, its compilation,

@@ -174,6 +174,15 @@ pub async fn run(args: Args) -> Result<()> {
     let (tx, rx) = watch::channel(Arc::new(Views::new()));
     let follow = trellis_dns::feed::follow(followed, args.data_dir.clone(), args.ttl, tx);
     tokio::spawn(follow);
+    // A new view frees its predecessor and the snapshot it was built from:
+    // give that memory back to the OS once the queries holding it are done.
+    let mut swapped = rx.clone();
+    tokio::spawn(async move {
+        while swapped.changed().await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            crate::release_free_memory();
+        }
+    });
     if takeover.is_some() {
         // The running server answers until this one can: every network's
         // view in place (its persisted snapshot, or the control plane's).

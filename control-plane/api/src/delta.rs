@@ -4,6 +4,11 @@
 //! per collection, the items put (added or changed) and the names removed.
 //! The result carries the digest of the snapshot it must produce: a holder
 //! that ends anywhere else asks for the whole snapshot instead.
+//!
+//! The digest is made of one SHA-256 per item (of its JSON) and the fields
+//! outside the collections, so a holder that keeps its items' digests
+//! checks a delta by hashing what the delta changes, not the whole snapshot,
+//! and the control plane hashes each changed item once.
 
 use crate::resource::Gateway;
 use crate::snapshot::{
@@ -95,19 +100,69 @@ impl<T> Changes<T> {
     }
 }
 
-impl<T: Keyed> Changes<T> {
-    /// Applies these changes to `items`, kept sorted by name.
-    fn apply_to(self, items: &mut Vec<T>) {
+impl<T: Keyed + Clone + Serialize> Changes<T> {
+    /// Applies these changes to `items`, kept sorted by name, and to their
+    /// digests, kept alongside.
+    fn apply_to(&self, items: &mut Vec<T>, digests: &mut Vec<ItemDigest>) {
         for name in &self.removed {
             if let Ok(i) = items.binary_search_by(|x| x.key().cmp(name)) {
                 items.remove(i);
+                digests.remove(i);
             }
         }
-        for item in self.put {
+        for item in &self.put {
+            let digest = item_digest(item, false);
             match items.binary_search_by(|x| x.key().cmp(item.key())) {
-                Ok(i) => items[i] = item,
-                Err(i) => items.insert(i, item),
+                Ok(i) => {
+                    items[i] = item.clone();
+                    digests[i] = digest;
+                }
+                Err(i) => {
+                    items.insert(i, item.clone());
+                    digests.insert(i, digest);
+                }
             }
+        }
+    }
+}
+
+/// SHA-256 of one item's JSON.
+pub type ItemDigest = [u8; 32];
+
+/// The digest of `item`; with `shown`, of the item as a DNS server is sent
+/// it (each secret as its fingerprint).
+pub fn item_digest<T: Serialize>(item: &T, shown: bool) -> ItemDigest {
+    // Serializing these types cannot fail; were it to, the digest would
+    // not match and the holder would ask for the whole snapshot.
+    crate::secret::sha256_json(item, shown).unwrap_or_default()
+}
+
+/// The digests of a snapshot's items, collection by collection, in the
+/// snapshot's order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Digests {
+    pub services: Vec<ItemDigest>,
+    pub service_networks: Vec<ItemDigest>,
+    pub target_groups: Vec<ItemDigest>,
+    pub gateways: Vec<ItemDigest>,
+    pub identities: Vec<ItemDigest>,
+    pub inbound: Vec<ItemDigest>,
+}
+
+impl Digests {
+    /// Every item of `snapshot` hashed; with `shown`, as a DNS server is
+    /// sent it.
+    pub fn of(snapshot: &Snapshot, shown: bool) -> Digests {
+        fn each<T: Serialize>(items: &[T], shown: bool) -> Vec<ItemDigest> {
+            items.iter().map(|i| item_digest(i, shown)).collect()
+        }
+        Digests {
+            services: each(&snapshot.services, shown),
+            service_networks: each(&snapshot.service_networks, shown),
+            target_groups: each(&snapshot.target_groups, shown),
+            gateways: each(&snapshot.gateway_items(), shown),
+            identities: each(&snapshot.identities, shown),
+            inbound: each(&snapshot.inbound, shown),
         }
     }
 }
@@ -166,19 +221,68 @@ pub enum DeltaError {
 }
 
 impl Snapshot {
-    /// SHA-256 (hex) of the snapshot as it goes on the wire: equal
-    /// snapshots, built whole or by deltas, have equal digests.
+    /// The snapshot's digest (hex): SHA-256 over its fields outside the
+    /// collections and, per collection, the number of items and each
+    /// item's digest. Equal snapshots, built whole or by deltas, have equal
+    /// digests.
     pub fn digest(&self) -> String {
-        crate::secret::sha256_hex(&serde_json::to_vec(self).unwrap_or_default())
+        self.digest_with(&Digests::of(self, false))
+    }
+
+    /// [`Snapshot::digest`] from the digests of its items.
+    pub fn digest_with(&self, items: &Digests) -> String {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Fields<'a> {
+            network: &'a str,
+            revision: u64,
+            region: &'a str,
+            dns_zone: &'a str,
+            vip_pools: &'a [ipnet::IpNet],
+        }
+        let fields = Fields {
+            network: &self.network,
+            revision: self.revision,
+            region: &self.region,
+            dns_zone: &self.dns_zone,
+            vip_pools: &self.vip_pools,
+        };
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&crate::secret::sha256_json(&fields, false).unwrap_or_default());
+        for collection in [
+            &items.services,
+            &items.service_networks,
+            &items.target_groups,
+            &items.gateways,
+            &items.identities,
+            &items.inbound,
+        ] {
+            ctx.update(&(collection.len() as u64).to_be_bytes());
+            for item in collection {
+                ctx.update(item);
+            }
+        }
+        data_encoding::HEXLOWER.encode(ctx.finish().as_ref())
     }
 
     /// The snapshot `delta` leads to from this one. Nothing is changed
     /// unless all of it applies and the result has the promised digest.
-    pub fn with(&self, delta: Delta) -> Result<Snapshot, DeltaError> {
+    pub fn with(&self, delta: &Delta) -> Result<Snapshot, DeltaError> {
+        let mut next = self.clone();
+        next.apply(&mut Digests::of(self, false), delta)?;
+        Ok(next)
+    }
+
+    /// Applies `delta` in place, keeping `digests` (this snapshot's item
+    /// digests) in step, and checks the result against the digest the
+    /// delta promised. On an error other than the first two (wrong network
+    /// or base, when nothing is changed), the snapshot is left part-changed:
+    /// its holder drops it and asks for the whole snapshot.
+    pub fn apply(&mut self, digests: &mut Digests, delta: &Delta) -> Result<(), DeltaError> {
         if delta.network != self.network {
             return Err(DeltaError::Network {
                 held: self.network.clone(),
-                delta: delta.network,
+                delta: delta.network.clone(),
             });
         }
         if delta.base != self.revision {
@@ -187,30 +291,41 @@ impl Snapshot {
                 base: delta.base,
             });
         }
-        let mut next = self.clone();
-        next.revision = delta.revision;
-        next.region = delta.region;
-        next.dns_zone = delta.dns_zone;
-        next.vip_pools = delta.vip_pools;
-        delta.services.apply_to(&mut next.services);
-        delta.service_networks.apply_to(&mut next.service_networks);
-        delta.target_groups.apply_to(&mut next.target_groups);
-        delta.identities.apply_to(&mut next.identities);
-        delta.inbound.apply_to(&mut next.inbound);
-        for name in delta.gateways.removed {
-            next.gateways.remove(&name);
-        }
-        for g in delta.gateways.put {
-            next.gateways.insert(g.network, g.gateways);
-        }
-        let got = next.digest();
+        self.revision = delta.revision;
+        self.region.clone_from(&delta.region);
+        self.dns_zone.clone_from(&delta.dns_zone);
+        self.vip_pools.clone_from(&delta.vip_pools);
+        delta
+            .services
+            .apply_to(&mut self.services, &mut digests.services);
+        delta
+            .service_networks
+            .apply_to(&mut self.service_networks, &mut digests.service_networks);
+        delta
+            .target_groups
+            .apply_to(&mut self.target_groups, &mut digests.target_groups);
+        delta
+            .identities
+            .apply_to(&mut self.identities, &mut digests.identities);
+        delta
+            .inbound
+            .apply_to(&mut self.inbound, &mut digests.inbound);
+        let mut gateways = self.gateway_items();
+        delta
+            .gateways
+            .apply_to(&mut gateways, &mut digests.gateways);
+        self.gateways = gateways
+            .into_iter()
+            .map(|g| (g.network, g.gateways))
+            .collect();
+        let got = self.digest_with(digests);
         if got != delta.digest {
             return Err(DeltaError::Digest {
                 got,
-                expected: delta.digest,
+                expected: delta.digest.clone(),
             });
         }
-        Ok(next)
+        Ok(())
     }
 
     /// The gateways map as a sorted list of items.

@@ -1,12 +1,15 @@
 //! Following one network's snapshot, as node agents and DNS servers do: a
-//! long-poll watch on the control plane, each new snapshot persisted
-//! atomically before it is handed on, and the persisted one handed on first
-//! at start, so a restart with the control plane down serves the last config
-//! (static stability).
+//! long-poll watch on the control plane, each new snapshot handed on and
+//! then persisted atomically, and the persisted one handed on first at
+//! start, so a restart with the control plane down serves the last config
+//! (static stability). A crash between the two only means the restart
+//! starts from the snapshot before, and catches up at its first watch.
 
 use crate::client::{Client, Update};
+use crate::delta::{Delta, Digests};
 use crate::snapshot::Snapshot;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long one watch call waits on the control plane before asking again.
@@ -51,7 +54,8 @@ fn persist(path: &Path, s: &Snapshot) -> std::io::Result<()> {
 }
 
 /// Follows `network` until the task is dropped, calling `apply` with each
-/// snapshot: the persisted one at `store` (if any) first, then every change.
+/// snapshot (and, when it came as one, the delta that made it from the one
+/// before): the persisted one at `store` (if any) first, then every change.
 /// Changes come as deltas on the snapshot held; one that does not lead to
 /// the snapshot the control plane promised is dropped and the whole
 /// snapshot asked for instead.
@@ -59,25 +63,29 @@ pub async fn follow(
     client: Client,
     network: String,
     store: Option<PathBuf>,
-    mut apply: impl FnMut(Snapshot),
+    mut apply: impl FnMut(&Snapshot, Option<&Delta>),
 ) {
-    let mut held: Option<Snapshot> = None;
+    // The snapshot held and its items' digests: a delta is checked by
+    // hashing what it changes.
+    let mut held: Option<(Arc<Snapshot>, Digests)> = None;
+    let mut persisting: Option<tokio::task::JoinHandle<()>> = None;
     if let Some(s) = store.as_deref().and_then(load) {
         tracing::info!(
             network,
             revision = s.revision,
             "serving the persisted snapshot until the control plane answers"
         );
-        apply(s.clone());
-        held = Some(s);
+        apply(&s, None);
+        let digests = Digests::of(&s, false);
+        held = Some((Arc::new(s), digests));
     }
     let mut failures = 0u32;
     loop {
-        let since = held.as_ref().map(|s| s.revision);
-        let next = match client.watch(&network, since, WATCH_WAIT).await {
+        let since = held.as_ref().map(|(s, _)| s.revision);
+        let (next, delta) = match client.watch(&network, since, WATCH_WAIT).await {
             Ok(Some(w)) => {
                 failures = 0;
-                match (w.update, held.as_ref()) {
+                match (w.update, held.take()) {
                     (Update::Whole(s), _) => {
                         tracing::info!(
                             network,
@@ -86,25 +94,28 @@ pub async fn follow(
                             bytes = w.wire_bytes,
                             "snapshot received"
                         );
-                        s
+                        let digests = Digests::of(&s, false);
+                        ((Arc::new(s), digests), None)
                     }
-                    (Update::Delta(d), Some(old)) => {
-                        let (base, revision, items) = (d.base, d.revision, d.len());
-                        match old.with(d) {
-                            Ok(s) => {
+                    (Update::Delta(d), Some((mut snapshot, mut digests))) => {
+                        let started = std::time::Instant::now();
+                        // In place, unless the last snapshot is still being
+                        // written out.
+                        match Arc::make_mut(&mut snapshot).apply(&mut digests, &d) {
+                            Ok(()) => {
                                 tracing::info!(
                                     network,
-                                    base,
-                                    revision,
-                                    items,
+                                    base = d.base,
+                                    revision = d.revision,
+                                    items = d.len(),
                                     bytes = w.wire_bytes,
+                                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                                     "snapshot delta applied"
                                 );
-                                s
+                                ((snapshot, digests), Some(d))
                             }
                             Err(e) => {
                                 tracing::warn!(network, error = %e, "dropping a delta; asking for the whole snapshot");
-                                held = None;
                                 continue;
                             }
                         }
@@ -133,12 +144,21 @@ pub async fn follow(
                 continue;
             }
         };
+        apply(&next.0, delta.as_ref());
         if let Some(path) = &store {
-            if let Err(e) = persist(path, &next) {
-                tracing::warn!(network, error = %e, "could not persist the snapshot");
+            // Written out after it is served, off the runtime: a large
+            // snapshot takes tens of milliseconds to encode and write. One
+            // write at a time, in order.
+            if let Some(previous) = persisting.take() {
+                let _ = previous.await;
             }
+            let (path, snapshot, network) = (path.clone(), next.0.clone(), network.clone());
+            persisting = Some(tokio::task::spawn_blocking(move || {
+                if let Err(e) = persist(&path, &snapshot) {
+                    tracing::warn!(network, error = %e, "could not persist the snapshot");
+                }
+            }));
         }
-        apply(next.clone());
         held = Some(next);
     }
 }

@@ -42,6 +42,45 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     data_encoding::HEXLOWER.encode(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
 }
 
+/// `value` as JSON with every [`Secret`] replaced by its fingerprint, as
+/// [`shown`] makes it, without the detour through a `Value`.
+pub fn to_vec_shown<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, serde_json::Error> {
+    let _restore = Showing(SHOWING.replace(true));
+    serde_json::to_vec(value)
+}
+
+/// SHA-256 of `value`'s JSON, hashed as it is written (a large value is
+/// never held twice, once as JSON). With `shown`, each [`Secret`] is written
+/// as its fingerprint, as [`shown`] does.
+pub fn sha256_json<T: Serialize + ?Sized>(
+    value: &T,
+    shown: bool,
+) -> Result<[u8; 32], serde_json::Error> {
+    struct Hashing(ring::digest::Context);
+    impl std::io::Write for Hashing {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.update(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let _restore = Showing(SHOWING.replace(shown));
+    // serde_json writes in small pieces; hash them in blocks.
+    let mut out = std::io::BufWriter::with_capacity(
+        16 * 1024,
+        Hashing(ring::digest::Context::new(&ring::digest::SHA256)),
+    );
+    serde_json::to_writer(&mut out, value)?;
+    let hashing = out
+        .into_inner()
+        .map_err(|e| serde_json::Error::io(e.into_error()))?;
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(hashing.0.finish().as_ref());
+    Ok(digest)
+}
+
 impl Serialize for Secret {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if SHOWING.get() {
