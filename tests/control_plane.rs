@@ -368,7 +368,7 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
         })
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
-    client.apply(docs, false).await.unwrap();
+    client.apply(&docs, false).await.unwrap();
     assert_eq!(
         watcher.await.unwrap().unwrap(),
         None,
@@ -416,7 +416,7 @@ async fn a_waiting_watch_returns_within_100ms_of_an_apply() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let applied = client.apply(docs, false).await.unwrap();
+    let applied = client.apply(&docs, false).await.unwrap();
     let applied_at = Instant::now();
     let (woke_at, snap) = watcher.await.unwrap();
     let snap = snap.unwrap().expect("a new snapshot");
@@ -787,7 +787,7 @@ async fn a_weight_change_reaches_a_watcher_as_a_small_delta() {
     }
     let client = harness::local::client(&cp);
     client
-        .apply(harness::local::documents(&yaml), false)
+        .apply(&harness::local::documents(&yaml), false)
         .await
         .unwrap();
 
@@ -817,7 +817,7 @@ async fn a_weight_change_reaches_a_watcher_as_a_small_delta() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await;
     client
-        .apply(harness::local::documents(&service(7, 50)), false)
+        .apply(&harness::local::documents(&service(7, 50)), false)
         .await
         .unwrap();
     let delta = watcher.await.unwrap().unwrap().expect("a change");
@@ -844,7 +844,7 @@ async fn a_weight_change_reaches_a_watcher_as_a_small_delta() {
     cp.restart();
     let client = harness::local::client(&cp);
     client
-        .apply(harness::local::documents(&service(8, 40)), false)
+        .apply(&harness::local::documents(&service(8, 40)), false)
         .await
         .unwrap();
     let after = client
@@ -882,7 +882,7 @@ async fn watchers_have_their_own_budget_and_never_crowd_out_operators() {
     let unrelated =
         "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: other}\nspec: {}\n";
     let applied = harness::local::client(&cp)
-        .apply(harness::local::documents(unrelated), false)
+        .apply(&harness::local::documents(unrelated), false)
         .await
         .expect("operators have their own budget");
     assert!(applied.revision > held.revision);

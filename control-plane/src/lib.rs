@@ -127,6 +127,8 @@ pub struct ControlPlane {
     /// Which networks each recent commit reached: a view no commit since
     /// its compilation reached is carried forward, not compiled again.
     reach: Mutex<reach::Log>,
+    /// Views compiled since start (the others were carried forward).
+    views_compiled: std::sync::atomic::AtomicU64,
     keyring: Arc<Keyring>,
     /// Signs node certificates (cross-network mTLS).
     ca: ca::Authority,
@@ -194,6 +196,7 @@ impl ControlPlane {
             revision,
             snapshots: Mutex::new(HashMap::new()),
             reach: Mutex::default(),
+            views_compiled: Default::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -256,8 +259,13 @@ impl ControlPlane {
         self.state.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn publish(&self, next: State) {
+    /// Makes `next` current; `reach` is what its commit reached.
+    fn publish(&self, next: State, reach: reach::Reach) {
         let rev = next.revision;
+        self.reach
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .record(rev, reach);
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         self.revision.send_replace(rev);
     }
@@ -302,15 +310,18 @@ impl ControlPlane {
                     Error::Unavailable(e.to_string())
                 })?;
             }
-            Ok::<_, Error>(applied)
+            let reach = applied
+                .commit
+                .as_ref()
+                .map(|c| reach::Reach::of(&current, &applied.state, c));
+            Ok::<_, Error>((applied, reach))
         })
         .await
         .map_err(|e| Error::Internal(format!("apply task failed: {e}")))?;
-        let applied = outcome?;
+        let (applied, reach) = outcome?;
         let revision = applied.state.revision;
-        let changed = applied.commit.is_some();
-        if changed && !dry_run {
-            self.publish(applied.state);
+        if let (Some(reach), false) = (reach, dry_run) {
+            self.publish(applied.state, reach);
             tracing::info!(revision, documents = count, "applied");
         }
         let revision = if dry_run {
@@ -367,11 +378,7 @@ impl ControlPlane {
             .map_err(|e| Error::Internal(format!("commit task failed: {e}")))?
             .map_err(|e| Error::Unavailable(e.to_string()))?;
         let revision = next.revision;
-        self.reach
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .record(revision, reach);
-        self.publish(next);
+        self.publish(next, reach);
         Ok(revision)
     }
 
@@ -551,6 +558,13 @@ impl ControlPlane {
         }
     }
 
+    /// How many network views this process has compiled: one per network a
+    /// commit reaches, when it is next watched.
+    pub fn views_compiled(&self) -> u64 {
+        self.views_compiled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Ends every watch now (nothing changed, ask again) and every later
     /// one at once: this process is handing over, and the watchers' next
     /// ask goes to the process that takes over.
@@ -615,6 +629,8 @@ impl ControlPlane {
         let started = std::time::Instant::now();
         let at = state.revision;
         let next = Arc::new(self.compile(network, state, day, previous).await?);
+        self.views_compiled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             network,
             revision = at,
@@ -658,5 +674,101 @@ impl ControlPlane {
         .await
         .map_err(|e| Error::Internal(format!("snapshot task failed: {e}")))?
         .ok_or_else(unknown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn doc(kind: &str, name: &str, spec: Value) -> Value {
+        json!({"apiVersion": "trellis.dev/v1alpha1", "kind": kind,
+            "metadata": {"name": name}, "spec": spec})
+    }
+
+    /// Network `net` with its service network, a target group and a service
+    /// forwarding to it with weight `w` (and 100 - w to a second group).
+    fn network(net: &str, w: u32) -> Vec<Value> {
+        let mut docs = vec![
+            doc("Network", net, json!({})),
+            doc(
+                "ServiceNetwork",
+                &format!("{net}-sn"),
+                json!({"networks": [net]}),
+            ),
+        ];
+        for g in ["a", "b"] {
+            docs.push(doc(
+                "TargetGroup",
+                &format!("{net}-{g}"),
+                json!({"network": net, "port": 8080, "targets": [{"address": "10.0.0.1"}]}),
+            ));
+        }
+        docs.push(doc(
+            "Service",
+            &format!("{net}-web"),
+            json!({"serviceNetworks": [format!("{net}-sn")], "listeners": [{"name": "web",
+                "protocol": "HTTP", "defaultAction": {"forward": [
+                    {"targetGroup": format!("{net}-a"), "weight": w},
+                    {"targetGroup": format!("{net}-b"), "weight": 100 - w}]}}]}),
+        ));
+        docs
+    }
+
+    #[tokio::test]
+    async fn a_change_compiles_only_the_views_it_reaches() {
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = Keyring::open_or_create(&dir.path().join("secrets.key")).unwrap();
+        let ca = ca::Authority::open(dir.path(), Duration::from_secs(3600), &keyring).unwrap();
+        let store = store::RedbStore::open(dir.path()).unwrap();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            settings: state::Settings {
+                zone: "trellis.internal".into(),
+                vip_pool_v4: "169.254.171.0/24".parse().unwrap(),
+                vip_pool_v6: "fd00:7472:6c73::/112".parse().unwrap(),
+                vip_hold_secs: 900,
+                max_state_bytes: usize::MAX,
+            },
+            region: "us-east-1".into(),
+            max_body_bytes: 1 << 20,
+            api_ca_sha256: [0; 32],
+        };
+        let cp = ControlPlane::open(config, Arc::new(store), keyring, ca).unwrap();
+        let nets = ["east", "west", "north"];
+        let all: Vec<Value> = nets.iter().flat_map(|n| network(n, 90)).collect();
+        cp.apply(all, false, None).await.unwrap();
+        let first: Vec<_> = {
+            let mut v = Vec::new();
+            for n in nets {
+                v.push(cp.snapshot(n).await.unwrap());
+            }
+            v
+        };
+        assert_eq!(cp.views_compiled(), 3);
+
+        // A weight in east: east is compiled again, the others carried.
+        cp.apply(network("east", 50), false, None).await.unwrap();
+        for (n, before) in nets.iter().zip(&first) {
+            let after = cp.snapshot(n).await.unwrap();
+            assert_eq!(after.compiled_at, cp.current().revision);
+            if *n == "east" {
+                assert!(after.revision() > before.revision());
+            } else {
+                assert_eq!(after.revision(), before.revision());
+            }
+        }
+        assert_eq!(cp.views_compiled(), 4);
+
+        // An identity reaches every network.
+        cp.apply(vec![doc("Identity", "ci", json!({}))], false, None)
+            .await
+            .unwrap();
+        for n in nets {
+            cp.snapshot(n).await.unwrap();
+        }
+        assert_eq!(cp.views_compiled(), 7);
     }
 }

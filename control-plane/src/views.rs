@@ -122,8 +122,12 @@ pub struct View {
     /// carried to.
     full: Arc<tokio::sync::OnceCell<Arc<Encoded>>>,
     public: Arc<tokio::sync::OnceCell<Arc<Encoded>>>,
-    deltas: Mutex<HashMap<(u64, SnapshotView), Arc<Encoded>>>,
+    /// Per (revision held, view): the delta, or `None` when the whole view
+    /// is sent instead; made once.
+    deltas: Mutex<HashMap<(u64, SnapshotView), DeltaCell>>,
 }
+
+type DeltaCell = Arc<tokio::sync::OnceCell<Option<Arc<Encoded>>>>;
 
 /// One collection of a view followed from the previous view's: the stamps
 /// and digests of its items, kept for items equal to the previous ones and
@@ -320,33 +324,37 @@ impl View {
         view: SnapshotView,
     ) -> Result<Arc<Encoded>, serde_json::Error> {
         if let Some(since) = since {
-            let key = (since, view);
-            if let Some(d) = self.cached_delta(key) {
-                return Ok(d);
-            }
-            let this = self.clone();
-            let delta = tokio::task::spawn_blocking(move || {
-                let Some(mut delta) = this.delta(since) else {
-                    return Ok(None);
-                };
-                let plain = match view {
-                    SnapshotView::Full => serde_json::to_vec(&delta)?,
-                    SnapshotView::Public => {
-                        delta.digest.clone_from(&this.public_digest);
-                        trellis_api::secret::to_vec_shown(&delta)?
-                    }
-                };
-                Ok::<_, serde_json::Error>(Some(Encoded::new(plain, true)))
-            })
-            .await
-            .unwrap_or(Ok(None))?;
-            if let Some(delta) = delta {
+            // Single flight: ten thousand watchers woken by one change wait
+            // for one encoding of their delta instead of each making it.
+            let cell = {
                 let mut deltas = self.deltas.lock().unwrap_or_else(|e| e.into_inner());
-                if deltas.len() >= MAX_DELTAS {
+                if deltas.len() >= MAX_DELTAS && !deltas.contains_key(&(since, view)) {
                     deltas.clear();
                 }
-                deltas.insert(key, delta.clone());
-                return Ok(delta);
+                deltas.entry((since, view)).or_default().clone()
+            };
+            let delta = cell
+                .get_or_try_init(|| async {
+                    let this = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let Some(mut delta) = this.delta(since) else {
+                            return Ok(None);
+                        };
+                        let plain = match view {
+                            SnapshotView::Full => serde_json::to_vec(&delta)?,
+                            SnapshotView::Public => {
+                                delta.digest.clone_from(&this.public_digest);
+                                trellis_api::secret::to_vec_shown(&delta)?
+                            }
+                        };
+                        Ok(Some(Encoded::new(plain, true)))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(serde::ser::Error::custom(e)))
+                })
+                .await?;
+            if let Some(delta) = delta {
+                return Ok(delta.clone());
             }
         }
         let cell = match view {
@@ -367,14 +375,6 @@ impl View {
         })
         .await
         .cloned()
-    }
-
-    fn cached_delta(&self, key: (u64, SnapshotView)) -> Option<Arc<Encoded>> {
-        self.deltas
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned()
     }
 
     /// What changed after `since`, or `None` when the whole view must be

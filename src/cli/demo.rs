@@ -193,7 +193,7 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     let sources = demo_documents()?;
     let mut docs: Vec<Value> = sources.iter().map(|d| d.value.clone()).collect();
     let applied = client
-        .apply(docs.clone(), false)
+        .apply(&docs, false)
         .await
         .map_err(|e| super::resources::report(&sources, e))?;
     for c in &applied.changes {
@@ -361,7 +361,7 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
     bold("$ trellis apply -f demo.yaml   # weights hello-blue 10, hello-green 90");
     set_weights(&mut docs, 10, 90)?;
     let shifted = client
-        .apply(docs, false)
+        .apply(&docs, false)
         .await
         .map_err(|e| super::resources::report(&sources, e))?;
     println!("service/hello configured (revision {})", shifted.revision);

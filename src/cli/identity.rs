@@ -77,7 +77,7 @@ pub async fn run(cmd: Command) -> Result<()> {
                         "apiVersion": API_VERSION, "kind": "Identity",
                         "metadata": {"name": name}, "spec": {}
                     });
-                    client.apply(vec![doc], false).await?;
+                    client.apply(&[doc], false).await?;
                 }
                 Err(e) => return Err(e.into()),
             }

@@ -2,6 +2,7 @@
 
 use anyhow::{Result, anyhow, bail};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use std::path::PathBuf;
 use std::time::Duration;
 use trellis_api::client::{ChangeAction, Client, ClientError};
@@ -96,9 +97,15 @@ fn parse_kind(s: &str) -> Result<Kind> {
     })
 }
 
-/// Loads the manifests, printing every located error.
-fn load(files: &[PathBuf]) -> Result<Vec<Document>> {
-    manifest::load(files).map_err(|errors| {
+/// Loads the manifests, printing every located error. Each document is
+/// kept as its JSON text, not as a tree: a manifest of 30,000 documents
+/// would otherwise cost the CLI hundreds of megabytes.
+fn load(files: &[PathBuf]) -> Result<Vec<Document<Box<RawValue>>>> {
+    let json = |value: Value| {
+        // A JSON value always serializes.
+        serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned())
+    };
+    manifest::load_as(files, json).map_err(|errors| {
         for e in &errors {
             eprintln!("{e}");
         }
@@ -110,7 +117,7 @@ fn load(files: &[PathBuf]) -> Result<Vec<Document>> {
 }
 
 /// Turns an API rejection into located lines (`file:line:col: path: msg`).
-pub(crate) fn report(docs: &[Document], err: ClientError) -> anyhow::Error {
+pub(crate) fn report<T>(docs: &[Document<T>], err: ClientError) -> anyhow::Error {
     let ClientError::Api { error, .. } = &err else {
         return err.into();
     };
@@ -126,7 +133,7 @@ pub(crate) fn report(docs: &[Document], err: ClientError) -> anyhow::Error {
     )
 }
 
-fn locate(docs: &[Document], e: &FieldError) -> String {
+fn locate<T>(docs: &[Document<T>], e: &FieldError) -> String {
     match e.document.and_then(|i| docs.get(i)) {
         Some(doc) => doc.error(&e.path, e.message.clone()).to_string(),
         None => format!("{} (stored): {}: {}", e.object, e.path, e.message),
@@ -134,15 +141,14 @@ fn locate(docs: &[Document], e: &FieldError) -> String {
 }
 
 pub async fn apply(args: ApplyArgs) -> Result<()> {
-    let mut docs = load(&args.files)?;
+    let docs = load(&args.files)?;
     if docs.is_empty() {
         bail!("no documents in the input");
     }
     let client = args.server.client()?;
-    // Errors are located from the sources, not the values: move them out.
-    let values: Vec<Value> = docs.iter_mut().map(|d| d.value.take()).collect();
+    let values: Vec<&RawValue> = docs.iter().map(|d| &*d.value).collect();
     let resp = client
-        .apply(values, false)
+        .apply(&values, false)
         .await
         .map_err(|e| report(&docs, e))?;
     for c in &resp.changes {
@@ -158,12 +164,11 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
 }
 
 pub async fn diff(args: DiffArgs) -> Result<()> {
-    let mut docs = load(&args.files)?;
+    let docs = load(&args.files)?;
     let client = args.server.client()?;
-    // Errors are located from the sources, not the values: move them out.
-    let values: Vec<Value> = docs.iter_mut().map(|d| d.value.take()).collect();
+    let values: Vec<&RawValue> = docs.iter().map(|d| &*d.value).collect();
     let resp = client
-        .apply(values, true)
+        .apply(&values, true)
         .await
         .map_err(|e| report(&docs, e))?;
     let mut unchanged = 0;

@@ -260,12 +260,21 @@ impl Client {
         &self.base
     }
 
-    pub async fn apply(
+    /// Applies `documents` (JSON values, or anything that serializes as
+    /// one) as one change.
+    pub async fn apply<D: Serialize>(
         &self,
-        documents: Vec<Value>,
+        documents: &[D],
         dry_run: bool,
     ) -> Result<ApplyResponse, ClientError> {
-        let body = serde_json::to_vec(&ApplyRequest { documents, dry_run }).unwrap_or_default();
+        /// [`ApplyRequest`], borrowed.
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Request<'a, D> {
+            documents: &'a [D],
+            dry_run: bool,
+        }
+        let body = serde_json::to_vec(&Request { documents, dry_run }).unwrap_or_default();
         let (_, bytes) = self
             .call(Method::POST, "/v1/apply", Some(body), self.timeout)
             .await?;

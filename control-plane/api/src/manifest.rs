@@ -106,16 +106,17 @@ fn index(node: &MarkedYaml<'_>, path: &str, map: &mut HashMap<String, Position>)
     }
 }
 
-/// One document of a manifest.
+/// One document of a manifest: its value (JSON, or what the caller turned
+/// it into as it was read) and where it came from.
 #[derive(Debug)]
-pub struct Document {
-    pub value: Value,
+pub struct Document<T = Value> {
+    pub value: T,
     source: Arc<Source>,
     /// Index of the document's node among the file's YAML documents.
     node: usize,
 }
 
-impl Document {
+impl<T> Document<T> {
     pub fn file(&self) -> &str {
         &self.source.file
     }
@@ -150,21 +151,31 @@ impl Document {
 /// Reads `inputs` (files, directories of `*.yaml`/`*.yml`, or `-` for
 /// standard input) in order. All errors of all files are returned.
 pub fn load(inputs: &[PathBuf]) -> Result<Vec<Document>, Vec<Located>> {
+    load_as(inputs, |value| value)
+}
+
+/// [`load`], each document's value handed to `into` as soon as it is read
+/// (its PEM files inlined) and only what that returns kept: a manifest of
+/// tens of thousands of documents need not be held as JSON trees.
+pub fn load_as<T>(
+    inputs: &[PathBuf],
+    mut into: impl FnMut(Value) -> T,
+) -> Result<Vec<Document<T>>, Vec<Located>> {
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     for input in inputs {
         for file in expand(input, &mut errors) {
             match read(&file) {
-                Ok(text) => match parse(&file.display().to_string(), &text) {
-                    Ok(mut d) => {
-                        let base = file.parent().unwrap_or(Path::new("."));
-                        for doc in &mut d {
-                            inline_pem_files(doc, base, &mut errors);
-                        }
-                        docs.append(&mut d)
+                Ok(text) => {
+                    let base = file.parent().unwrap_or(Path::new("."));
+                    let inline = |doc: &mut Document, errors: &mut Vec<Located>| {
+                        inline_pem_files(doc, base, errors)
+                    };
+                    match parse_into(file.display().to_string(), text, inline, &mut into) {
+                        Ok(mut d) => docs.append(&mut d),
+                        Err(mut e) => errors.append(&mut e),
                     }
-                    Err(mut e) => errors.append(&mut e),
-                },
+                }
                 Err(e) => errors.push(e),
             }
         }
@@ -331,11 +342,23 @@ impl<'input, F: FnMut(MarkedYaml<'input>)> SpannedEventReceiver<'input> for PerD
 
 /// Parses one file's text into its documents; empty documents are skipped.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Located>> {
+    parse_into(file.to_string(), text.to_string(), |_, _| {}, |value| value)
+}
+
+/// [`parse`], with each document `prepare`d (its errors added to the
+/// file's) and then its value turned by `into`.
+fn parse_into<T>(
+    file: String,
+    text: String,
+    mut prepare: impl FnMut(&mut Document, &mut Vec<Located>),
+    mut into: impl FnMut(Value) -> T,
+) -> Result<Vec<Document<T>>, Vec<Located>> {
     let source = Arc::new(Source {
-        file: file.to_string(),
-        text: text.to_string(),
+        file,
+        text,
         positions: OnceLock::new(),
     });
+    let file = source.file.as_str();
     let mut docs = Vec::new();
     let mut errors = Vec::new();
     let mut index = 0;
@@ -352,15 +375,21 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Document>, Vec<Located>> {
                 errors: &mut errors,
             };
             let value = conv.convert(&node, "");
-            docs.push(Document {
+            let mut doc = Document {
                 value,
                 source: source.clone(),
                 node: i,
+            };
+            prepare(&mut doc, &mut errors);
+            docs.push(Document {
+                value: into(doc.value),
+                source: doc.source,
+                node: doc.node,
             });
         },
         error: None,
     };
-    let parsed = Parser::new_from_str(text).load(&mut receiver, true);
+    let parsed = Parser::new_from_str(&source.text).load(&mut receiver, true);
     if let Some(e) = parsed.err().or(receiver.error) {
         return Err(vec![Located {
             file: file.to_string(),

@@ -69,7 +69,7 @@ pub fn sha256_json<T: Serialize + ?Sized>(
     let _restore = Showing(SHOWING.replace(shown));
     // serde_json writes in small pieces; hash them in blocks.
     let mut out = std::io::BufWriter::with_capacity(
-        16 * 1024,
+        4096,
         Hashing(ring::digest::Context::new(&ring::digest::SHA256)),
     );
     serde_json::to_writer(&mut out, value)?;
