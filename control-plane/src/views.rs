@@ -643,9 +643,19 @@ mod tests {
         State::empty(s).apply(&docs, s, 0, false).unwrap().state
     }
 
+    /// `network`'s snapshot of `state`, as the control plane compiles it.
+    fn compiled(state: &State, network: &str) -> Snapshot {
+        compile(state, network, "trellis.internal", "us-east-1", 20_000, "").unwrap()
+    }
+
     fn view(state: &State, previous: Option<&View>, network: &str, max_removals: usize) -> View {
-        let snap = compile(state, network, "trellis.internal", "us-east-1", 20_000, "").unwrap();
-        View::next_bounded(previous, snap, state.revision, 20_000, max_removals)
+        View::next_bounded(
+            previous,
+            compiled(state, network),
+            state.revision,
+            20_000,
+            max_removals,
+        )
     }
 
     proptest! {
@@ -716,9 +726,6 @@ mod tests {
         fn a_network_no_commit_reaches_compiles_the_same(ops in proptest::collection::vec(op(), 1..24)) {
             let s = settings();
             let mut state = base(&s);
-            let compiled = |state: &State, network| {
-                compile(state, network, "trellis.internal", "us-east-1", 20_000, "").unwrap()
-            };
             for op in &ops {
                 let (next, commit) = step_commit(&state, op, &s);
                 if let Some(commit) = commit {
@@ -776,6 +783,10 @@ mod tests {
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d.services.put[0].name, "s3");
         assert_eq!(held.with(&d).unwrap(), *after.snapshot);
+        // Digests out of step with the snapshot are made again, not trusted.
+        let mut in_place = (*held).clone();
+        in_place.apply(&mut Digests::default(), &d).unwrap();
+        assert_eq!(in_place, *after.snapshot);
 
         // Nothing this network sees changed: same revision, same bodies.
         let unrelated = step(&state, &Op::Gateway { port: 9001 }, &s);

@@ -291,6 +291,29 @@ impl Snapshot {
                 base: delta.base,
             });
         }
+        // Digests out of step with the items (a caller's mistake) would
+        // misplace every later one: hash them again instead.
+        let lengths = |d: &Digests| {
+            [
+                d.services.len(),
+                d.service_networks.len(),
+                d.target_groups.len(),
+                d.gateways.len(),
+                d.identities.len(),
+                d.inbound.len(),
+            ]
+        };
+        let items = [
+            self.services.len(),
+            self.service_networks.len(),
+            self.target_groups.len(),
+            self.gateways.len(),
+            self.identities.len(),
+            self.inbound.len(),
+        ];
+        if lengths(digests) != items {
+            *digests = Digests::of(self, false);
+        }
         self.revision = delta.revision;
         self.region.clone_from(&delta.region);
         self.dns_zone.clone_from(&delta.dns_zone);
