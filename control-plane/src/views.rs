@@ -715,10 +715,6 @@ mod tests {
             }
             let _ = state;
         }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(128))]
 
         /// A network a commit does not reach compiles, after it, to exactly
         /// what it compiled to before: carrying its view forward is right.

@@ -150,6 +150,17 @@ pub struct Digests {
 }
 
 impl Digests {
+    /// Whether there is one digest per item of `snapshot`, collection by
+    /// collection.
+    fn fit(&self, snapshot: &Snapshot) -> bool {
+        self.services.len() == snapshot.services.len()
+            && self.service_networks.len() == snapshot.service_networks.len()
+            && self.target_groups.len() == snapshot.target_groups.len()
+            && self.gateways.len() == snapshot.gateways.len()
+            && self.identities.len() == snapshot.identities.len()
+            && self.inbound.len() == snapshot.inbound.len()
+    }
+
     /// Every item of `snapshot` hashed; with `shown`, as a DNS server is
     /// sent it.
     pub fn of(snapshot: &Snapshot, shown: bool) -> Digests {
@@ -293,25 +304,7 @@ impl Snapshot {
         }
         // Digests out of step with the items (a caller's mistake) would
         // misplace every later one: hash them again instead.
-        let lengths = |d: &Digests| {
-            [
-                d.services.len(),
-                d.service_networks.len(),
-                d.target_groups.len(),
-                d.gateways.len(),
-                d.identities.len(),
-                d.inbound.len(),
-            ]
-        };
-        let items = [
-            self.services.len(),
-            self.service_networks.len(),
-            self.target_groups.len(),
-            self.gateways.len(),
-            self.identities.len(),
-            self.inbound.len(),
-        ];
-        if lengths(digests) != items {
+        if !digests.fit(self) {
             *digests = Digests::of(self, false);
         }
         self.revision = delta.revision;
