@@ -601,6 +601,7 @@ fn a_large_answer_sets_tc_and_dig_retries_over_tcp() {
                 lattice_compat: false,
                 listeners: vec![],
             })
+            .map(std::sync::Arc::new)
             .collect(),
         service_networks: vec![],
         target_groups: vec![],

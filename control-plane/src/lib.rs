@@ -609,32 +609,38 @@ impl ControlPlane {
         if let Some(v) = previous.clone().filter(fresh) {
             return Ok(v);
         }
-        if let Some(v) = previous.as_ref().filter(|v| {
-            v.day == day
-                && self
-                    .reach
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .untouched(network, v.compiled_at, state.revision)
-        }) {
-            let carried = Arc::new(v.carried(state.revision, day));
-            *slot.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(carried.clone());
-            tracing::debug!(
-                network,
-                revision = state.revision,
-                "view carried: no commit since reached this network"
-            );
-            return Ok(carried);
+        // What changed for this network since the view it holds: nothing
+        // (carry it), services and target groups (patch it), or more than
+        // the log can say (compile it whole).
+        let changes = previous.as_ref().filter(|v| v.day == day).and_then(|v| {
+            self.reach
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .changes(network, v.compiled_at, state.revision)
+        });
+        if let (Some(v), Some(changed)) = (&previous, &changes) {
+            if changed.is_empty() {
+                let carried = Arc::new(v.carried(state.revision, day));
+                *slot.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(carried.clone());
+                tracing::debug!(
+                    network,
+                    revision = state.revision,
+                    "view carried: no commit since reached this network"
+                );
+                return Ok(carried);
+            }
         }
         let started = std::time::Instant::now();
         let at = state.revision;
-        let next = Arc::new(self.compile(network, state, day, previous).await?);
+        let patched = changes.is_some();
+        let next = Arc::new(self.compile(network, state, day, previous, changes).await?);
         self.views_compiled
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(
             network,
             revision = at,
             services = next.services(),
+            patched,
             elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
             "view compiled"
         );
@@ -642,13 +648,16 @@ impl ControlPlane {
         Ok(next)
     }
 
-    /// Compiles `network`'s view of `state`, following `previous`.
+    /// Compiles `network`'s view of `state`, following `previous`: patched
+    /// with `changed` when given (what changed since `previous`), whole
+    /// otherwise.
     async fn compile(
         &self,
         network: &str,
         state: Arc<State>,
         day: i64,
         previous: Option<Arc<views::View>>,
+        changed: Option<snapshot::Changed>,
     ) -> Result<views::View, Error> {
         let unknown = || Error::NotFound(format!("Network \"{network}\" does not exist"));
         let (zone, region, name, ca) = (
@@ -662,7 +671,17 @@ impl ControlPlane {
             ipnet::IpNet::V6(self.config.settings.vip_pool_v6),
         ];
         tokio::task::spawn_blocking(move || {
-            let mut snap = snapshot::compile(&state, &name, &zone, &region, day, &ca)?;
+            let scope = snapshot::Scope {
+                network: &name,
+                zone: &zone,
+                region: &region,
+                day,
+                trellis_ca: &ca,
+            };
+            let mut snap = match (&previous, &changed) {
+                (Some(p), Some(changed)) => snapshot::patch(&state, &scope, p.snapshot(), changed),
+                _ => snapshot::compile(&state, &scope),
+            }?;
             snap.vip_pools = pools;
             Some(views::View::next(
                 previous.as_deref(),

@@ -5,9 +5,11 @@
 //! identities. A commit that changes none of those for a network leaves its
 //! view as it was: the view is carried to the new revision without being
 //! compiled, so a change costs what the networks it touches cost, not every
-//! watched network's compilation.
+//! watched network's compilation. A network a commit does reach gets its
+//! view patched with the services and target groups the commit changed
+//! ([`crate::snapshot::patch`]).
 
-use crate::snapshot::forwards_to;
+use crate::snapshot::{Changed, forwards_to};
 use crate::state::State;
 use crate::store::Commit;
 use std::collections::{BTreeSet, VecDeque};
@@ -21,7 +23,12 @@ const REMEMBERED: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Reach {
     All,
-    Networks(BTreeSet<String>),
+    /// Services and target groups changed, and the networks whose views
+    /// they can change.
+    Objects {
+        networks: BTreeSet<String>,
+        changed: Changed,
+    },
 }
 
 impl Reach {
@@ -34,9 +41,8 @@ impl Reach {
             return Reach::All;
         }
         let mut networks = BTreeSet::new();
-        let mut objects = 0;
+        let mut changed = Changed::default();
         for key in commit.put.iter().map(|(k, _)| k).chain(&commit.delete) {
-            objects += 1;
             let Some((kind, name)) = key.split_once('/') else {
                 return Reach::All;
             };
@@ -45,26 +51,21 @@ impl Reach {
                     for state in [old, new] {
                         service(state, name, &mut networks);
                     }
+                    changed.services.insert(name.to_string());
                 }
                 Some(Kind::TargetGroup) => {
                     for state in [old, new] {
                         target_group(state, name, &mut networks);
                     }
+                    changed.target_groups.insert(name.to_string());
                 }
                 _ => return Reach::All,
             }
         }
-        if objects == 0 {
+        if changed.is_empty() {
             return Reach::All;
         }
-        Reach::Networks(networks)
-    }
-
-    pub fn reaches(&self, network: &str) -> bool {
-        match self {
-            Reach::All => true,
-            Reach::Networks(n) => n.contains(network),
-        }
+        Reach::Objects { networks, changed }
     }
 }
 
@@ -122,21 +123,33 @@ impl Log {
         self.commits.push_back((revision, reach));
     }
 
-    /// Whether no commit after `since` up to `until` reached `network`:
-    /// false when one did, or when one of them is not remembered.
-    pub fn untouched(&self, network: &str, since: u64, until: u64) -> bool {
+    /// What the commits after `since` up to `until` changed that
+    /// `network`'s view can show (nothing when none reached it); `None`
+    /// when one of them reached every network or is not remembered: the
+    /// view is compiled whole.
+    pub fn changes(&self, network: &str, since: u64, until: u64) -> Option<Changed> {
         let mut expected = since + 1;
+        let mut out = Changed::default();
         for (revision, reach) in self
             .commits
             .iter()
             .filter(|(r, _)| *r > since && *r <= until)
         {
-            if *revision != expected || reach.reaches(network) {
-                return false;
+            if *revision != expected {
+                return None;
+            }
+            match reach {
+                Reach::All => return None,
+                Reach::Objects { networks, changed } if networks.contains(network) => {
+                    out.services.extend(changed.services.iter().cloned());
+                    out.target_groups
+                        .extend(changed.target_groups.iter().cloned());
+                }
+                Reach::Objects { .. } => {}
             }
             expected += 1;
         }
-        expected == until + 1
+        (expected == until + 1).then_some(out)
     }
 }
 
@@ -144,29 +157,54 @@ impl Log {
 mod tests {
     use super::*;
 
-    fn east() -> Reach {
-        Reach::Networks(BTreeSet::from(["east".to_string()]))
+    fn east(service: &str) -> Reach {
+        Reach::Objects {
+            networks: BTreeSet::from(["east".to_string()]),
+            changed: changed(&[service]),
+        }
+    }
+
+    fn changed(services: &[&str]) -> Changed {
+        Changed {
+            services: services.iter().map(|s| s.to_string()).collect(),
+            target_groups: BTreeSet::new(),
+        }
     }
 
     #[test]
-    fn a_view_is_untouched_only_when_every_commit_since_is_known_and_missed_it() {
+    fn a_view_learns_what_changed_only_when_every_commit_since_is_known() {
         let mut log = Log::default();
-        log.record(5, east());
-        log.record(6, Reach::Networks(BTreeSet::new()));
-        assert!(log.untouched("west", 4, 6));
-        assert!(log.untouched("east", 5, 6));
-        assert!(!log.untouched("east", 4, 6), "commit 5 reached east");
-        assert!(!log.untouched("west", 3, 6), "commit 4 is not known");
-        assert!(!log.untouched("west", 6, 7), "commit 7 is not known");
-        log.record(7, Reach::All);
-        assert!(!log.untouched("west", 6, 7), "commit 7 reached everyone");
-        for r in 8..8 + REMEMBERED as u64 {
-            log.record(r, east());
+        log.record(5, east("a"));
+        log.record(
+            6,
+            Reach::Objects {
+                networks: BTreeSet::new(),
+                changed: changed(&["hidden"]),
+            },
+        );
+        log.record(7, east("b"));
+        assert_eq!(log.changes("west", 4, 7), Some(Changed::default()));
+        assert_eq!(log.changes("east", 5, 6), Some(Changed::default()));
+        assert_eq!(
+            log.changes("east", 4, 7),
+            Some(changed(&["a", "b"])),
+            "what commits 5 and 7 changed; commit 6 missed east"
+        );
+        assert_eq!(log.changes("west", 3, 7), None, "commit 4 is not known");
+        assert_eq!(log.changes("west", 7, 8), None, "commit 8 is not known");
+        log.record(8, Reach::All);
+        assert_eq!(log.changes("west", 7, 8), None, "commit 8 reached everyone");
+        for r in 9..9 + REMEMBERED as u64 {
+            log.record(r, east("c"));
         }
-        assert!(
-            !log.untouched("west", 6, 7 + REMEMBERED as u64),
+        assert_eq!(
+            log.changes("west", 7, 8 + REMEMBERED as u64),
+            None,
             "forgotten"
         );
-        assert!(log.untouched("west", 8, 7 + REMEMBERED as u64));
+        assert_eq!(
+            log.changes("west", 9, 8 + REMEMBERED as u64),
+            Some(Changed::default())
+        );
     }
 }

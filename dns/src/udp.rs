@@ -179,7 +179,7 @@ mod tests {
             region: "us-east-1".into(),
             dns_zone: "trellis.internal".into(),
             vip_pools: Vec::new(),
-            services: vec![ServiceView {
+            services: vec![Arc::new(ServiceView {
                 name: "checkout".into(),
                 vip: "169.254.171.1".parse().unwrap(),
                 vip_v6: "fd00::1".parse().unwrap(),
@@ -189,7 +189,7 @@ mod tests {
                 auth_policy: None,
                 lattice_compat: false,
                 listeners: vec![],
-            }],
+            })],
             service_networks: vec![],
             target_groups: vec![],
             gateways: Default::default(),

@@ -282,16 +282,18 @@ mod tests {
     use trellis_api::snapshot::ServiceView;
 
     fn snapshot() -> Snapshot {
-        let svc = |n: &str, v4: &str, v6: &str, names: &[&str]| ServiceView {
-            name: n.into(),
-            vip: v4.parse().unwrap(),
-            vip_v6: v6.parse().unwrap(),
-            dns_names: names.iter().map(|s| s.to_string()).collect(),
-            via: vec!["shop".into()],
-            auth_type: AuthType::None,
-            auth_policy: None,
-            lattice_compat: false,
-            listeners: vec![],
+        let svc = |n: &str, v4: &str, v6: &str, names: &[&str]| {
+            Arc::new(ServiceView {
+                name: n.into(),
+                vip: v4.parse().unwrap(),
+                vip_v6: v6.parse().unwrap(),
+                dns_names: names.iter().map(|s| s.to_string()).collect(),
+                via: vec!["shop".into()],
+                auth_type: AuthType::None,
+                auth_policy: None,
+                lattice_compat: false,
+                listeners: vec![],
+            })
         };
         Snapshot {
             network: "east".into(),
@@ -410,7 +412,7 @@ mod tests {
             dns_names: names,
             vip: [169, 254, 171, vip].into(),
             vip_v6: format!("fd00::{vip}").parse().unwrap(),
-            ..snapshot().services[0].clone()
+            ..(*snapshot().services[0]).clone()
         }
     }
 
@@ -452,7 +454,7 @@ mod tests {
             for (k, services) in steps.iter().enumerate() {
                 let new = Snapshot {
                     revision: old.revision + 1 + k as u64,
-                    services: services.iter().map(|(i, (vip, d))| service(*i, *vip, *d)).collect(),
+                    services: services.iter().map(|(i, (vip, d))| Arc::new(service(*i, *vip, *d))).collect(),
                     ..old.clone()
                 };
                 view = view.with(&new, &delta(&old, &new));

@@ -15,6 +15,7 @@ use crate::snapshot::{
     IdentityView, InboundView, ServiceNetworkView, ServiceView, Snapshot, TargetGroupView,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The media type of a delta on the wire; a whole snapshot is
 /// `application/json`.
@@ -52,6 +53,12 @@ impl Keyed for IdentityView {
 impl Keyed for InboundView {
     fn key(&self) -> &str {
         &self.service
+    }
+}
+
+impl<T: Keyed> Keyed for Arc<T> {
+    fn key(&self) -> &str {
+        (**self).key()
     }
 }
 
@@ -192,17 +199,17 @@ pub struct Delta {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vip_pools: Vec<ipnet::IpNet>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
-    pub services: Changes<ServiceView>,
+    pub services: Changes<Arc<ServiceView>>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
-    pub service_networks: Changes<ServiceNetworkView>,
+    pub service_networks: Changes<Arc<ServiceNetworkView>>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
-    pub target_groups: Changes<TargetGroupView>,
+    pub target_groups: Changes<Arc<TargetGroupView>>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
     pub gateways: Changes<Gateways>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
-    pub identities: Changes<IdentityView>,
+    pub identities: Changes<Arc<IdentityView>>,
     #[serde(default, skip_serializing_if = "Changes::is_empty")]
-    pub inbound: Changes<InboundView>,
+    pub inbound: Changes<Arc<InboundView>>,
 }
 
 impl Delta {

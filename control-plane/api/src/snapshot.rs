@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// The control plane's default VIP pools: Lattice's link-local /24, and a
 /// ULA /112.
@@ -29,21 +30,21 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vip_pools: Vec<ipnet::IpNet>,
     /// Services visible to this network, by name.
-    pub services: Vec<ServiceView>,
+    pub services: Vec<Arc<ServiceView>>,
     /// The service networks this network belongs to.
-    pub service_networks: Vec<ServiceNetworkView>,
+    pub service_networks: Vec<Arc<ServiceNetworkView>>,
     /// Target groups referenced by the visible services.
-    pub target_groups: Vec<TargetGroupView>,
+    pub target_groups: Vec<Arc<TargetGroupView>>,
     /// Gateways of the other networks that host those target groups.
     pub gateways: BTreeMap<String, Vec<Gateway>>,
     /// Identities that can sign requests, with what verifying them takes
     /// (never a secret). Sent only to networks that see a SIGV4 service.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub identities: Vec<IdentityView>,
+    pub identities: Vec<Arc<IdentityView>>,
     /// What this network's gateways may serve to other networks: services
     /// with target groups here, and who may call them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub inbound: Vec<InboundView>,
+    pub inbound: Vec<Arc<InboundView>>,
 }
 
 impl Snapshot {
