@@ -5,7 +5,8 @@
 //! with a persisted snapshot do; once every watcher is parked on the
 //! control plane, `--change` (a shell command, e.g. `trellis apply -f
 //! weight.yaml`) runs, and each watcher's delivery time (from the command's
-//! return), bytes on the wire and what it got are recorded. `--unrelated`,
+//! return), bytes on the wire and what it got are recorded; then it
+//! watches again, as a node does. `--unrelated`,
 //! run while the watches are open, is timed too. Prints one JSON object.
 //!
 //! `scripts/bench-watchers.sh` builds the scene and runs it.
@@ -189,32 +190,32 @@ async fn main() -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             parked.fetch_add(1, Ordering::Relaxed);
+            // As a node: after a change, watch again on the same connection
+            // from the revision it brought (closing would add a teardown
+            // per watcher no real fleet pays).
+            let mut held = since;
             loop {
-                match c
-                    .watch(&network, Some(since), Duration::from_secs(55))
-                    .await
-                {
+                match c.watch(&network, Some(held), Duration::from_secs(55)).await {
                     Ok(Some(w)) => {
                         let at = Instant::now();
-                        let (delta, items) = match w.update {
+                        let (delta, items, revision) = match &w.update {
                             // One watcher proves the delta leads where it says.
                             Update::Delta(d) if i == 0 => {
-                                let n = d.len();
-                                if let Err(e) = base.with(&d) {
+                                if let Err(e) = base.with(d) {
                                     eprintln!("watcher 0: {e}");
                                 }
-                                (true, n)
+                                (true, d.len(), d.revision)
                             }
-                            Update::Delta(d) => (true, d.len()),
-                            Update::Whole(s) => (false, s.services.len()),
+                            Update::Delta(d) => (true, d.len(), d.revision),
+                            Update::Whole(s) => (false, s.services.len(), s.revision),
                         };
+                        held = revision;
                         let _ = tx.send(Received {
                             at,
                             wire_bytes: w.wire_bytes,
                             delta,
                             items,
                         });
-                        return;
                     }
                     Ok(None) => continue,
                     Err(e) => {

@@ -173,9 +173,15 @@ fn accepts_gzip(headers: &http::HeaderMap) -> bool {
         })
 }
 
+/// Bodies shorter than this are sent as they are: a one-service delta
+/// shrinks by a few hundred bytes, within the same TCP segment, while
+/// every node would pay for inflating it.
+const GZIP_MIN_BYTES: usize = 1024;
+
 /// A watch's answer: a whole snapshot (`application/json`) or a delta,
-/// gzip-encoded when the watcher takes it.
+/// gzip-encoded when the watcher takes it and it is worth it.
 async fn snapshot_response(answer: &Encoded, gzip: bool) -> Response<Full<Bytes>> {
+    let gzip = gzip && answer.plain.len() >= GZIP_MIN_BYTES;
     let body = if gzip {
         answer.gzip().await
     } else {
