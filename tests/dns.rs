@@ -201,13 +201,24 @@ fn answers_over_udp_and_tcp() {
     assert!(r.authority[0].contains(" SOA "), "{r:?}");
     // Outside every zone: REFUSED.
     assert_eq!(dig(at, &["example.org", "A"]).status, "REFUSED");
-    // Without EDNS too.
-    assert_eq!(
-        dig(at, &["+noedns", "catalog.trellis.internal", "A"])
-            .answer
-            .len(),
-        1
-    );
+    // The forms the UDP fast path answers in place (no EDNS, or EDNS
+    // without options; RD echoed) read as the general path's answers do.
+    for form in [&["+noedns"][..], &["+nocookie"], &["+nocookie", "+recurse"]] {
+        let r = dig(at, &[form, &["catalog.trellis.internal", "A"]].concat());
+        assert_eq!(
+            r.answer,
+            ["catalog.trellis.internal. 30 IN A 169.254.171.1"],
+            "{form:?}"
+        );
+        assert!(r.flags.contains("aa"), "{form:?}: {r:?}");
+        assert_eq!(r.flags.contains("rd"), form.contains(&"+recurse"), "{r:?}");
+        let r = dig(at, &[form, &["catalog.trellis.internal", "AAAA"]].concat());
+        assert_eq!(
+            r.answer,
+            ["catalog.trellis.internal. 30 IN AAAA fd00:7472:6c73::1"],
+            "{form:?}"
+        );
+    }
 }
 
 #[test]

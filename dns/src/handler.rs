@@ -59,6 +59,13 @@ impl Handler {
         }
     }
 
+    /// The network a query from `src` comes from, and its view.
+    pub(crate) fn view_of(&self, src: IpAddr) -> (Option<&str>, Option<Arc<View>>) {
+        let network = self.networks.of(src);
+        let view = network.and_then(|n| self.views.borrow().get(n).cloned());
+        (network, view)
+    }
+
     pub fn forwarder(&self) -> Option<&Arc<Forwarder>> {
         self.forwarder.as_ref()
     }

@@ -4,12 +4,14 @@
 //!
 //! `view` holds the answer rules (a pure function of a snapshot and a
 //! question), `handler` picks the asking network, `wire` turns one message
-//! into its answer for both transports, `server` runs UDP (`udp`, batched
+//! into its answer for both transports, `fast` answers the common A and
+//! AAAA query over UDP without decoding it, `server` runs UDP (`udp`, batched
 //! with recvmmsg/sendmmsg) and TCP (`tcp`), `forward` sends names outside
 //! every zone upstream, `feed` follows the control plane, and `lookup` asks
 //! one question (for `trellis demo`).
 #![forbid(unsafe_code)]
 
+mod fast;
 pub mod feed;
 pub mod forward;
 pub mod handler;
@@ -25,6 +27,7 @@ mod wire;
 /// transports.
 #[cfg(fuzzing)]
 pub mod fuzzing {
+    pub use crate::fast::answer as fast_answer;
     pub use crate::wire::{Reply, answer};
     pub use hickory_server::net::xfer::Protocol;
 }

@@ -2,11 +2,13 @@
 //! sends every response through a channel to a writer task, one syscall per
 //! datagram each way; measured under load, most of the server's CPU was then
 //! in the kernel. Here each thread reads up to [`BATCH`] datagrams with one
-//! `recvmmsg`, answers each through the same [`Handler`] and hickory's encoder
-//! (so truncation and TC follow hickory's rule: the client's EDNS payload size,
-//! or 512 bytes without EDNS), and sends all answers with one `sendmmsg`.
+//! `recvmmsg`, answers each (the common A or AAAA query in place, [`fast`]; any
+//! other through the same [`Handler`] and hickory's encoder, so truncation and
+//! TC follow hickory's rule: the client's EDNS payload size, or 512 bytes
+//! without EDNS), and sends all answers with one `sendmmsg`.
 //! Queries for the forwarder go to a tokio task, which answers on its own.
 
+use crate::fast;
 use crate::handler::Handler;
 use crate::wire::{self, Reply};
 use hickory_server::net::xfer::Protocol;
@@ -104,6 +106,11 @@ fn run(
                 continue;
             }
             let query = &bufs[i][..n];
+            let mut fast = Vec::with_capacity(64);
+            if fast::answer(handler, query, src.ip(), &mut fast) {
+                answers.push((fast, addr));
+                continue;
+            }
             match wire::answer(handler, query, src, Protocol::Udp, &out) {
                 Reply::Answer(bytes) => answers.push((bytes, addr)),
                 Reply::Forward => forward(runtime, handler, &socket, query, src),

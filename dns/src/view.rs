@@ -54,9 +54,9 @@ pub struct View {
 }
 
 #[derive(Clone, Debug)]
-struct Entry {
-    v4: Ipv4Addr,
-    v6: Ipv6Addr,
+pub(crate) struct Entry {
+    pub v4: Ipv4Addr,
+    pub v6: Ipv6Addr,
     service: Arc<str>,
 }
 
@@ -155,6 +155,16 @@ impl View {
             add(svc, zones, names);
         }
         view
+    }
+
+    /// The addresses of service name `qname`, if it is one.
+    pub(crate) fn addresses(&self, qname: &LowerName) -> Option<&[Entry]> {
+        self.names.get(qname).map(|e| &e[..])
+    }
+
+    /// The TTL of its records.
+    pub(crate) fn ttl(&self) -> u32 {
+        self.ttl
     }
 
     /// How many names it answers for.

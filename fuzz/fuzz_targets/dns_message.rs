@@ -1,10 +1,11 @@
 //! DNS messages as they arrive on either transport: answered or dropped,
-//! never a panic, whatever the bytes.
+//! never a panic, whatever the bytes; and what the UDP fast path answers is
+//! byte for byte what the general path answers.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex, OnceLock};
-use trellis_dns::fuzzing::answer;
+use trellis_dns::fuzzing::{Reply, answer, fast_answer};
 use trellis_dns::handler::{Handler, Networks, Views};
 
 fn handler() -> &'static Handler {
@@ -31,11 +32,16 @@ fn handler() -> &'static Handler {
 
 fuzz_target!(|data: &[u8]| {
     let out = Arc::new(Mutex::new(Vec::with_capacity(512)));
-    let src = "127.0.0.1:5300".parse().unwrap();
+    let src: std::net::SocketAddr = "127.0.0.1:5300".parse().unwrap();
+    let mut fast = Vec::new();
+    let answered = fast_answer(handler(), data, src.ip(), &mut fast);
     for protocol in [
         trellis_dns::fuzzing::Protocol::Udp,
         trellis_dns::fuzzing::Protocol::Tcp,
     ] {
-        let _ = answer(handler(), data, src, protocol, &out);
+        let general = answer(handler(), data, src, protocol, &out);
+        if answered && protocol == trellis_dns::fuzzing::Protocol::Udp {
+            assert_eq!(general, Reply::Answer(fast.clone()));
+        }
     }
 });
