@@ -81,10 +81,12 @@ pub async fn serve(
             Vec::new()
         }
     };
-    let tcp = tokio::spawn(crate::tcp::serve(tcp, handler, options.tcp));
+    let (stop_tcp, tcp_stopped) = watch::channel(false);
+    let tcp = tokio::spawn(crate::tcp::serve(tcp, handler, options.tcp, tcp_stopped));
     shutdown.await;
-    tcp.abort();
     stop.store(true, Ordering::Relaxed);
+    let _ = stop_tcp.send(true);
+    let _ = tcp.await;
     let _ =
         tokio::task::spawn_blocking(move || threads.into_iter().for_each(|t| drop(t.join()))).await;
 }

@@ -3,7 +3,10 @@
 //! hickory's `Server` for two limits that one lacks: a cap on open
 //! connections (past it, new connections are closed at once, so a flood of
 //! idle clients cannot exhaust file descriptors) and an idle timeout that
-//! also bounds how long one message may take to arrive.
+//! also bounds how long one message may take to arrive. On a stop (a
+//! hitless restart hands the listener to a successor) it stops accepting
+//! and lets the connections it has finish what they were sent: one
+//! accepted in the last moment is answered, not reset.
 
 use crate::handler::Handler;
 use crate::wire::{self, Reply};
@@ -13,7 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// TCP limits; `Default` gives the documented defaults.
 #[derive(Clone, Copy, Debug)]
@@ -33,32 +38,68 @@ impl Default for Limits {
     }
 }
 
-/// Accepts until the task is dropped.
-pub async fn serve(listener: TcpListener, handler: Handler, limits: Limits) {
+/// After a stop, how long a connection may take to send its next message
+/// (a client that connected just before, to the process now stopping,
+/// is answered, not reset).
+const STOP_GRACE: Duration = Duration::from_millis(250);
+/// After a stop, how long connections have to finish before they are cut.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// Accepts until `stop` turns true, then lets the connections it accepted
+/// finish what they were sent (up to [`DRAIN`]): in a hitless restart the
+/// successor holds the same listener and takes every later connection.
+pub async fn serve(
+    listener: TcpListener,
+    handler: Handler,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) {
     let open = Arc::new(Semaphore::new(limits.max_connections));
+    let mut connections = JoinSet::new();
     loop {
-        let (stream, src) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                // Out of descriptors and the like: back off, keep serving.
-                tracing::warn!(error = %e, "DNS TCP accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
+        let (stream, src) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of descriptors and the like: back off, keep serving.
+                    tracing::warn!(error = %e, "DNS TCP accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            Some(_) = connections.join_next() => continue,
+            () = stopped(&mut stop) => break,
         };
         let Ok(permit) = open.clone().try_acquire_owned() else {
             tracing::debug!(%src, "DNS TCP connection limit reached; closing");
             crate::metrics::tcp_refused();
             continue;
         };
-        let handler = handler.clone();
-        tokio::spawn(async move {
-            if let Err(e) = connection(stream, src, &handler, limits).await {
+        let (handler, stop) = (handler.clone(), stop.clone());
+        connections.spawn(async move {
+            if let Err(e) = connection(stream, src, &handler, limits, stop).await {
                 tracing::debug!(%src, error = %e, "DNS TCP connection ended");
             }
             drop(permit);
         });
     }
+    drop(listener);
+    let drained = tokio::time::timeout(DRAIN, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::debug!(
+            left = connections.len(),
+            "DNS TCP connections cut after the drain"
+        );
+    }
+}
+
+/// Resolves once `stop` is true (or its sender is gone: nobody is left to
+/// say otherwise).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
 
 async fn connection(
@@ -66,21 +107,46 @@ async fn connection(
     src: SocketAddr,
     handler: &Handler,
     limits: Limits,
+    mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let out = Arc::new(Mutex::new(Vec::with_capacity(512)));
     let mut message = Vec::new();
     loop {
+        let mut stopping = *stop.borrow();
+        let grace = |deadline: Instant| deadline.min(Instant::now() + STOP_GRACE);
+        let mut deadline = Instant::now() + limits.idle_timeout;
+        if stopping {
+            deadline = grace(deadline);
+        }
         let read = async {
             let len = stream.read_u16().await?;
             message.resize(usize::from(len), 0);
             stream.read_exact(&mut message).await
         };
-        match tokio::time::timeout(limits.idle_timeout, read).await {
-            Ok(Ok(_)) => {}
+        let mut read = std::pin::pin!(read);
+        // A stop shortens the wait for this message without losing what
+        // has arrived of it.
+        let read = loop {
+            tokio::select! {
+                r = &mut read => break r,
+                () = tokio::time::sleep_until(deadline) => {
+                    return if stopping {
+                        Ok(())
+                    } else {
+                        Err(std::io::ErrorKind::TimedOut.into())
+                    };
+                }
+                () = stopped(&mut stop), if !stopping => {
+                    stopping = true;
+                    deadline = grace(deadline);
+                }
+            }
+        };
+        match read {
+            Ok(_) => {}
             // EOF between messages is the normal end.
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(e) => return Err(e),
         }
         let answer = match wire::answer(handler, &message, src, Protocol::Tcp, &out) {
             Reply::Answer(bytes) => bytes,
