@@ -13,14 +13,20 @@ work=$(mktemp -d /tmp/trellis-node-mem.XXXXXX)
 cg=/run/trellis/cgroup2/trellis-mem-$$
 pins=/sys/fs/bpf/trellis-mem-$$
 node_pid=
+mounted=
 cleanup() {
   [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null || true
   "$bin" node --network mem --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
   rmdir "$cg" 2>/dev/null || true
+  # Only a mount this script made, and not while another run uses it.
+  if [ -n "$mounted" ] && ! compgen -G "$(dirname "$cg")/trellis-mem-*" >/dev/null; then
+    umount "$(dirname "$cg")" 2>/dev/null || true
+  fi
   kill "${CP_PID:-}" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+trap 'exit 143' INT TERM
 start_control_plane "$work" --vip-pool-v4 10.96.0.0/16
 {
   printf 'apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: mem}\nspec: {}\n---\n'
@@ -33,7 +39,10 @@ start_control_plane "$work" --vip-pool-v4 10.96.0.0/16
 } >"$work/services.yaml"
 "$bin" apply -f "$work/services.yaml" >/dev/null
 mkdir -p "$(dirname "$cg")"
-[ "$(stat -fc %T "$(dirname "$cg")")" = cgroup2fs ] || mount -t cgroup2 none "$(dirname "$cg")"
+if [ "$(stat -fc %T "$(dirname "$cg")")" != cgroup2fs ]; then
+  mount -t cgroup2 none "$(dirname "$cg")"
+  mounted=1
+fi
 mkdir -p "$cg"
 "$bin" --log warn --worker-threads 1 node --network mem --data-dir "$work/node" --cgroup "$cg" \
   --bpf-pin-dir "$pins" --datapath ebpf --admin-listen 127.0.0.1:0 --access-log off \
