@@ -146,14 +146,39 @@ impl Env {
         let ns = format!("{}-c{n}", self.ns);
         let ip = format!("10.88.0.{n}");
         let host = format!("tv{}x{n}", self.short);
-        must(&format!(
-            "ip netns add {ns} && ip -n {ns} link set lo up \
+        let parent = if redirected {
+            &self.client_cg
+        } else {
+            &self.cg_mount
+        };
+        let cgroup = parent.join(format!("{ns}-cg"));
+        // Known before it exists, so a failure half-way is cleaned up too.
+        self.containers.push(Container {
+            ns: ns.clone(),
+            ip: ip.clone(),
+            cgroup: cgroup.clone(),
+        });
+        let made = sh(&format!(
+            "set -x; ip netns add {ns} && ip -n {ns} link set lo up \
              && ip link add {host} netns {node} type veth peer name eth0 netns {ns} \
              && ip -n {node} link set {host} master {br} && ip -n {node} link set {host} up \
              && ip -n {ns} addr add {ip}/24 dev eth0 && ip -n {ns} link set eth0 up \
              && ip -n {ns} route add default via {BRIDGE_IP}",
             node = self.ns
         ));
+        if !made.status.success() {
+            // What was there, for whoever meets this next.
+            let state = sh(&format!(
+                "ip netns list; ip -n {node} -br link; ip -n {ns} -br link; ip -n {ns} -br addr; ip -n {ns} route",
+                node = self.ns
+            ));
+            panic!(
+                "container {ns}: {}\nstate:\n{}{}",
+                String::from_utf8_lossy(&made.stderr),
+                String::from_utf8_lossy(&state.stdout),
+                String::from_utf8_lossy(&state.stderr)
+            );
+        }
         let resolv = PathBuf::from("/etc/netns").join(&ns);
         std::fs::create_dir_all(&resolv).unwrap();
         std::fs::write(
@@ -161,20 +186,8 @@ impl Env {
             format!("nameserver {BRIDGE_IP}\n"),
         )
         .unwrap();
-        let parent = if redirected {
-            &self.client_cg
-        } else {
-            &self.cg_mount
-        };
-        let cgroup = parent.join(format!("{ns}-cg"));
         std::fs::create_dir(&cgroup).unwrap();
-        let c = Container { ns, ip, cgroup };
-        self.containers.push(Container {
-            ns: c.ns.clone(),
-            ip: c.ip.clone(),
-            cgroup: c.cgroup.clone(),
-        });
-        c
+        Container { ns, ip, cgroup }
     }
 
     /// `cmd` in container `c` (its namespace and its cgroup).
