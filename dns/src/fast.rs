@@ -28,24 +28,18 @@ const OPT: u16 = 41;
 /// names unique); more take the general path.
 const MAX_ANSWERS: usize = 8;
 
-/// Writes the answer to `query` from `src` into `out` and returns true, or
-/// returns false (leaving `out` as it was) when the query is not one this
-/// path answers.
-pub fn answer(handler: &Handler, query: &[u8], src: IpAddr, out: &mut Vec<u8>) -> bool {
-    let Some(q) = Question::parse(query) else {
-        return false;
-    };
+/// The answer to `query` from `src`, or `None` when the query is not one
+/// this path answers (nothing is allocated then).
+pub fn answer(handler: &Handler, query: &[u8], src: IpAddr) -> Option<Vec<u8>> {
+    let q = Question::parse(query)?;
     let (network, view) = handler.view_of(src);
-    let Some(view) = view else {
-        return false;
-    };
-    let Some(entries) = view.addresses(&q.name) else {
-        return false;
-    };
-    if entries.len() > MAX_ANSWERS {
-        return false;
-    }
-    out.clear();
+    let view = view?;
+    let entries = view.addresses(&q.name).filter(|e| e.len() <= MAX_ANSWERS)?;
+    // Header and question, then per record its owner (the question's name),
+    // 10 bytes of type, class, TTL and length, and at most 16 of address;
+    // then an OPT of 11.
+    let owner_len = q.end - 4 - HEADER;
+    let mut out = Vec::with_capacity(q.end + entries.len() * (owner_len + 26) + 11);
     out.extend_from_slice(&query[..2]);
     out.push(QR | AA | (query[2] & RD));
     out.push(query[3] & CD);
@@ -56,7 +50,7 @@ pub fn answer(handler: &Handler, query: &[u8], src: IpAddr, out: &mut Vec<u8>) -
     out.extend_from_slice(&query[HEADER..q.end]);
     // The owner is the question's name, written out as hickory's encoder
     // writes it (no compression pointer), so both paths send the same bytes.
-    let owner = &query[HEADER..q.end - 4];
+    let owner = &query[HEADER..HEADER + owner_len];
     for e in entries {
         out.extend_from_slice(owner);
         out.extend_from_slice(&u16::from(q.qtype).to_be_bytes());
@@ -83,7 +77,7 @@ pub fn answer(handler: &Handler, query: &[u8], src: IpAddr, out: &mut Vec<u8>) -
     }
     crate::metrics::record(network, Some(q.qtype), ResponseCode::NoError);
     tracing::debug!(%src, network = network.unwrap_or("-"), qtype = ?q.qtype, "query answered");
-    true
+    Some(out)
 }
 
 /// What this path reads of a query.
@@ -237,8 +231,7 @@ mod tests {
     }
 
     fn fast(h: &Handler, q: &[u8], src: SocketAddr) -> Option<Vec<u8>> {
-        let mut out = Vec::new();
-        answer(h, q, src.ip(), &mut out).then_some(out)
+        answer(h, q, src.ip())
     }
 
     #[test]

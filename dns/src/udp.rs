@@ -106,9 +106,8 @@ fn run(
                 continue;
             }
             let query = &bufs[i][..n];
-            let mut fast = Vec::with_capacity(64);
-            if fast::answer(handler, query, src.ip(), &mut fast) {
-                answers.push((fast, addr));
+            if let Some(bytes) = fast::answer(handler, query, src.ip()) {
+                answers.push((bytes, addr));
                 continue;
             }
             match wire::answer(handler, query, src, Protocol::Udp, &out) {

@@ -33,14 +33,13 @@ fn handler() -> &'static Handler {
 fuzz_target!(|data: &[u8]| {
     let out = Arc::new(Mutex::new(Vec::with_capacity(512)));
     let src: std::net::SocketAddr = "127.0.0.1:5300".parse().unwrap();
-    let mut fast = Vec::new();
-    let answered = fast_answer(handler(), data, src.ip(), &mut fast);
+    let fast = fast_answer(handler(), data, src.ip());
     for protocol in [
         trellis_dns::fuzzing::Protocol::Udp,
         trellis_dns::fuzzing::Protocol::Tcp,
     ] {
         let general = answer(handler(), data, src, protocol, &out);
-        if answered && protocol == trellis_dns::fuzzing::Protocol::Udp {
+        if let (Some(fast), trellis_dns::fuzzing::Protocol::Udp) = (&fast, protocol) {
             assert_eq!(general, Reply::Answer(fast.clone()));
         }
     }
