@@ -19,6 +19,11 @@ command -v nft >/dev/null 2>&1 || need+=(nftables)
 # DNS tests query with the real dig.
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# The etcd store: etcd-client (the crate) compiles etcd's protobufs with
+# protoc; the shared-store tests run a three-member etcd on loopback.
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

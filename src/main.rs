@@ -31,8 +31,8 @@ enum Command {
     /// Trellis on this machine in a minute: control plane, node, DNS, datapath,
     /// sample backends and real traffic (blue/green, a rule, auth). Root for traffic.
     Demo(cli::demo::Args),
-    /// Run the control plane (embedded store in --data-dir).
-    ControlPlane(cli::control_plane::Args),
+    /// Run the control plane (embedded store in --data-dir, or etcd).
+    ControlPlane(Box<cli::control_plane::Args>),
     /// Create or update the resources in YAML files or directories.
     Apply(cli::resources::ApplyArgs),
     /// Show what `apply` would change, without changing anything.
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Demo(args) => cli::demo::run(args).await,
-            Command::ControlPlane(args) => cli::control_plane::run(args).await,
+            Command::ControlPlane(args) => cli::control_plane::run(*args).await,
             Command::Apply(args) => cli::resources::apply(args).await,
             Command::Diff(args) => cli::resources::diff(args).await,
             Command::Get(args) => cli::resources::get(args).await,

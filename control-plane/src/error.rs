@@ -22,6 +22,9 @@ pub enum Error {
     /// will not sign).
     #[error("{0}")]
     BadRequest(String),
+    /// Larger than the store takes in one commit; nothing was changed.
+    #[error("{0}")]
+    TooLarge(String),
     /// The store could not commit; the state is unchanged.
     #[error("{0}")]
     Unavailable(String),

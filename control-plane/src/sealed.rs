@@ -65,8 +65,16 @@ pub fn seal(keyring: &Keyring, commit: &mut Commit) -> Result<(), KeyError> {
 /// objects that held a key in the clear (stored by a version before
 /// sealing), for the caller to store again sealed.
 pub fn open(keyring: &Keyring, loaded: &mut Loaded) -> Result<Vec<(String, Vec<u8>)>, KeyError> {
+    open_objects(keyring, &mut loaded.objects)
+}
+
+/// [`open`] for stored objects as `Kind/name` and JSON.
+pub fn open_objects(
+    keyring: &Keyring,
+    objects: &mut [(String, Vec<u8>)],
+) -> Result<Vec<(String, Vec<u8>)>, KeyError> {
     let mut clear = Vec::new();
-    for (key, bytes) in &mut loaded.objects {
+    for (key, bytes) in objects.iter_mut() {
         let mut in_clear = false;
         rewrite(key, bytes, |text| match text.strip_prefix(SEALED) {
             Some(sealed) => keyring.open_text(key, sealed).map(Some),
@@ -99,8 +107,8 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn keys_are_sealed_in_the_store_and_opened_on_load() {
+    #[tokio::test]
+    async fn keys_are_sealed_in_the_store_and_opened_on_load() {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Keyring::open_or_create(&dir.path().join("secrets.key")).unwrap();
         let store = RedbStore::open(dir.path()).unwrap();
@@ -110,7 +118,7 @@ mod tests {
             ..Commit::default()
         };
         seal(&keyring, &mut commit).unwrap();
-        store.commit(&commit).unwrap();
+        store.commit(0, &commit).await.unwrap();
         drop(store);
 
         let on_disk = std::fs::read(dir.path().join("state.redb")).unwrap();
@@ -118,7 +126,7 @@ mod tests {
         assert!(!on_disk.windows(secret.len()).any(|w| w == secret));
 
         let store = RedbStore::open(dir.path()).unwrap();
-        let mut loaded = store.load().unwrap();
+        let mut loaded = store.load().await.unwrap();
         let clear = open(&keyring, &mut loaded).unwrap();
         assert!(clear.is_empty());
         assert_eq!(
@@ -129,9 +137,9 @@ mod tests {
         // Another secrets key opens nothing; a box moved to another service
         // does not open either.
         let other = Keyring::open_or_create(&dir.path().join("other.key")).unwrap();
-        let e = open(&other, &mut store.load().unwrap()).unwrap_err();
+        let e = open(&other, &mut store.load().await.unwrap()).unwrap_err();
         assert!(e.to_string().contains("Service/shop: cannot unseal"), "{e}");
-        let mut moved = store.load().unwrap();
+        let mut moved = store.load().await.unwrap();
         moved.objects[0].0 = "Service/other".into();
         assert!(open(&keyring, &mut moved).is_err());
     }

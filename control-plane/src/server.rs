@@ -68,7 +68,7 @@ pub enum HttpError {
     NotFound(String),
     MethodNotAllowed,
     Conflict(String),
-    TooLarge(usize),
+    TooLarge(String),
     Invalid(Vec<FieldError>),
     Unavailable(String),
     Internal(String),
@@ -97,10 +97,7 @@ impl HttpError {
                 e("method_not_allowed", "method not allowed on this path".into()),
             ),
             HttpError::Conflict(m) => (StatusCode::CONFLICT, e("conflict", m)),
-            HttpError::TooLarge(limit) => (
-                StatusCode::PAYLOAD_TOO_LARGE,
-                e("too_large", format!("request body is larger than {limit} bytes")),
-            ),
+            HttpError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, e("too_large", m)),
             HttpError::Invalid(errors) => {
                 let n = errors.len();
                 let message = match errors.first() {
@@ -137,6 +134,7 @@ impl From<Error> for HttpError {
             Error::Denied(m) => HttpError::Forbidden(m),
             Error::BadRequest(m) => HttpError::BadRequest(m),
             Error::Unavailable(m) => HttpError::Unavailable(m),
+            Error::TooLarge(m) => HttpError::TooLarge(m),
             Error::Internal(m) => HttpError::Internal(m),
         }
     }
@@ -867,7 +865,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(
             ));
         }
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(HttpError::TooLarge(limit));
+            return Err(HttpError::TooLarge(format!(
+                "request body is larger than {limit} bytes"
+            )));
         }
         Ok(Err(e)) => return Err(HttpError::BadRequest(format!("reading the body: {e}"))),
         Ok(Ok(c)) => c.to_bytes(),

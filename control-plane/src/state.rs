@@ -75,6 +75,17 @@ fn stored_size(obj: &Object) -> usize {
     serde_json::to_vec(obj).map_or(0, |b| b.len())
 }
 
+/// An object as the store holds it (its HTTPS keys already opened).
+fn stored_object(key: &str, bytes: &[u8], settings: &Settings) -> Result<Object, StoreError> {
+    let mut obj: Object =
+        serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
+    if obj.resource.kind() == Kind::Service {
+        // The zone is a setting and may have changed since the write.
+        obj.status.dns_name = Some(dns_name(obj.resource.name(), &settings.zone));
+    }
+    Ok(obj)
+}
+
 fn key_string(kind: Kind, name: &str) -> String {
     format!("{kind}/{name}")
 }
@@ -105,12 +116,7 @@ impl State {
         let mut total = 0;
         for (key, bytes) in loaded.objects {
             total += bytes.len();
-            let mut obj: Object = serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError::Corrupt(format!("{key}: {e}")))?;
-            if obj.resource.kind() == Kind::Service {
-                // The zone is a setting and may have changed since the write.
-                obj.status.dns_name = Some(dns_name(obj.resource.name(), &settings.zone));
-            }
+            let obj = stored_object(&key, &bytes, settings)?;
             objects.insert(
                 (obj.resource.kind(), obj.resource.name().to_string()),
                 Arc::new(obj),
@@ -128,6 +134,55 @@ impl State {
             ),
             keys: Keys::new(),
         })
+    }
+
+    /// This state with `commit`, which another control plane made on it,
+    /// applied (its HTTPS keys opened); `keys` are the access keys it puts,
+    /// unsealed by the caller.
+    pub fn follow(
+        &self,
+        commit: Commit,
+        keys: Vec<Arc<AccessKey>>,
+        settings: &Settings,
+    ) -> Result<State, StoreError> {
+        let mut next = self.clone();
+        next.revision = commit.revision;
+        for (key, bytes) in commit.put {
+            let obj = stored_object(&key, &bytes, settings)?;
+            let name = (obj.resource.kind(), obj.resource.name().to_string());
+            if let Some(old) = next.objects.insert(name, Arc::new(obj)) {
+                next.bytes = next.bytes.saturating_sub(stored_size(&old));
+            }
+            next.bytes += bytes.len();
+        }
+        for key in commit.delete {
+            let Some((kind, name)) = key
+                .split_once('/')
+                .and_then(|(k, n)| Some((Kind::parse(k)?, n)))
+            else {
+                return Err(StoreError::Corrupt(format!("{key}: not a Kind/name")));
+            };
+            if let Some(old) = next.objects.remove(&(kind, name.to_string())) {
+                next.bytes = next.bytes.saturating_sub(stored_size(&old));
+            }
+        }
+        if !commit.vips.is_empty() {
+            let allocations = serde_json::from_slice(&commit.vips)
+                .map_err(|e| StoreError::Corrupt(format!("VIP allocations: {e}")))?;
+            next.vips = VipAllocator::new(
+                settings.vip_pool_v4,
+                settings.vip_pool_v6,
+                settings.vip_hold_secs,
+                allocations,
+            );
+        }
+        for id in &commit.keys_delete {
+            next.keys.remove(id);
+        }
+        for key in keys {
+            next.keys.insert(key.id.clone(), key);
+        }
+        Ok(next)
     }
 
     pub fn get(&self, kind: Kind, name: &str) -> Option<&Arc<Object>> {

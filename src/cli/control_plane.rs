@@ -11,7 +11,7 @@ use trellis_control_plane::api_tls::{self, Serving};
 use trellis_control_plane::ca::Authority;
 use trellis_control_plane::keys::Keyring;
 use trellis_control_plane::state::Settings;
-use trellis_control_plane::store::RedbStore;
+use trellis_control_plane::store::{EtcdOptions, EtcdStore, RedbStore, Store};
 use trellis_control_plane::{Config, ControlPlane, server, token};
 
 /// How long a control plane taking over waits for the old one's store lock.
@@ -76,6 +76,76 @@ pub struct Args {
     /// holds one); by default what the open-file limit leaves.
     #[arg(long)]
     max_watchers: Option<usize>,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+}
+
+/// The shared store: with --etcd-endpoints, state lives in etcd and any
+/// number of control planes serve it (docs/operations.md, "High
+/// availability"); the data dir keeps only this replica's own files.
+#[derive(clap::Args)]
+struct EtcdArgs {
+    /// etcd members' client URLs (http:// or https://), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// Prefix of every key, so several installations can share one etcd.
+    #[arg(long, default_value = "/trellis/")]
+    etcd_prefix: String,
+    /// CA bundle that verifies the members' certificates (PEM), as
+    /// etcdctl's --cacert.
+    #[arg(long)]
+    etcd_cacert: Option<PathBuf>,
+    /// Client certificate for etcd (PEM), as etcdctl's --cert.
+    #[arg(long, requires = "etcd_key")]
+    etcd_cert: Option<PathBuf>,
+    /// The key of --etcd-cert (PEM), as etcdctl's --key.
+    #[arg(long, requires = "etcd_cert")]
+    etcd_key: Option<PathBuf>,
+    /// etcd user (etcd's own authentication); the password is read from
+    /// --etcd-password-file.
+    #[arg(long, requires = "etcd_password_file")]
+    etcd_user: Option<String>,
+    #[arg(long, requires = "etcd_user")]
+    etcd_password_file: Option<PathBuf>,
+    /// etcd's --max-txn-ops: the most objects (plus two) one apply may
+    /// change. Raise both together.
+    #[arg(long, default_value_t = 128)]
+    etcd_max_txn_ops: usize,
+    /// etcd's --max-request-bytes: the largest apply, in bytes of stored
+    /// JSON. Raise both together.
+    #[arg(long, default_value_t = 1536 * 1024)]
+    etcd_max_request_bytes: usize,
+    /// Deadline of every etcd request: an apply against an etcd that cannot
+    /// answer fails with 503 after this.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    etcd_timeout: std::time::Duration,
+}
+
+impl EtcdArgs {
+    /// The etcd options, or `None` for the embedded store.
+    fn options(&self, max_state_bytes: usize) -> Result<Option<EtcdOptions>> {
+        if self.etcd_endpoints.is_empty() {
+            return Ok(None);
+        }
+        let read =
+            |p: &PathBuf| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+        let mut o = EtcdOptions::new(self.etcd_endpoints.clone(), &self.etcd_prefix);
+        o.ca = self.etcd_cacert.as_ref().map(read).transpose()?;
+        if let (Some(cert), Some(key)) = (&self.etcd_cert, &self.etcd_key) {
+            o.identity = Some((read(cert)?, read(key)?));
+        }
+        if let (Some(user), Some(file)) = (&self.etcd_user, &self.etcd_password_file) {
+            let password = String::from_utf8(read(file)?)
+                .with_context(|| format!("{} is not text", file.display()))?;
+            o.user = Some((user.clone(), password.trim_end().to_string()));
+        }
+        o.max_txn_ops = self.etcd_max_txn_ops;
+        o.max_request_bytes = self.etcd_max_request_bytes;
+        o.timeout = self.etcd_timeout;
+        // The whole state in one page is the most a read can bring.
+        o.max_response_bytes = max_state_bytes.saturating_add(16 << 20);
+        Ok(Some(o))
+    }
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -204,15 +274,27 @@ async fn open(
     Arc<rustls::ServerConfig>,
     tokio::task::JoinSet<()>,
 )> {
-    let deadline = std::time::Instant::now() + STORE_LOCK_WAIT;
-    let store = loop {
-        match RedbStore::open(&args.data_dir) {
-            Ok(s) => break s,
-            Err(e) if took_over && std::time::Instant::now() < deadline => {
-                tracing::debug!(error = %e, "the store is not free yet");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let store: Arc<dyn Store> = match args.etcd.options(args.max_state_bytes)? {
+        Some(options) => {
+            let endpoints = options.endpoints.join(",");
+            let store = EtcdStore::connect(options)
+                .await
+                .with_context(|| format!("connecting to etcd at {endpoints}"))?;
+            tracing::info!(endpoints, prefix = args.etcd.etcd_prefix, "store: etcd");
+            Arc::new(store)
+        }
+        None => {
+            let deadline = std::time::Instant::now() + STORE_LOCK_WAIT;
+            loop {
+                match RedbStore::open(&args.data_dir) {
+                    Ok(s) => break Arc::new(s),
+                    Err(e) if took_over && std::time::Instant::now() < deadline => {
+                        tracing::debug!(error = %e, "the store is not free yet");
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
-            Err(e) => return Err(e.into()),
         }
     };
     let key_file = args
@@ -246,9 +328,10 @@ async fn open(
         max_body_bytes: args.max_body_bytes,
         api_ca_sha256,
     };
-    let cp = Arc::new(ControlPlane::open(config, Arc::new(store), keyring, ca)?);
+    let cp = Arc::new(ControlPlane::open(config, store, keyring, ca).await?);
     let mut background = tokio::task::JoinSet::new();
     background.spawn(cp.clone().rotate_daily());
+    background.spawn(cp.clone().follow_store());
     if issued {
         // A fresh serving certificate every day: one never nears its end.
         let cp = cp.clone();

@@ -22,9 +22,14 @@ impl ControlPlane {
     }
 
     pub fn start_at(listen: &str, extra: &[&str]) -> ControlPlane {
+        ControlPlane::start_in(tempfile::tempdir().expect("temp dir"), listen, extra)
+    }
+
+    /// Starts on `data_dir`, which may hold files already.
+    pub fn start_in(data_dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> ControlPlane {
         let mut cp = ControlPlane {
             url: String::new(),
-            data_dir: tempfile::tempdir().expect("temp dir"),
+            data_dir,
             listen: listen.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             child: None,
@@ -135,11 +140,17 @@ impl ControlPlane {
 
 /// An API client of `cp` with its admin token.
 pub fn client(cp: &ControlPlane) -> trellis_api::client::Client {
+    client_at(cp, &cp.url)
+}
+
+/// An API client with `cp`'s CA and admin token, of the replicas at `urls`
+/// (comma-separated).
+pub fn client_at(cp: &ControlPlane, urls: &str) -> trellis_api::client::Client {
     use trellis_api::client::{Client, Credential, Trust};
     let ca = std::fs::read_to_string(cp.ca_file()).expect("the CA");
     let token = std::fs::read_to_string(cp.token_file()).expect("the API token");
     Client::new(
-        &cp.url,
+        urls,
         Trust::from_pem(&ca).expect("a CA"),
         Credential::Token(token.trim().into()),
         Duration::from_secs(10),

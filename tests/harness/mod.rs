@@ -20,6 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+pub mod etcd;
 pub mod local;
 pub mod node;
 mod trellis;

@@ -1,0 +1,540 @@
+//! The shared store: etcd v3, for several control planes and no single
+//! machine. Every key lives under one prefix, so installations can share an
+//! etcd cluster:
+//!
+//! ```text
+//! <prefix>meta/revision     the Trellis revision, in decimal
+//! <prefix>meta/vips         the VIP allocator's state (JSON)
+//! <prefix>objects/Kind/name an object (JSON, HTTPS keys sealed)
+//! <prefix>keys/<id>         an access key's sealed record
+//! ```
+//!
+//! A commit is one etcd transaction guarded by `meta/revision` (compare and
+//! swap), so of two control planes committing on the same base one wins and
+//! the other is told [`StoreError::Conflict`]; the VIP allocations are in
+//! the same transaction, so no VIP is handed out twice. Each transaction is
+//! one etcd revision: a watch on the prefix yields the commits whole, which
+//! is how each control plane follows the others ([`Store::follow`]).
+
+use super::{Commit, Followed, Loaded, Pending, Store, StoreError};
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+    KvClient, TlsOptions, Txn, TxnOp, WatchClient, WatchOptions,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+const REVISION: &str = "meta/revision";
+const VIPS: &str = "meta/vips";
+const OBJECTS: &str = "objects/";
+const KEYS: &str = "keys/";
+/// Keys read per range request at load.
+const PAGE: i64 = 1000;
+/// Commits a follower may hold before the control plane takes them.
+const FOLLOW_QUEUE: usize = 64;
+
+/// How to reach etcd, as its own clients take it.
+#[derive(Clone, Debug)]
+pub struct EtcdOptions {
+    pub endpoints: Vec<String>,
+    /// Every key's prefix; ends with `/`.
+    pub prefix: String,
+    /// PEM of the CA that signed the members' certificates.
+    pub ca: Option<Vec<u8>>,
+    /// PEM certificate and key this control plane authenticates with.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+    /// etcd user and password (etcd's own authentication).
+    pub user: Option<(String, String)>,
+    /// etcd's `--max-txn-ops`: the most operations one transaction may hold.
+    pub max_txn_ops: usize,
+    /// etcd's `--max-request-bytes`: the largest transaction it takes.
+    pub max_request_bytes: usize,
+    /// Every request's deadline: an unreachable or leaderless etcd fails a
+    /// commit after this, it does not hang it.
+    pub timeout: Duration,
+    /// The largest response read (a load page, a watch message).
+    pub max_response_bytes: usize,
+}
+
+impl EtcdOptions {
+    pub fn new(endpoints: Vec<String>, prefix: &str) -> EtcdOptions {
+        let mut prefix = prefix.to_string();
+        if !prefix.ends_with('/') {
+            prefix.push('/');
+        }
+        EtcdOptions {
+            endpoints,
+            prefix,
+            ca: None,
+            identity: None,
+            user: None,
+            max_txn_ops: 128,
+            max_request_bytes: 1536 * 1024,
+            timeout: Duration::from_secs(5),
+            max_response_bytes: 64 << 20,
+        }
+    }
+}
+
+pub struct EtcdStore {
+    members: Arc<Members>,
+    options: EtcdOptions,
+}
+
+/// A client per member, and the one requests go to until it fails: a
+/// request that finds its member gone moves on to the next. (One client
+/// balancing over all members keeps picking a member that refuses
+/// connections: it never has requests in flight.)
+struct Members {
+    endpoints: Vec<String>,
+    kv: Vec<KvClient>,
+    watch: Vec<WatchClient>,
+    current: AtomicUsize,
+    /// How long a request may keep moving on.
+    deadline: Duration,
+}
+
+impl Members {
+    /// Runs `op` against the current member, moving on to the next while
+    /// it fails in a way that says the member is gone or cut off, until
+    /// `deadline`.
+    async fn call<T, F, Fut>(&self, mut op: F) -> Result<T, etcd_client::Error>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let until = tokio::time::Instant::now() + self.deadline;
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let at = self.current.load(Ordering::Relaxed);
+            match op(at).await {
+                Err(e) if gone(&e) && tokio::time::Instant::now() + pause < until => {
+                    let next = (at + 1) % self.endpoints.len();
+                    if self
+                        .current
+                        .compare_exchange(at, next, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_ok()
+                    {
+                        tracing::info!(from = self.endpoints[at], to = self.endpoints[next], error = %e, "etcd member unavailable; moving on");
+                    }
+                    // Once round all members: wait a little before the next.
+                    if next == 0 {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
+                }
+                done => return done,
+            }
+        }
+    }
+}
+
+fn etcd(e: etcd_client::Error) -> StoreError {
+    StoreError::Etcd(e)
+}
+
+/// Whether the member is gone or cut off: it refused the connection, has
+/// no leader, or the connection broke. Trying another member is safe for
+/// every request this store makes: reads, and transactions guarded by the
+/// revision (one that did land makes the next try fail its guard).
+fn gone(e: &etcd_client::Error) -> bool {
+    use tonic::Code;
+    match e {
+        etcd_client::Error::GRpcStatus(s) => matches!(s.code(), Code::Unavailable | Code::Unknown),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        _ => false,
+    }
+}
+
+/// The first key after every key that starts with `prefix`.
+fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+impl EtcdStore {
+    /// Connects to the members in `options` (and checks that one answers).
+    pub async fn connect(options: EtcdOptions) -> Result<EtcdStore, StoreError> {
+        let mut connect = ConnectOptions::new()
+            .with_timeout(options.timeout)
+            .with_connect_timeout(options.timeout)
+            .with_keep_alive(Duration::from_secs(10), options.timeout)
+            // A member cut off from the others answers "no leader" at once
+            // instead of serving what may be stale.
+            .with_require_leader(true);
+        if options.ca.is_some() || options.identity.is_some() {
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &options.ca {
+                tls = tls.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &options.identity {
+                tls = tls.identity(Identity::from_pem(cert, key));
+            }
+            connect = connect.with_tls(tls);
+        }
+        if let Some((user, password)) = &options.user {
+            connect = connect.with_user(user, password);
+        }
+        let (mut kv, mut watch) = (Vec::new(), Vec::new());
+        for endpoint in &options.endpoints {
+            // Connects lazily: a member down now is tried when its turn comes.
+            let client = Client::connect([endpoint], Some(connect.clone()))
+                .await
+                .map_err(etcd)?;
+            kv.push(
+                client
+                    .kv_client()
+                    .max_decoding_message_size(options.max_response_bytes),
+            );
+            watch.push(
+                client
+                    .watch_client()
+                    .max_decoding_message_size(options.max_response_bytes),
+            );
+        }
+        let members = Arc::new(Members {
+            endpoints: options.endpoints.clone(),
+            kv,
+            watch,
+            current: AtomicUsize::new(0),
+            deadline: options.timeout,
+        });
+        // One read proves a member answers and the credentials hold.
+        members
+            .call(|at| {
+                let (mut kv, prefix) = (members.kv[at].clone(), options.prefix.clone());
+                async move {
+                    kv.get(prefix, Some(GetOptions::new().with_count_only()))
+                        .await
+                }
+            })
+            .await
+            .map_err(etcd)?;
+        Ok(EtcdStore { members, options })
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.options.prefix)
+    }
+
+    async fn load_now(&self) -> Result<Loaded, StoreError> {
+        let prefix = self.options.prefix.as_str();
+        let end = prefix_end(prefix);
+        let mut loaded = Loaded::default();
+        let mut from = prefix.as_bytes().to_vec();
+        // Pages read at the first page's etcd revision: one consistent cut.
+        let mut at = 0;
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if at > 0 {
+                options = options.with_revision(at);
+            }
+            let page = self
+                .members
+                .call(|at| {
+                    let (mut kv, from) = (self.members.kv[at].clone(), from.clone());
+                    let options = options.clone();
+                    async move { kv.get(from, Some(options)).await }
+                })
+                .await
+                .map_err(etcd)?;
+            if at == 0 {
+                at = page.header().map_or(0, |h| h.revision());
+            }
+            for kv in page.kvs() {
+                let key = kv.key_str().map_err(etcd)?;
+                let Some(suffix) = key.strip_prefix(prefix) else {
+                    continue;
+                };
+                match Entry::of(suffix) {
+                    Some(Entry::Revision) => loaded.revision = revision_of(kv.value())?,
+                    Some(Entry::Vips) => loaded.vips = Some(kv.value().to_vec()),
+                    Some(Entry::Object(name)) => {
+                        loaded.objects.push((name.to_string(), kv.value().to_vec()))
+                    }
+                    Some(Entry::Key(id)) => loaded.keys.push((id.to_string(), kv.value().to_vec())),
+                    None => {
+                        return Err(StoreError::Corrupt(format!(
+                            "{key}: not a Trellis key (is another program writing under {prefix}?)"
+                        )));
+                    }
+                }
+            }
+            match page.kvs().last() {
+                Some(last) if page.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        loaded.position = u64::try_from(at).unwrap_or(0);
+        Ok(loaded)
+    }
+
+    async fn commit_now(&self, base: u64, c: &Commit) -> Result<(), StoreError> {
+        let ops = 2 + c.put.len() + c.delete.len() + c.keys_put.len() + c.keys_delete.len();
+        if ops > self.options.max_txn_ops {
+            return Err(StoreError::TooLarge(format!(
+                "this change is {ops} etcd operations and etcd takes at most {} in one \
+                 transaction: raise --max-txn-ops on every etcd member and \
+                 --etcd-max-txn-ops here, or apply in smaller parts",
+                self.options.max_txn_ops
+            )));
+        }
+        let bytes: usize = c
+            .put
+            .iter()
+            .chain(&c.keys_put)
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+            + c.vips.len();
+        if bytes > self.options.max_request_bytes {
+            return Err(StoreError::TooLarge(format!(
+                "this change is {bytes} bytes and etcd takes at most {} in one request: \
+                 raise --max-request-bytes on every etcd member and --etcd-max-request-bytes \
+                 here, or apply in smaller parts",
+                self.options.max_request_bytes
+            )));
+        }
+        let revision_key = self.key(REVISION);
+        let guard = match base {
+            // Never written: the key does not exist yet.
+            0 => Compare::create_revision(revision_key.as_str(), CompareOp::Equal, 0),
+            b => Compare::value(revision_key.as_str(), CompareOp::Equal, b.to_string()),
+        };
+        let mut then = Vec::with_capacity(ops);
+        then.push(TxnOp::put(
+            revision_key.as_str(),
+            c.revision.to_string(),
+            None,
+        ));
+        then.push(TxnOp::put(self.key(VIPS), c.vips.clone(), None));
+        for (name, value) in &c.put {
+            then.push(TxnOp::put(
+                self.key(&format!("{OBJECTS}{name}")),
+                value.clone(),
+                None,
+            ));
+        }
+        for name in &c.delete {
+            then.push(TxnOp::delete(self.key(&format!("{OBJECTS}{name}")), None));
+        }
+        for (id, record) in &c.keys_put {
+            then.push(TxnOp::put(
+                self.key(&format!("{KEYS}{id}")),
+                record.clone(),
+                None,
+            ));
+        }
+        for id in &c.keys_delete {
+            then.push(TxnOp::delete(self.key(&format!("{KEYS}{id}")), None));
+        }
+        let txn = Txn::new().when([guard]).and_then(then);
+        let done = self
+            .members
+            .call(|at| {
+                let (mut kv, txn) = (self.members.kv[at].clone(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(etcd)?;
+        if !done.succeeded() {
+            return Err(StoreError::Conflict { base });
+        }
+        Ok(())
+    }
+}
+
+/// What a key under the prefix is.
+enum Entry<'a> {
+    Revision,
+    Vips,
+    Object(&'a str),
+    Key(&'a str),
+}
+
+impl Entry<'_> {
+    fn of(suffix: &str) -> Option<Entry<'_>> {
+        match suffix {
+            REVISION => Some(Entry::Revision),
+            VIPS => Some(Entry::Vips),
+            s => s
+                .strip_prefix(OBJECTS)
+                .map(Entry::Object)
+                .or_else(|| s.strip_prefix(KEYS).map(Entry::Key)),
+        }
+    }
+}
+
+fn revision_of(value: &[u8]) -> Result<u64, StoreError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("{REVISION} is {value:?}, not a number")))
+}
+
+/// Follows the prefix from etcd revision `after + 1`, sending each
+/// transaction as the commit it was, until the watch fails or `tx` closes.
+async fn follow(
+    members: Arc<Members>,
+    prefix: String,
+    after: u64,
+    tx: mpsc::Sender<Result<Followed, StoreError>>,
+) {
+    let start = i64::try_from(after).unwrap_or(i64::MAX).saturating_add(1);
+    let options = WatchOptions::new().with_prefix().with_start_revision(start);
+    let watch = members
+        .call(|at| {
+            let (mut w, prefix) = (members.watch[at].clone(), prefix.clone());
+            let options = options.clone();
+            async move { w.watch(prefix, Some(options)).await }
+        })
+        .await;
+    let mut stream = match watch {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = tx.send(Err(etcd(e))).await;
+            return;
+        }
+    };
+    loop {
+        let message = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => {
+                let _ = tx
+                    .send(Err(StoreError::Corrupt("the etcd watch ended".into())))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(etcd(e))).await;
+                return;
+            }
+        };
+        if message.canceled() {
+            let why = match message.compact_revision() {
+                0 => format!("the etcd watch was cancelled: {}", message.cancel_reason()),
+                c => format!("etcd compacted its history past our position (to {c})"),
+            };
+            let _ = tx.send(Err(StoreError::Corrupt(why))).await;
+            return;
+        }
+        // etcd sends a revision's events together, in order: each run of
+        // one mod revision is one transaction, one commit.
+        let mut pending: Option<(i64, Commit, bool)> = None;
+        for event in message.events() {
+            let Some(kv) = event.kv() else { continue };
+            let at = kv.mod_revision();
+            if pending.as_ref().is_some_and(|(r, ..)| *r != at) {
+                if let Some(done) = pending.take() {
+                    if tx.send(finish(done)).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            let (_, commit, seen_revision) =
+                pending.get_or_insert_with(|| (at, Commit::default(), false));
+            let key = String::from_utf8_lossy(kv.key());
+            let Some(suffix) = key.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            let put = event.event_type() == EventType::Put;
+            match (Entry::of(suffix), put) {
+                (Some(Entry::Revision), true) => match revision_of(kv.value()) {
+                    Ok(r) => {
+                        commit.revision = r;
+                        *seen_revision = true;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        return;
+                    }
+                },
+                (Some(Entry::Vips), true) => commit.vips = kv.value().to_vec(),
+                (Some(Entry::Object(name)), true) => {
+                    commit.put.push((name.to_string(), kv.value().to_vec()))
+                }
+                (Some(Entry::Object(name)), false) => commit.delete.push(name.to_string()),
+                (Some(Entry::Key(id)), true) => {
+                    commit.keys_put.push((id.to_string(), kv.value().to_vec()))
+                }
+                (Some(Entry::Key(id)), false) => commit.keys_delete.push(id.to_string()),
+                _ => {
+                    let _ = tx
+                        .send(Err(StoreError::Corrupt(format!(
+                            "{key}: a write under the prefix that no control plane made"
+                        ))))
+                        .await;
+                    return;
+                }
+            }
+        }
+        if let Some(done) = pending.take() {
+            if tx.send(finish(done)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// A transaction's events as the commit they make; every commit moves
+/// the revision, so one that does not was not written by a control plane.
+fn finish((at, commit, seen_revision): (i64, Commit, bool)) -> Result<Followed, StoreError> {
+    if !seen_revision {
+        return Err(StoreError::Corrupt(format!(
+            "etcd revision {at} changed Trellis keys without moving {REVISION}"
+        )));
+    }
+    Ok(Followed {
+        commit,
+        position: u64::try_from(at).unwrap_or(0),
+    })
+}
+
+impl Store for EtcdStore {
+    fn load(&self) -> Pending<'_, Loaded> {
+        Box::pin(self.load_now())
+    }
+
+    fn commit<'a>(&'a self, base: u64, commit: &'a Commit) -> Pending<'a, ()> {
+        Box::pin(self.commit_now(base, commit))
+    }
+
+    fn follow(&self, position: u64) -> Option<mpsc::Receiver<Result<Followed, StoreError>>> {
+        let (tx, rx) = mpsc::channel(FOLLOW_QUEUE);
+        tokio::spawn(follow(
+            self.members.clone(),
+            self.options.prefix.clone(),
+            position,
+            tx,
+        ));
+        Some(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_told_apart() {
+        assert!(matches!(Entry::of("meta/revision"), Some(Entry::Revision)));
+        assert!(matches!(Entry::of("meta/vips"), Some(Entry::Vips)));
+        assert!(matches!(
+            Entry::of("objects/Service/web"),
+            Some(Entry::Object("Service/web"))
+        ));
+        assert!(matches!(Entry::of("keys/TKIA1"), Some(Entry::Key("TKIA1"))));
+        assert!(Entry::of("meta/other").is_none());
+        assert_eq!(prefix_end("/trellis/"), b"/trellis0");
+    }
+}

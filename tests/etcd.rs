@@ -1,0 +1,303 @@
+//! The control plane on etcd (issue 24): several `trellis control-plane`
+//! replicas on one three-member etcd cluster, all on loopback. Applies go
+//! to every replica at once (each allocating a VIP), node-style watches run
+//! against every replica, an etcd member and a replica are SIGKILLed and
+//! brought back; afterwards every acknowledged apply is there, no VIP is
+//! held twice, every watcher holds the final revision and none ever saw
+//! its revision go backwards. A replica cut off from etcd refuses applies
+//! with 503 and keeps answering reads.
+
+mod harness;
+
+use harness::etcd::{self, Etcd};
+use harness::local::{ControlPlane, client, documents};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use trellis_api::Kind;
+
+const BASE: &str = "
+apiVersion: trellis.dev/v1alpha1
+kind: Network
+metadata: {name: east}
+spec: {}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: ServiceNetwork
+metadata: {name: shop}
+spec: {networks: [east]}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: web}
+spec: {network: east, port: 8080, targets: [{address: 10.0.0.1}]}
+";
+
+fn service(name: &str) -> String {
+    format!(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Service\nmetadata: {{name: {name}}}\n\
+         spec: {{serviceNetworks: [shop], listeners: [{{name: web, protocol: HTTP, \
+         defaultAction: {{forward: [{{targetGroup: web}}]}}}}]}}\n"
+    )
+}
+
+/// Flags of a replica on `etcd` under `prefix`.
+fn flags(endpoints: &str, prefix: &str) -> Vec<String> {
+    vec![
+        "--etcd-endpoints".into(),
+        endpoints.into(),
+        "--etcd-prefix".into(),
+        prefix.into(),
+        "--etcd-max-txn-ops".into(),
+        etcd::MAX_TXN_OPS.to_string(),
+        "--etcd-max-request-bytes".into(),
+        etcd::MAX_REQUEST_BYTES.to_string(),
+        "--etcd-timeout".into(),
+        "2s".into(),
+    ]
+}
+
+/// Replicas sharing one installation: the first makes the CA, the API
+/// token and the secrets key; the others are given copies (as an operator
+/// hands every replica the secrets key file).
+fn replicas(endpoints: &str, prefix: &str, n: usize) -> Vec<ControlPlane> {
+    let flags = flags(endpoints, prefix);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let first = ControlPlane::start(&flags);
+    let mut all = vec![first];
+    for _ in 1..n {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["ca.key", "ca.pem", "api-token", "secrets.key"] {
+            std::fs::copy(all[0].data_dir.path().join(f), dir.path().join(f)).unwrap();
+        }
+        all.push(ControlPlane::start_in(dir, "127.0.0.1:0", &flags));
+    }
+    all
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A node-style watcher of `east` on `cp`: long polls one after another,
+/// recording every revision it is given.
+fn watcher(cp: &ControlPlane, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
+    let c = client(cp);
+    std::thread::spawn(move || {
+        runtime().block_on(async {
+            let mut seen = Vec::new();
+            let mut since = 0;
+            while !stop.load(Ordering::Relaxed) {
+                match c
+                    .snapshot("east", Some(since), Duration::from_secs(1))
+                    .await
+                {
+                    Ok(Some(s)) => {
+                        seen.push(s.revision);
+                        since = s.revision;
+                    }
+                    Ok(None) => {}
+                    // The replica is down for a while: ask again.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            seen
+        })
+    })
+}
+
+/// Waits until `cp` has every service in `names`; returns its services'
+/// VIPs and its revision.
+fn converged(cp: &ControlPlane, names: &BTreeSet<String>) -> (BTreeMap<String, String>, u64) {
+    let c = client(cp);
+    runtime().block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = c.list(Kind::Service).await.expect("list services");
+            let vips: BTreeMap<String, String> = listed
+                .items
+                .iter()
+                .map(|o| {
+                    let vip = o.status.vip.map(|v| v.to_string()).unwrap_or_default();
+                    (o.resource.name().to_string(), vip)
+                })
+                .collect();
+            let have: BTreeSet<String> = vips.keys().cloned().collect();
+            if names.is_subset(&have) {
+                let revision = listed
+                    .items
+                    .iter()
+                    .map(|o| o.status.revision)
+                    .max()
+                    .unwrap_or(0);
+                return (vips, revision);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} is missing {:?}",
+                cp.url,
+                names.difference(&have).collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// Applies one new service after another to `cp` until `stop`, returning
+/// the names whose apply was acknowledged.
+fn applier(
+    cp: &ControlPlane,
+    tag: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<String>> {
+    let c = client(cp);
+    std::thread::spawn(move || {
+        runtime().block_on(async {
+            let mut acknowledged = Vec::new();
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("{tag}-{i}");
+                i += 1;
+                if c.apply(&documents(&service(&name)), false).await.is_ok() {
+                    acknowledged.push(name);
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+            acknowledged
+        })
+    })
+}
+
+#[test]
+fn replicas_on_etcd_share_one_truth_through_kills() {
+    if !etcd::available("replicas_on_etcd_share_one_truth_through_kills") {
+        return;
+    }
+    let mut etcd = Etcd::cluster(3);
+    let prefix = "/t-kills/";
+    let mut cps = replicas(&etcd.endpoints(), prefix, 3);
+    let c0 = client(&cps[0]);
+    runtime()
+        .block_on(c0.apply(&documents(BASE), false))
+        .expect("the base applies");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let watchers: Vec<_> = cps.iter().map(|cp| watcher(cp, stop.clone())).collect();
+    let appliers: Vec<_> = cps
+        .iter()
+        .enumerate()
+        .map(|(i, cp)| applier(cp, format!("r{i}"), stop.clone()))
+        .collect();
+
+    std::thread::sleep(Duration::from_secs(2));
+    // One etcd member and one replica die.
+    etcd.kill(1);
+    cps[2].kill9();
+    std::thread::sleep(Duration::from_secs(2));
+    etcd.start(1);
+    cps[2].start_again();
+    etcd.wait_healthy(&[0, 1, 2]);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+
+    let acknowledged: BTreeSet<String> = appliers
+        .into_iter()
+        .flat_map(|a| a.join().unwrap())
+        .collect();
+    assert!(
+        acknowledged.len() >= 20,
+        "only {} applies were acknowledged",
+        acknowledged.len()
+    );
+    // Every replica has every acknowledged apply, at the same revision.
+    let mut views = Vec::new();
+    for cp in &cps {
+        views.push(converged(cp, &acknowledged));
+    }
+    let (vips, revision) = &views[0];
+    for (other, r) in &views[1..] {
+        assert_eq!(other, vips, "the replicas disagree");
+        assert_eq!(r, revision);
+    }
+    // No VIP held by two services.
+    let distinct: BTreeSet<&String> = vips.values().collect();
+    assert_eq!(
+        distinct.len(),
+        vips.len(),
+        "a VIP handed out twice: {vips:?}"
+    );
+    assert!(vips.values().all(|v| !v.is_empty()));
+
+    // Watchers: never backwards, and the last revision each saw is the
+    // final one (the last watch may end before the last commits: poll
+    // each replica once more).
+    let final_revision = runtime()
+        .block_on(c0.snapshot("east", None, Duration::ZERO))
+        .unwrap()
+        .unwrap()
+        .revision;
+    for (i, w) in watchers.into_iter().enumerate() {
+        let seen = w.join().unwrap();
+        assert!(!seen.is_empty(), "watcher {i} saw nothing");
+        assert!(
+            seen.windows(2).all(|p| p[0] < p[1]),
+            "watcher {i} went backwards: {seen:?}"
+        );
+        let now = runtime()
+            .block_on(client(&cps[i]).snapshot("east", None, Duration::ZERO))
+            .unwrap()
+            .unwrap()
+            .revision;
+        assert_eq!(
+            now, final_revision,
+            "replica {i} is not at the final revision"
+        );
+        assert!(*seen.last().unwrap() <= final_revision);
+    }
+    eprintln!(
+        "{} applies acknowledged across 3 replicas; final revision {final_revision}",
+        acknowledged.len()
+    );
+}
+
+#[test]
+fn a_replica_cut_off_from_etcd_refuses_applies_and_serves_reads() {
+    if !etcd::available("a_replica_cut_off_from_etcd_refuses_applies_and_serves_reads") {
+        return;
+    }
+    let mut etcd = Etcd::cluster(3);
+    // This replica talks to member 2 only.
+    let only = etcd.members[2].client.clone();
+    let cps = replicas(&only, "/t-cut/", 1);
+    let c = client(&cps[0]);
+    let rt = runtime();
+    rt.block_on(c.apply(&documents(BASE), false)).unwrap();
+    rt.block_on(c.apply(&documents(&service("before")), false))
+        .unwrap();
+    etcd.kill(2);
+    let started = Instant::now();
+    let refused = rt
+        .block_on(c.apply(&documents(&service("after")), false))
+        .unwrap_err();
+    let took = started.elapsed();
+    match &refused {
+        trellis_api::client::ClientError::Api { status, error } => {
+            assert_eq!(status.as_u16(), 503, "{}", error.message);
+            assert!(error.message.contains("etcd"), "{}", error.message);
+        }
+        e => panic!("expected a 503, got {e}"),
+    }
+    assert!(took < Duration::from_secs(10), "refused after {took:?}");
+    // Reads still answer, from what the replica last had.
+    let listed = rt.block_on(c.list(Kind::Service)).unwrap();
+    let names: Vec<&str> = listed.items.iter().map(|o| o.resource.name()).collect();
+    assert_eq!(names, ["before"]);
+    // The other members never saw "after".
+    let keys = etcd.keys("/t-cut/objects/Service/");
+    assert_eq!(keys, ["/t-cut/objects/Service/before"]);
+}
