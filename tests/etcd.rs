@@ -10,7 +10,7 @@
 mod harness;
 
 use harness::etcd::{self, Etcd};
-use harness::local::{ControlPlane, client, documents};
+use harness::local::{ControlPlane, client, client_at, documents, trellis_env};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,10 +83,12 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A node-style watcher of `east` on `cp`: long polls one after another,
-/// recording every revision it is given.
-fn watcher(cp: &ControlPlane, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<u64>> {
-    let c = client(cp);
+/// A node-style watcher of `east` through `c`: long polls one after
+/// another, recording every revision it is given.
+fn watcher(
+    c: trellis_api::client::Client,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<u64>> {
     std::thread::spawn(move || {
         runtime().block_on(async {
             let mut seen = Vec::new();
@@ -147,14 +149,13 @@ fn converged(cp: &ControlPlane, names: &BTreeSet<String>) -> (BTreeMap<String, S
     })
 }
 
-/// Applies one new service after another to `cp` until `stop`, returning
-/// the names whose apply was acknowledged.
+/// Applies one new service after another through `c` until `stop`,
+/// returning the names whose apply was acknowledged.
 fn applier(
-    cp: &ControlPlane,
+    c: trellis_api::client::Client,
     tag: String,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<String>> {
-    let c = client(cp);
     std::thread::spawn(move || {
         runtime().block_on(async {
             let mut acknowledged = Vec::new();
@@ -187,12 +188,24 @@ fn replicas_on_etcd_share_one_truth_through_kills() {
         .expect("the base applies");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let watchers: Vec<_> = cps.iter().map(|cp| watcher(cp, stop.clone())).collect();
-    let appliers: Vec<_> = cps
+    // A watcher and an applier on each replica, and one of each given
+    // every replica's URL, starting with the one that will be killed.
+    let all = [2, 0, 1].map(|i| cps[i].url.clone()).join(",");
+    let mut watchers: Vec<_> = cps
+        .iter()
+        .map(|cp| watcher(client(cp), stop.clone()))
+        .collect();
+    watchers.push(watcher(client_at(&cps[0], &all), stop.clone()));
+    let mut appliers: Vec<_> = cps
         .iter()
         .enumerate()
-        .map(|(i, cp)| applier(cp, format!("r{i}"), stop.clone()))
+        .map(|(i, cp)| applier(client(cp), format!("r{i}"), stop.clone()))
         .collect();
+    appliers.push(applier(
+        client_at(&cps[0], &all),
+        "any".into(),
+        stop.clone(),
+    ));
 
     std::thread::sleep(Duration::from_secs(2));
     // One etcd member and one replica die.
@@ -205,10 +218,14 @@ fn replicas_on_etcd_share_one_truth_through_kills() {
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::Relaxed);
 
-    let acknowledged: BTreeSet<String> = appliers
-        .into_iter()
-        .flat_map(|a| a.join().unwrap())
-        .collect();
+    let results: Vec<Vec<String>> = appliers.into_iter().map(|a| a.join().unwrap()).collect();
+    // The applier given every URL kept going past the replica's death.
+    assert!(
+        results[3].len() >= 5,
+        "the failing-over applier: {:?}",
+        results[3]
+    );
+    let acknowledged: BTreeSet<String> = results.into_iter().flatten().collect();
     assert!(
         acknowledged.len() >= 20,
         "only {} applies were acknowledged",
@@ -249,7 +266,7 @@ fn replicas_on_etcd_share_one_truth_through_kills() {
             "watcher {i} went backwards: {seen:?}"
         );
         let now = runtime()
-            .block_on(client(&cps[i]).snapshot("east", None, Duration::ZERO))
+            .block_on(client(&cps[i % cps.len()]).snapshot("east", None, Duration::ZERO))
             .unwrap()
             .unwrap()
             .revision;
@@ -300,4 +317,51 @@ fn a_replica_cut_off_from_etcd_refuses_applies_and_serves_reads() {
     // The other members never saw "after".
     let keys = etcd.keys("/t-cut/objects/Service/");
     assert_eq!(keys, ["/t-cut/objects/Service/before"]);
+}
+
+#[test]
+fn clients_given_every_replica_move_past_a_dead_one() {
+    if !etcd::available("clients_given_every_replica_move_past_a_dead_one") {
+        return;
+    }
+    let etcd = Etcd::cluster(1);
+    let mut cps = replicas(&etcd.endpoints(), "/t-failover/", 2);
+    let all = format!("{},{}", cps[0].url, cps[1].url);
+    let env = [("TRELLIS_SERVER", all.as_str())];
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), format!("{BASE}---\n{}", service("shop-web"))).unwrap();
+    let path = file.path().to_str().unwrap();
+    let out = trellis_env(&cps[0], &["apply", "-f", path], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The first URL's replica dies: the CLI moves on to the second.
+    cps[0].kill9();
+    let started = Instant::now();
+    let out = trellis_env(&cps[0], &["get", "services", "-o", "json"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("shop-web"));
+    std::fs::write(file.path(), service("shop-api")).unwrap();
+    let out = trellis_env(&cps[0], &["apply", "-f", path], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "moving on took {:?}",
+        started.elapsed()
+    );
+    // The dead one, back, catches up from etcd.
+    cps[0].start_again();
+    let names: BTreeSet<String> = ["shop-web", "shop-api"].map(String::from).into();
+    assert_eq!(converged(&cps[0], &names).1, converged(&cps[1], &names).1);
 }

@@ -3,6 +3,12 @@
 //! was told about: a CA certificate, or a CA hash from a join token
 //! ([`Trust`]). Operators add a bearer token; nodes and DNS servers show
 //! their certificate instead. Every call is bounded by a timeout.
+//!
+//! With several control-plane replicas (the etcd store), a client is given
+//! all their URLs, comma-separated: calls go to one until it cannot answer
+//! (no connection, no answer in time, 503), then move on to the next. A
+//! watch resumes from the revision its caller holds, so moving on never
+//! takes a node back.
 
 use crate::delta::Delta;
 use crate::error::ApiError;
@@ -43,6 +49,21 @@ pub enum ClientError {
     Api { status: StatusCode, error: ApiError },
     #[error("unexpected answer from the control plane ({status}): {detail}")]
     Protocol { status: StatusCode, detail: String },
+}
+
+impl ClientError {
+    /// Whether another replica may answer where this one could not: no
+    /// connection, no answer in time, or 503 (cut off from its store,
+    /// handing over, at its most watchers).
+    fn replica_unavailable(&self) -> bool {
+        match self {
+            ClientError::Connect(..) | ClientError::Timeout(..) => true,
+            ClientError::Api { status, .. } | ClientError::Protocol { status, .. } => {
+                *status == StatusCode::SERVICE_UNAVAILABLE
+            }
+            ClientError::Url(..) | ClientError::Tls(_) => false,
+        }
+    }
 }
 
 /// What an apply did (or, on a dry run, would do) to one object.
@@ -189,7 +210,9 @@ pub struct Watched {
 
 #[derive(Clone)]
 pub struct Client {
-    base: String,
+    /// Every replica's URL; clones share which one is `current`.
+    bases: Arc<[String]>,
+    current: Arc<std::sync::atomic::AtomicUsize>,
     token: Option<String>,
     timeout: Duration,
     trust: Trust,
@@ -207,22 +230,33 @@ pub enum Credential {
 }
 
 impl Client {
-    /// A client of the control plane at `base` (`https://HOST:PORT`) that
-    /// trusts it as `trust` says and calls with `credential`.
+    /// A client of the control plane at `base` (`https://HOST:PORT`, or
+    /// several replicas' URLs comma-separated) that trusts it as `trust`
+    /// says and calls with `credential`.
     pub fn new(
         base: &str,
         trust: Trust,
         credential: Credential,
         timeout: Duration,
     ) -> Result<Client, ClientError> {
-        let base = base.trim_end_matches('/').to_string();
-        let uri: Uri = base
-            .parse()
-            .map_err(|e: http::uri::InvalidUri| ClientError::Url(base.clone(), e.to_string()))?;
-        if uri.scheme_str() != Some("https") || uri.authority().is_none() {
+        let mut bases = Vec::new();
+        for base in base.split(',').map(str::trim).filter(|b| !b.is_empty()) {
+            let base = base.trim_end_matches('/').to_string();
+            let uri: Uri = base.parse().map_err(|e: http::uri::InvalidUri| {
+                ClientError::Url(base.clone(), e.to_string())
+            })?;
+            if uri.scheme_str() != Some("https") || uri.authority().is_none() {
+                return Err(ClientError::Url(
+                    base,
+                    "expected https://HOST:PORT (the API speaks only TLS)".into(),
+                ));
+            }
+            bases.push(base);
+        }
+        if bases.is_empty() {
             return Err(ClientError::Url(
-                base,
-                "expected https://HOST:PORT (the API speaks only TLS)".into(),
+                base.to_string(),
+                "expected https://HOST:PORT[,https://HOST:PORT...]".into(),
             ));
         }
         let (token, resolver) = match credential {
@@ -242,7 +276,8 @@ impl Client {
             .wrap_connector(connector);
         let http = HyperClient::builder(TokioExecutor::new()).build(https);
         Ok(Client {
-            base,
+            bases: bases.into(),
+            current: Default::default(),
             token,
             timeout,
             trust,
@@ -256,8 +291,13 @@ impl Client {
         self.trust.anchor()
     }
 
+    /// The URL calls go to now.
     pub fn base(&self) -> &str {
-        &self.base
+        &self.bases[self.at()]
+    }
+
+    fn at(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::Relaxed) % self.bases.len()
     }
 
     /// Applies `documents` (JSON values, or anything that serializes as
@@ -507,7 +547,8 @@ impl Client {
         Ok((status, bytes))
     }
 
-    /// One exchange; `gzip` asks for a gzip-encoded answer.
+    /// One exchange, with the current replica or, when it cannot answer,
+    /// the next ones in turn; `gzip` asks for a gzip-encoded answer.
     async fn send(
         &self,
         method: Method,
@@ -516,7 +557,47 @@ impl Client {
         gzip: bool,
         timeout: Duration,
     ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
-        let url = format!("{}{}", self.base, path);
+        let body = Bytes::from(body.unwrap_or_default());
+        let mut tried = 0;
+        loop {
+            let at = self.at();
+            let sent = self
+                .send_to(
+                    &self.bases[at],
+                    method.clone(),
+                    path,
+                    body.clone(),
+                    gzip,
+                    timeout,
+                )
+                .await;
+            tried += 1;
+            match sent {
+                Err(e) if e.replica_unavailable() && tried < self.bases.len() => {
+                    let next = (at + 1) % self.bases.len();
+                    let _ = self.current.compare_exchange(
+                        at,
+                        next,
+                        std::sync::atomic::Ordering::Relaxed,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                    tracing::info!(from = %self.bases[at], to = %self.bases[next], error = %e, "control plane unavailable; trying the next");
+                }
+                done => return done,
+            }
+        }
+    }
+
+    async fn send_to(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        gzip: bool,
+        timeout: Duration,
+    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
+        let url = format!("{base}{path}");
         let mut req = Request::builder().method(method).uri(&url);
         if gzip {
             req = req.header(header::ACCEPT_ENCODING, "gzip");
@@ -524,29 +605,29 @@ impl Client {
         if let Some(token) = &self.token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        if body.is_some() {
+        if !body.is_empty() {
             req = req.header(header::CONTENT_TYPE, "application/json");
         }
         let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .body(Full::new(body))
             .map_err(|e| ClientError::Url(url.clone(), e.to_string()))?;
         let exchange = async {
             let resp = self
                 .http
                 .request(req)
                 .await
-                .map_err(|e| ClientError::Connect(self.base.clone(), error_chain(&e)))?;
+                .map_err(|e| ClientError::Connect(base.to_string(), error_chain(&e)))?;
             let (parts, body) = resp.into_parts();
             let bytes = Limited::new(body, MAX_RESPONSE_BYTES)
                 .collect()
                 .await
-                .map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?
+                .map_err(|e| ClientError::Connect(base.to_string(), e.to_string()))?
                 .to_bytes();
             Ok::<_, ClientError>((parts.status, parts.headers, bytes))
         };
         let (status, headers, bytes) = tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| ClientError::Timeout(self.base.clone(), timeout))??;
+            .map_err(|_| ClientError::Timeout(base.to_string(), timeout))??;
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok((status, headers, bytes));
         }
