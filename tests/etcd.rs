@@ -44,6 +44,14 @@ fn service(name: &str) -> String {
 
 /// Flags of a replica on `etcd` under `prefix`.
 fn flags(endpoints: &str, prefix: &str) -> Vec<String> {
+    let mut flags = etcd_flags(endpoints, prefix);
+    // Room for every service the appliers make.
+    flags.extend(["--vip-pool-v4".into(), "169.254.128.0/17".into()]);
+    flags
+}
+
+/// How to reach `etcd` under `prefix` (what `migrate` takes too).
+fn etcd_flags(endpoints: &str, prefix: &str) -> Vec<String> {
     vec![
         "--etcd-endpoints".into(),
         endpoints.into(),
@@ -58,9 +66,9 @@ fn flags(endpoints: &str, prefix: &str) -> Vec<String> {
     ]
 }
 
-/// Replicas sharing one installation: the first makes the CA, the API
-/// token and the secrets key; the others are given copies (as an operator
-/// hands every replica the secrets key file).
+/// Replicas sharing one installation: each is given the secrets key file
+/// (as an operator hands it to every replica) and finds the rest (the node
+/// CA, the admin token) in etcd, where the first one put it.
 fn replicas(endpoints: &str, prefix: &str, n: usize) -> Vec<ControlPlane> {
     let flags = flags(endpoints, prefix);
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
@@ -68,9 +76,11 @@ fn replicas(endpoints: &str, prefix: &str, n: usize) -> Vec<ControlPlane> {
     let mut all = vec![first];
     for _ in 1..n {
         let dir = tempfile::tempdir().unwrap();
-        for f in ["ca.key", "ca.pem", "api-token", "secrets.key"] {
-            std::fs::copy(all[0].data_dir.path().join(f), dir.path().join(f)).unwrap();
-        }
+        std::fs::copy(
+            all[0].data_dir.path().join("secrets.key"),
+            dir.path().join("secrets.key"),
+        )
+        .unwrap();
         all.push(ControlPlane::start_in(dir, "127.0.0.1:0", &flags));
     }
     all
@@ -163,10 +173,12 @@ fn applier(
             while !stop.load(Ordering::Relaxed) {
                 let name = format!("{tag}-{i}");
                 i += 1;
-                if c.apply(&documents(&service(&name)), false).await.is_ok() {
-                    acknowledged.push(name);
-                } else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                match c.apply(&documents(&service(&name)), false).await {
+                    Ok(_) => acknowledged.push(name),
+                    Err(e) => {
+                        eprintln!("{tag}: {name} not applied: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                 }
             }
             acknowledged
@@ -364,4 +376,196 @@ fn clients_given_every_replica_move_past_a_dead_one() {
     cps[0].start_again();
     let names: BTreeSet<String> = ["shop-web", "shop-api"].map(String::from).into();
     assert_eq!(converged(&cps[0], &names).1, converged(&cps[1], &names).1);
+}
+
+#[test]
+fn replicas_share_the_ca_and_every_token_through_etcd() {
+    use trellis_api::client::{Client, Credential, NewApiToken, TokenRole, Trust};
+    if !etcd::available("replicas_share_the_ca_and_every_token_through_etcd") {
+        return;
+    }
+    let etcd = Etcd::cluster(1);
+    let cps = replicas(&etcd.endpoints(), "/t-docs/", 2);
+    let read = |cp: &ControlPlane, f: &str| std::fs::read(cp.data_dir.path().join(f)).unwrap();
+    assert_eq!(read(&cps[0], "ca.pem"), read(&cps[1], "ca.pem"));
+    assert_eq!(read(&cps[0], "api-token"), read(&cps[1], "api-token"));
+    // The secrets stay sealed in etcd: no key or token in the clear.
+    let dump = std::process::Command::new("etcdctl")
+        .args([
+            "--endpoints",
+            &etcd.endpoints(),
+            "get",
+            "--prefix",
+            "/t-docs/docs/",
+        ])
+        .output()
+        .unwrap()
+        .stdout;
+    let dump = String::from_utf8_lossy(&dump);
+    assert!(dump.contains("/t-docs/docs/ca.key") && dump.contains("BEGIN CERTIFICATE"));
+    assert!(!dump.contains("PRIVATE KEY"));
+    let admin = String::from_utf8(read(&cps[0], "api-token")).unwrap();
+    assert!(!dump.contains(admin.trim()));
+
+    let rt = runtime();
+    let (c0, c1) = (client(&cps[0]), client(&cps[1]));
+    rt.block_on(c0.apply(&documents(BASE), false)).unwrap();
+
+    // A join token made on one replica lets a node join through the other.
+    let token = trellis_api::pki::JoinSecret::parse(&cps[0].join_token("east", "node")).unwrap();
+    let ca = Trust::from_pem(&String::from_utf8(read(&cps[1], "ca.pem")).unwrap()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let enroll = Client::new(&cps[1].url, ca, Credential::None, Duration::from_secs(10)).unwrap();
+    let joined = rt.block_on(trellis_api::identity::Identity::enroll(
+        &enroll,
+        trellis_api::pki::Role::Node,
+        "east",
+        dir.path(),
+        Some(&token.secret),
+    ));
+    assert!(joined.is_ok(), "{:?}", joined.err());
+
+    // A named token made on one replica works on the other; revoked on
+    // the other, it stops working on the first.
+    let viewer = rt
+        .block_on(c0.create_token(&NewApiToken {
+            name: "watcher".into(),
+            role: TokenRole::Viewer,
+            scopes: vec![],
+            ttl_seconds: 3600,
+        }))
+        .unwrap();
+    let text = viewer.token.unwrap();
+    let as_viewer = |cp: &ControlPlane| {
+        let ca = Trust::from_pem(&String::from_utf8(read(cp, "ca.pem")).unwrap()).unwrap();
+        Client::new(
+            &cp.url,
+            ca,
+            Credential::Token(text.clone()),
+            Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    assert!(rt.block_on(as_viewer(&cps[1]).list(Kind::Service)).is_ok());
+    rt.block_on(c1.revoke_token("watcher")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match rt.block_on(as_viewer(&cps[0]).list(Kind::Service)) {
+            Err(trellis_api::client::ClientError::Api { status, .. }) if status.as_u16() == 401 => {
+                break;
+            }
+            other => assert!(
+                Instant::now() < deadline,
+                "still accepted on the other replica: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_embedded_store_moves_to_etcd_and_back() {
+    if !etcd::available("an_embedded_store_moves_to_etcd_and_back") {
+        return;
+    }
+    let etcd = Etcd::cluster(1);
+    let rt = runtime();
+    // An embedded control plane with services, a join token and keys.
+    let mut embedded = ControlPlane::start(&[]);
+    let c = client(&embedded);
+    rt.block_on(c.apply(&documents(BASE), false)).unwrap();
+    for name in ["a", "b", "c"] {
+        rt.block_on(c.apply(&documents(&service(name)), false))
+            .unwrap();
+    }
+    let token = embedded.join_token("east", "node");
+    let state = |cp: &ControlPlane| {
+        let names: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
+        converged(cp, &names)
+    };
+    let before = state(&embedded);
+    let revision = rt
+        .block_on(c.snapshot("east", None, Duration::ZERO))
+        .unwrap()
+        .unwrap()
+        .revision;
+    embedded.kill9();
+
+    // Into etcd: the same revision, VIPs, CA and admin token.
+    let flags = etcd_flags(&etcd.endpoints(), "/t-migrate/");
+    let migrate = |to: &str, dir: &std::path::Path| {
+        let out = std::process::Command::new(harness::BIN)
+            .args(["control-plane", "migrate", "--to", to, "--data-dir"])
+            .arg(dir)
+            .args(&flags)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = migrate("etcd", embedded.data_dir.path());
+    assert!(
+        said.contains(&format!("copied revision {revision}")),
+        "{said}"
+    );
+    // Into a non-empty prefix: refused, nothing changed.
+    let out = std::process::Command::new(harness::BIN)
+        .args(["control-plane", "migrate", "--to", "etcd", "--data-dir"])
+        .arg(embedded.data_dir.path())
+        .args(&flags)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a store"));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        embedded.data_dir.path().join("secrets.key"),
+        dir.path().join("secrets.key"),
+    )
+    .unwrap();
+    let flags_ref: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let replica = ControlPlane::start_in(dir, "127.0.0.1:0", &flags_ref);
+    assert_eq!(state(&replica), before);
+    let read = |cp: &ControlPlane, f: &str| std::fs::read(cp.data_dir.path().join(f)).unwrap();
+    assert_eq!(read(&replica, "ca.pem"), read(&embedded, "ca.pem"));
+    assert_eq!(read(&replica, "api-token"), read(&embedded, "api-token"));
+    // The join token made before the move still joins.
+    let joined = {
+        use trellis_api::client::{Client, Credential, Trust};
+        let secret = trellis_api::pki::JoinSecret::parse(&token).unwrap();
+        let ca = Trust::from_pem(&String::from_utf8(read(&replica, "ca.pem")).unwrap()).unwrap();
+        let enroll =
+            Client::new(&replica.url, ca, Credential::None, Duration::from_secs(10)).unwrap();
+        let node_dir = tempfile::tempdir().unwrap();
+        rt.block_on(trellis_api::identity::Identity::enroll(
+            &enroll,
+            trellis_api::pki::Role::Node,
+            "east",
+            node_dir.path(),
+            Some(&secret.secret),
+        ))
+    };
+    assert!(joined.is_ok(), "{:?}", joined.err());
+    drop(replica);
+
+    // And back into a new data dir, for a backup or a move off etcd.
+    let back = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        embedded.data_dir.path().join("secrets.key"),
+        back.path().join("secrets.key"),
+    )
+    .unwrap();
+    let said = migrate("data-dir", back.path());
+    assert!(
+        said.contains(&format!("copied revision {revision}")),
+        "{said}"
+    );
+    let restored = ControlPlane::start_in(back, "127.0.0.1:0", &[]);
+    assert_eq!(state(&restored), before);
+    assert_eq!(read(&restored, "ca.pem"), read(&embedded, "ca.pem"));
 }

@@ -291,10 +291,12 @@ fn revoked_and_expired_tokens_are_refused_at_once() {
     let brief = env.token("brief", &["--role", "viewer", "--ttl", "1s"]);
     assert!(env.run_as(Some(&ci), &["get", "svc"]).status.success());
 
-    // The list shows no token; the file on disk holds only hashes.
+    // The list shows no token; the store holds only hashes.
     let list = String::from_utf8_lossy(&trellis(&env.cp, &["token", "list"]).stdout).to_string();
     assert!(list.contains("ci ") && list.contains("viewer"), "{list}");
-    let stored = std::fs::read_to_string(env.cp.data_dir.path().join("api-tokens.json")).unwrap();
+    let stored =
+        String::from_utf8_lossy(&std::fs::read(env.cp.data_dir.path().join("state.redb")).unwrap())
+            .into_owned();
     for f in [&ci, &brief] {
         let text = std::fs::read_to_string(f).unwrap();
         assert!(!list.contains(&text) && !stored.contains(&text));

@@ -148,7 +148,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let keyring =
             crate::keys::Keyring::open_or_create(&dir.path().join("secrets.key")).unwrap();
-        let ca = Authority::open(dir.path(), Duration::from_secs(60), &keyring).unwrap();
+        let docs = Authority::generate(&keyring).unwrap();
+        let ca = Authority::open(&docs, Duration::from_secs(60), &keyring).unwrap();
         let names = vec!["127.0.0.1".to_string()];
         let ApiTls { anchor, served, .. } = server_config(&ca, Serving::Issued(&names)).unwrap();
         assert_eq!(anchor, sha256(ca.ca_der()), "join tokens pin the node CA");

@@ -6,17 +6,17 @@
 //! still valid and for the CSR's own key, so a node renews on its own for as
 //! long as it keeps renewing in time.
 //!
-//! On disk, in the data dir (mode 0600, written atomically): `ca.key`,
-//! sealed with the secrets key like access-key secrets (a key an older
-//! version kept in the clear is sealed at start), `ca.pem`, and
-//! `join-tokens.json`, which keeps only the SHA-256 of each token: a copy of
-//! the data dir without the secrets key mints no identity and joins no one.
+//! The store keeps it as installation documents (`crate::docs`), shared by
+//! every replica: `ca.key`, sealed with the secrets key like access-key
+//! secrets, `ca.pem`, and `join-tokens.json` ([`JoinTokens`]), which keeps
+//! only the SHA-256 of each token: a copy of the store without the secrets
+//! key mints no identity and joins no one. Older versions kept the three as
+//! files in the data dir; [`Authority::legacy`] reads them for the store.
 //!
 //! Operators get certificates for HTTPS targets from it through the API
 //! ([`Authority::sign_server`]), never by reading the key.
 
 use crate::keys::Keyring;
-use crate::token::write_private;
 use data_encoding::HEXLOWER;
 use rcgen::{
     CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -24,7 +24,6 @@ use rcgen::{
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 use trellis_api::pki::{self, CertificateRequest, IssuedCertificate, JoinSecret, JoinToken, Role};
 
@@ -53,6 +52,8 @@ pub enum CaError {
     Sealed(#[from] crate::keys::KeyError),
     #[error("{0}")]
     Refused(String),
+    #[error("no randomness: {0}")]
+    Random(String),
 }
 
 /// What the sealed key is bound to (AEAD associated data).
@@ -68,13 +69,91 @@ struct StoredToken {
     expires_at: u64,
 }
 
+/// The live join tokens, as `join-tokens.json` holds them: hashes only.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JoinTokens(Vec<StoredToken>);
+
+impl JoinTokens {
+    /// The table in `bytes`; none when absent or unreadable (a token lost
+    /// is made again, a control plane that does not start is worse).
+    pub fn parse(bytes: Option<&[u8]>) -> JoinTokens {
+        let Some(bytes) = bytes else {
+            return JoinTokens::default();
+        };
+        serde_json::from_slice(bytes).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "join-tokens.json is unreadable; starting without tokens");
+            JoinTokens::default()
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
+    }
+
+    /// A token that lets `role`s of `network` get their first certificate
+    /// until it expires, naming the API's CA by `api_ca_sha256`; and the
+    /// table with it (and without the expired ones). The caller has
+    /// checked that the network exists.
+    pub fn with_new(
+        &self,
+        network: &str,
+        role: Role,
+        ttl: Duration,
+        api_ca_sha256: [u8; 32],
+    ) -> Result<(JoinToken, JoinTokens), CaError> {
+        let mut raw = [0u8; 20];
+        getrandom::fill(&mut raw).map_err(|e| CaError::Random(e.to_string()))?;
+        let token = format!("trellis-join-{}", HEXLOWER.encode(&raw));
+        let expires_at = now() + ttl.as_secs();
+        let mut next: Vec<StoredToken> = self
+            .0
+            .iter()
+            .filter(|t| t.expires_at > now())
+            .cloned()
+            .collect();
+        next.push(StoredToken {
+            sha256: sha256_hex(&token),
+            network: network.to_string(),
+            role,
+            expires_at,
+        });
+        let created = JoinToken {
+            token: JoinSecret::new(token, api_ca_sha256).to_string(),
+            network: network.to_string(),
+            role,
+            expires_at,
+        };
+        Ok((created, JoinTokens(next)))
+    }
+
+    fn redeem(&self, token: &str) -> Result<(String, Role), CaError> {
+        // Nodes send the secret; the CA hash after it, if sent, is theirs.
+        let secret = token.trim().split('.').next().unwrap_or_default();
+        let want = sha256_hex(secret);
+        // Hashes are compared, not tokens: timing says nothing of a token.
+        self.0
+            .iter()
+            .find(|t| t.sha256 == want)
+            .filter(|t| t.expires_at > now())
+            .map(|t| (t.network.clone(), t.role))
+            .ok_or(CaError::BadToken)
+    }
+}
+
+/// A CA as the store keeps it: its key sealed with the secrets key, and its
+/// certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaDocs {
+    pub sealed_key: String,
+    pub pem: String,
+}
+
 pub struct Authority {
     issuer: Issuer<'static, KeyPair>,
     ca_pem: String,
     ca_der: Vec<u8>,
     ttl: Duration,
-    tokens_file: PathBuf,
-    tokens: Mutex<Vec<StoredToken>>,
 }
 
 fn now() -> u64 {
@@ -121,83 +200,66 @@ fn pem_der(pem: &str) -> Option<Vec<u8>> {
 }
 
 impl Authority {
-    /// Loads the CA from `data_dir`, creating it (a P-256 key and a
-    /// self-signed certificate valid ten years) on first start; its key is
-    /// sealed with `keyring`. `ttl` is the lifetime of node certificates.
-    pub fn open(data_dir: &Path, ttl: Duration, keyring: &Keyring) -> Result<Authority, CaError> {
+    /// A new CA: a P-256 key and a self-signed certificate valid ten
+    /// years, its key sealed with `keyring`.
+    pub fn generate(keyring: &Keyring) -> Result<CaDocs, CaError> {
+        let key = KeyPair::generate().map_err(|e| CaError::Crypto("CA key", e))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "Trellis node CA");
+        params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.not_before = time_at(now() - BACKDATE_SECS);
+        params.not_after = time_at(now() + 10 * 365 * 86_400);
+        params.serial_number = Some(random_serial());
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CaError::Crypto("CA certificate", e))?;
+        tracing::info!("created the node CA");
+        Ok(CaDocs {
+            sealed_key: keyring.seal_text(SEALED_OWNER, &key.serialize_pem())?,
+            pem: cert.pem(),
+        })
+    }
+
+    /// The CA an older version kept in `data_dir` (`ca.key`, sealed or in
+    /// the clear, and `ca.pem`), sealed for the store; `None` if there is
+    /// none.
+    pub fn legacy(data_dir: &Path, keyring: &Keyring) -> Result<Option<CaDocs>, CaError> {
         let (key_file, cert_file) = (data_dir.join("ca.key"), data_dir.join("ca.pem"));
-        let io = |p: &Path| {
-            let p = p.to_path_buf();
-            move |e| CaError::Io(p, e)
-        };
-        let seal = |key: &KeyPair| -> Result<(), CaError> {
-            let sealed = keyring.seal_text(SEALED_OWNER, &key.serialize_pem())?;
-            write_private(&key_file, sealed.as_bytes()).map_err(io(&key_file))
-        };
-        let (key, ca_pem) = match std::fs::read_to_string(&key_file) {
-            Ok(stored) => {
-                let clear = stored.starts_with("-----BEGIN");
-                let key_pem = match clear {
-                    true => stored,
-                    false => keyring.open_text(SEALED_OWNER, stored.trim())?,
-                };
-                let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Crypto("ca.key", e))?;
-                if clear {
-                    seal(&key)?;
-                    tracing::info!(path = %key_file.display(), "sealed the CA key an older version stored in the clear");
-                }
-                (
-                    key,
-                    std::fs::read_to_string(&cert_file).map_err(io(&cert_file))?,
-                )
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let key = KeyPair::generate().map_err(|e| CaError::Crypto("CA key", e))?;
-                let mut params = CertificateParams::default();
-                params.distinguished_name = rcgen::DistinguishedName::new();
-                params
-                    .distinguished_name
-                    .push(DnType::CommonName, "Trellis node CA");
-                params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
-                params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-                params.not_before = time_at(now() - BACKDATE_SECS);
-                params.not_after = time_at(now() + 10 * 365 * 86_400);
-                params.serial_number = Some(random_serial());
-                let cert = params
-                    .self_signed(&key)
-                    .map_err(|e| CaError::Crypto("CA certificate", e))?;
-                // The certificate first: a key without its certificate
-                // would be taken for a CA on the next start.
-                write_private(&cert_file, cert.pem().as_bytes()).map_err(io(&cert_file))?;
-                seal(&key)?;
-                tracing::info!(path = %cert_file.display(), "created the node CA");
-                (key, cert.pem())
-            }
+        let stored = match std::fs::read_to_string(&key_file) {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(CaError::Io(key_file, e)),
         };
-        let ca_der = pem_der(&ca_pem).ok_or_else(|| {
+        let pem = std::fs::read_to_string(&cert_file).map_err(|e| CaError::Io(cert_file, e))?;
+        let sealed_key = match stored.starts_with("-----BEGIN") {
+            true => keyring.seal_text(SEALED_OWNER, &stored)?,
+            false => stored.trim().to_string(),
+        };
+        Ok(Some(CaDocs { sealed_key, pem }))
+    }
+
+    /// The CA of `docs`, opened with `keyring`. `ttl` is the lifetime of
+    /// node certificates.
+    pub fn open(docs: &CaDocs, ttl: Duration, keyring: &Keyring) -> Result<Authority, CaError> {
+        let key_pem = keyring.open_text(SEALED_OWNER, docs.sealed_key.trim())?;
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| CaError::Crypto("ca.key", e))?;
+        let ca_der = pem_der(&docs.pem).ok_or_else(|| {
             CaError::Io(
-                cert_file.clone(),
+                PathBuf::from("ca.pem"),
                 std::io::Error::other("not a PEM certificate"),
             )
         })?;
         let issuer =
-            Issuer::from_ca_cert_pem(&ca_pem, key).map_err(|e| CaError::Crypto("ca.pem", e))?;
-        let tokens_file = data_dir.join("join-tokens.json");
-        let tokens = match std::fs::read(&tokens_file) {
-            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "join-tokens.json is unreadable; starting without tokens");
-                Vec::new()
-            }),
-            Err(_) => Vec::new(),
-        };
+            Issuer::from_ca_cert_pem(&docs.pem, key).map_err(|e| CaError::Crypto("ca.pem", e))?;
         Ok(Authority {
             issuer,
-            ca_pem,
+            ca_pem: docs.pem.clone(),
             ca_der,
             ttl,
-            tokens_file,
-            tokens: Mutex::new(tokens),
         })
     }
 
@@ -205,61 +267,19 @@ impl Authority {
         &self.ca_pem
     }
 
-    /// A token that lets `role`s of `network` get their first certificate
-    /// until it expires; it names the API's CA by `api_ca_sha256`. The
-    /// caller has checked that the network exists.
-    pub fn create_join_token(
-        &self,
-        network: &str,
-        role: Role,
-        ttl: Duration,
-        api_ca_sha256: [u8; 32],
-    ) -> Result<JoinToken, CaError> {
-        let mut raw = [0u8; 20];
-        getrandom::fill(&mut raw).map_err(|e| {
-            CaError::Io(
-                self.tokens_file.clone(),
-                std::io::Error::other(e.to_string()),
-            )
-        })?;
-        let token = format!("trellis-join-{}", HEXLOWER.encode(&raw));
-        let expires_at = now() + ttl.as_secs();
-        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next: Vec<StoredToken> = tokens
-            .iter()
-            .filter(|t| t.expires_at > now())
-            .cloned()
-            .collect();
-        next.push(StoredToken {
-            sha256: sha256_hex(&token),
-            network: network.to_string(),
-            role,
-            expires_at,
-        });
-        let body = serde_json::to_vec_pretty(&next).unwrap_or_default();
-        write_private(&self.tokens_file, &body)
-            .map_err(|e| CaError::Io(self.tokens_file.clone(), e))?;
-        *tokens = next;
-        Ok(JoinToken {
-            token: JoinSecret::new(token, api_ca_sha256).to_string(),
-            network: network.to_string(),
-            role,
-            expires_at,
-        })
-    }
-
-    /// Checks the request's proof and signs its key into a certificate for
-    /// the network the proof names. `network_exists` rules out networks
-    /// deleted since.
+    /// Checks the request's proof (a join token of `tokens`, or a current
+    /// certificate) and signs its key into a certificate for the network
+    /// the proof names. `network_exists` rules out networks deleted since.
     pub fn issue(
         &self,
         req: &CertificateRequest,
+        tokens: &JoinTokens,
         network_exists: impl Fn(&str) -> bool,
     ) -> Result<IssuedCertificate, CaError> {
         let csr = CertificateSigningRequestParams::from_pem(&req.csr)
             .map_err(|e| CaError::BadCsr(e.to_string()))?;
         let (network, role) = match (&req.join_token, &req.certificate) {
-            (Some(token), _) => self.redeem(token)?,
+            (Some(token), _) => tokens.redeem(token)?,
             (None, Some(current)) => self.renewal(current, csr.public_key.der_bytes())?,
             (None, None) => return Err(CaError::NoProof),
         };
@@ -299,20 +319,6 @@ impl Authority {
             not_before,
             not_after,
         })
-    }
-
-    fn redeem(&self, token: &str) -> Result<(String, Role), CaError> {
-        // Nodes send the secret; the CA hash after it, if sent, is theirs.
-        let secret = token.trim().split('.').next().unwrap_or_default();
-        let want = sha256_hex(secret);
-        let tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        // Hashes are compared, not tokens: timing says nothing of a token.
-        tokens
-            .iter()
-            .find(|t| t.sha256 == want)
-            .filter(|t| t.expires_at > now())
-            .map(|t| (t.network.clone(), t.role))
-            .ok_or(CaError::BadToken)
     }
 
     /// The network and role of `current`, a certificate this CA signed,
@@ -433,6 +439,30 @@ mod tests {
         Keyring::open_or_create(&dir.join("secrets.key")).unwrap()
     }
 
+    /// A new CA, its key sealed with `dir`'s secrets key.
+    fn authority(dir: &Path, ttl: Duration) -> Authority {
+        let docs = Authority::generate(&keyring(dir)).unwrap();
+        Authority::open(&docs, ttl, &keyring(dir)).unwrap()
+    }
+
+    fn issue_with(
+        ca: &Authority,
+        tokens: &JoinTokens,
+        csr: String,
+        join_token: Option<String>,
+        certificate: Option<String>,
+    ) -> Result<IssuedCertificate, CaError> {
+        ca.issue(
+            &CertificateRequest {
+                csr,
+                join_token,
+                certificate,
+            },
+            tokens,
+            |_| true,
+        )
+    }
+
     fn csr(key: &KeyPair) -> String {
         CertificateParams::default()
             .serialize_request(key)
@@ -444,22 +474,12 @@ mod tests {
     #[test]
     fn join_then_renew_then_refuse_strangers() {
         let dir = tempfile::tempdir().unwrap();
-        let ca =
-            Authority::open(dir.path(), Duration::from_secs(3600), &keyring(dir.path())).unwrap();
-        let token = ca
-            .create_join_token("west", Role::Node, Duration::from_secs(60), [0; 32])
+        let ca = authority(dir.path(), Duration::from_secs(3600));
+        let (token, tokens) = JoinTokens::default()
+            .with_new("west", Role::Node, Duration::from_secs(60), [0; 32])
             .unwrap();
         let key = KeyPair::generate().unwrap();
-        let first = ca
-            .issue(
-                &CertificateRequest {
-                    csr: csr(&key),
-                    join_token: Some(token.token.clone()),
-                    certificate: None,
-                },
-                |_| true,
-            )
-            .unwrap();
+        let first = issue_with(&ca, &tokens, csr(&key), Some(token.token.clone()), None).unwrap();
         assert_eq!(first.network, "west");
         assert_eq!(
             pki::network_of(&pem_der(&first.certificate).unwrap()).as_deref(),
@@ -468,121 +488,91 @@ mod tests {
         assert!(first.not_after - first.not_before >= 3600);
 
         // Renewal: the same key, the current certificate as proof.
-        let renewed = ca
-            .issue(
-                &CertificateRequest {
-                    csr: csr(&key),
-                    join_token: None,
-                    certificate: Some(first.certificate.clone()),
-                },
-                |_| true,
-            )
-            .unwrap();
+        let none = JoinTokens::default();
+        let renewed =
+            issue_with(&ca, &none, csr(&key), None, Some(first.certificate.clone())).unwrap();
         assert_eq!(renewed.network, "west");
 
         // Another key cannot renew someone else's certificate.
         let other = KeyPair::generate().unwrap();
-        let stolen = ca.issue(
-            &CertificateRequest {
-                csr: csr(&other),
-                join_token: None,
-                certificate: Some(first.certificate.clone()),
-            },
-            |_| true,
+        let stolen = issue_with(
+            &ca,
+            &none,
+            csr(&other),
+            None,
+            Some(first.certificate.clone()),
         );
         assert!(matches!(stolen, Err(CaError::KeyMismatch)), "{stolen:?}");
 
         // A certificate from another CA renews nothing.
         let dir2 = tempfile::tempdir().unwrap();
-        let foreign = Authority::open(
-            dir2.path(),
-            Duration::from_secs(3600),
-            &keyring(dir2.path()),
-        )
-        .unwrap();
-        let t2 = foreign
-            .create_join_token("west", Role::Node, Duration::from_secs(60), [0; 32])
-            .unwrap();
-        let theirs = foreign
-            .issue(
-                &CertificateRequest {
-                    csr: csr(&key),
-                    join_token: Some(t2.token),
-                    certificate: None,
-                },
-                |_| true,
-            )
-            .unwrap();
-        let r = ca.issue(
-            &CertificateRequest {
-                csr: csr(&key),
-                join_token: None,
-                certificate: Some(theirs.certificate),
-            },
-            |_| true,
-        );
+        let foreign = authority(dir2.path(), Duration::from_secs(3600));
+        let theirs = issue_with(&foreign, &tokens, csr(&key), Some(token.token), None).unwrap();
+        let r = issue_with(&ca, &none, csr(&key), None, Some(theirs.certificate));
         assert!(matches!(r, Err(CaError::BadCertificate(_))), "{r:?}");
 
         // Unknown tokens, and none at all.
-        let r = ca.issue(
-            &CertificateRequest {
-                csr: csr(&key),
-                join_token: Some("trellis-join-nope".into()),
-                certificate: None,
-            },
-            |_| true,
+        let r = issue_with(
+            &ca,
+            &tokens,
+            csr(&key),
+            Some("trellis-join-nope".into()),
+            None,
         );
         assert!(matches!(r, Err(CaError::BadToken)));
-        let r = ca.issue(
-            &CertificateRequest {
-                csr: csr(&key),
-                ..Default::default()
-            },
-            |_| true,
-        );
+        let r = issue_with(&ca, &tokens, csr(&key), None, None);
         assert!(matches!(r, Err(CaError::NoProof)));
     }
 
     #[test]
-    fn the_ca_and_its_tokens_survive_a_restart() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
-        let token = a
-            .create_join_token("east", Role::Node, Duration::from_secs(60), [0; 32])
+    fn tokens_are_kept_as_hashes_and_expire() {
+        let (token, tokens) = JoinTokens::default()
+            .with_new("east", Role::Node, Duration::from_secs(60), [0; 32])
             .unwrap();
-        let pem = a.ca_pem().to_string();
-        drop(a);
-        let b = Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
-        assert_eq!(b.ca_pem(), pem);
-        assert_eq!(b.redeem(&token.token).unwrap(), ("east".into(), Role::Node));
-        let stored = std::fs::read_to_string(dir.path().join("join-tokens.json")).unwrap();
+        let stored = String::from_utf8(tokens.to_bytes()).unwrap();
         let secret = token.token.split('.').next().unwrap();
         assert!(!stored.contains(secret), "only the hash is stored");
-    }
+        let again = JoinTokens::parse(Some(stored.as_bytes()));
+        assert_eq!(
+            again.redeem(&token.token).unwrap(),
+            ("east".into(), Role::Node)
+        );
 
-    #[test]
-    fn an_expired_token_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
-        let token = a
-            .create_join_token("east", Role::Node, Duration::ZERO, [0; 32])
+        let (expired, tokens) = again
+            .with_new("east", Role::Node, Duration::ZERO, [0; 32])
             .unwrap();
-        assert!(matches!(a.redeem(&token.token), Err(CaError::BadToken)));
+        assert!(matches!(
+            tokens.redeem(&expired.token),
+            Err(CaError::BadToken)
+        ));
+        // The next token made drops the expired one from the table.
+        let (_, tokens) = tokens
+            .with_new("east", Role::Dns, Duration::from_secs(60), [0; 32])
+            .unwrap();
+        assert_eq!(tokens.0.len(), 2);
+        assert!(JoinTokens::parse(Some(b"not json")).0.is_empty());
     }
 
     #[test]
-    fn the_ca_key_is_sealed_and_a_clear_one_is_sealed_at_start() {
+    fn the_ca_key_is_sealed_and_a_legacy_one_is_read_sealed() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
-        let pem = a.ca_pem().to_string();
-        let stored = std::fs::read_to_string(dir.path().join("ca.key")).unwrap();
-        assert!(!stored.contains("PRIVATE KEY"), "{stored}");
-        drop(a);
+        let docs = Authority::generate(&keyring(dir.path())).unwrap();
+        assert!(
+            !docs.sealed_key.contains("PRIVATE KEY"),
+            "{}",
+            docs.sealed_key
+        );
         // Without the secrets key it opens to nothing.
         let other = Keyring::open_or_create(&dir.path().join("other.key")).unwrap();
-        assert!(Authority::open(dir.path(), Duration::from_secs(60), &other).is_err());
+        assert!(Authority::open(&docs, Duration::from_secs(60), &other).is_err());
 
-        // A key an older version wrote in the clear: sealed, same CA.
+        // No files: no legacy CA.
+        assert!(
+            Authority::legacy(dir.path(), &keyring(dir.path()))
+                .unwrap()
+                .is_none()
+        );
+        // A key an older version wrote in the clear: read sealed, same CA.
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::default();
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
@@ -590,18 +580,19 @@ mod tests {
         let old = tempfile::tempdir().unwrap();
         std::fs::write(old.path().join("ca.key"), key.serialize_pem()).unwrap();
         std::fs::write(old.path().join("ca.pem"), cert.pem()).unwrap();
-        let b = Authority::open(old.path(), Duration::from_secs(60), &keyring(old.path())).unwrap();
+        let legacy = Authority::legacy(old.path(), &keyring(old.path()))
+            .unwrap()
+            .unwrap();
+        assert!(!legacy.sealed_key.contains("PRIVATE KEY"));
+        let b = Authority::open(&legacy, Duration::from_secs(60), &keyring(old.path())).unwrap();
         assert_eq!(b.ca_pem(), cert.pem());
-        let stored = std::fs::read_to_string(old.path().join("ca.key")).unwrap();
-        assert!(!stored.contains("PRIVATE KEY"));
-        assert_ne!(pem, cert.pem());
+        assert_ne!(docs.pem, cert.pem());
     }
 
     #[test]
     fn target_certificates_are_signed_for_their_own_names_only() {
         let dir = tempfile::tempdir().unwrap();
-        let ca =
-            Authority::open(dir.path(), Duration::from_secs(60), &keyring(dir.path())).unwrap();
+        let ca = authority(dir.path(), Duration::from_secs(60));
         let request = |names: &[&str]| {
             let key = KeyPair::generate().unwrap();
             let params =

@@ -11,6 +11,7 @@
 pub mod api_tls;
 pub mod audit;
 pub mod ca;
+pub mod docs;
 mod error;
 pub mod keys;
 pub mod operators;
@@ -21,7 +22,7 @@ pub mod snapshot;
 pub mod state;
 pub mod store;
 pub mod tls;
-pub mod token;
+mod token;
 pub mod validate;
 mod views;
 pub mod vip;
@@ -64,7 +65,7 @@ fn ca_error(e: ca::CaError) -> Error {
         CaError::BadToken | CaError::BadCertificate(_) | CaError::KeyMismatch => {
             Error::Denied(e.to_string())
         }
-        CaError::Io(..) | CaError::Crypto(..) | CaError::Sealed(_) => {
+        CaError::Io(..) | CaError::Crypto(..) | CaError::Sealed(_) | CaError::Random(_) => {
             Error::Internal(e.to_string())
         }
     }
@@ -88,7 +89,7 @@ pub enum OpenError {
     #[error(transparent)]
     Audit(#[from] audit::AuditError),
     #[error(transparent)]
-    Operators(#[from] operators::OperatorError),
+    Docs(#[from] docs::DocsError),
 }
 
 /// Most access keys one identity may hold (two let it rotate; a few more let
@@ -97,7 +98,10 @@ pub const MAX_KEYS_PER_IDENTITY: usize = 5;
 
 /// How often a change is validated again after other control planes
 /// committed first, before the caller is told to try again.
-const CONFLICT_RETRIES: u32 = 5;
+const CONFLICT_RETRIES: u32 = 10;
+/// How long a change that lost a race waits for this process to follow
+/// the winner before loading the store whole.
+const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 const FOLLOW_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const FOLLOW_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -155,10 +159,11 @@ pub struct ControlPlane {
     keyring: Arc<Keyring>,
     /// Signs node certificates (cross-network mTLS).
     ca: ca::Authority,
-    /// Every mutating API call (the server writes it).
+    /// Every mutating API call this process served (the server writes it).
     pub audit: audit::AuditLog,
-    /// Named API tokens with roles.
-    pub operators: operators::Operators,
+    /// The named API tokens as last parsed, and the document they came
+    /// from: every call is authenticated against it.
+    api_tokens: Mutex<ParsedTokens>,
     /// Set when this process hands over: watches answer at once.
     draining: std::sync::atomic::AtomicBool,
     /// Where in the store the state was last read or followed to.
@@ -177,40 +182,92 @@ fn today() -> i64 {
     i64::try_from(now() / 86_400).unwrap_or(0)
 }
 
+/// The named API tokens, and the document they were parsed from.
+type ParsedTokens = (Option<Arc<[u8]>>, Arc<operators::ApiTokens>);
+
+/// What a store holds, ready to serve: its state and the node CA. The
+/// caller sets up the API's TLS with the CA, then makes the control plane
+/// ([`ControlPlane::new`]).
+pub struct Opened {
+    state: State,
+    position: u64,
+    pub ca: ca::Authority,
+    /// The admin API token every replica shares.
+    pub admin_token: String,
+}
+
 impl ControlPlane {
-    /// Loads the state from `store`, unsealing access keys with `keyring`.
-    pub async fn open(
+    /// Loads the state from `store`, unsealing access keys with `keyring`;
+    /// on the first start, puts the installation documents in it (those an
+    /// older version kept in `data_dir`, or new ones) and writes the local
+    /// copies clients read (`ca.pem`, `api-token`). `cert_ttl` is the
+    /// lifetime of node certificates.
+    pub async fn load(
+        store: &dyn Store,
+        keyring: &Keyring,
+        settings: &Settings,
+        data_dir: &std::path::Path,
+        cert_ttl: Duration,
+    ) -> Result<Opened, OpenError> {
+        let mut attempt = 0;
+        let (state, position) = loop {
+            let loaded = store.load().await?;
+            let position = loaded.position;
+            let (state, clear) = load_state(loaded, keyring, settings)?;
+            if !clear.is_empty() {
+                // Same revision, same VIPs: only the keys' form on disk changes.
+                let mut commit = store::Commit {
+                    revision: state.revision,
+                    put: clear,
+                    vips: serde_json::to_vec(state.vips.allocations()).unwrap_or_default(),
+                    ..store::Commit::default()
+                };
+                sealed::seal(keyring, &mut commit)?;
+                store.commit(state.revision, &commit).await?;
+                tracing::info!(
+                    services = commit.put.len(),
+                    "sealed HTTPS listener keys an older version stored in the clear"
+                );
+            }
+            let missing = docs::missing(&state, data_dir, keyring)?;
+            if missing.is_empty() {
+                break (state, position);
+            }
+            let (next, commit) = state.install_docs(missing);
+            match store.commit(state.revision, &commit).await {
+                Ok(()) => break (next, position),
+                // Another replica started at the same time and put its
+                // documents first: take those.
+                Err(store::StoreError::Conflict { .. }) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        docs::export(&state, data_dir, keyring)?;
+        Ok(Opened {
+            ca: ca::Authority::open(&docs::ca(&state)?, cert_ttl, keyring)
+                .map_err(docs::DocsError::from)?,
+            admin_token: docs::admin_token(&state, keyring)?,
+            state,
+            position,
+        })
+    }
+
+    pub fn new(
         config: Config,
         store: Arc<dyn Store>,
         keyring: Keyring,
-        ca: ca::Authority,
+        opened: Opened,
     ) -> Result<ControlPlane, OpenError> {
-        let loaded = store.load().await?;
-        let position = loaded.position;
-        let (state, clear) = load_state(loaded, &keyring, &config.settings)?;
-        if !clear.is_empty() {
-            // Same revision, same VIPs: only the keys' form on disk changes.
-            let mut commit = store::Commit {
-                revision: state.revision,
-                put: clear,
-                vips: serde_json::to_vec(state.vips.allocations()).unwrap_or_default(),
-                ..store::Commit::default()
-            };
-            sealed::seal(&keyring, &mut commit)?;
-            store.commit(state.revision, &commit).await?;
-            tracing::info!(
-                services = commit.put.len(),
-                "sealed HTTPS listener keys an older version stored in the clear"
-            );
-        }
-        let (revision, _) = watch::channel(state.revision);
+        let (revision, _) = watch::channel(opened.state.revision);
         Ok(ControlPlane {
             keyring: Arc::new(keyring),
             audit: audit::AuditLog::open(&config.data_dir)?,
-            operators: operators::Operators::open(&config.data_dir)?,
-            ca,
+            api_tokens: Mutex::new((None, Arc::default())),
+            ca: opened.ca,
             config,
-            state: RwLock::new(Arc::new(state)),
+            state: RwLock::new(Arc::new(opened.state)),
             writer: tokio::sync::Mutex::new(()),
             store,
             revision,
@@ -218,7 +275,7 @@ impl ControlPlane {
             reach: Mutex::default(),
             views_compiled: Default::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
-            position: position.into(),
+            position: opened.position.into(),
         })
     }
 
@@ -228,20 +285,30 @@ impl ControlPlane {
 
     /// A join token for `role`s of `network` (which must exist), valid for
     /// `ttl`.
-    pub fn create_join_token(
+    pub async fn create_join_token(
         &self,
         network: &str,
         role: trellis_api::pki::Role,
         ttl: Duration,
     ) -> Result<trellis_api::pki::JoinToken, Error> {
-        if self.get(Kind::Network, network).is_none() {
-            return Err(Error::NotFound(format!(
-                "Network \"{network}\" does not exist"
-            )));
-        }
-        self.ca
-            .create_join_token(network, role, ttl, self.config.api_ca_sha256)
-            .map_err(|e| Error::Internal(e.to_string()))
+        let (token, _) = self
+            .commit(|current| {
+                if current.get(Kind::Network, network).is_none() {
+                    return Err(Error::NotFound(format!(
+                        "Network \"{network}\" does not exist"
+                    )));
+                }
+                let tokens =
+                    ca::JoinTokens::parse(current.docs.get(docs::JOIN_TOKENS).map(|b| &b[..]));
+                let (token, next) = tokens
+                    .with_new(network, role, ttl, self.config.api_ca_sha256)
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                let change =
+                    current.put_docs(vec![(docs::JOIN_TOKENS.to_string(), next.to_bytes())]);
+                Ok((token, Some(change)))
+            })
+            .await?;
+        Ok(token)
     }
 
     /// A node certificate, for a CSR with a join token or a current
@@ -251,9 +318,71 @@ impl ControlPlane {
         req: &trellis_api::pki::CertificateRequest,
     ) -> Result<trellis_api::pki::IssuedCertificate, Error> {
         let state = self.current();
+        let tokens = ca::JoinTokens::parse(state.docs.get(docs::JOIN_TOKENS).map(|b| &b[..]));
         self.ca
-            .issue(req, |n| state.get(Kind::Network, n).is_some())
+            .issue(req, &tokens, |n| state.get(Kind::Network, n).is_some())
             .map_err(ca_error)
+    }
+
+    /// The named API tokens, parsed again only when their document changed.
+    pub fn api_tokens(&self) -> Arc<operators::ApiTokens> {
+        let doc = self.current().docs.get(docs::API_TOKENS).cloned();
+        let mut cached = self.api_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        let same = match (&cached.0, &doc) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            let parsed = operators::ApiTokens::parse(doc.as_deref()).unwrap_or_else(|e| {
+                tracing::error!(error = %e, "named API tokens unreadable: none authenticates");
+                operators::ApiTokens::default()
+            });
+            *cached = (doc, Arc::new(parsed));
+        }
+        cached.1.clone()
+    }
+
+    /// Makes a named API token; its text is in the answer only.
+    pub async fn create_api_token(
+        &self,
+        req: &trellis_api::client::NewApiToken,
+    ) -> Result<trellis_api::client::ApiToken, Error> {
+        self.change_api_tokens(|tokens| tokens.with_new(req, now()))
+            .await
+    }
+
+    pub async fn revoke_api_token(&self, name: &str) -> Result<(), Error> {
+        self.change_api_tokens(|tokens| Ok(((), tokens.without(name)?)))
+            .await
+    }
+
+    async fn change_api_tokens<T>(
+        &self,
+        change: impl Fn(
+            &operators::ApiTokens,
+        ) -> Result<(T, operators::ApiTokens), operators::OperatorError>,
+    ) -> Result<T, Error> {
+        use operators::OperatorError;
+        let (answer, _) = self
+            .commit(|current| {
+                let tokens =
+                    operators::ApiTokens::parse(current.docs.get(docs::API_TOKENS).map(|b| &b[..]))
+                        .map_err(|e| Error::Internal(e.to_string()))?;
+                let (answer, next) = change(&tokens).map_err(|e| match e {
+                    OperatorError::Invalid(m) => Error::BadRequest(m),
+                    OperatorError::Exists(_) => Error::Conflict(e.to_string()),
+                    OperatorError::NotFound(_) => Error::NotFound(e.to_string()),
+                    OperatorError::Corrupt(_) | OperatorError::Random(_) => {
+                        Error::Internal(e.to_string())
+                    }
+                })?;
+                let change =
+                    current.put_docs(vec![(docs::API_TOKENS.to_string(), next.to_bytes())]);
+                Ok((answer, Some(change)))
+            })
+            .await?;
+        Ok(answer)
     }
 
     /// A new serving certificate for the API (DER chain, PKCS#8 key).
@@ -300,11 +429,11 @@ impl ControlPlane {
         dry_run: bool,
         scope: Option<operators::EditScope>,
     ) -> Result<ApplyResponse, Error> {
-        let _writer = self.writer.lock().await;
         let count = documents.len();
         let (documents, scope) = (Arc::new(documents), Arc::new(scope));
         let mut attempt = 0;
         loop {
+            let writer = self.writer.lock().await;
             let current = self.current();
             let settings = self.config.settings.clone();
             let keyring = self.keyring.clone();
@@ -355,29 +484,51 @@ impl ControlPlane {
                         changes: applied.changes,
                     });
                 }
-                Err(e) => self.after_failed_commit(e, &mut attempt).await?,
+                Err(e) => {
+                    drop(writer);
+                    self.after_failed_commit(e, current.revision, &mut attempt)
+                        .await?
+                }
             }
         }
     }
 
-    /// After a commit the store refused: on a conflict (another control
-    /// plane committed first) catch up with the store, so the caller
-    /// validates again on the new state, a few times; anything else is the
-    /// caller's error.
+    /// After a commit on `base` the store refused: on a conflict (another
+    /// control plane committed first) wait until this process has followed
+    /// that commit, or load the store if following does not bring it soon,
+    /// so the caller validates again on the new state, a few times; any
+    /// other failure is the caller's error. The caller does not hold the
+    /// writer lock (the follower needs it).
     async fn after_failed_commit(
         &self,
         e: store::StoreError,
+        base: u64,
         attempt: &mut u32,
     ) -> Result<(), Error> {
         match e {
-            store::StoreError::Conflict { base } if *attempt < CONFLICT_RETRIES => {
+            store::StoreError::Conflict { .. } if *attempt < CONFLICT_RETRIES => {
                 *attempt += 1;
-                tracing::info!(
+                tracing::debug!(
                     base,
                     attempt,
                     "another control plane committed first; validating again on its state"
                 );
-                self.catch_up().await
+                let mut revisions = self.revision.subscribe();
+                let followed = tokio::time::timeout(FOLLOW_WAIT, revisions.wait_for(|r| *r > base))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+                if !followed {
+                    let _writer = self.writer.lock().await;
+                    self.catch_up().await?;
+                }
+                // A random pause, growing with the attempts, so that
+                // replicas racing in step fall out of step.
+                let mut r = [0u8; 2];
+                let _ = getrandom::fill(&mut r);
+                let most = 5 * u64::from(*attempt);
+                let pause = u64::from(u16::from_le_bytes(r)) % (most + 1);
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                Ok(())
             }
             store::StoreError::Conflict { base } => Err(Error::Conflict(format!(
                 "other control planes kept committing first (the store moved past revision {base} {CONFLICT_RETRIES} times); try again"
@@ -397,7 +548,6 @@ impl ControlPlane {
         name: &str,
         scope: Option<&operators::EditScope>,
     ) -> Result<u64, Error> {
-        let _writer = self.writer.lock().await;
         let ((), revision) = self
             .commit(|current| {
                 if let (Some(scope), Some(old)) = (scope, current.get(kind, name)) {
@@ -429,14 +579,14 @@ impl ControlPlane {
     /// Makes what `change` makes of the current state durable, then
     /// current: `change` gives its answer and the next state with its
     /// commit, or none when there is nothing to commit. Made again on the
-    /// new state when another control plane committed first. The caller
-    /// holds the writer lock.
+    /// new state when another control plane committed first.
     async fn commit<T>(
         &self,
         change: impl Fn(&Arc<State>) -> Result<(T, Option<(State, Commit)>), Error>,
     ) -> Result<(T, u64), Error> {
         let mut attempt = 0;
         loop {
+            let writer = self.writer.lock().await;
             let current = self.current();
             let (answer, next) = change(&current)?;
             let Some((next, commit)) = next else {
@@ -449,7 +599,11 @@ impl ControlPlane {
                     self.publish(next, reach);
                     return Ok((answer, revision));
                 }
-                Err(e) => self.after_failed_commit(e, &mut attempt).await?,
+                Err(e) => {
+                    drop(writer);
+                    self.after_failed_commit(e, current.revision, &mut attempt)
+                        .await?
+                }
             }
         }
     }
@@ -562,7 +716,6 @@ impl ControlPlane {
     /// Issues a key for `identity`. The answer is the only place its secret
     /// ever appears.
     pub async fn create_key(&self, identity: &str) -> Result<NewAccessKey, Error> {
-        let _writer = self.writer.lock().await;
         let (created, revision) = self
             .commit(|current| {
                 Self::identity_exists(current, identity)?;
@@ -628,7 +781,6 @@ impl ControlPlane {
         id: &str,
         status: KeyStatus,
     ) -> Result<AccessKeyInfo, Error> {
-        let _writer = self.writer.lock().await;
         let (info, revision) = self
             .commit(|current| {
                 let key = Self::key_of(current, identity, id)?;
@@ -650,7 +802,6 @@ impl ControlPlane {
     }
 
     pub async fn delete_key(&self, identity: &str, id: &str) -> Result<u64, Error> {
-        let _writer = self.writer.lock().await;
         let ((), revision) = self
             .commit(|current| {
                 Self::key_of(current, identity, id)?;
@@ -676,7 +827,6 @@ impl ControlPlane {
             if derived_for == Some(day) {
                 continue;
             }
-            let _writer = self.writer.lock().await;
             // Control planes sharing a store each move it once a day: a
             // few bumps where one would do, and none missed.
             let bumped = self
@@ -912,8 +1062,7 @@ mod tests {
     async fn a_change_compiles_only_the_views_it_reaches() {
         let dir = tempfile::tempdir().unwrap();
         let keyring = Keyring::open_or_create(&dir.path().join("secrets.key")).unwrap();
-        let ca = ca::Authority::open(dir.path(), Duration::from_secs(3600), &keyring).unwrap();
-        let store = store::RedbStore::open(dir.path()).unwrap();
+        let store = Arc::new(store::RedbStore::open(dir.path()).unwrap());
         let config = Config {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".parse().unwrap(),
@@ -928,9 +1077,16 @@ mod tests {
             max_body_bytes: 1 << 20,
             api_ca_sha256: [0; 32],
         };
-        let cp = ControlPlane::open(config, Arc::new(store), keyring, ca)
-            .await
-            .unwrap();
+        let opened = ControlPlane::load(
+            store.as_ref(),
+            &keyring,
+            &config.settings,
+            dir.path(),
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap();
+        let cp = ControlPlane::new(config, store, keyring, opened).unwrap();
         let nets = ["east", "west", "north"];
         let all: Vec<Value> = nets.iter().flat_map(|n| network(n, 90)).collect();
         cp.apply(all, false, None).await.unwrap();

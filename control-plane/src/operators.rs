@@ -1,22 +1,20 @@
 //! Named API tokens for operators, each with a role and scopes: who may do
 //! what besides the bootstrap admin token. Tokens are shown once; only
-//! their SHA-256 is kept, in `<data-dir>/api-tokens.json` (0600, written
-//! atomically), so a copy of the data dir authenticates no one. A revoked
-//! token is gone from the table the moment the call returns; an expired one
-//! is refused by the clock.
+//! their SHA-256 is kept, in the store's `api-tokens.json` document
+//! ([`ApiTokens`], shared by every replica), so a copy of the store
+//! authenticates no one. A revoked token is gone from the table the moment
+//! the call returns (on other replicas, when they follow that commit); an
+//! expired one is refused by the clock.
 //!
 //! Scopes say where a role applies: `servicenetwork/NAME` and
 //! `network/NAME` for editors, `identity/NAME` for key managers.
 
 use crate::state::State;
-use crate::token::write_private;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use trellis_api::client::{ApiToken, NewApiToken, TokenRole};
 use trellis_api::{Kind, Resource, Spec};
 
-const FILE: &str = "api-tokens.json";
 const PREFIX: &str = "trellis-token-";
 /// A token lives at most this long: a forgotten one dies on its own.
 pub const MAX_TTL_SECS: u64 = 366 * 86_400;
@@ -29,8 +27,10 @@ pub enum OperatorError {
     Exists(String),
     #[error("no token named {0:?}")]
     NotFound(String),
-    #[error("{0}: {1}")]
-    Io(PathBuf, std::io::Error),
+    #[error("api-tokens.json is unreadable: {0}")]
+    Corrupt(String),
+    #[error("no randomness: {0}")]
+    Random(String),
 }
 
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
@@ -40,10 +40,10 @@ struct Stored {
     info: ApiToken,
 }
 
-pub struct Operators {
-    file: PathBuf,
-    tokens: RwLock<Vec<Stored>>,
-}
+/// The named tokens, as `api-tokens.json` holds them: hashes only.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ApiTokens(Vec<Stored>);
 
 fn sha256_hex(s: &str) -> String {
     trellis_api::secret::sha256_hex(s.as_bytes())
@@ -57,30 +57,26 @@ fn parse_scope(s: &str) -> Option<(&str, &str)> {
     ok.then_some((kind, name))
 }
 
-impl Operators {
-    /// The tokens in `data_dir`; none if the file does not exist yet.
-    pub fn open(data_dir: &Path) -> Result<Operators, OperatorError> {
-        let file = data_dir.join(FILE);
-        let tokens = match std::fs::read(&file) {
-            Ok(b) => serde_json::from_slice(&b).map_err(|e| {
-                OperatorError::Io(file.clone(), std::io::Error::other(e.to_string()))
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(OperatorError::Io(file, e)),
-        };
-        Ok(Operators {
-            file,
-            tokens: RwLock::new(tokens),
-        })
+impl ApiTokens {
+    /// The table in `bytes`; empty when absent.
+    pub fn parse(bytes: Option<&[u8]>) -> Result<ApiTokens, OperatorError> {
+        match bytes {
+            Some(b) => serde_json::from_slice(b).map_err(|e| OperatorError::Corrupt(e.to_string())),
+            None => Ok(ApiTokens::default()),
+        }
     }
 
-    fn save(&self, tokens: &[Stored]) -> Result<(), OperatorError> {
-        let body = serde_json::to_vec_pretty(tokens).unwrap_or_default();
-        write_private(&self.file, &body).map_err(|e| OperatorError::Io(self.file.clone(), e))
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec_pretty(self).unwrap_or_default()
     }
 
-    /// A new token; its text is in the answer and nowhere else.
-    pub fn create(&self, req: &NewApiToken, now: u64) -> Result<ApiToken, OperatorError> {
+    /// A new token, and the table with it (and without expired ones). Its
+    /// text is in the answer and nowhere else.
+    pub fn with_new(
+        &self,
+        req: &NewApiToken,
+        now: u64,
+    ) -> Result<(ApiToken, ApiTokens), OperatorError> {
         let invalid = |m: String| Err(OperatorError::Invalid(m));
         if let Err(why) = crate::validate::dns_label(&req.name) {
             return invalid(format!("name {:?}: {why}", req.name));
@@ -122,9 +118,7 @@ impl Operators {
             ));
         }
         let mut raw = [0u8; 24];
-        getrandom::fill(&mut raw).map_err(|e| {
-            OperatorError::Io(self.file.clone(), std::io::Error::other(e.to_string()))
-        })?;
+        getrandom::fill(&mut raw).map_err(|e| OperatorError::Random(e.to_string()))?;
         let text = format!("{PREFIX}{}", data_encoding::HEXLOWER.encode(&raw));
         let mut info = ApiToken {
             name: req.name.clone(),
@@ -134,15 +128,16 @@ impl Operators {
             expires_at: now + req.ttl_seconds,
             token: None,
         };
-        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        if tokens
+        if self
+            .0
             .iter()
             .any(|t| t.info.name == req.name && t.info.expires_at > now)
         {
             return Err(OperatorError::Exists(req.name.clone()));
         }
         // Expired tokens leave the table when the next one is made.
-        let mut next: Vec<Stored> = tokens
+        let mut next: Vec<Stored> = self
+            .0
             .iter()
             .filter(|t| t.info.expires_at > now)
             .cloned()
@@ -151,30 +146,26 @@ impl Operators {
             sha256: sha256_hex(&text),
             info: info.clone(),
         });
-        self.save(&next)?;
-        *tokens = next;
         info.token = Some(text);
-        Ok(info)
+        Ok((info, ApiTokens(next)))
     }
 
     pub fn list(&self) -> Vec<ApiToken> {
-        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
-        tokens.iter().map(|t| t.info.clone()).collect()
+        self.0.iter().map(|t| t.info.clone()).collect()
     }
 
-    pub fn revoke(&self, name: &str) -> Result<(), OperatorError> {
-        let mut tokens = self.tokens.write().unwrap_or_else(|e| e.into_inner());
-        let next: Vec<Stored> = tokens
+    /// The table without the token `name`.
+    pub fn without(&self, name: &str) -> Result<ApiTokens, OperatorError> {
+        let next: Vec<Stored> = self
+            .0
             .iter()
             .filter(|t| t.info.name != name)
             .cloned()
             .collect();
-        if next.len() == tokens.len() {
+        if next.len() == self.0.len() {
             return Err(OperatorError::NotFound(name.to_string()));
         }
-        self.save(&next)?;
-        *tokens = next;
-        Ok(())
+        Ok(ApiTokens(next))
     }
 
     /// The valid token whose text is `given`. Hashes are compared, so the
@@ -184,8 +175,7 @@ impl Operators {
             return None;
         }
         let want = sha256_hex(given);
-        let tokens = self.tokens.read().unwrap_or_else(|e| e.into_inner());
-        tokens
+        self.0
             .iter()
             .find(|t| t.sha256 == want && t.info.expires_at > now)
             .map(|t| Arc::new(t.info.clone()))

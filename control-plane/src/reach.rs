@@ -40,6 +40,14 @@ impl Reach {
         if !commit.keys_put.is_empty() || !commit.keys_delete.is_empty() {
             return Reach::All;
         }
+        // Installation documents (tokens, the CA made at first start) are
+        // in no view: a commit of only those reaches no network.
+        if !commit.docs_put.is_empty() && commit.put.is_empty() && commit.delete.is_empty() {
+            return Reach::Objects {
+                networks: BTreeSet::new(),
+                changed: Changed::default(),
+            };
+        }
         let mut networks = BTreeSet::new();
         let mut changed = Changed::default();
         for key in commit.put.iter().map(|(k, _)| k).chain(&commit.delete) {

@@ -29,7 +29,7 @@
 //! | `POST /v1/ca/certificates`               | a server certificate for an HTTPS target (`{"csr": PEM, "ttlSeconds": N}`; admin) |
 //! | `GET /healthz`                           | liveness |
 
-use crate::operators::{EditScope, OperatorError};
+use crate::operators::EditScope;
 use crate::{ControlPlane, Encoded, Error, SnapshotView, audit};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
@@ -471,7 +471,7 @@ async fn handle(
             .to_str()
             .ok()
             .and_then(|v| v.strip_prefix("Bearer "))
-            .and_then(|v| cp.operators.authenticate(v, crate::now()))
+            .and_then(|v| cp.api_tokens().authenticate(v, crate::now()))
             .map_or(Caller::Anonymous, Caller::Operator),
         None => member.map_or(Caller::Anonymous, Caller::Member),
     };
@@ -677,7 +677,7 @@ async fn run(
             let body: JoinTokenRequest = read_json(cp, req).await?;
             let ttl = Duration::from_secs(body.ttl_seconds.unwrap_or(3600).clamp(1, 7 * 86_400));
             let role = body.role.unwrap_or_default();
-            let token = cp.create_join_token(&network, role, ttl)?;
+            let token = cp.create_join_token(&network, role, ttl).await?;
             summary.changes.push(format!(
                 "{} join token for network/{network} created",
                 role.as_str()
@@ -752,10 +752,7 @@ async fn run(
         }
         Route::CreateToken => {
             let body: NewApiToken = read_json(cp, req).await?;
-            let created = cp
-                .operators
-                .create(&body, crate::now())
-                .map_err(operator_error)?;
+            let created = cp.create_api_token(&body).await?;
             summary.changes.push(format!(
                 "token {} ({}) created",
                 created.name,
@@ -765,10 +762,10 @@ async fn run(
         }
         Route::ListTokens => Ok(json_response(
             StatusCode::OK,
-            &serde_json::json!({ "items": cp.operators.list() }),
+            &serde_json::json!({ "items": cp.api_tokens().list() }),
         )),
         Route::RevokeToken { name } => {
-            cp.operators.revoke(&name).map_err(operator_error)?;
+            cp.revoke_api_token(&name).await?;
             summary.changes.push(format!("token {name} revoked"));
             Ok(json_response(
                 StatusCode::OK,
@@ -820,15 +817,6 @@ fn edit_scope(caller: &Caller) -> Option<EditScope> {
     match caller {
         Caller::Operator(t) if t.role == TokenRole::Editor => Some(EditScope::of(t)),
         _ => None,
-    }
-}
-
-fn operator_error(e: OperatorError) -> HttpError {
-    match e {
-        OperatorError::Invalid(m) => HttpError::BadRequest(m),
-        OperatorError::Exists(_) => HttpError::Conflict(e.to_string()),
-        OperatorError::NotFound(_) => HttpError::NotFound(e.to_string()),
-        OperatorError::Io(..) => HttpError::Unavailable(e.to_string()),
     }
 }
 

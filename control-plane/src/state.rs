@@ -37,6 +37,9 @@ pub struct Settings {
 /// Access keys by id.
 pub type Keys = BTreeMap<String, Arc<AccessKey>>;
 
+/// Installation documents by name, as stored (`crate::docs`).
+pub type Docs = BTreeMap<String, Arc<[u8]>>;
+
 #[derive(Clone, Debug)]
 pub struct State {
     pub revision: u64,
@@ -47,6 +50,7 @@ pub struct State {
     /// Unsealed at start by the caller of [`State::load`] (it holds the
     /// master key); the store's sealed records are in `Loaded::keys`.
     pub keys: Keys,
+    pub docs: Docs,
 }
 
 /// The outcome of an apply that passed validation.
@@ -103,6 +107,7 @@ impl State {
                 Allocations::default(),
             ),
             keys: Keys::new(),
+            docs: Docs::new(),
         }
     }
 
@@ -133,6 +138,11 @@ impl State {
                 allocations,
             ),
             keys: Keys::new(),
+            docs: loaded
+                .docs
+                .into_iter()
+                .map(|(name, bytes)| (name, Arc::from(bytes)))
+                .collect(),
         })
     }
 
@@ -181,6 +191,9 @@ impl State {
         }
         for key in keys {
             next.keys.insert(key.id.clone(), key);
+        }
+        for (name, bytes) in commit.docs_put {
+            next.docs.insert(name, Arc::from(bytes));
         }
         Ok(next)
     }
@@ -436,6 +449,29 @@ impl State {
 
     /// A new revision with nothing else changed: snapshots are compiled
     /// again (the daily rotation of derived signing keys).
+    /// The next revision with `docs` put.
+    pub fn put_docs(&self, docs: Vec<crate::store::Entry>) -> (State, Commit) {
+        let (mut next, mut commit) = self.install_docs(docs);
+        next.revision += 1;
+        commit.revision = next.revision;
+        (next, commit)
+    }
+
+    /// This revision with `docs` put: the documents a store gets at its
+    /// first start, which no operator made and no replica needs to follow
+    /// (one that started without them commits its own and loses the race).
+    pub fn install_docs(&self, docs: Vec<crate::store::Entry>) -> (State, Commit) {
+        let mut next = self.clone();
+        for (name, bytes) in &docs {
+            next.docs.insert(name.clone(), Arc::from(bytes.as_slice()));
+        }
+        let commit = Commit {
+            docs_put: docs,
+            ..next.commit_base()
+        };
+        (next, commit)
+    }
+
     pub fn bump(&self) -> (State, Commit) {
         let mut next = self.clone();
         next.revision += 1;

@@ -8,17 +8,19 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use trellis_api::handover::{self, Ask, Offer};
 use trellis_control_plane::api_tls::{self, Serving};
-use trellis_control_plane::ca::Authority;
 use trellis_control_plane::keys::Keyring;
 use trellis_control_plane::state::Settings;
 use trellis_control_plane::store::{EtcdOptions, EtcdStore, RedbStore, Store};
-use trellis_control_plane::{Config, ControlPlane, server, token};
+use trellis_control_plane::{Config, ControlPlane, server};
 
 /// How long a control plane taking over waits for the old one's store lock.
 const STORE_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory of the embedded store and the API token (created if
     /// missing). The CLI on this host finds the token here by default.
     #[arg(long, default_value = super::DEFAULT_DATA_DIR)]
@@ -78,6 +80,77 @@ pub struct Args {
     max_watchers: Option<usize>,
     #[command(flatten)]
     etcd: EtcdArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Copy the embedded store of --data-dir into etcd (--to etcd), or an
+    /// etcd prefix into a new embedded store (--to data-dir), with the same
+    /// revision, VIPs, keys, CA and tokens. No control plane may run
+    /// against either meanwhile.
+    Migrate(MigrateArgs),
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    #[arg(long, value_enum)]
+    to: MigrateTo,
+    /// The embedded store's data dir (the source, or the new store).
+    #[arg(long, default_value = super::DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    etcd: EtcdArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MigrateTo {
+    Etcd,
+    DataDir,
+}
+
+/// Copies one store into the other (`trellis control-plane migrate`).
+async fn migrate(args: MigrateArgs) -> Result<()> {
+    let options = args
+        .etcd
+        .options(256 << 20)?
+        .context("--etcd-endpoints is needed: the store to copy into or from")?;
+    let endpoints = options.endpoints.join(",");
+    let etcd = EtcdStore::connect(options)
+        .await
+        .with_context(|| format!("connecting to etcd at {endpoints}"))?;
+    match args.to {
+        MigrateTo::Etcd => {
+            let redb = RedbStore::open(&args.data_dir)
+                .with_context(|| format!("opening the store in {}", args.data_dir.display()))?;
+            let everything = redb.load().await?;
+            let (revision, objects) = (everything.revision, everything.objects.len());
+            etcd.import(everything).await?;
+            println!(
+                "copied revision {revision} ({objects} objects) from {} to etcd {endpoints} {}",
+                args.data_dir.display(),
+                args.etcd.etcd_prefix
+            );
+        }
+        MigrateTo::DataDir => {
+            std::fs::create_dir_all(&args.data_dir)?;
+            if args.data_dir.join("state.redb").exists() {
+                anyhow::bail!(
+                    "{} already holds a store: copy into a new data dir",
+                    args.data_dir.display()
+                );
+            }
+            let everything = etcd.load().await?;
+            let (revision, objects) = (everything.revision, everything.objects.len());
+            let redb = RedbStore::open(&args.data_dir)?;
+            redb.commit(0, &everything.into()).await?;
+            println!(
+                "copied revision {revision} ({objects} objects) from etcd {endpoints} {} to {}",
+                args.etcd.etcd_prefix,
+                args.data_dir.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The shared store: with --etcd-endpoints, state lives in etcd and any
@@ -149,16 +222,13 @@ impl EtcdArgs {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    if let Some(Command::Migrate(m)) = args.command {
+        return migrate(m).await;
+    }
     trellis_control_plane::validate::domain_name(&args.dns_zone)
         .map_err(|why| anyhow::anyhow!("--dns-zone {:?}: {why}", args.dns_zone))?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
-    let token = token::load_or_create(&args.data_dir).with_context(|| {
-        format!(
-            "reading or creating {}",
-            token::path(&args.data_dir).display()
-        )
-    })?;
     let open_files =
         trellis_api::limits::raise_open_files().context("raising the open-file limit")?;
     let mut budgets = server::Budgets::fitting(open_files, args.max_connections);
@@ -201,13 +271,13 @@ pub async fn run(args: Args) -> Result<()> {
     let offer = Offer::bind(&handover_path)?;
     let mut announced = false;
     loop {
-        let (cp, tls, mut background) = open(&args, takeover.is_some()).await?;
+        let (cp, tls, token, mut background) = open(&args, takeover.is_some()).await?;
         let stop = CancellationToken::new();
         let serving = tokio::spawn(server::serve(
             cp.clone(),
             listener.clone(),
             tls,
-            token.clone(),
+            token,
             budgets,
             stop.clone().cancelled_owned(),
         ));
@@ -263,17 +333,20 @@ pub async fn run(args: Args) -> Result<()> {
     }
 }
 
-/// Opens the store, the keys and the CA, and starts what runs beside the
-/// API (key rotation, the API certificate's renewal). After a takeover the
-/// old process may take a moment to let go of the store's lock.
-async fn open(
-    args: &Args,
-    took_over: bool,
-) -> Result<(
+/// What [`open`] starts: the control plane, the API's TLS, the admin
+/// token, and what runs beside the API.
+type Opened = (
     Arc<ControlPlane>,
     Arc<rustls::ServerConfig>,
+    String,
     tokio::task::JoinSet<()>,
-)> {
+);
+
+/// Opens the store, the keys and the CA, and starts what runs beside the
+/// API (key rotation, the API certificate's renewal, following other
+/// replicas). After a takeover the old process may take a moment to let go
+/// of the store's lock.
+async fn open(args: &Args, took_over: bool) -> Result<Opened> {
     let store: Arc<dyn Store> = match args.etcd.options(args.max_state_bytes)? {
         Some(options) => {
             let endpoints = options.endpoints.join(",");
@@ -302,7 +375,21 @@ async fn open(
         .clone()
         .unwrap_or_else(|| args.data_dir.join("secrets.key"));
     let keyring = Keyring::open_or_create(&key_file)?;
-    let ca = Authority::open(&args.data_dir, args.node_cert_ttl, &keyring)?;
+    let settings = Settings {
+        zone: args.dns_zone.trim_end_matches('.').to_ascii_lowercase(),
+        vip_pool_v4: args.vip_pool_v4,
+        vip_pool_v6: args.vip_pool_v6,
+        vip_hold_secs: args.vip_hold_seconds,
+        max_state_bytes: args.max_state_bytes,
+    };
+    let opened = ControlPlane::load(
+        store.as_ref(),
+        &keyring,
+        &settings,
+        &args.data_dir,
+        args.node_cert_ttl,
+    )
+    .await?;
     let names = serving_names(args);
     let serving = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => Serving::Files { cert, key },
@@ -313,22 +400,17 @@ async fn open(
         config: tls,
         anchor: api_ca_sha256,
         served,
-    } = api_tls::server_config(&ca, serving)?;
+    } = api_tls::server_config(&opened.ca, serving)?;
+    let token = opened.admin_token.clone();
     let config = Config {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
-        settings: Settings {
-            zone: args.dns_zone.trim_end_matches('.').to_ascii_lowercase(),
-            vip_pool_v4: args.vip_pool_v4,
-            vip_pool_v6: args.vip_pool_v6,
-            vip_hold_secs: args.vip_hold_seconds,
-            max_state_bytes: args.max_state_bytes,
-        },
+        settings,
         region: args.sigv4_region.clone(),
         max_body_bytes: args.max_body_bytes,
         api_ca_sha256,
     };
-    let cp = Arc::new(ControlPlane::open(config, store, keyring, ca).await?);
+    let cp = Arc::new(ControlPlane::new(config, store, keyring, opened)?);
     let mut background = tokio::task::JoinSet::new();
     background.spawn(cp.clone().rotate_daily());
     background.spawn(cp.clone().follow_store());
@@ -351,7 +433,7 @@ async fn open(
             }
         });
     }
-    Ok((cp, tls, background))
+    Ok((cp, tls, token, background))
 }
 
 /// What the self-issued API certificate names: loopback always, the listen

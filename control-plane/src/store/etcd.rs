@@ -7,6 +7,7 @@
 //! <prefix>meta/vips         the VIP allocator's state (JSON)
 //! <prefix>objects/Kind/name an object (JSON, HTTPS keys sealed)
 //! <prefix>keys/<id>         an access key's sealed record
+//! <prefix>docs/<name>       an installation document (the node CA, tokens)
 //! ```
 //!
 //! A commit is one etcd transaction guarded by `meta/revision` (compare and
@@ -30,6 +31,7 @@ const REVISION: &str = "meta/revision";
 const VIPS: &str = "meta/vips";
 const OBJECTS: &str = "objects/";
 const KEYS: &str = "keys/";
+const DOCS: &str = "docs/";
 /// Keys read per range request at load.
 const PAGE: i64 = 1000;
 /// Commits a follower may hold before the control plane takes them.
@@ -207,14 +209,21 @@ impl EtcdStore {
             current: AtomicUsize::new(0),
             deadline: options.timeout,
         });
-        // One read proves a member answers and the credentials hold.
+        // The revision exists from the start (0 in a new store), so that
+        // every commit's guard compares it; this also proves a member
+        // answers and the credentials hold.
+        let revision = format!("{}{REVISION}", options.prefix);
         members
             .call(|at| {
-                let (mut kv, prefix) = (members.kv[at].clone(), options.prefix.clone());
-                async move {
-                    kv.get(prefix, Some(GetOptions::new().with_count_only()))
-                        .await
-                }
+                let mut kv = members.kv[at].clone();
+                let new = Txn::new()
+                    .when([Compare::create_revision(
+                        revision.as_str(),
+                        CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then([TxnOp::put(revision.as_str(), "0", None)]);
+                async move { kv.txn(new).await }
             })
             .await
             .map_err(etcd)?;
@@ -261,6 +270,9 @@ impl EtcdStore {
                         loaded.objects.push((name.to_string(), kv.value().to_vec()))
                     }
                     Some(Entry::Key(id)) => loaded.keys.push((id.to_string(), kv.value().to_vec())),
+                    Some(Entry::Doc(name)) => {
+                        loaded.docs.push((name.to_string(), kv.value().to_vec()))
+                    }
                     None => {
                         return Err(StoreError::Corrupt(format!(
                             "{key}: not a Trellis key (is another program writing under {prefix}?)"
@@ -281,7 +293,12 @@ impl EtcdStore {
     }
 
     async fn commit_now(&self, base: u64, c: &Commit) -> Result<(), StoreError> {
-        let ops = 2 + c.put.len() + c.delete.len() + c.keys_put.len() + c.keys_delete.len();
+        let ops = 2
+            + c.put.len()
+            + c.delete.len()
+            + c.keys_put.len()
+            + c.keys_delete.len()
+            + c.docs_put.len();
         if ops > self.options.max_txn_ops {
             return Err(StoreError::TooLarge(format!(
                 "this change is {ops} etcd operations and etcd takes at most {} in one \
@@ -294,6 +311,7 @@ impl EtcdStore {
             .put
             .iter()
             .chain(&c.keys_put)
+            .chain(&c.docs_put)
             .map(|(k, v)| k.len() + v.len())
             .sum::<usize>()
             + c.vips.len();
@@ -306,11 +324,7 @@ impl EtcdStore {
             )));
         }
         let revision_key = self.key(REVISION);
-        let guard = match base {
-            // Never written: the key does not exist yet.
-            0 => Compare::create_revision(revision_key.as_str(), CompareOp::Equal, 0),
-            b => Compare::value(revision_key.as_str(), CompareOp::Equal, b.to_string()),
-        };
+        let guard = Compare::value(revision_key.as_str(), CompareOp::Equal, base.to_string());
         let mut then = Vec::with_capacity(ops);
         then.push(TxnOp::put(
             revision_key.as_str(),
@@ -338,6 +352,13 @@ impl EtcdStore {
         for id in &c.keys_delete {
             then.push(TxnOp::delete(self.key(&format!("{KEYS}{id}")), None));
         }
+        for (name, value) in &c.docs_put {
+            then.push(TxnOp::put(
+                self.key(&format!("{DOCS}{name}")),
+                value.clone(),
+                None,
+            ));
+        }
         let txn = Txn::new().when([guard]).and_then(then);
         let done = self
             .members
@@ -354,12 +375,89 @@ impl EtcdStore {
     }
 }
 
+impl EtcdStore {
+    /// Copies `everything` (another store's content) into this prefix,
+    /// which must be empty: the objects, keys and documents in
+    /// transactions of at most `--etcd-max-txn-ops`, each guarded by the
+    /// revision still being 0, then the VIPs and the revision in a last one.
+    /// Until that last one lands, a control plane sees an empty store.
+    /// Control planes must not run against the prefix meanwhile.
+    pub async fn import(&self, everything: Loaded) -> Result<(), StoreError> {
+        let current = self.load_now().await?;
+        if current.revision != 0 || !current.objects.is_empty() || !current.docs.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "{} already holds a store (revision {}); import only into an empty prefix",
+                self.options.prefix, current.revision
+            )));
+        }
+        let revision_key = self.key(REVISION);
+        let guard = || Compare::value(revision_key.as_str(), CompareOp::Equal, "0");
+        let mut ops: Vec<TxnOp> = Vec::new();
+        let entries = everything
+            .objects
+            .iter()
+            .map(|(n, v)| (format!("{OBJECTS}{n}"), v))
+            .chain(
+                everything
+                    .keys
+                    .iter()
+                    .map(|(n, v)| (format!("{KEYS}{n}"), v)),
+            )
+            .chain(
+                everything
+                    .docs
+                    .iter()
+                    .map(|(n, v)| (format!("{DOCS}{n}"), v)),
+            );
+        let (mut batch_bytes, most) = (0, self.options.max_txn_ops.max(1));
+        let mut written = 0;
+        for (key, value) in entries {
+            let size = key.len() + value.len();
+            if !ops.is_empty()
+                && (ops.len() == most || batch_bytes + size > self.options.max_request_bytes)
+            {
+                written += ops.len();
+                self.import_batch(guard(), std::mem::take(&mut ops)).await?;
+                tracing::info!(written, "imported");
+                batch_bytes = 0;
+            }
+            batch_bytes += size;
+            ops.push(TxnOp::put(self.key(&key), value.clone(), None));
+        }
+        if !ops.is_empty() {
+            self.import_batch(guard(), ops).await?;
+        }
+        let last = vec![
+            TxnOp::put(self.key(VIPS), everything.vips.unwrap_or_default(), None),
+            TxnOp::put(revision_key.as_str(), everything.revision.to_string(), None),
+        ];
+        self.import_batch(guard(), last).await
+    }
+
+    async fn import_batch(&self, guard: Compare, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+        let txn = Txn::new().when([guard]).and_then(ops);
+        let done = self
+            .members
+            .call(|at| {
+                let (mut kv, txn) = (self.members.kv[at].clone(), txn.clone());
+                async move { kv.txn(txn).await }
+            })
+            .await
+            .map_err(etcd)?;
+        if !done.succeeded() {
+            return Err(StoreError::Conflict { base: 0 });
+        }
+        Ok(())
+    }
+}
+
 /// What a key under the prefix is.
 enum Entry<'a> {
     Revision,
     Vips,
     Object(&'a str),
     Key(&'a str),
+    Doc(&'a str),
 }
 
 impl Entry<'_> {
@@ -370,7 +468,8 @@ impl Entry<'_> {
             s => s
                 .strip_prefix(OBJECTS)
                 .map(Entry::Object)
-                .or_else(|| s.strip_prefix(KEYS).map(Entry::Key)),
+                .or_else(|| s.strip_prefix(KEYS).map(Entry::Key))
+                .or_else(|| s.strip_prefix(DOCS).map(Entry::Doc)),
         }
     }
 }
@@ -468,6 +567,9 @@ async fn follow(
                     commit.keys_put.push((id.to_string(), kv.value().to_vec()))
                 }
                 (Some(Entry::Key(id)), false) => commit.keys_delete.push(id.to_string()),
+                (Some(Entry::Doc(name)), true) => commit
+                    .docs_put
+                    .push((name.to_string(), kv.value().to_vec())),
                 _ => {
                     let _ = tx
                         .send(Err(StoreError::Corrupt(format!(

@@ -2,7 +2,9 @@
 //!
 //! The control plane keeps its state in memory and writes every change
 //! through [`Store::commit`] as one transaction: a revision, the objects put
-//! and deleted, the VIP allocations and the sealed access keys. A commit
+//! and deleted, the VIP allocations, the sealed access keys and the
+//! installation documents every replica shares (the node CA, the admin
+//! token, the join and API token tables, see `docs`). A commit
 //! names the revision it was validated against and lands only if the store
 //! is still there, so two writers never both commit on the same base.
 //!
@@ -59,6 +61,8 @@ pub struct Commit {
     /// Access key id to its sealed record.
     pub keys_put: Vec<Entry>,
     pub keys_delete: Vec<String>,
+    /// Installation documents (the node CA, token tables), each whole.
+    pub docs_put: Vec<Entry>,
 }
 
 /// Everything a store holds, read at start.
@@ -68,8 +72,24 @@ pub struct Loaded {
     pub objects: Vec<Entry>,
     pub vips: Option<Vec<u8>>,
     pub keys: Vec<Entry>,
+    pub docs: Vec<Entry>,
     /// Where in the store this was read: [`Store::follow`] goes on from it.
     pub position: u64,
+}
+
+impl From<Loaded> for Commit {
+    /// Everything a store holds as one commit: a copy into an empty store.
+    fn from(l: Loaded) -> Commit {
+        Commit {
+            revision: l.revision,
+            put: l.objects,
+            delete: Vec::new(),
+            vips: l.vips.unwrap_or_default(),
+            keys_put: l.keys,
+            keys_delete: Vec::new(),
+            docs_put: l.docs,
+        }
+    }
 }
 
 /// A commit another control plane made, and where the store is after it.

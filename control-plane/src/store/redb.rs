@@ -10,6 +10,8 @@ const OBJECTS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("
 const META: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
 /// Access keys, apart from the objects: `get` never lists them.
 const KEYS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("keys");
+/// Installation documents, by name.
+const DOCS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("docs");
 const REVISION: &str = "revision";
 const VIPS: &str = "vips";
 
@@ -31,6 +33,7 @@ impl RedbStore {
             txn.open_table(OBJECTS)?;
             txn.open_table(META)?;
             txn.open_table(KEYS)?;
+            txn.open_table(DOCS)?;
             txn.commit()?;
             Ok(())
         };
@@ -58,11 +61,17 @@ impl RedbStore {
                 let (k, v) = entry?;
                 keys.push((k.value().to_string(), v.value().to_vec()));
             }
+            let mut docs = Vec::new();
+            for entry in txn.open_table(DOCS)?.iter()? {
+                let (k, v) = entry?;
+                docs.push((k.value().to_string(), v.value().to_vec()));
+            }
             Ok(Loaded {
                 revision,
                 objects,
                 vips,
                 keys,
+                docs,
                 position: revision,
             })
         };
@@ -92,6 +101,10 @@ impl RedbStore {
                 }
                 for k in &c.keys_delete {
                     keys.remove(k.as_str())?;
+                }
+                let mut docs = txn.open_table(DOCS)?;
+                for (k, v) in &c.docs_put {
+                    docs.insert(k.as_str(), v.as_slice())?;
                 }
                 meta.insert(REVISION, c.revision.to_be_bytes().as_slice())?;
                 meta.insert(VIPS, c.vips.as_slice())?;
@@ -163,6 +176,7 @@ mod tests {
                     vips: b"{}".to_vec(),
                     keys_put: vec![("TKIA1".into(), b"sealed".to_vec())],
                     keys_delete: vec![],
+                    docs_put: vec![("ca.pem".into(), b"PEM".to_vec())],
                 },
             )
             .await
@@ -187,6 +201,7 @@ mod tests {
         assert_eq!(l.objects, vec![("Network/b".to_string(), b"{}".to_vec())]);
         assert_eq!(l.vips.as_deref(), Some(&b"{\"x\":1}"[..]));
         assert_eq!(l.keys, vec![("TKIA1".to_string(), b"sealed".to_vec())]);
+        assert_eq!(l.docs, vec![("ca.pem".to_string(), b"PEM".to_vec())]);
     }
 
     #[tokio::test]
