@@ -63,7 +63,11 @@ impl Reach {
                 }
                 Some(Kind::TargetGroup) => {
                     for state in [old, new] {
-                        target_group(state, name, &mut networks);
+                        if let Some(Spec::TargetGroup(tg)) =
+                            state.get(Kind::TargetGroup, name).map(|o| &o.resource.spec)
+                        {
+                            networks.insert(tg.network.clone());
+                        }
                     }
                     changed.target_groups.insert(name.to_string());
                 }
@@ -72,6 +76,19 @@ impl Reach {
         }
         if changed.is_empty() {
             return Reach::All;
+        }
+        // Every network that sees a service forwarding to a changed group:
+        // one pass over the services, however many groups changed.
+        if !changed.target_groups.is_empty() {
+            for state in [old, new] {
+                for obj in state.list(Kind::Service) {
+                    if let Spec::Service(s) = &obj.resource.spec {
+                        if forwards_to(s).any(|t| changed.target_groups.contains(t)) {
+                            service(state, obj.resource.name(), &mut networks);
+                        }
+                    }
+                }
+            }
         }
         Reach::Objects { networks, changed }
     }
@@ -96,23 +113,6 @@ fn service(state: &State, name: &str, out: &mut BTreeSet<String>) {
             state.get(Kind::TargetGroup, tg).map(|o| &o.resource.spec)
         {
             out.insert(tg.network.clone());
-        }
-    }
-}
-
-/// The network of target group `name` in `state` and every network that
-/// sees a service forwarding to it.
-fn target_group(state: &State, name: &str, out: &mut BTreeSet<String>) {
-    let Some(Spec::TargetGroup(tg)) = state.get(Kind::TargetGroup, name).map(|o| &o.resource.spec)
-    else {
-        return;
-    };
-    out.insert(tg.network.clone());
-    for obj in state.list(Kind::Service) {
-        if let Spec::Service(s) = &obj.resource.spec {
-            if forwards_to(s).any(|t| t == name) {
-                service(state, obj.resource.name(), out);
-            }
         }
     }
 }
