@@ -93,24 +93,32 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A node-style watcher of `east` through `c`: long polls one after
-/// another, recording every revision it is given.
+/// A node of `east` watching through `c` (its certificate), as `trellis
+/// node` does: the whole snapshot first, then deltas applied to it and
+/// checked against the digest they promise (a delta made by one replica
+/// against what another sent must fit). Records every revision it holds.
 fn watcher(
     c: trellis_api::client::Client,
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<Vec<u64>> {
+    use trellis_api::client::Update;
     std::thread::spawn(move || {
         runtime().block_on(async {
             let mut seen = Vec::new();
-            let mut since = 0;
+            let mut held: Option<trellis_api::snapshot::Snapshot> = None;
             while !stop.load(Ordering::Relaxed) {
-                match c
-                    .snapshot("east", Some(since), Duration::from_secs(1))
-                    .await
-                {
-                    Ok(Some(s)) => {
-                        seen.push(s.revision);
-                        since = s.revision;
+                let since = held.as_ref().map(|s| s.revision);
+                match c.watch("east", since, Duration::from_secs(1)).await {
+                    Ok(Some(w)) => {
+                        let next = match (w.update, &held) {
+                            (Update::Whole(s), _) => s,
+                            (Update::Delta(d), Some(h)) => h
+                                .with(&d)
+                                .unwrap_or_else(|e| panic!("a delta that does not fit: {e}")),
+                            (Update::Delta(_), None) => panic!("a delta with nothing held"),
+                        };
+                        seen.push(next.revision);
+                        held = Some(next);
                     }
                     Ok(None) => {}
                     // The replica is down for a while: ask again.
@@ -120,6 +128,31 @@ fn watcher(
             seen
         })
     })
+}
+
+/// A client with a node certificate of `east`, joined through `cp`, of the
+/// replicas at `urls`.
+fn node(cp: &ControlPlane, urls: &str, dir: &std::path::Path) -> trellis_api::client::Client {
+    use trellis_api::client::{Client, Credential, Trust};
+    let ca = Trust::from_pem(&std::fs::read_to_string(cp.ca_file()).unwrap()).unwrap();
+    let token = trellis_api::pki::JoinSecret::parse(&cp.join_token("east", "node")).unwrap();
+    let enroll = Client::new(
+        &cp.url,
+        ca.clone(),
+        Credential::None,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    let identity = runtime()
+        .block_on(trellis_api::identity::Identity::enroll(
+            &enroll,
+            trellis_api::pki::Role::Node,
+            "east",
+            dir,
+            Some(&token.secret),
+        ))
+        .expect("a node certificate");
+    Client::new(urls, ca, identity.credential(), Duration::from_secs(10)).unwrap()
 }
 
 /// Waits until `cp` has every service in `names`; returns its services'
@@ -203,11 +236,16 @@ fn replicas_on_etcd_share_one_truth_through_kills() {
     // A watcher and an applier on each replica, and one of each given
     // every replica's URL, starting with the one that will be killed.
     let all = [2, 0, 1].map(|i| cps[i].url.clone()).join(",");
+    let node_dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
     let mut watchers: Vec<_> = cps
         .iter()
-        .map(|cp| watcher(client(cp), stop.clone()))
+        .zip(&node_dirs)
+        .map(|(cp, dir)| watcher(node(cp, &cp.url, dir.path()), stop.clone()))
         .collect();
-    watchers.push(watcher(client_at(&cps[0], &all), stop.clone()));
+    watchers.push(watcher(
+        node(&cps[0], &all, node_dirs[3].path()),
+        stop.clone(),
+    ));
     let mut appliers: Vec<_> = cps
         .iter()
         .enumerate()
@@ -322,13 +360,35 @@ fn a_replica_cut_off_from_etcd_refuses_applies_and_serves_reads() {
         e => panic!("expected a 503, got {e}"),
     }
     assert!(took < Duration::from_secs(10), "refused after {took:?}");
-    // Reads still answer, from what the replica last had.
+    // Reads still answer, from what the replica last had, and say so.
     let listed = rt.block_on(c.list(Kind::Service)).unwrap();
     let names: Vec<&str> = listed.items.iter().map(|o| o.resource.name()).collect();
     assert_eq!(names, ["before"]);
+    let out = harness::local::curl(&cps[0], &["-si", &format!("{}/v1/services", cps[0].url)]);
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let stale = answer
+        .lines()
+        .find(|l| l.starts_with("x-trellis-stale:"))
+        .unwrap_or_else(|| panic!("no staleness said: {answer}"));
+    assert!(stale.contains("as of revision 2"), "{stale}");
+    // Watches are sent to another replica once the cut lasts.
+    std::thread::sleep(Duration::from_secs(3));
+    let watched = rt.block_on(c.snapshot("east", Some(1), Duration::from_secs(1)));
+    match watched {
+        Err(trellis_api::client::ClientError::Api { status, error }) => {
+            assert_eq!(status.as_u16(), 503);
+            assert!(
+                error.message.contains("another replica"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("a watch on a cut-off replica: {other:?}"),
+    }
     // The other members never saw "after".
-    let keys = etcd.keys("/t-cut/objects/Service/");
-    assert_eq!(keys, ["/t-cut/objects/Service/before"]);
+    let keys = etcd.keys("/t-cut/state/objects/Service/");
+    assert_eq!(keys, ["/t-cut/state/objects/Service/before"]);
 }
 
 #[test]
@@ -396,13 +456,13 @@ fn replicas_share_the_ca_and_every_token_through_etcd() {
             &etcd.endpoints(),
             "get",
             "--prefix",
-            "/t-docs/docs/",
+            "/t-docs/state/docs/",
         ])
         .output()
         .unwrap()
         .stdout;
     let dump = String::from_utf8_lossy(&dump);
-    assert!(dump.contains("/t-docs/docs/ca.key") && dump.contains("BEGIN CERTIFICATE"));
+    assert!(dump.contains("/t-docs/state/docs/ca.key") && dump.contains("BEGIN CERTIFICATE"));
     assert!(!dump.contains("PRIVATE KEY"));
     let admin = String::from_utf8(read(&cps[0], "api-token")).unwrap();
     assert!(!dump.contains(admin.trim()));
@@ -410,6 +470,15 @@ fn replicas_share_the_ca_and_every_token_through_etcd() {
     let rt = runtime();
     let (c0, c1) = (client(&cps[0]), client(&cps[1]));
     rt.block_on(c0.apply(&documents(BASE), false)).unwrap();
+    // One audit log: the apply made through one replica is in the log
+    // read through the other.
+    let trail = rt.block_on(c1.audit(0, Some("admin"))).unwrap();
+    assert!(
+        trail
+            .iter()
+            .any(|r| r.path == "/v1/apply" && r.status == 200 && r.revision == Some(1)),
+        "{trail:?}"
+    );
 
     // A join token made on one replica lets a node join through the other.
     let token = trellis_api::pki::JoinSecret::parse(&cps[0].join_token("east", "node")).unwrap();
@@ -568,4 +637,105 @@ fn an_embedded_store_moves_to_etcd_and_back() {
     let restored = ControlPlane::start_in(back, "127.0.0.1:0", &[]);
     assert_eq!(state(&restored), before);
     assert_eq!(read(&restored, "ca.pem"), read(&embedded, "ca.pem"));
+}
+
+#[test]
+fn replicas_reach_etcd_over_tls_and_with_a_password() {
+    if !etcd::available("replicas_reach_etcd_over_tls_and_with_a_password") {
+        return;
+    }
+    // etcd's own PKI: a CA, the member's certificate for 127.0.0.1, and a
+    // client certificate the members require.
+    let pki = tempfile::tempdir().unwrap();
+    let file = |name: &str, text: &str| {
+        let p = pki.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, &ca_key);
+    let leaf = |names: Vec<String>, cn: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_pem, server_key) = leaf(vec!["127.0.0.1".into(), "localhost".into()], "etcd");
+    let (client_pem, client_key) = leaf(vec![], "trellis");
+    let ca = file("ca.pem", &ca_cert.pem());
+    let (server_pem, server_key) = (
+        file("server.pem", &server_pem),
+        file("server.key", &server_key),
+    );
+    let (client_pem, client_key) = (
+        file("client.pem", &client_pem),
+        file("client.key", &client_key),
+    );
+    let member_flags = [
+        "--cert-file",
+        &server_pem,
+        "--key-file",
+        &server_key,
+        "--trusted-ca-file",
+        &ca,
+        "--client-cert-auth",
+    ]
+    .map(String::from);
+    let ctl_flags =
+        ["--cacert", &ca, "--cert", &client_pem, "--key", &client_key].map(String::from);
+    let etcd = Etcd::cluster_with(1, "https", &member_flags, &ctl_flags);
+
+    // Over TLS with the client certificate: serves.
+    let mut tls = etcd_flags(&etcd.endpoints(), "/t-tls/");
+    tls.extend(ctl_flags.iter().map(|f| f.replacen("--", "--etcd-", 1)));
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let cp = ControlPlane::start(&tls);
+    runtime()
+        .block_on(client(&cp).apply(&documents(BASE), false))
+        .expect("an apply over TLS");
+    drop(cp);
+
+    // Etcd's own users: with the right password it serves, with a wrong
+    // one it does not start, and says why.
+    let ctl: Vec<&str> = ctl_flags.iter().map(String::as_str).collect();
+    let with = |args: &[&str]| etcd.ctl(&[&ctl[..], args].concat());
+    with(&["user", "add", "root", "--new-user-password", "s3cret"]);
+    with(&["auth", "enable"]);
+    let password = file("password", "s3cret\n");
+    let wrong = file("wrong", "guess\n");
+    let mut auth = etcd_flags(&etcd.endpoints(), "/t-auth/");
+    auth.extend(ctl_flags.iter().map(|f| f.replacen("--", "--etcd-", 1)));
+    auth.extend([
+        "--etcd-user".into(),
+        "root".into(),
+        "--etcd-password-file".into(),
+        password,
+    ]);
+    let auth_ref: Vec<&str> = auth.iter().map(String::as_str).collect();
+    let cp = ControlPlane::start(&auth_ref);
+    runtime()
+        .block_on(client(&cp).apply(&documents(BASE), false))
+        .expect("an apply as an etcd user");
+    drop(cp);
+    let last = auth.len() - 1;
+    auth[last] = wrong;
+    let out = std::process::Command::new(harness::BIN)
+        .args(["control-plane", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(pki.path().join("other"))
+        .args(&auth)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("connecting to etcd"), "{said}");
+    assert!(
+        said.to_lowercase().contains("authentication failed"),
+        "{said}"
+    );
 }

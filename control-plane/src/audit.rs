@@ -4,63 +4,93 @@
 //! request or response body is recorded, only kinds, names, ids and the
 //! revision). Kept as JSON lines in `<data-dir>/audit.log` (mode 0600), each
 //! record synced before the call is answered, so it survives a crash and a
-//! restart.
+//! restart; or, on a store several control planes share (etcd), in that
+//! store, so one log holds every replica's calls.
 
+use crate::store::{AuditStore, StoreError};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 pub use trellis_api::client::AuditRecord as Record;
 
 pub const FILE: &str = "audit.log";
 
 #[derive(Debug, thiserror::Error)]
-#[error("audit log {0}: {1}")]
-pub struct AuditError(PathBuf, std::io::Error);
+pub enum AuditError {
+    #[error("audit log {0}: {1}")]
+    File(PathBuf, std::io::Error),
+    #[error("audit log in the store: {0}")]
+    Store(#[from] StoreError),
+}
 
-pub struct AuditLog {
-    path: PathBuf,
-    file: Mutex<File>,
+pub enum AuditLog {
+    File { path: PathBuf, file: Mutex<File> },
+    Shared(Arc<dyn AuditStore>),
 }
 
 impl AuditLog {
-    pub fn open(data_dir: &Path) -> Result<AuditLog, AuditError> {
+    /// The log in `shared` when the store keeps one, else the data dir's.
+    pub fn open(
+        data_dir: &Path,
+        shared: Option<Arc<dyn AuditStore>>,
+    ) -> Result<AuditLog, AuditError> {
+        if let Some(shared) = shared {
+            return Ok(AuditLog::Shared(shared));
+        }
         let path = data_dir.join(FILE);
         let file = OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(&path)
-            .map_err(|e| AuditError(path.clone(), e))?;
-        Ok(AuditLog {
+            .map_err(|e| AuditError::File(path.clone(), e))?;
+        Ok(AuditLog::File {
             path,
             file: Mutex::new(file),
         })
     }
 
-    /// Appends `record` and syncs it to disk.
-    pub fn append(&self, record: &Record) -> Result<(), AuditError> {
+    /// Appends `record` durably (synced to disk, or committed by the store).
+    pub async fn append(&self, record: &Record) -> Result<(), AuditError> {
         let mut line = serde_json::to_vec(record).unwrap_or_default();
-        line.push(b'\n');
-        let file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        (&*file)
-            .write_all(&line)
-            .and_then(|()| file.sync_data())
-            .map_err(|e| AuditError(self.path.clone(), e))
+        match self {
+            AuditLog::File { path, file } => {
+                line.push(b'\n');
+                let file = file.lock().unwrap_or_else(|e| e.into_inner());
+                (&*file)
+                    .write_all(&line)
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| AuditError::File(path.clone(), e))
+            }
+            AuditLog::Shared(store) => Ok(store.append(record.time, line).await?),
+        }
     }
 
     /// The records from `since` (Unix seconds) on, of `actor` if given, in
-    /// order. A line that does not parse (a torn last write) is skipped.
-    pub fn read(&self, since: u64, actor: Option<&str>) -> Result<Vec<Record>, AuditError> {
-        let file = File::open(&self.path).map_err(|e| AuditError(self.path.clone(), e))?;
-        Ok(BufReader::new(file)
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str::<Record>(&l).ok())
-            .filter(|r| r.time >= since && actor.is_none_or(|a| r.actor == a))
-            .collect())
+    /// order. A record that does not parse (a torn last write) is skipped.
+    pub async fn read(&self, since: u64, actor: Option<&str>) -> Result<Vec<Record>, AuditError> {
+        let keep = |r: &Record| r.time >= since && actor.is_none_or(|a| r.actor == a);
+        match self {
+            AuditLog::File { path, .. } => {
+                let file = File::open(path).map_err(|e| AuditError::File(path.clone(), e))?;
+                Ok(BufReader::new(file)
+                    .lines()
+                    .map_while(Result::ok)
+                    .filter_map(|l| serde_json::from_str::<Record>(&l).ok())
+                    .filter(keep)
+                    .collect())
+            }
+            AuditLog::Shared(store) => Ok(store
+                .read(since)
+                .await?
+                .iter()
+                .filter_map(|b| serde_json::from_slice::<Record>(b).ok())
+                .filter(keep)
+                .collect()),
+        }
     }
 }
 
@@ -69,10 +99,10 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    #[test]
-    fn records_survive_reopening_and_filter_by_time_and_actor() {
+    #[tokio::test]
+    async fn records_survive_reopening_and_filter_by_time_and_actor() {
         let dir = tempfile::tempdir().unwrap();
-        let log = AuditLog::open(dir.path()).unwrap();
+        let log = AuditLog::open(dir.path(), None).unwrap();
         let rec = |time, actor: &str| Record {
             time,
             actor: actor.into(),
@@ -81,14 +111,14 @@ mod tests {
             status: 200,
             ..Record::default()
         };
-        log.append(&rec(10, "admin")).unwrap();
-        log.append(&rec(20, "anonymous")).unwrap();
+        log.append(&rec(10, "admin")).await.unwrap();
+        log.append(&rec(20, "anonymous")).await.unwrap();
         drop(log);
-        let log = AuditLog::open(dir.path()).unwrap();
-        log.append(&rec(30, "admin")).unwrap();
+        let log = AuditLog::open(dir.path(), None).unwrap();
+        log.append(&rec(30, "admin")).await.unwrap();
         let times = |rs: Vec<Record>| rs.iter().map(|r| r.time).collect::<Vec<_>>();
-        assert_eq!(times(log.read(0, None).unwrap()), [10, 20, 30]);
-        assert_eq!(times(log.read(15, Some("admin")).unwrap()), [30]);
+        assert_eq!(times(log.read(0, None).await.unwrap()), [10, 20, 30]);
+        assert_eq!(times(log.read(15, Some("admin")).await.unwrap()), [30]);
         let mode = std::fs::metadata(dir.path().join(FILE))
             .unwrap()
             .permissions()

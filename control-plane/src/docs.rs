@@ -26,7 +26,7 @@ pub const API_TOKENS: &str = "api-tokens.json";
 pub enum DocsError {
     #[error(transparent)]
     Ca(#[from] CaError),
-    #[error("{ADMIN_TOKEN}: {0}")]
+    #[error(transparent)]
     Key(#[from] KeyError),
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),

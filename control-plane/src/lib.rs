@@ -102,6 +102,9 @@ const CONFLICT_RETRIES: u32 = 10;
 /// How long a change that lost a race waits for this process to follow
 /// the winner before loading the store whole.
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+/// How long a replica cut off from its store still answers watches: past
+/// it, nodes are sent to another replica (503).
+const STALE_WATCH: Duration = Duration::from_secs(3);
 const FOLLOW_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const FOLLOW_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
@@ -168,6 +171,9 @@ pub struct ControlPlane {
     draining: std::sync::atomic::AtomicBool,
     /// Where in the store the state was last read or followed to.
     position: std::sync::atomic::AtomicU64,
+    /// When following a shared store failed and has not recovered since
+    /// (Unix milliseconds; 0 while in contact).
+    cut_off_since: std::sync::atomic::AtomicU64,
 }
 
 fn now() -> u64 {
@@ -263,7 +269,7 @@ impl ControlPlane {
         let (revision, _) = watch::channel(opened.state.revision);
         Ok(ControlPlane {
             keyring: Arc::new(keyring),
-            audit: audit::AuditLog::open(&config.data_dir)?,
+            audit: audit::AuditLog::open(&config.data_dir, store.audit())?,
             api_tokens: Mutex::new((None, Arc::default())),
             ca: opened.ca,
             config,
@@ -276,6 +282,7 @@ impl ControlPlane {
             views_compiled: Default::default(),
             draining: std::sync::atomic::AtomicBool::new(false),
             position: opened.position.into(),
+            cut_off_since: 0.into(),
         })
     }
 
@@ -626,6 +633,7 @@ impl ControlPlane {
                 match followed {
                     Ok(f) => {
                         backoff = FOLLOW_BACKOFF_MIN;
+                        self.in_contact(true);
                         let _writer = self.writer.lock().await;
                         if let Err(e) = self.absorb(f.commit) {
                             tracing::warn!(error = %e, "a commit from another control plane did not apply; loading the store again");
@@ -635,6 +643,7 @@ impl ControlPlane {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "following the store failed; loading it again");
+                        self.in_contact(false);
                         break;
                     }
                 }
@@ -642,10 +651,44 @@ impl ControlPlane {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(FOLLOW_BACKOFF_MAX);
             let _writer = self.writer.lock().await;
-            if let Err(e) = self.catch_up().await {
-                tracing::warn!(error = %e, "loading the store failed; trying again");
+            match self.catch_up().await {
+                Ok(()) => self.in_contact(true),
+                Err(e) => {
+                    self.in_contact(false);
+                    tracing::warn!(error = %e, "loading the store failed; trying again");
+                }
             }
         }
+    }
+
+    fn in_contact(&self, yes: bool) {
+        use std::sync::atomic::Ordering;
+        if yes {
+            if self.cut_off_since.swap(0, Ordering::SeqCst) != 0 {
+                tracing::info!("in contact with the store again");
+            }
+        } else {
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(1, |d| d.as_millis().max(1) as u64);
+            let _ = self
+                .cut_off_since
+                .compare_exchange(0, ms, Ordering::SeqCst, Ordering::SeqCst);
+        }
+    }
+
+    /// How long this process has been cut off from a shared store (its
+    /// state may be that much behind the others'), or `None` while it
+    /// follows it.
+    pub fn cut_off(&self) -> Option<Duration> {
+        let since = self.cut_off_since.load(std::sync::atomic::Ordering::SeqCst);
+        if since == 0 {
+            return None;
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Some(Duration::from_millis(now.saturating_sub(since)))
     }
 
     /// Makes a commit another control plane made current here. One this
@@ -859,6 +902,13 @@ impl ControlPlane {
         view: SnapshotView,
         deltas: bool,
     ) -> Result<Option<Arc<Encoded>>, Error> {
+        if let Some(cut) = self.cut_off().filter(|c| *c >= STALE_WATCH) {
+            // Nodes keep the snapshot they have and ask another replica.
+            return Err(Error::Unavailable(format!(
+                "this control plane has been cut off from its store for {}s: ask another replica",
+                cut.as_secs()
+            )));
+        }
         let mut changes = self.revision.subscribe();
         let deadline = tokio::time::Instant::now() + wait;
         loop {

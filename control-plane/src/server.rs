@@ -500,12 +500,25 @@ async fn handle(
             revision: summary.revision,
             changes: summary.changes,
         };
-        if let Err(e) = cp.audit.append(&record) {
+        if let Err(e) = cp.audit.append(&record).await {
             // The change is made; the operator must learn the trail is not.
             tracing::error!(error = %e, "could not write the audit record");
         }
     }
     let mut resp = resp;
+    if let Some(cut) = cp.cut_off() {
+        // Reads still answer, from the last state this replica has: say
+        // how old it may be.
+        let stale = format!(
+            "cut off from the store for {}s; as of revision {}",
+            cut.as_secs(),
+            cp.current().revision
+        );
+        if let Ok(v) = header::HeaderValue::from_str(&stale) {
+            resp.headers_mut()
+                .insert(trellis_api::client::STALE_HEADER, v);
+        }
+    }
     if cp.draining() {
         // Handing over: the client's next request goes on a new
         // connection, which the next process accepts.
@@ -777,6 +790,7 @@ async fn run(
             let items = cp
                 .audit
                 .read(query.since, query.actor.as_deref())
+                .await
                 .map_err(|e| HttpError::Unavailable(e.to_string()))?;
             Ok(json_response(
                 StatusCode::OK,

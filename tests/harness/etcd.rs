@@ -23,6 +23,8 @@ pub struct Etcd {
     pub members: Vec<Member>,
     initial: String,
     token: String,
+    /// Flags every member gets besides the cluster's (TLS files).
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -48,6 +50,12 @@ pub fn available(test: &str) -> bool {
 impl Etcd {
     /// A cluster of `n` members, healthy when this returns.
     pub fn cluster(n: usize) -> Etcd {
+        Etcd::cluster_with(n, "http", &[], &[])
+    }
+
+    /// A cluster of `n` members serving clients on `scheme` with `extra`
+    /// flags (TLS files), checked healthy with `etcdctl` and `ctl` flags.
+    pub fn cluster_with(n: usize, scheme: &str, extra: &[String], ctl: &[String]) -> Etcd {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let unique = format!(
             "trellis-{}-{}",
@@ -57,7 +65,7 @@ impl Etcd {
         let members: Vec<Member> = (0..n)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client: format!("http://127.0.0.1:{}", free_port()),
+                client: format!("{scheme}://127.0.0.1:{}", free_port()),
                 peer: format!("http://127.0.0.1:{}", free_port()),
                 dir: tempfile::tempdir().expect("a data dir"),
                 child: None,
@@ -72,11 +80,12 @@ impl Etcd {
             members,
             initial,
             token: unique,
+            extra: extra.to_vec(),
         };
         for i in 0..n {
             etcd.start(i);
         }
-        etcd.wait_healthy(&(0..n).collect::<Vec<_>>());
+        etcd.wait_healthy_with(&(0..n).collect::<Vec<_>>(), ctl);
         etcd
     }
 
@@ -106,6 +115,7 @@ impl Etcd {
             .args(["--max-txn-ops", &MAX_TXN_OPS.to_string()])
             .args(["--max-request-bytes", &MAX_REQUEST_BYTES.to_string()])
             .args(["--logger", "zap", "--log-level", "error"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -123,6 +133,10 @@ impl Etcd {
 
     /// Waits until members `which` answer as healthy (a leader elected).
     pub fn wait_healthy(&self, which: &[usize]) {
+        self.wait_healthy_with(which, &[]);
+    }
+
+    fn wait_healthy_with(&self, which: &[usize], ctl: &[String]) {
         let endpoints: Vec<&str> = which
             .iter()
             .map(|&i| self.members[i].client.as_str())
@@ -132,6 +146,7 @@ impl Etcd {
             let ok = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
                 .args(["--endpoints", &endpoints.join(",")])
+                .args(ctl)
                 .args(["--command-timeout", "2s", "endpoint", "health"])
                 .output()
                 .is_ok_and(|o| o.status.success());
@@ -146,14 +161,42 @@ impl Etcd {
         }
     }
 
-    /// `etcdctl get` of every key under `prefix`, keys only.
-    pub fn keys(&self, prefix: &str) -> Vec<String> {
+    /// `etcdctl` against every member with `args`; panics if it fails.
+    pub fn ctl(&self, args: &[&str]) -> String {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
             .args(["--endpoints", &self.endpoints()])
+            .args(args)
+            .output()
+            .expect("etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `etcdctl get` of every key under `prefix`, keys only, from the
+    /// members running.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let running: Vec<&str> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client.as_str())
+            .collect();
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &running.join(",")])
             .args(["get", "--prefix", "--keys-only", prefix])
             .output()
             .expect("etcdctl");
+        assert!(
+            out.status.success(),
+            "etcdctl get: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter(|l| !l.is_empty())

@@ -31,6 +31,10 @@ use thiserror::Error;
 
 pub use crate::trust::Trust;
 
+/// On every answer of a control plane cut off from its shared store: how
+/// long, and the revision its answers are as of.
+pub const STALE_HEADER: &str = "x-trellis-stale";
+
 /// Largest response body the client reads (a full listing of 10,000 services
 /// is about 10 MiB).
 const MAX_RESPONSE_BYTES: usize = 256 << 20;
@@ -628,6 +632,9 @@ impl Client {
         let (status, headers, bytes) = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| ClientError::Timeout(base.to_string(), timeout))??;
+        if let Some(stale) = headers.get(STALE_HEADER).and_then(|v| v.to_str().ok()) {
+            tracing::warn!(control_plane = base, "the answer may be stale: {stale}");
+        }
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             return Ok((status, headers, bytes));
         }

@@ -3,11 +3,12 @@
 //! etcd cluster:
 //!
 //! ```text
-//! <prefix>meta/revision     the Trellis revision, in decimal
-//! <prefix>meta/vips         the VIP allocator's state (JSON)
-//! <prefix>objects/Kind/name an object (JSON, HTTPS keys sealed)
-//! <prefix>keys/<id>         an access key's sealed record
-//! <prefix>docs/<name>       an installation document (the node CA, tokens)
+//! <prefix>state/meta/revision     the Trellis revision, in decimal
+//! <prefix>state/meta/vips         the VIP allocator's state (JSON)
+//! <prefix>state/objects/Kind/name an object (JSON, HTTPS keys sealed)
+//! <prefix>state/keys/<id>         an access key's sealed record
+//! <prefix>state/docs/<name>       an installation document (the node CA, tokens)
+//! <prefix>audit/<time>-<nanos>-<random>  an audit record (JSON)
 //! ```
 //!
 //! A commit is one etcd transaction guarded by `meta/revision` (compare and
@@ -17,13 +18,13 @@
 //! one etcd revision: a watch on the prefix yields the commits whole, which
 //! is how each control plane follows the others ([`Store::follow`]).
 
-use super::{Commit, Followed, Loaded, Pending, Store, StoreError};
+use super::{AuditStore, Commit, Followed, Loaded, Pending, Store, StoreError};
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
     KvClient, TlsOptions, Txn, TxnOp, WatchClient, WatchOptions,
 };
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -58,6 +59,8 @@ pub struct EtcdOptions {
     pub timeout: Duration,
     /// The largest response read (a load page, a watch message).
     pub max_response_bytes: usize,
+    /// How long audit records are kept.
+    pub audit_retention: Duration,
 }
 
 impl EtcdOptions {
@@ -76,6 +79,7 @@ impl EtcdOptions {
             max_request_bytes: 1536 * 1024,
             timeout: Duration::from_secs(5),
             max_response_bytes: 64 << 20,
+            audit_retention: Duration::from_secs(90 * 86_400),
         }
     }
 }
@@ -83,6 +87,9 @@ impl EtcdOptions {
 pub struct EtcdStore {
     members: Arc<Members>,
     options: EtcdOptions,
+    /// `<prefix>state/`: everything a commit writes.
+    state: String,
+    audit: Arc<EtcdAudit>,
 }
 
 /// A client per member, and the one requests go to until it fails: a
@@ -212,7 +219,8 @@ impl EtcdStore {
         // The revision exists from the start (0 in a new store), so that
         // every commit's guard compares it; this also proves a member
         // answers and the credentials hold.
-        let revision = format!("{}{REVISION}", options.prefix);
+        let state = format!("{}state/", options.prefix);
+        let revision = format!("{state}{REVISION}");
         members
             .call(|at| {
                 let mut kv = members.kv[at].clone();
@@ -227,15 +235,26 @@ impl EtcdStore {
             })
             .await
             .map_err(etcd)?;
-        Ok(EtcdStore { members, options })
+        let audit = Arc::new(EtcdAudit {
+            members: members.clone(),
+            prefix: format!("{}audit/", options.prefix),
+            retention: options.audit_retention,
+            pruned_at: AtomicU64::new(0),
+        });
+        Ok(EtcdStore {
+            members,
+            options,
+            state,
+            audit,
+        })
     }
 
     fn key(&self, suffix: &str) -> String {
-        format!("{}{suffix}", self.options.prefix)
+        format!("{}{suffix}", self.state)
     }
 
     async fn load_now(&self) -> Result<Loaded, StoreError> {
-        let prefix = self.options.prefix.as_str();
+        let prefix = self.state.as_str();
         let end = prefix_end(prefix);
         let mut loaded = Loaded::default();
         let mut from = prefix.as_bytes().to_vec();
@@ -451,6 +470,108 @@ impl EtcdStore {
     }
 }
 
+/// The audit log in etcd: a key per record, named by its time so a range
+/// read returns them in order; records older than the retention are
+/// deleted by whichever replica appends first each hour.
+struct EtcdAudit {
+    members: Arc<Members>,
+    prefix: String,
+    retention: Duration,
+    /// When records were last pruned (Unix seconds).
+    pruned_at: AtomicU64,
+}
+
+/// Most audit records one read returns.
+const AUDIT_READ_MOST: usize = 100_000;
+
+impl EtcdAudit {
+    fn key(&self, time: u64, nanos: u32, tag: u32) -> String {
+        format!("{}{time:020}-{nanos:09}-{tag:08x}", self.prefix)
+    }
+
+    async fn append_now(&self, time: u64, record: Vec<u8>) -> Result<(), StoreError> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut tag = [0u8; 4];
+        let _ = getrandom::fill(&mut tag);
+        let key = self.key(time, now.subsec_nanos(), u32::from_le_bytes(tag));
+        self.members
+            .call(|at| {
+                let (mut kv, key, record) =
+                    (self.members.kv[at].clone(), key.clone(), record.clone());
+                async move { kv.put(key, record, None).await }
+            })
+            .await
+            .map_err(etcd)?;
+        let pruned = self.pruned_at.load(Ordering::Relaxed);
+        if time >= pruned + 3600
+            && self
+                .pruned_at
+                .compare_exchange(pruned, time, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let before = self.key(time.saturating_sub(self.retention.as_secs()), 0, 0);
+            let from = self.prefix.clone();
+            let pruned = self
+                .members
+                .call(|at| {
+                    let mut kv = self.members.kv[at].clone();
+                    let options = etcd_client::DeleteOptions::new().with_range(before.clone());
+                    let from = from.clone();
+                    async move { kv.delete(from, Some(options)).await }
+                })
+                .await
+                .map_err(etcd)?;
+            if pruned.deleted() > 0 {
+                tracing::info!(
+                    records = pruned.deleted(),
+                    "audit records past the retention deleted"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    async fn read_now(&self, since: u64) -> Result<Vec<Vec<u8>>, StoreError> {
+        let end = prefix_end(&self.prefix);
+        let mut from = self.key(since, 0, 0).into_bytes();
+        let mut out = Vec::new();
+        loop {
+            let options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            let page = self
+                .members
+                .call(|at| {
+                    let (mut kv, from) = (self.members.kv[at].clone(), from.clone());
+                    let options = options.clone();
+                    async move { kv.get(from, Some(options)).await }
+                })
+                .await
+                .map_err(etcd)?;
+            out.extend(page.kvs().iter().map(|kv| kv.value().to_vec()));
+            match page.kvs().last() {
+                Some(last) if page.more() && out.len() < AUDIT_READ_MOST => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        out.truncate(AUDIT_READ_MOST);
+        Ok(out)
+    }
+}
+
+impl AuditStore for EtcdAudit {
+    fn append(&self, time: u64, record: Vec<u8>) -> Pending<'_, ()> {
+        Box::pin(self.append_now(time, record))
+    }
+
+    fn read(&self, since: u64) -> Pending<'_, Vec<Vec<u8>>> {
+        Box::pin(self.read_now(since))
+    }
+}
+
 /// What a key under the prefix is.
 enum Entry<'a> {
     Revision,
@@ -615,11 +736,15 @@ impl Store for EtcdStore {
         let (tx, rx) = mpsc::channel(FOLLOW_QUEUE);
         tokio::spawn(follow(
             self.members.clone(),
-            self.options.prefix.clone(),
+            self.state.clone(),
             position,
             tx,
         ));
         Some(rx)
+    }
+
+    fn audit(&self) -> Option<Arc<dyn AuditStore>> {
+        Some(self.audit.clone())
     }
 }
 

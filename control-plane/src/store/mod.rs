@@ -20,6 +20,7 @@ pub use self::redb::RedbStore;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -111,4 +112,18 @@ pub trait Store: Send + Sync + 'static {
     /// order, until an error (then load again and follow from there).
     /// `None` for a store only this process writes.
     fn follow(&self, position: u64) -> Option<mpsc::Receiver<Result<Followed, StoreError>>>;
+    /// Where a store several control planes share keeps the audit log, so
+    /// that one log holds every replica's calls; `None` for a store one
+    /// process owns (its data dir keeps the log).
+    fn audit(&self) -> Option<Arc<dyn AuditStore>> {
+        None
+    }
+}
+
+/// Audit records kept in a shared store.
+pub trait AuditStore: Send + Sync + 'static {
+    /// Keeps one record (JSON) made at `time` (Unix seconds).
+    fn append(&self, time: u64, record: Vec<u8>) -> Pending<'_, ()>;
+    /// The records from `since` (Unix seconds) on, oldest first.
+    fn read(&self, since: u64) -> Pending<'_, Vec<Vec<u8>>>;
 }
