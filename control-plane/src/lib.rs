@@ -13,6 +13,7 @@ pub mod audit;
 pub mod ca;
 pub mod docs;
 mod error;
+pub mod flows;
 pub mod keys;
 pub mod operators;
 mod reach;
@@ -102,6 +103,9 @@ const CONFLICT_RETRIES: u32 = 10;
 /// How long a change that lost a race waits for this process to follow
 /// the winner before loading the store whole.
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
+/// Flows kept for observers, from all nodes together.
+const FLOWS_KEPT: usize = 50_000;
+
 /// How long a replica cut off from its store still answers watches: past
 /// it, nodes are sent to another replica (503).
 const STALE_WATCH: Duration = Duration::from_secs(3);
@@ -164,6 +168,8 @@ pub struct ControlPlane {
     ca: ca::Authority,
     /// Every mutating API call this process served (the server writes it).
     pub audit: audit::AuditLog,
+    /// Recent flows from every node.
+    pub flows: flows::Flows,
     /// The named API tokens as last parsed, and the document they came
     /// from: every call is authenticated against it.
     api_tokens: Mutex<ParsedTokens>,
@@ -270,6 +276,7 @@ impl ControlPlane {
         Ok(ControlPlane {
             keyring: Arc::new(keyring),
             audit: audit::AuditLog::open(&config.data_dir, store.audit())?,
+            flows: flows::Flows::new(FLOWS_KEPT),
             api_tokens: Mutex::new((None, Arc::default())),
             ca: opened.ca,
             config,

@@ -397,8 +397,11 @@ impl Caller {
             Caller::Anonymous => Err(HttpError::Unauthorized),
             Caller::Member(s) => match route {
                 Route::Snapshot { network } if *network == s.network => Ok(()),
+                Route::PushFlows { network } if *network == s.network && s.role == Role::Node => {
+                    Ok(())
+                }
                 _ => Err(HttpError::Forbidden(format!(
-                    "a {} certificate of network {} may read only that network's snapshot and renew itself",
+                    "a {} certificate of network {} may read only that network's snapshot, send its flows and renew itself",
                     s.role.as_str(),
                     s.network
                 ))),
@@ -419,6 +422,7 @@ fn operator_may(t: &ApiToken, route: &Route) -> Result<(), HttpError> {
             | Route::Audit
             | Route::ListKeys { .. }
             | Route::Snapshot { .. }
+            | Route::Flows
     );
     let edits = |kind: &Kind| matches!(kind, Kind::Service | Kind::TargetGroup);
     let allowed = reads
@@ -489,7 +493,9 @@ async fn handle(
         }
     };
     tracing::debug!(%peer, %method, %path, status = resp.status().as_u16(), "request");
-    if !matches!(method, Method::GET | Method::HEAD) {
+    // Nodes send flows every moment: a record each would drown the log.
+    let pushed_flows = method == Method::POST && path.ends_with("/flows");
+    if !matches!(method, Method::GET | Method::HEAD) && !pushed_flows {
         let record = audit::Record {
             time: crate::now(),
             actor: summary.actor,
@@ -547,19 +553,52 @@ pub enum Route {
     Certificates,
     Apply,
     Audit,
-    Snapshot { network: String },
-    JoinToken { network: String },
-    CreateKey { identity: String },
-    ListKeys { identity: String },
-    SetKeyStatus { identity: String, id: String },
-    DeleteKey { identity: String, id: String },
-    List { kind: Kind },
-    Get { kind: Kind, name: String },
-    Put { kind: Kind, name: String },
-    Delete { kind: Kind, name: String },
+    Snapshot {
+        network: String,
+    },
+    /// A node's batch of flow records.
+    PushFlows {
+        network: String,
+    },
+    /// Flow records, for `trellis observe`.
+    Flows,
+    JoinToken {
+        network: String,
+    },
+    CreateKey {
+        identity: String,
+    },
+    ListKeys {
+        identity: String,
+    },
+    SetKeyStatus {
+        identity: String,
+        id: String,
+    },
+    DeleteKey {
+        identity: String,
+        id: String,
+    },
+    List {
+        kind: Kind,
+    },
+    Get {
+        kind: Kind,
+        name: String,
+    },
+    Put {
+        kind: Kind,
+        name: String,
+    },
+    Delete {
+        kind: Kind,
+        name: String,
+    },
     CreateToken,
     ListTokens,
-    RevokeToken { name: String },
+    RevokeToken {
+        name: String,
+    },
     SignCertificate,
 }
 
@@ -575,6 +614,8 @@ impl Route {
             (&Method::POST, ["v1", "apply"]) => Route::Apply,
             (&Method::GET, ["v1", "audit"]) => Route::Audit,
             (&Method::GET, ["v1", "networks", n, "snapshot"]) => Route::Snapshot { network: s(n) },
+            (&Method::POST, ["v1", "networks", n, "flows"]) => Route::PushFlows { network: s(n) },
+            (&Method::GET, ["v1", "flows"]) => Route::Flows,
             (&Method::POST, ["v1", "networks", n, "join-tokens"]) => {
                 Route::JoinToken { network: s(n) }
             }
@@ -626,6 +667,8 @@ impl Route {
             Route::Apply => "apply".into(),
             Route::Audit => "read the audit log".into(),
             Route::Snapshot { network } => format!("read network {network}'s snapshot"),
+            Route::PushFlows { network } => format!("send network {network}'s flows"),
+            Route::Flows => "read flows".into(),
             Route::JoinToken { network } => format!("create join tokens for network {network}"),
             Route::CreateKey { identity } => format!("issue keys for identity {identity}"),
             Route::ListKeys { identity } => format!("list identity {identity}'s keys"),
@@ -785,6 +828,28 @@ async fn run(
                 &serde_json::json!({ "revoked": name }),
             ))
         }
+        Route::PushFlows { network } => {
+            let batch: trellis_api::flow::FlowBatch = read_json(cp, req).await?;
+            let mut items = batch.items;
+            // The network is the certificate's, whatever the batch says.
+            for f in &mut items {
+                f.network.clone_from(&network);
+            }
+            if batch.dropped > 0 {
+                tracing::debug!(network, dropped = batch.dropped, "a node dropped flows");
+            }
+            let accepted = items.len();
+            cp.flows.push(items);
+            Ok(json_response(
+                StatusCode::ACCEPTED,
+                &serde_json::json!({ "accepted": accepted }),
+            ))
+        }
+        Route::Flows => {
+            let q = FlowQuery::parse(req.uri().query())?;
+            let page = cp.flows.read(&q.filter, q.after, q.last, q.wait).await;
+            Ok(json_response(StatusCode::OK, &page))
+        }
         Route::Audit => {
             let query = AuditQuery::parse(req.uri().query())?;
             let items = cp
@@ -838,9 +903,10 @@ fn known_path(segments: &[&str]) -> bool {
     match segments {
         ["healthz"] | ["v1", "apply"] | ["v1", "certificates"] | ["v1", "ca"] => true,
         ["v1", "ca", "certificates"] => true,
-        ["v1", "audit"] | ["v1", "tokens"] | ["v1", "tokens", _] => true,
+        ["v1", "audit"] | ["v1", "tokens"] | ["v1", "tokens", _] | ["v1", "flows"] => true,
         ["v1", kind] | ["v1", kind, _] => Kind::parse(kind).is_some(),
         ["v1", "networks", _, "snapshot"] | ["v1", "networks", _, "join-tokens"] => true,
+        ["v1", "networks", _, "flows"] => true,
         ["v1", "identities", _, "keys"] | ["v1", "identities", _, "keys", _] => true,
         _ => false,
     }
@@ -967,6 +1033,43 @@ struct AuditQuery {
     actor: Option<String>,
 }
 
+/// `GET /v1/flows`: a cursor or a count, how long to wait, and filters.
+struct FlowQuery {
+    filter: trellis_api::flow::FlowFilter,
+    after: Option<u64>,
+    last: usize,
+    wait: Duration,
+}
+
+impl FlowQuery {
+    fn parse(q: Option<&str>) -> Result<FlowQuery, HttpError> {
+        let mut out = FlowQuery {
+            filter: Default::default(),
+            after: None,
+            last: 20,
+            wait: Duration::ZERO,
+        };
+        for (k, v) in query_pairs(q) {
+            let number = || {
+                v.parse::<u64>().map_err(|_| {
+                    HttpError::BadRequest(format!("query parameter {k}: \"{v}\" is not a number"))
+                })
+            };
+            match k {
+                "after" => out.after = Some(number()?),
+                "last" => out.last = usize::try_from(number()?).unwrap_or(usize::MAX),
+                "waitSeconds" => out.wait = Duration::from_secs(number()?).min(MAX_WAIT),
+                _ => {
+                    if !out.filter.set(k, v).map_err(HttpError::BadRequest)? {
+                        return Err(unknown_parameter(k));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl AuditQuery {
     fn parse(q: Option<&str>) -> Result<AuditQuery, HttpError> {
         let mut out = AuditQuery::default();
@@ -1042,6 +1145,8 @@ mod tests {
             Route::ListTokens,
             Route::RevokeToken { name: s("ci") },
             Route::SignCertificate,
+            Route::PushFlows { network: s("east") },
+            Route::Flows,
         ];
         for r in &all {
             match r {
@@ -1063,7 +1168,9 @@ mod tests {
                 | Route::CreateToken
                 | Route::ListTokens
                 | Route::RevokeToken { .. }
-                | Route::SignCertificate => {}
+                | Route::SignCertificate
+                | Route::PushFlows { .. }
+                | Route::Flows => {}
             }
         }
         all
@@ -1094,6 +1201,8 @@ mod tests {
             ("GET", "/v1/tokens"),
             ("DELETE", "/v1/tokens/ci"),
             ("POST", "/v1/ca/certificates"),
+            ("POST", "/v1/networks/east/flows"),
+            ("GET", "/v1/flows"),
         ];
         let routes = every_route();
         assert_eq!(requests.len(), routes.len());
@@ -1133,7 +1242,7 @@ mod tests {
     fn every_caller_against_every_route() {
         let routes = every_route();
         let open = [0, 1, 2];
-        let reads = [4, 5, 8, 11, 12];
+        let reads = [4, 5, 8, 11, 12, 22];
         let member = |role| {
             Caller::Member(Subject {
                 network: "east".into(),
@@ -1154,7 +1263,7 @@ mod tests {
         let table: Vec<(&str, Caller, Vec<usize>)> = vec![
             ("bootstrap admin", Caller::Admin, everything.clone()),
             ("anonymous", Caller::Anonymous, with(&[])),
-            ("node of east", member(Role::Node), with(&[5])),
+            ("node of east", member(Role::Node), with(&[5, 21])),
             ("dns of east", member(Role::Dns), with(&[5])),
             ("node of west", west, with(&[])),
             ("admin token", token(TokenRole::Admin, &[]), everything),

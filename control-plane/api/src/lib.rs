@@ -13,6 +13,7 @@ pub mod admin;
 pub mod client;
 pub mod delta;
 pub mod error;
+pub mod flow;
 pub mod follow;
 pub mod handover;
 pub mod identity;
