@@ -6,7 +6,8 @@
 # (169.254.171.1:80, the first VIP of the pool) are redirected to the proxy on
 # 127.0.0.1:15001 at connect() time. One runtime worker thread, as nginx has
 # one worker. On TERM the datapath is detached and unpinned.
-# Env: TRELLIS_ACCESS_LOG (default off, as the nginx peer has access_log off).
+# Env: TRELLIS_ACCESS_LOG (default off, as the nginx peer has access_log off),
+# TRELLIS_FLOWS (default true: flow records for `trellis observe`, as shipped).
 set -euo pipefail
 bin=${TRELLIS_BIN:-$(dirname "$0")/../target/release/trellis}
 work=$(mktemp -d /tmp/trellis-proxy-bench.XXXXXX)
@@ -30,7 +31,7 @@ weights=${BENCH_WEIGHTS:-90/10}
 "$bin" apply -f "$work/bench.yaml" >/dev/null
 "$bin" --log warn --worker-threads 1 node --network bench --data-dir "$work/node" \
   --bpf-pin-dir "$pins" --datapath ebpf --admin-listen 127.0.0.1:0 \
-  --access-log "${TRELLIS_ACCESS_LOG:-off}" --drain-seconds 1 \
+  --access-log "${TRELLIS_ACCESS_LOG:-off}" --flows "${TRELLIS_FLOWS:-true}" --drain-seconds 1 \
   --join-token "$("$bin" network join-token bench)" &
 node_pid=$!
 wait "$node_pid"

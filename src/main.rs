@@ -43,6 +43,9 @@ enum Command {
     Delete(cli::resources::DeleteArgs),
     /// Every mutating API call: who, when, from where, what changed, outcome.
     Audit(cli::audit::Args),
+    /// Follow the flows of every node: requests and connections, allowed
+    /// or refused and why (`--verdict denied --follow`).
+    Observe(cli::observe::Args),
     /// Identities and their access keys (SigV4).
     #[command(subcommand)]
     Identity(cli::identity::Command),
@@ -95,6 +98,7 @@ fn main() -> ExitCode {
             Command::Get(args) => cli::resources::get(args).await,
             Command::Delete(args) => cli::resources::delete(args).await,
             Command::Audit(args) => cli::audit::run(args).await,
+            Command::Observe(args) => cli::observe::run(args).await,
             Command::Datapath(cmd) => cli::datapath::run(cmd),
             Command::Dns(args) => cli::dns::run(args).await,
             Command::Identity(cmd) => cli::identity::run(cmd).await,

@@ -467,6 +467,84 @@ fn sigv4_signed_requests_are_verified_and_policies_decide() {
         "allows this principal",
     );
 
+    // Every refusal reaches `trellis observe` with its deciding statement:
+    // one made now within a second, while following.
+    /// Killed when dropped, also when an assertion fails first.
+    struct Observer(std::process::Child);
+    impl Drop for Observer {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut observer =
+        Observer(env.spawn_trellis("observe --verdict denied --follow -o json --last 0"));
+    let lines = {
+        let out = observer.0.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        rx
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    denied(
+        curl_sig(&[&quote(&format!("{base}/orders/admin/audit"))]),
+        "statement no-admin",
+    );
+    let flow: serde_json::Value = loop {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(3)) else {
+            drop(observer);
+            panic!(
+                "no denied flow reached trellis observe; the last flows: {}",
+                env.trellis("observe --last 20 -o json")
+            );
+        };
+        let flow: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if flow["path"] == "/orders/admin/audit" {
+            break flow;
+        }
+    };
+    let took = sent.elapsed();
+    drop(observer);
+    assert!(
+        took < Duration::from_secs(1),
+        "the denied flow took {took:?}"
+    );
+    assert_eq!(flow["verdict"], "denied", "{flow}");
+    assert_eq!(flow["service"], "orders", "{flow}");
+    assert_eq!(flow["status"], 403, "{flow}");
+    assert!(
+        flow["reason"].as_str().unwrap().contains("no-admin"),
+        "{flow}"
+    );
+    assert_eq!(flow["identity"], "trellis:identity/alice", "{flow}");
+    // The last flows, filtered: allowed ones of alice, denied ones with
+    // their reasons, none of another service.
+    let allowed = env.trellis(
+        "observe --verdict allowed --from-identity trellis:identity/alice --last 100 -o json",
+    );
+    assert!(allowed.lines().count() >= 1, "{allowed}");
+    assert!(
+        allowed
+            .lines()
+            .all(|l| l.contains("\"verdict\":\"allowed\"")),
+        "{allowed}"
+    );
+    let compact = env.trellis("observe --verdict denied --service orders --last 100");
+    assert!(
+        compact
+            .lines()
+            .any(|l| l.contains("DENIED 403") && l.contains("no-admin")),
+        "{compact}"
+    );
+    let other = env.trellis("observe --service nothing-here --last 100");
+    assert!(other.trim().is_empty(), "{other}");
+
     // A deactivated key stops verifying once the node has the snapshot.
     env.trellis(&format!("identity deactivate alice {key}"));
     let t = Instant::now();

@@ -2,7 +2,9 @@
 //! written by a thread of its own through a bounded queue, so the request
 //! path never blocks on the log's I/O. If the queue is full (the disk or
 //! the reader cannot keep up), lines are dropped and counted, not buffered
-//! without bound.
+//! without bound. The same thread hands each entry to a [`Sink`] (the
+//! flows `trellis observe` reads), so flows cost the request path nothing
+//! more than the log does.
 
 use serde::Serialize;
 use std::io::Write;
@@ -54,6 +56,9 @@ pub struct Entry {
     pub error: Option<&'static str>,
 }
 
+/// Takes every entry on the log's thread.
+pub type Sink = Arc<dyn Fn(&Entry) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct AccessLog {
     tx: Option<SyncSender<Entry>>,
@@ -68,12 +73,16 @@ impl AccessLog {
         }
     }
 
-    /// Lines go to `out` (stdout, a file).
-    pub fn to(out: Box<dyn Write + Send>) -> AccessLog {
+    /// Lines go to `out` (stdout, a file) if given, entries to `sink` if
+    /// given.
+    pub fn to(out: Option<Box<dyn Write + Send>>, sink: Option<Sink>) -> AccessLog {
+        if out.is_none() && sink.is_none() {
+            return AccessLog::off();
+        }
         let (tx, rx) = sync_channel(QUEUE);
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write(rx, out))
+            .spawn(move || write(rx, out, sink))
             .map(|_| AccessLog {
                 tx: Some(tx),
                 dropped: Arc::default(),
@@ -84,12 +93,12 @@ impl AccessLog {
             })
     }
 
-    /// `stdout`, `off`, or a file path (appended to).
-    pub fn open(spec: &str) -> std::io::Result<AccessLog> {
-        Ok(match spec {
-            "off" => AccessLog::off(),
-            "stdout" => AccessLog::to(Box::new(std::io::stdout())),
-            path => AccessLog::to(Box::new(
+    /// `stdout`, `off`, or a file path (appended to); and `sink`.
+    pub fn open(spec: &str, sink: Option<Sink>) -> std::io::Result<AccessLog> {
+        let out: Option<Box<dyn Write + Send>> = match spec {
+            "off" => None,
+            "stdout" => Some(Box::new(std::io::stdout())),
+            path => Some(Box::new(
                 // Owner and group (a log shipper's): it names clients and
                 // paths, never a credential (docs/security.md).
                 std::fs::OpenOptions::new()
@@ -98,7 +107,8 @@ impl AccessLog {
                     .mode(0o640)
                     .open(path)?,
             )),
-        })
+        };
+        Ok(AccessLog::to(out, sink))
     }
 
     pub fn enabled(&self) -> bool {
@@ -118,16 +128,23 @@ impl AccessLog {
     }
 }
 
-fn write(rx: Receiver<Entry>, out: Box<dyn Write + Send>) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+fn write(rx: Receiver<Entry>, out: Option<Box<dyn Write + Send>>, sink: Option<Sink>) {
+    let mut out = out.map(|o| std::io::BufWriter::with_capacity(64 * 1024, o));
     while let Ok(first) = rx.recv() {
         // Write what is queued, then flush once.
         for entry in std::iter::once(first).chain(rx.try_iter()) {
-            if serde_json::to_writer(&mut out, &entry).is_ok() {
-                let _ = out.write_all(b"\n");
+            if let Some(sink) = &sink {
+                sink(&entry);
+            }
+            if let Some(out) = &mut out {
+                if serde_json::to_writer(&mut *out, &entry).is_ok() {
+                    let _ = out.write_all(b"\n");
+                }
             }
         }
-        let _ = out.flush();
+        if let Some(out) = &mut out {
+            let _ = out.flush();
+        }
     }
 }
 

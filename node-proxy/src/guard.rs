@@ -98,6 +98,7 @@ pub(crate) fn decide<'g>(
         refusal: Refusal::AuthDenied,
         code: f.code,
         detail: format!("{}: {}", f.code, f.message),
+        identity: None,
     };
     let signed = auth::authenticate(&config.keys, inbound, now.as_secs() as i64).map_err(denied)?;
     // The calling workload's identity, without a signature; with one, the
@@ -117,6 +118,7 @@ pub(crate) fn decide<'g>(
                     "IdentityMismatch: the request is signed as {} but comes from a workload of {}",
                     s.names[0], w.names[0]
                 ),
+                identity: s.names.first().cloned(),
             });
         }
         (Some(s), _) => Some(s),
@@ -133,7 +135,12 @@ pub(crate) fn decide<'g>(
         now: now.as_secs(),
         workload: cgroup.as_deref(),
     };
-    let allowed = auth::authorize(guard, principal.as_deref(), inbound, &place).map_err(denied)?;
+    // A caller known but not allowed: who it was goes with the refusal.
+    let allowed =
+        auth::authorize(guard, principal.as_deref(), inbound, &place).map_err(|f| Denied {
+            identity: principal.as_ref().and_then(|p| p.names.first().cloned()),
+            ..denied(f)
+        })?;
     Ok(Decided {
         principal,
         via,
@@ -175,6 +182,7 @@ pub(crate) fn body_matches(want: &str, body: &[u8]) -> Result<(), Denied> {
         refusal: Refusal::AuthDenied,
         code: "XAmzContentSHA256Mismatch",
         detail: "XAmzContentSHA256Mismatch: the body does not match x-amz-content-sha256".into(),
+        identity: None,
     })
 }
 
@@ -184,6 +192,8 @@ pub(crate) struct Denied {
     pub refusal: Refusal,
     pub code: &'static str,
     pub detail: String,
+    /// The caller, when it was authenticated and a policy refused it.
+    pub identity: Option<String>,
 }
 
 impl Denied {
@@ -193,6 +203,7 @@ impl Denied {
             refusal,
             code: refusal.code(),
             detail,
+            identity: None,
         }
     }
 }

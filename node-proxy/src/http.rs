@@ -114,9 +114,11 @@ pub async fn handle(
                 refusal,
                 code,
                 detail,
+                identity,
             }) => {
                 proxy.metrics.auth_decisions(&listener.service, code, "");
                 rec.entry.auth = Some(format!("deny {detail}"));
+                rec.entry.identity = identity;
                 return Ok(refuse(&proxy, rec, refusal, &detail));
             }
         }

@@ -9,6 +9,7 @@ pub mod dns;
 pub mod identity;
 pub mod network;
 pub mod node;
+pub mod observe;
 pub mod reload;
 pub mod resources;
 pub mod token;

@@ -9,11 +9,13 @@ use super::dns::Serving;
 use anyhow::{Context, Result, bail};
 use std::net::{IpAddr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use trellis_api::pki::Role;
 use trellis_node::App;
 use trellis_node::access_log::AccessLog;
 use trellis_node::app::{Config, DnsConfig, Member};
+use trellis_node::flows::FlowQueue;
 use trellis_node::socket::Upstream;
 
 #[derive(clap::Args)]
@@ -67,6 +69,15 @@ pub struct Args {
     /// Access log: `stdout`, `off`, or a file path (appended).
     #[arg(long, default_value = "stdout")]
     access_log: String,
+    /// Send flow records to the control plane for `trellis observe`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    flows: bool,
+    /// Keep one allowed flow in N (refusals are always kept).
+    #[arg(long, default_value_t = 1)]
+    flow_sample: u64,
+    /// This node's name in flow records (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
     /// On SIGTERM, how long open connections have to finish, in seconds.
     #[arg(long, default_value_t = 10)]
     drain_seconds: u64,
@@ -127,14 +138,22 @@ pub async fn run(args: Args) -> Result<()> {
         ttl: args.dns_ttl,
         options: args.dns.options(),
     });
-    let access_log = AccessLog::open(&args.access_log)
-        .with_context(|| format!("opening the access log {}", args.access_log))?;
     // The node's certificate: what it shows the control plane, and other
     // networks' gateways.
     let (identity, client) = args
         .member
         .join(Role::Node, &args.network, &args.data_dir)
         .await?;
+    let flows = args.flows.then(|| {
+        let name = args.node_name.clone().unwrap_or_else(host_name);
+        Arc::new(FlowQueue::new(&name, &args.network, args.flow_sample))
+    });
+    let sink = flows
+        .clone()
+        .map(|q| -> trellis_node::access_log::Sink { Arc::new(move |entry| q.offer(entry)) });
+    let access_log = AccessLog::open(&args.access_log, sink)
+        .with_context(|| format!("opening the access log {}", args.access_log))?;
+    let uploading = flows.map(|q| tokio::spawn(trellis_node::flows::upload(q, client.clone())));
     let config = Config {
         network: args.network,
         data_dir: args.data_dir,
@@ -166,6 +185,16 @@ pub async fn run(args: Args) -> Result<()> {
         () = app.replaced() => {}
         () = successor.on_hangup() => {}
     }
+    if let Some(task) = uploading {
+        task.abort();
+    }
     app.stop().await;
     Ok(())
+}
+
+/// The kernel's host name (`uname -n`).
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "node".into())
 }

@@ -323,6 +323,15 @@ impl Env {
         );
     }
 
+    /// A `trellis` CLI process against the control plane, its stdout piped
+    /// (killed by the caller).
+    pub fn spawn_trellis(&self, args: &str) -> std::process::Child {
+        self.in_node(None, &format!("{BIN} {args} --server {}", self.cp_url))
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// A `trellis` CLI call against the control plane; its stdout. Panics
     /// if it fails.
     pub fn trellis(&self, args: &str) -> String {

@@ -477,6 +477,43 @@ impl Client {
         decode(&bytes)
     }
 
+    /// Sends a node's batch of flow records for `network` (its own).
+    pub async fn push_flows(
+        &self,
+        network: &str,
+        batch: &crate::flow::FlowBatch,
+    ) -> Result<(), ClientError> {
+        let body = serde_json::to_vec(batch).unwrap_or_default();
+        let path = format!("/v1/networks/{network}/flows");
+        self.call(Method::POST, &path, Some(body), self.timeout)
+            .await
+            .map(|_| ())
+    }
+
+    /// Flow records matching `filter`: after the cursor `after` (waiting
+    /// up to `wait` for one), or the `last` ones.
+    pub async fn flows(
+        &self,
+        filter: &crate::flow::FlowFilter,
+        after: Option<u64>,
+        last: usize,
+        wait: Duration,
+    ) -> Result<crate::flow::FlowPage, ClientError> {
+        let mut path = format!("/v1/flows?last={last}&waitSeconds={}", wait.as_secs());
+        if let Some(a) = after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let query = filter.to_query();
+        if !query.is_empty() {
+            path.push('&');
+            path.push_str(&query);
+        }
+        let (_, bytes) = self
+            .call(Method::GET, &path, None, wait + self.timeout)
+            .await?;
+        decode(&bytes)
+    }
+
     /// Fetches `network`'s snapshot. With `since`, waits up to `wait` for a
     /// snapshot newer than that revision and returns `None` if none came.
     pub async fn snapshot(

@@ -123,8 +123,9 @@ enum NoPlan {
     HandOver(&'static str),
     /// Nobody is: a 400 with this reason, and the connection closed.
     Refuse(&'static str),
-    /// Auth refused it: a 403 with the reason, and the connection closed.
-    Denied(Denied),
+    /// Auth refused it: a 403 with the reason, and the connection closed;
+    /// with the request's method and path when the access log is on.
+    Denied(Denied, Option<(String, String)>),
 }
 
 impl From<&'static str> for NoPlan {
@@ -187,11 +188,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             }
             Err(NoPlan::HandOver(reason)) => return Step::HandOver(reason),
             Err(NoPlan::Refuse(detail)) => (Refusal::BadRequest, detail.to_string(), None),
-            Err(NoPlan::Denied(denied)) => (denied.refusal, denied.detail, Some(denied.code)),
+            Err(NoPlan::Denied(denied, seen)) => (
+                denied.refusal,
+                denied.detail,
+                Some((denied.code, denied.identity, seen)),
+            ),
         };
         // Refused before a plan: the head stays unread, so the connection
         // closes after the answer.
-        let (refusal, detail, auth_code) = refused;
+        let (refusal, detail, auth) = refused;
         let mut rec = Record::begin(
             self.proxy,
             "http",
@@ -202,11 +207,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         .by(self.proxy, self.conn)
         .on(&listener);
         drop(config);
-        if let Some(code) = auth_code {
+        if let Some((code, identity, seen)) = auth {
             self.proxy
                 .metrics
                 .auth_decisions(&listener.service, code, "");
             rec.entry.auth = Some(format!("deny {detail}"));
+            rec.entry.identity = identity;
+            if let Some((method, path)) = seen {
+                rec.entry.method = method;
+                rec.entry.path = path;
+            }
         }
         let t = listener.timeouts;
         self.refuse(rec, true, &t, refusal, &detail).await
@@ -424,10 +434,18 @@ impl<I> Session<'_, I> {
             // No body: its hash is known without reading anything.
             body_sha256: (framing.content_length == 0).then_some(EMPTY_SHA256),
         };
+        let refused = |d| {
+            let seen = self
+                .proxy
+                .access_log
+                .enabled()
+                .then(|| (req.method.to_string(), path.to_string()));
+            NoPlan::Denied(d, seen)
+        };
         let decided =
-            guard::decide(config, listener, guard, self.conn, &inbound).map_err(NoPlan::Denied)?;
+            guard::decide(config, listener, guard, self.conn, &inbound).map_err(refused)?;
         if let Some(want) = &decided.body_hash {
-            guard::body_matches(want, b"").map_err(NoPlan::Denied)?;
+            guard::body_matches(want, b"").map_err(refused)?;
         }
         Ok(decided)
     }

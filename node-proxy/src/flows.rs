@@ -1,0 +1,224 @@
+//! Flow records for `trellis observe`: made from the access-log entries on
+//! the access log's own thread (the request path pays one `try_send`, as
+//! for the log), sampled, queued, and sent to the control plane in batches
+//! over the node's own connection to it. Allowed flows may be sampled (one
+//! in N) under load; refusals never are. The queue is bounded: when the
+//! control plane cannot take them, flows are dropped and counted, never
+//! buffered without bound, and the proxy never waits for an observer.
+
+use crate::access_log::Entry;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use trellis_api::flow::{Flow, FlowBatch, Verdict};
+
+/// Flows held for the next batch, at most.
+const QUEUE: usize = 10_000;
+/// Most flows in one batch.
+const BATCH: usize = 1_000;
+/// How often batches go out: a refusal reaches observers within this and
+/// one long-poll round trip.
+const EVERY: Duration = Duration::from_millis(200);
+
+pub struct FlowQueue {
+    node: String,
+    network: String,
+    /// Keep one allowed flow in `sample`.
+    sample: u64,
+    seen: AtomicU64,
+    queue: Mutex<VecDeque<Flow>>,
+    dropped: AtomicU64,
+}
+
+impl FlowQueue {
+    pub fn new(node: &str, network: &str, sample: u64) -> FlowQueue {
+        FlowQueue {
+            node: node.to_string(),
+            network: network.to_string(),
+            sample: sample.max(1),
+            seen: AtomicU64::new(0),
+            queue: Mutex::new(VecDeque::new()),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes `entry` as a flow, unless sampled away.
+    pub fn offer(&self, entry: &Entry) {
+        let (verdict, reason) = verdict(entry);
+        if verdict == Verdict::Allowed
+            && self.seen.fetch_add(1, Ordering::Relaxed) % self.sample != 0
+        {
+            return;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let flow = Flow {
+            time_ms: (now.as_millis() as u64).saturating_sub(entry.duration_ms as u64),
+            node: self.node.clone(),
+            network: self.network.clone(),
+            kind: entry.kind.to_string(),
+            client: entry.client.clone(),
+            workload: entry.workload.as_deref().map(String::from),
+            identity: entry.identity.clone(),
+            authn: entry.authn.map(String::from),
+            service: entry.service.to_string(),
+            listener: entry.listener.to_string(),
+            rule: entry.rule.to_string(),
+            target_group: entry.target_group.to_string(),
+            target: entry.target.clone(),
+            method: entry.method.clone(),
+            path: entry.path.clone(),
+            status: entry.status,
+            verdict,
+            reason,
+            bytes_sent: entry.bytes_sent,
+            bytes_received: entry.bytes_received,
+            duration_ms: entry.duration_ms,
+        };
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        if queue.len() >= QUEUE {
+            // The oldest allowed flow makes room; refusals are kept first.
+            match queue.iter().position(|f| f.verdict == Verdict::Allowed) {
+                Some(i) => {
+                    queue.remove(i);
+                }
+                None => {
+                    queue.pop_front();
+                }
+            }
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queue.push_back(flow);
+    }
+
+    /// The next batch, and how many flows were dropped since the last one.
+    fn take(&self) -> FlowBatch {
+        let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+        let n = queue.len().min(BATCH);
+        FlowBatch {
+            items: queue.drain(..n).collect(),
+            dropped: self.dropped.swap(0, Ordering::Relaxed),
+        }
+    }
+
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// What the entry says happened: refused by auth, answered by Trellis
+/// itself, or forwarded; and why.
+fn verdict(entry: &Entry) -> (Verdict, String) {
+    match (&entry.auth, entry.error) {
+        (Some(a), _) if a.starts_with("deny") => (
+            Verdict::Denied,
+            a.trim_start_matches("deny").trim().to_string(),
+        ),
+        (_, Some(error)) => (Verdict::Error, error.to_string()),
+        (Some(a), None) => (
+            Verdict::Allowed,
+            a.trim_start_matches("allow").trim().to_string(),
+        ),
+        (None, None) => (Verdict::Allowed, String::new()),
+    }
+}
+
+/// Sends the queue's batches to the control plane through `client` until
+/// the task is dropped. A batch the control plane does not take is lost
+/// (and counted by the control plane as nothing): flows are for now.
+pub async fn upload(queue: std::sync::Arc<FlowQueue>, client: trellis_api::client::Client) {
+    let mut tick = tokio::time::interval(EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tick.tick().await;
+        loop {
+            let batch = queue.take();
+            if batch.items.is_empty() && batch.dropped == 0 {
+                break;
+            }
+            let full = batch.items.len() == BATCH;
+            if let Err(e) = client.push_flows(&queue.network, &batch).await {
+                // Once per failure streak: the control plane may be away
+                // for a while, and the node keeps working without it.
+                if !failing {
+                    tracing::warn!(error = %e, flows = batch.items.len(), "flows not sent; dropping them until the control plane takes them");
+                }
+                failing = true;
+                break;
+            }
+            failing = false;
+            if !full {
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(status: u16, auth: Option<&str>, error: Option<&'static str>) -> Entry {
+        Entry {
+            kind: "http",
+            service: "shop".into(),
+            status,
+            auth: auth.map(String::from),
+            error,
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn verdicts_and_reasons_and_sampling_spares_refusals() {
+        let q = FlowQueue::new("n1", "east", 3);
+        for _ in 0..6 {
+            q.offer(&entry(200, Some("allow service:AllowCi"), None));
+        }
+        q.offer(&entry(403, Some("deny service:DenyOthers"), None));
+        q.offer(&entry(503, None, Some("no-healthy-target")));
+        let batch = q.take();
+        let got: Vec<(Verdict, &str)> = batch
+            .items
+            .iter()
+            .map(|f| (f.verdict, f.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Verdict::Allowed, "service:AllowCi"),
+                (Verdict::Allowed, "service:AllowCi"),
+                (Verdict::Denied, "service:DenyOthers"),
+                (Verdict::Error, "no-healthy-target"),
+            ],
+            "one allowed flow in three, every refusal"
+        );
+        assert!(
+            batch
+                .items
+                .iter()
+                .all(|f| f.node == "n1" && f.network == "east")
+        );
+    }
+
+    #[test]
+    fn a_full_queue_drops_allowed_flows_first_and_counts() {
+        let q = FlowQueue::new("n1", "east", 1);
+        q.offer(&entry(403, Some("deny x"), None));
+        for _ in 0..QUEUE {
+            q.offer(&entry(200, None, None));
+        }
+        assert_eq!(q.dropped(), 1);
+        let first = q.take();
+        assert_eq!(
+            first.items[0].verdict,
+            Verdict::Denied,
+            "the refusal stayed"
+        );
+        assert_eq!(first.dropped, 1);
+        assert_eq!(first.items.len(), BATCH);
+    }
+}
