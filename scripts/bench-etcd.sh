@@ -26,29 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-free_ports() { python3 -c 'import socket,sys
-ss=[socket.socket() for _ in range(int(sys.argv[1]))]
-for s in ss: s.bind(("127.0.0.1",0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))' "$1"; }
-read -r -a ports < <(free_ports 6)
-cluster=""
-for i in 0 1 2; do cluster+="${cluster:+,}m$i=http://127.0.0.1:${ports[$((i + 3))]}"; done
-endpoints=""
-for i in 0 1 2; do
-  client=http://127.0.0.1:${ports[$i]} peer=http://127.0.0.1:${ports[$((i + 3))]}
-  endpoints+="${endpoints:+,}$client"
-  etcd --name "m$i" --data-dir "$work/etcd$i" --listen-client-urls "$client" \
-    --advertise-client-urls "$client" --listen-peer-urls "$peer" \
-    --initial-advertise-peer-urls "$peer" --initial-cluster "$cluster" \
-    --initial-cluster-token "bench-$$" --initial-cluster-state new \
-    --max-txn-ops 100000 --max-request-bytes 67108864 \
-    --logger zap --log-level error >"$work/etcd$i.log" 2>&1 &
-  pids+=($!)
-done
-for _ in $(seq 100); do
-  ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1 && break
-  sleep 0.2
-done
+etcd_cluster "$work" --max-txn-ops 100000 --max-request-bytes 67108864
+pids+=("${ETCD_PIDS[@]}")
+endpoints=$ETCD_ENDPOINTS
 etcd_flags=(--etcd-endpoints "$endpoints" --etcd-max-txn-ops 100000 --etcd-max-request-bytes 67108864)
 services_yaml "$n" >"$work/big.yaml"
 echo "etcd $(etcd --version | head -1 | awk '{print $3}'), 3 members; $(grep -c '^kind:' "$work/big.yaml") documents for the big apply" >&2

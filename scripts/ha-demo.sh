@@ -21,28 +21,9 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-read -r -a ports < <(python3 -c 'import socket
-ss=[socket.socket() for _ in range(6)]
-for s in ss: s.bind(("127.0.0.1",0))
-print(" ".join(str(s.getsockname()[1]) for s in ss))')
-cluster="" endpoints=""
-for i in 0 1 2; do cluster+="${cluster:+,}m$i=http://127.0.0.1:${ports[$((i + 3))]}"; done
-etcd_pids=()
-start_member() {
-  local i=$1 client=http://127.0.0.1:${ports[$1]} peer=http://127.0.0.1:${ports[$(($1 + 3))]}
-  etcd --name "m$i" --data-dir "$work/etcd$i" --listen-client-urls "$client" \
-    --advertise-client-urls "$client" --listen-peer-urls "$peer" \
-    --initial-advertise-peer-urls "$peer" --initial-cluster "$cluster" \
-    --initial-cluster-token "ha-demo-$$" --initial-cluster-state new \
-    --logger zap --log-level error >>"$work/etcd$i.log" 2>&1 &
-  etcd_pids[i]=$!
-  pids+=($!)
-}
-for i in 0 1 2; do
-  endpoints+="${endpoints:+,}http://127.0.0.1:${ports[$i]}"
-  start_member "$i"
-done
-until ETCDCTL_API=3 etcdctl --endpoints "$endpoints" endpoint health >/dev/null 2>&1; do sleep 0.2; done
+etcd_cluster "$work"
+pids+=("${ETCD_PIDS[@]}")
+endpoints=$ETCD_ENDPOINTS
 echo "etcd: three members at $endpoints"
 
 # The first replica puts a new CA and admin token in etcd; the others are
@@ -65,13 +46,14 @@ weights() { "$bin" get service checkout -o json | jq -c '[.spec.listeners[0].def
 echo "weights: $(weights)"
 
 echo "SIGKILL: etcd member m1 and the first replica"
-kill -9 "${etcd_pids[1]}" "${cp_pids[0]}"
-wait "${etcd_pids[1]}" "${cp_pids[0]}" 2>/dev/null || true
+kill -9 "${ETCD_PIDS[1]}" "${cp_pids[0]}"
+wait "${ETCD_PIDS[1]}" "${cp_pids[0]}" 2>/dev/null || true
 sed 's/weight: 90/weight: 10/; t; s/weight: 10/weight: 90/' samples/blue-green.yaml >"$work/shifted.yaml"
 "$bin" apply -f "$work/shifted.yaml"
 echo "weights after the shift, through whichever replica answered: $(weights)"
 
-start_member 1
+etcd_member 1
+pids+=("${ETCD_PIDS[1]}")
 # The replica comes back on its address and loads the state from etcd.
 first=${urls%%,*}
 "$bin" control-plane --data-dir "$work/r0/cp" --listen "${first#https://}" \

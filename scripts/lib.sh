@@ -173,3 +173,41 @@ spec:
         forward: [{targetGroup: blue, weight: ${1%/*}}, {targetGroup: green, weight: ${1#*/}}]
 YAML
 }
+
+# etcd_cluster DIR [ETCD_FLAGS...]: three etcd members (Debian's etcd-server)
+# on free loopback ports, their data in DIR/etcdN, each started with
+# ETCD_FLAGS; healthy when it returns. Sets ETCD_ENDPOINTS and ETCD_PIDS (by
+# member); `etcd_member N` starts member N again on its data. The caller
+# kills ETCD_PIDS on exit.
+etcd_cluster() {
+  ETCD_DIR=$1
+  shift
+  ETCD_FLAGS=("$@")
+  read -r -a ETCD_PORTS < <(python3 -c 'import socket
+ss=[socket.socket() for _ in range(6)]
+for s in ss: s.bind(("127.0.0.1",0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+  ETCD_CLUSTER="" ETCD_ENDPOINTS="" ETCD_PIDS=()
+  local i
+  for i in 0 1 2; do
+    ETCD_CLUSTER+="${ETCD_CLUSTER:+,}m$i=http://127.0.0.1:${ETCD_PORTS[$((i + 3))]}"
+    ETCD_ENDPOINTS+="${ETCD_ENDPOINTS:+,}http://127.0.0.1:${ETCD_PORTS[$i]}"
+  done
+  for i in 0 1 2; do etcd_member "$i"; done
+  for _ in $(seq 150); do
+    ETCDCTL_API=3 etcdctl --endpoints "$ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 && return 0
+    sleep 0.2
+  done
+  echo "etcd did not become healthy" >&2
+  return 1
+}
+
+etcd_member() {
+  local i=$1 client=http://127.0.0.1:${ETCD_PORTS[$1]} peer=http://127.0.0.1:${ETCD_PORTS[$(($1 + 3))]}
+  etcd --name "m$i" --data-dir "$ETCD_DIR/etcd$i" --listen-client-urls "$client" \
+    --advertise-client-urls "$client" --listen-peer-urls "$peer" \
+    --initial-advertise-peer-urls "$peer" --initial-cluster "$ETCD_CLUSTER" \
+    --initial-cluster-token "trellis-$$" --initial-cluster-state new \
+    --logger zap --log-level error "${ETCD_FLAGS[@]}" >>"$ETCD_DIR/etcd$i.log" 2>&1 &
+  ETCD_PIDS[i]=$!
+}

@@ -2,9 +2,9 @@
 //! written by a thread of its own through a bounded queue, so the request
 //! path never blocks on the log's I/O. If the queue is full (the disk or
 //! the reader cannot keep up), lines are dropped and counted, not buffered
-//! without bound. The same thread hands each entry to a [`Sink`] (the
-//! flows `trellis observe` reads), so flows cost the request path nothing
-//! more than the log does.
+//! without bound. Each entry is also offered to a [`Sink`] (the flows
+//! `trellis observe` reads) on the caller's thread, before the queue: a
+//! sink that keeps few entries costs a check, not a thread's wake-up.
 
 use serde::Serialize;
 use std::io::Write;
@@ -56,12 +56,13 @@ pub struct Entry {
     pub error: Option<&'static str>,
 }
 
-/// Takes every entry on the log's thread.
+/// Offered every entry, on the request's thread: it must be quick.
 pub type Sink = Arc<dyn Fn(&Entry) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct AccessLog {
     tx: Option<SyncSender<Entry>>,
+    sink: Option<Sink>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -69,6 +70,7 @@ impl AccessLog {
     pub fn off() -> AccessLog {
         AccessLog {
             tx: None,
+            sink: None,
             dropped: Arc::default(),
         }
     }
@@ -76,21 +78,28 @@ impl AccessLog {
     /// Lines go to `out` (stdout, a file) if given, entries to `sink` if
     /// given.
     pub fn to(out: Option<Box<dyn Write + Send>>, sink: Option<Sink>) -> AccessLog {
-        if out.is_none() && sink.is_none() {
-            return AccessLog::off();
-        }
+        let Some(out) = out else {
+            return AccessLog {
+                sink,
+                ..AccessLog::off()
+            };
+        };
         let (tx, rx) = sync_channel(QUEUE);
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write(rx, out, sink))
-            .map(|_| AccessLog {
-                tx: Some(tx),
-                dropped: Arc::default(),
-            })
-            .unwrap_or_else(|e| {
-                tracing::error!(error = %e, "cannot start the access log thread; access logs are off");
-                AccessLog::off()
-            })
+            .spawn(move || write(rx, out));
+        if let Err(e) = started {
+            tracing::error!(error = %e, "cannot start the access log thread; access logs are off");
+            return AccessLog {
+                sink,
+                ..AccessLog::off()
+            };
+        }
+        AccessLog {
+            tx: Some(tx),
+            sink,
+            dropped: Arc::default(),
+        }
     }
 
     /// `stdout`, `off`, or a file path (appended to); and `sink`.
@@ -112,10 +121,13 @@ impl AccessLog {
     }
 
     pub fn enabled(&self) -> bool {
-        self.tx.is_some()
+        self.tx.is_some() || self.sink.is_some()
     }
 
     pub fn log(&self, entry: Entry) {
+        if let Some(sink) = &self.sink {
+            sink(&entry);
+        }
         if let Some(tx) = &self.tx {
             if let Err(TrySendError::Full(_)) = tx.try_send(entry) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
@@ -128,23 +140,16 @@ impl AccessLog {
     }
 }
 
-fn write(rx: Receiver<Entry>, out: Option<Box<dyn Write + Send>>, sink: Option<Sink>) {
-    let mut out = out.map(|o| std::io::BufWriter::with_capacity(64 * 1024, o));
+fn write(rx: Receiver<Entry>, out: Box<dyn Write + Send>) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
     while let Ok(first) = rx.recv() {
         // Write what is queued, then flush once.
         for entry in std::iter::once(first).chain(rx.try_iter()) {
-            if let Some(sink) = &sink {
-                sink(&entry);
-            }
-            if let Some(out) = &mut out {
-                if serde_json::to_writer(&mut *out, &entry).is_ok() {
-                    let _ = out.write_all(b"\n");
-                }
+            if serde_json::to_writer(&mut out, &entry).is_ok() {
+                let _ = out.write_all(b"\n");
             }
         }
-        if let Some(out) = &mut out {
-            let _ = out.flush();
-        }
+        let _ = out.flush();
     }
 }
 

@@ -1,10 +1,11 @@
 //! Flow records for `trellis observe`: made from the access-log entries on
-//! the access log's own thread (the request path pays one `try_send`, as
-//! for the log), sampled, queued, and sent to the control plane in batches
-//! over the node's own connection to it. Allowed flows may be sampled (one
-//! in N) under load; refusals never are. The queue is bounded: when the
-//! control plane cannot take them, flows are dropped and counted, never
-//! buffered without bound, and the proxy never waits for an observer.
+//! the request's thread, queued, and sent to the control plane in batches
+//! over the node's own connection to it. Every refusal is kept; allowed
+//! flows at most `--flow-allowed-per-second` (a busy node would otherwise
+//! spend a third of its time describing its traffic: measured, see
+//! docs/benchmarks.md). The queue is bounded: when the control plane cannot
+//! take them, flows are dropped and counted, never buffered without bound,
+//! and the proxy never waits for an observer.
 
 use crate::access_log::Entry;
 use std::collections::VecDeque;
@@ -24,36 +25,63 @@ const EVERY: Duration = Duration::from_millis(200);
 pub struct FlowQueue {
     node: String,
     network: String,
-    /// Keep one allowed flow in `sample`.
-    sample: u64,
-    seen: AtomicU64,
+    /// Allowed flows kept per second, at most.
+    allowed_per_second: u64,
+    /// The second being counted (Unix seconds) in the high bits, allowed
+    /// flows kept in it in the low 24.
+    window: AtomicU64,
     queue: Mutex<VecDeque<Flow>>,
     dropped: AtomicU64,
 }
 
+const COUNT_BITS: u32 = 24;
+
 impl FlowQueue {
-    pub fn new(node: &str, network: &str, sample: u64) -> FlowQueue {
+    pub fn new(node: &str, network: &str, allowed_per_second: u64) -> FlowQueue {
         FlowQueue {
             node: node.to_string(),
             network: network.to_string(),
-            sample: sample.max(1),
-            seen: AtomicU64::new(0),
+            allowed_per_second: allowed_per_second.min((1 << COUNT_BITS) - 1),
+            window: AtomicU64::new(0),
             queue: Mutex::new(VecDeque::new()),
             dropped: AtomicU64::new(0),
         }
     }
 
-    /// Takes `entry` as a flow, unless sampled away.
-    pub fn offer(&self, entry: &Entry) {
-        let (verdict, reason) = verdict(entry);
-        if verdict == Verdict::Allowed
-            && self.seen.fetch_add(1, Ordering::Relaxed) % self.sample != 0
-        {
-            return;
+    /// Whether one more allowed flow fits in this second's budget.
+    fn allowed_fits(&self, second: u64) -> bool {
+        let mut seen = self.window.load(Ordering::Relaxed);
+        loop {
+            let (at, count) = (seen >> COUNT_BITS, seen & ((1 << COUNT_BITS) - 1));
+            let count = if at == second { count } else { 0 };
+            if count >= self.allowed_per_second {
+                return false;
+            }
+            let next = (second << COUNT_BITS) | (count + 1);
+            match self.window.compare_exchange_weak(
+                seen,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(now) => seen = now,
+            }
         }
+    }
+
+    /// Takes `entry` as a flow: every refusal, allowed ones within the
+    /// budget.
+    pub fn offer(&self, entry: &Entry) {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
+        let refused =
+            entry.error.is_some() || entry.auth.as_deref().is_some_and(|a| a.starts_with("deny"));
+        if !refused && !self.allowed_fits(now.as_secs()) {
+            return;
+        }
+        let (verdict, reason) = verdict(entry);
         let flow = Flow {
             time_ms: (now.as_millis() as u64).saturating_sub(entry.duration_ms as u64),
             node: self.node.clone(),
@@ -173,8 +201,8 @@ mod tests {
     }
 
     #[test]
-    fn verdicts_and_reasons_and_sampling_spares_refusals() {
-        let q = FlowQueue::new("n1", "east", 3);
+    fn verdicts_and_reasons_and_the_budget_spares_refusals() {
+        let q = FlowQueue::new("n1", "east", 2);
         for _ in 0..6 {
             q.offer(&entry(200, Some("allow service:AllowCi"), None));
         }
@@ -194,7 +222,7 @@ mod tests {
                 (Verdict::Denied, "service:DenyOthers"),
                 (Verdict::Error, "no-healthy-target"),
             ],
-            "one allowed flow in three, every refusal"
+            "two allowed flows this second, every refusal"
         );
         assert!(
             batch
@@ -206,7 +234,7 @@ mod tests {
 
     #[test]
     fn a_full_queue_drops_allowed_flows_first_and_counts() {
-        let q = FlowQueue::new("n1", "east", 1);
+        let q = FlowQueue::new("n1", "east", u64::MAX);
         q.offer(&entry(403, Some("deny x"), None));
         for _ in 0..QUEUE {
             q.offer(&entry(200, None, None));

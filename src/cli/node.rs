@@ -72,9 +72,9 @@ pub struct Args {
     /// Send flow records to the control plane for `trellis observe`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     flows: bool,
-    /// Keep one allowed flow in N (refusals are always kept).
-    #[arg(long, default_value_t = 1)]
-    flow_sample: u64,
+    /// Allowed flows sent per second, at most (refusals are always sent).
+    #[arg(long, default_value_t = 100)]
+    flow_allowed_per_second: u64,
     /// This node's name in flow records (default: the host name).
     #[arg(long)]
     node_name: Option<String>,
@@ -146,7 +146,11 @@ pub async fn run(args: Args) -> Result<()> {
         .await?;
     let flows = args.flows.then(|| {
         let name = args.node_name.clone().unwrap_or_else(host_name);
-        Arc::new(FlowQueue::new(&name, &args.network, args.flow_sample))
+        Arc::new(FlowQueue::new(
+            &name,
+            &args.network,
+            args.flow_allowed_per_second,
+        ))
     });
     let sink = flows
         .clone()

@@ -351,33 +351,23 @@ impl EtcdStore {
             None,
         ));
         then.push(TxnOp::put(self.key(VIPS), c.vips.clone(), None));
-        for (name, value) in &c.put {
-            then.push(TxnOp::put(
-                self.key(&format!("{OBJECTS}{name}")),
-                value.clone(),
-                None,
-            ));
-        }
-        for name in &c.delete {
-            then.push(TxnOp::delete(self.key(&format!("{OBJECTS}{name}")), None));
-        }
-        for (id, record) in &c.keys_put {
-            then.push(TxnOp::put(
-                self.key(&format!("{KEYS}{id}")),
-                record.clone(),
-                None,
-            ));
-        }
-        for id in &c.keys_delete {
-            then.push(TxnOp::delete(self.key(&format!("{KEYS}{id}")), None));
-        }
-        for (name, value) in &c.docs_put {
-            then.push(TxnOp::put(
-                self.key(&format!("{DOCS}{name}")),
-                value.clone(),
-                None,
-            ));
-        }
+        let put = |dir: &str, entries: &[super::Entry]| {
+            entries
+                .iter()
+                .map(|(n, v)| TxnOp::put(self.key(&format!("{dir}{n}")), v.clone(), None))
+                .collect::<Vec<_>>()
+        };
+        let delete = |dir: &str, names: &[String]| {
+            names
+                .iter()
+                .map(|n| TxnOp::delete(self.key(&format!("{dir}{n}")), None))
+                .collect::<Vec<_>>()
+        };
+        then.extend(put(OBJECTS, &c.put));
+        then.extend(delete(OBJECTS, &c.delete));
+        then.extend(put(KEYS, &c.keys_put));
+        then.extend(delete(KEYS, &c.keys_delete));
+        then.extend(put(DOCS, &c.docs_put));
         let txn = Txn::new().when([guard]).and_then(then);
         let done = self
             .members
