@@ -151,7 +151,12 @@ fn etcd(e: etcd_client::Error) -> StoreError {
 fn gone(e: &etcd_client::Error) -> bool {
     use tonic::Code;
     match e {
-        etcd_client::Error::GRpcStatus(s) => matches!(s.code(), Code::Unavailable | Code::Unknown),
+        // Cancelled: this member did not answer within its share of the
+        // deadline (a member that died without closing the connection).
+        etcd_client::Error::GRpcStatus(s) => matches!(
+            s.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+        ),
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         _ => false,
     }
@@ -172,9 +177,13 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 impl EtcdStore {
     /// Connects to the members in `options` (and checks that one answers).
     pub async fn connect(options: EtcdOptions) -> Result<EtcdStore, StoreError> {
+        // A member gets half the deadline, so that one that hangs leaves
+        // time to try another (a 20 MB transaction of 30,000 objects takes
+        // about a second: docs/benchmarks.md).
+        let per_member = (options.timeout / 2).max(Duration::from_secs(1));
         let mut connect = ConnectOptions::new()
-            .with_timeout(options.timeout)
-            .with_connect_timeout(options.timeout)
+            .with_timeout(per_member)
+            .with_connect_timeout(per_member)
             .with_keep_alive(Duration::from_secs(10), options.timeout)
             // A member cut off from the others answers "no leader" at once
             // instead of serving what may be stale.
