@@ -377,19 +377,7 @@ impl EtcdStore {
         then.extend(put(KEYS, &c.keys_put));
         then.extend(delete(KEYS, &c.keys_delete));
         then.extend(put(DOCS, &c.docs_put));
-        let txn = Txn::new().when([guard]).and_then(then);
-        let done = self
-            .members
-            .call(|at| {
-                let (mut kv, txn) = (self.members.kv[at].clone(), txn.clone());
-                async move { kv.txn(txn).await }
-            })
-            .await
-            .map_err(etcd)?;
-        if !done.succeeded() {
-            return Err(StoreError::Conflict { base });
-        }
-        Ok(())
+        self.guarded(guard, then, base).await
     }
 }
 
@@ -435,7 +423,7 @@ impl EtcdStore {
                 && (ops.len() == most || batch_bytes + size > self.options.max_request_bytes)
             {
                 written += ops.len();
-                self.import_batch(guard(), std::mem::take(&mut ops)).await?;
+                self.guarded(guard(), std::mem::take(&mut ops), 0).await?;
                 tracing::info!(written, "imported");
                 batch_bytes = 0;
             }
@@ -443,16 +431,18 @@ impl EtcdStore {
             ops.push(TxnOp::put(self.key(&key), value.clone(), None));
         }
         if !ops.is_empty() {
-            self.import_batch(guard(), ops).await?;
+            self.guarded(guard(), ops, 0).await?;
         }
         let last = vec![
             TxnOp::put(self.key(VIPS), everything.vips.unwrap_or_default(), None),
             TxnOp::put(revision_key.as_str(), everything.revision.to_string(), None),
         ];
-        self.import_batch(guard(), last).await
+        self.guarded(guard(), last, 0).await
     }
 
-    async fn import_batch(&self, guard: Compare, ops: Vec<TxnOp>) -> Result<(), StoreError> {
+    /// `ops` in one transaction if `guard` holds; a conflict on `base` if
+    /// it does not.
+    async fn guarded(&self, guard: Compare, ops: Vec<TxnOp>, base: u64) -> Result<(), StoreError> {
         let txn = Txn::new().when([guard]).and_then(ops);
         let done = self
             .members
@@ -463,7 +453,7 @@ impl EtcdStore {
             .await
             .map_err(etcd)?;
         if !done.succeeded() {
-            return Err(StoreError::Conflict { base: 0 });
+            return Err(StoreError::Conflict { base });
         }
         Ok(())
     }
