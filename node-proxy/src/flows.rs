@@ -76,12 +76,11 @@ impl FlowQueue {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let refused =
-            entry.error.is_some() || entry.auth.as_deref().is_some_and(|a| a.starts_with("deny"));
-        if !refused && !self.allowed_fits(now.as_secs()) {
+        let verdict = verdict(entry);
+        if verdict == Verdict::Allowed && !self.allowed_fits(now.as_secs()) {
             return;
         }
-        let (verdict, reason) = verdict(entry);
+        let reason = reason(entry, verdict);
         let flow = Flow {
             time_ms: (now.as_millis() as u64).saturating_sub(entry.duration_ms as u64),
             node: self.node.clone(),
@@ -137,19 +136,23 @@ impl FlowQueue {
 }
 
 /// What the entry says happened: refused by auth, answered by Trellis
-/// itself, or forwarded; and why.
-fn verdict(entry: &Entry) -> (Verdict, String) {
+/// itself, or forwarded (no allocation: most entries are allowed and over
+/// the budget).
+fn verdict(entry: &Entry) -> Verdict {
     match (&entry.auth, entry.error) {
-        (Some(a), _) if a.starts_with("deny") => (
-            Verdict::Denied,
-            a.trim_start_matches("deny").trim().to_string(),
-        ),
-        (_, Some(error)) => (Verdict::Error, error.to_string()),
-        (Some(a), None) => (
-            Verdict::Allowed,
-            a.trim_start_matches("allow").trim().to_string(),
-        ),
-        (None, None) => (Verdict::Allowed, String::new()),
+        (Some(a), _) if a.starts_with("deny") => Verdict::Denied,
+        (_, Some(_)) => Verdict::Error,
+        _ => Verdict::Allowed,
+    }
+}
+
+/// Why: the deciding statement or signature problem, or the refusal.
+fn reason(entry: &Entry, verdict: Verdict) -> String {
+    let auth = entry.auth.as_deref().unwrap_or_default();
+    match verdict {
+        Verdict::Denied => auth.trim_start_matches("deny").trim().to_string(),
+        Verdict::Error => entry.error.unwrap_or_default().to_string(),
+        Verdict::Allowed => auth.trim_start_matches("allow").trim().to_string(),
     }
 }
 

@@ -20,8 +20,8 @@
 
 use super::{AuditStore, Commit, Followed, Loaded, Pending, Store, StoreError};
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
-    KvClient, TlsOptions, Txn, TxnOp, WatchClient, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, GetResponse,
+    Identity, KvClient, TlsOptions, Txn, TxnOp, TxnResponse, WatchClient, WatchOptions,
 };
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -138,6 +138,26 @@ impl Members {
             }
         }
     }
+
+    /// A range read, on whichever member answers.
+    async fn get(&self, from: &[u8], options: &GetOptions) -> Result<GetResponse, StoreError> {
+        self.call(|at| {
+            let (mut kv, from, options) = (self.kv[at].clone(), from.to_vec(), options.clone());
+            async move { kv.get(from, Some(options)).await }
+        })
+        .await
+        .map_err(etcd)
+    }
+
+    /// A transaction, on whichever member answers.
+    async fn txn(&self, txn: &Txn) -> Result<TxnResponse, StoreError> {
+        self.call(|at| {
+            let (mut kv, txn) = (self.kv[at].clone(), txn.clone());
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(etcd)
+    }
 }
 
 fn etcd(e: etcd_client::Error) -> StoreError {
@@ -230,20 +250,14 @@ impl EtcdStore {
         // answers and the credentials hold.
         let state = format!("{}state/", options.prefix);
         let revision = format!("{state}{REVISION}");
-        members
-            .call(|at| {
-                let mut kv = members.kv[at].clone();
-                let new = Txn::new()
-                    .when([Compare::create_revision(
-                        revision.as_str(),
-                        CompareOp::Equal,
-                        0,
-                    )])
-                    .and_then([TxnOp::put(revision.as_str(), "0", None)]);
-                async move { kv.txn(new).await }
-            })
-            .await
-            .map_err(etcd)?;
+        let new = Txn::new()
+            .when([Compare::create_revision(
+                revision.as_str(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then([TxnOp::put(revision.as_str(), "0", None)]);
+        members.txn(&new).await?;
         let audit = Arc::new(EtcdAudit {
             members: members.clone(),
             prefix: format!("{}audit/", options.prefix),
@@ -274,15 +288,7 @@ impl EtcdStore {
             if at > 0 {
                 options = options.with_revision(at);
             }
-            let page = self
-                .members
-                .call(|at| {
-                    let (mut kv, from) = (self.members.kv[at].clone(), from.clone());
-                    let options = options.clone();
-                    async move { kv.get(from, Some(options)).await }
-                })
-                .await
-                .map_err(etcd)?;
+            let page = self.members.get(&from, &options).await?;
             if at == 0 {
                 at = page.header().map_or(0, |h| h.revision());
             }
@@ -444,14 +450,7 @@ impl EtcdStore {
     /// it does not.
     async fn guarded(&self, guard: Compare, ops: Vec<TxnOp>, base: u64) -> Result<(), StoreError> {
         let txn = Txn::new().when([guard]).and_then(ops);
-        let done = self
-            .members
-            .call(|at| {
-                let (mut kv, txn) = (self.members.kv[at].clone(), txn.clone());
-                async move { kv.txn(txn).await }
-            })
-            .await
-            .map_err(etcd)?;
+        let done = self.members.txn(&txn).await?;
         if !done.succeeded() {
             return Err(StoreError::Conflict { base });
         }
@@ -528,15 +527,7 @@ impl EtcdAudit {
         let mut out = Vec::new();
         loop {
             let options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
-            let page = self
-                .members
-                .call(|at| {
-                    let (mut kv, from) = (self.members.kv[at].clone(), from.clone());
-                    let options = options.clone();
-                    async move { kv.get(from, Some(options)).await }
-                })
-                .await
-                .map_err(etcd)?;
+            let page = self.members.get(&from, &options).await?;
             out.extend(page.kvs().iter().map(|kv| kv.value().to_vec()));
             match page.kvs().last() {
                 Some(last) if page.more() && out.len() < AUDIT_READ_MOST => {
