@@ -7,13 +7,18 @@
 # 127.0.0.1:15001 at connect() time. One runtime worker thread, as nginx has
 # one worker. On TERM the datapath is detached and unpinned.
 # Env: TRELLIS_ACCESS_LOG (default off, as the nginx peer has access_log off),
-# TRELLIS_FLOWS (default true: flow records for `trellis observe`, as shipped).
+# TRELLIS_FLOWS (default true: flow records for `trellis observe`, as shipped),
+# TRELLIS_OBSERVERS (default 0: that many `trellis observe --follow` attached
+# for the whole run, the first of them stopped (SIGSTOP) once it has begun,
+# as a reader that never reads).
 set -euo pipefail
 bin=${TRELLIS_BIN:-$(dirname "$0")/../target/release/trellis}
 work=$(mktemp -d /tmp/trellis-proxy-bench.XXXXXX)
 pins=/sys/fs/bpf/trellis-bench-$$
 node_pid=
+observers=()
 cleanup() {
+  for p in "${observers[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null || true; done
   [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
   "$bin" node --network bench --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
   kill "${CP_PID:-}" 2>/dev/null || true
@@ -34,4 +39,12 @@ weights=${BENCH_WEIGHTS:-90/10}
   --access-log "${TRELLIS_ACCESS_LOG:-off}" --flows "${TRELLIS_FLOWS:-true}" --drain-seconds 1 \
   --join-token "$("$bin" network join-token bench)" &
 node_pid=$!
+for i in $(seq 1 "${TRELLIS_OBSERVERS:-0}"); do
+  "$bin" observe --follow -o json --last 0 >/dev/null 2>&1 &
+  observers+=($!)
+done
+if [ ${#observers[@]} -gt 0 ]; then
+  sleep 0.5
+  kill -STOP "${observers[0]}"
+fi
 wait "$node_pid"

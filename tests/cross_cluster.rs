@@ -273,6 +273,30 @@ fn services_are_reached_across_clusters_by_name() {
     assert_eq!(r.code, 200, "{}", r.body);
     assert_eq!(r.json()["name"], "checkout-east");
 
+    // One `trellis observe` stream holds both networks' nodes' flows:
+    // east's call to orders and west's refused call to vault.
+    let t = Instant::now();
+    loop {
+        let flows: Vec<serde_json::Value> = s
+            .trellis("observe --last 1000 -o json")
+            .lines()
+            .map(json)
+            .collect();
+        let seen = |network: &str, service: &str, verdict: &str| {
+            flows.iter().any(|f| {
+                f["network"] == network && f["service"] == service && f["verdict"] == verdict
+            })
+        };
+        if seen("east", "orders", "allowed") && seen("west", "vault", "denied") {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "not both networks' flows in one stream: {flows:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     // 90/10 across the clusters, exactly (the schedule is exact, the
     // binomial bound holds a fortiori).
     let counts = s

@@ -145,7 +145,11 @@ fn weighted_rules_through_the_ebpf_redirect_from_the_snat_address() {
     let (status, metrics) = env.admin_get("/metrics");
     assert_eq!(status, 200);
     assert!(
-        metrics.contains("trellis_proxy_requests_total{service=\"checkout\",listener=\"web\",target_group=\"green\",code=\"200\"}"),
+        metrics
+            .lines()
+            .any(|l| l.starts_with(
+                "trellis_proxy_requests_total{service=\"checkout\",listener=\"web\",rule=\""
+            ) && l.contains("target_group=\"green\",code=\"200\",verdict=\"allowed\"}")),
         "{metrics}"
     );
     assert!(

@@ -73,6 +73,20 @@ impl Flows {
         }
     }
 
+    /// The newest `n` flows that were not allowed, oldest first.
+    pub fn newest_refused(&self, n: usize) -> Vec<Flow> {
+        let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Flow> = ring
+            .iter()
+            .rev()
+            .filter(|(_, f)| f.verdict != trellis_api::flow::Verdict::Allowed)
+            .take(n)
+            .map(|(_, f)| f.clone())
+            .collect();
+        out.reverse();
+        out
+    }
+
     fn page(&self, filter: &FlowFilter, after: Option<u64>, last: usize) -> FlowPage {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         let next = ring.back().map_or(*self.last.borrow(), |(s, _)| *s);

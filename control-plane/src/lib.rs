@@ -11,6 +11,7 @@
 pub mod api_tls;
 pub mod audit;
 pub mod ca;
+pub mod console;
 pub mod docs;
 mod error;
 pub mod flows;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod store;
 pub mod tls;
 mod token;
+pub mod traffic;
 pub mod validate;
 mod views;
 pub mod vip;
@@ -105,6 +107,8 @@ const CONFLICT_RETRIES: u32 = 10;
 const FOLLOW_WAIT: Duration = Duration::from_secs(1);
 /// Flows kept for observers, from all nodes together.
 const FLOWS_KEPT: usize = 50_000;
+/// Refused requests the console lists.
+const REFUSED_SHOWN: usize = 25;
 
 /// How long a replica cut off from its store still answers watches: past
 /// it, nodes are sent to another replica (503).
@@ -170,6 +174,8 @@ pub struct ControlPlane {
     pub audit: audit::AuditLog,
     /// Recent flows from every node.
     pub flows: flows::Flows,
+    /// Nodes' recent counters and health, for the console.
+    pub traffic: traffic::Traffic,
     /// The named API tokens as last parsed, and the document they came
     /// from: every call is authenticated against it.
     api_tokens: Mutex<ParsedTokens>,
@@ -277,6 +283,7 @@ impl ControlPlane {
             keyring: Arc::new(keyring),
             audit: audit::AuditLog::open(&config.data_dir, store.audit())?,
             flows: flows::Flows::new(FLOWS_KEPT),
+            traffic: traffic::Traffic::default(),
             api_tokens: Mutex::new((None, Arc::default())),
             ca: opened.ca,
             config,
@@ -417,6 +424,18 @@ impl ControlPlane {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// What the console draws now: the nodes' rates, splits and health,
+    /// and the newest refusals.
+    pub fn traffic(&self) -> traffic::TrafficView {
+        let state = self.current();
+        let mut view = self
+            .traffic
+            .view(|service| state.get(Kind::Service, service).map(|o| o.status.revision));
+        view.revision = state.revision;
+        view.refused = self.flows.newest_refused(REFUSED_SHOWN);
+        view
     }
 
     pub fn current(&self) -> Arc<State> {

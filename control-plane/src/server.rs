@@ -27,12 +27,15 @@
 //! | `POST /v1/certificates`                  | a certificate for a CSR with a join token or the current certificate |
 //! | `GET /v1/ca`                             | the CA certificate (PEM)                    |
 //! | `POST /v1/ca/certificates`               | a server certificate for an HTTPS target (`{"csr": PEM, "ttlSeconds": N}`; admin) |
+//! | `GET /v1/traffic`                        | the nodes' rates, splits, health and recent refusals (`follow=true`: every second, as server-sent events) |
+//! | `GET /ui/`                               | the web console (its files only: it reads the API with the token its user gives) |
 //! | `GET /healthz`                           | liveness |
 
 use crate::operators::EditScope;
 use crate::{ControlPlane, Encoded, Error, SnapshotView, audit};
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -328,7 +331,7 @@ pub async fn serve(
             let Ok(permit) = pool.try_acquire_owned() else {
                 tracing::warn!(%peer, who, budget, "connection budget reached, answering 503");
                 let svc = service_fn(move |_req| async move {
-                    Ok::<_, std::convert::Infallible>(over_budget(who, budget))
+                    Ok::<_, std::convert::Infallible>(over_budget(who, budget).map(BodyExt::boxed))
                 });
                 let conn = http
                     .keep_alive(false)
@@ -423,6 +426,7 @@ fn operator_may(t: &ApiToken, route: &Route) -> Result<(), HttpError> {
             | Route::ListKeys { .. }
             | Route::Snapshot { .. }
             | Route::Flows
+            | Route::Traffic
     );
     let edits = |kind: &Kind| matches!(kind, Kind::Service | Kind::TargetGroup);
     let allowed = reads
@@ -459,13 +463,16 @@ fn operator_may(t: &ApiToken, route: &Route) -> Result<(), HttpError> {
     )))
 }
 
+/// What the API answers with: whole bodies, or the console's stream.
+pub type Body = BoxBody<Bytes, std::convert::Infallible>;
+
 async fn handle(
     cp: Arc<ControlPlane>,
     token: Arc<str>,
     member: Option<Subject>,
     peer: SocketAddr,
     req: Request<Incoming>,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     // A bearer token speaks for whoever sends it, on any connection.
@@ -484,12 +491,16 @@ async fn handle(
         ..Summary::default()
     };
     let resp = match Route::parse(&method, &path).and_then(|r| caller.may(&r).map(|()| r)) {
+        Ok(Route::Traffic) if crate::console::follows(req.uri().query()) => {
+            crate::console::follow(cp.clone())
+        }
         Ok(route) => run(&cp, &caller, route, req, &mut summary)
             .await
-            .unwrap_or_else(HttpError::into_response),
+            .unwrap_or_else(HttpError::into_response)
+            .map(BodyExt::boxed),
         Err(e) => {
             tracing::info!(%peer, %method, %path, actor = summary.actor, "refused");
-            e.into_response()
+            e.into_response().map(BodyExt::boxed)
         }
     };
     tracing::debug!(%peer, %method, %path, status = resp.status().as_u16(), "request");
@@ -562,6 +573,12 @@ pub enum Route {
     },
     /// Flow records, for `trellis observe`.
     Flows,
+    /// The console's live numbers.
+    Traffic,
+    /// One of the console's files.
+    Console {
+        asset: crate::console::Asset,
+    },
     JoinToken {
         network: String,
     },
@@ -616,6 +633,14 @@ impl Route {
             (&Method::GET, ["v1", "networks", n, "snapshot"]) => Route::Snapshot { network: s(n) },
             (&Method::POST, ["v1", "networks", n, "flows"]) => Route::PushFlows { network: s(n) },
             (&Method::GET, ["v1", "flows"]) => Route::Flows,
+            (&Method::GET, ["v1", "traffic"]) => Route::Traffic,
+            (&Method::GET, ["" | "ui"]) => Route::Console {
+                asset: crate::console::Asset::Page,
+            },
+            (&Method::GET, ["ui", file]) => Route::Console {
+                asset: crate::console::Asset::named(file)
+                    .ok_or_else(|| HttpError::NotFound(format!("no such path {path}")))?,
+            },
             (&Method::POST, ["v1", "networks", n, "join-tokens"]) => {
                 Route::JoinToken { network: s(n) }
             }
@@ -657,18 +682,24 @@ impl Route {
     /// the current certificate); the CA certificate is public; liveness
     /// says nothing.
     fn is_open(&self) -> bool {
-        matches!(self, Route::Healthz | Route::Ca | Route::Certificates)
+        matches!(
+            self,
+            Route::Healthz | Route::Ca | Route::Certificates | Route::Console { .. }
+        )
     }
 
     /// What it does, for a refusal.
     fn describe(&self) -> String {
         match self {
-            Route::Healthz | Route::Ca | Route::Certificates => "call this".into(),
+            Route::Healthz | Route::Ca | Route::Certificates | Route::Console { .. } => {
+                "call this".into()
+            }
             Route::Apply => "apply".into(),
             Route::Audit => "read the audit log".into(),
             Route::Snapshot { network } => format!("read network {network}'s snapshot"),
             Route::PushFlows { network } => format!("send network {network}'s flows"),
             Route::Flows => "read flows".into(),
+            Route::Traffic => "read traffic".into(),
             Route::JoinToken { network } => format!("create join tokens for network {network}"),
             Route::CreateKey { identity } => format!("issue keys for identity {identity}"),
             Route::ListKeys { identity } => format!("list identity {identity}'s keys"),
@@ -840,6 +871,9 @@ async fn run(
             }
             let accepted = items.len();
             cp.flows.push(items);
+            if let Some(report) = batch.report {
+                cp.traffic.record(&network, report);
+            }
             Ok(json_response(
                 StatusCode::ACCEPTED,
                 &serde_json::json!({ "accepted": accepted }),
@@ -850,6 +884,8 @@ async fn run(
             let page = cp.flows.read(&q.filter, q.after, q.last, q.wait).await;
             Ok(json_response(StatusCode::OK, &page))
         }
+        Route::Traffic => Ok(json_response(StatusCode::OK, &cp.traffic())),
+        Route::Console { asset } => Ok(asset.response()),
         Route::Audit => {
             let query = AuditQuery::parse(req.uri().query())?;
             let items = cp
@@ -904,6 +940,7 @@ fn known_path(segments: &[&str]) -> bool {
         ["healthz"] | ["v1", "apply"] | ["v1", "certificates"] | ["v1", "ca"] => true,
         ["v1", "ca", "certificates"] => true,
         ["v1", "audit"] | ["v1", "tokens"] | ["v1", "tokens", _] | ["v1", "flows"] => true,
+        ["v1", "traffic"] | [""] | ["ui"] | ["ui", _] => true,
         ["v1", kind] | ["v1", kind, _] => Kind::parse(kind).is_some(),
         ["v1", "networks", _, "snapshot"] | ["v1", "networks", _, "join-tokens"] => true,
         ["v1", "networks", _, "flows"] => true,
@@ -1147,6 +1184,10 @@ mod tests {
             Route::SignCertificate,
             Route::PushFlows { network: s("east") },
             Route::Flows,
+            Route::Traffic,
+            Route::Console {
+                asset: crate::console::Asset::Script,
+            },
         ];
         for r in &all {
             match r {
@@ -1170,7 +1211,9 @@ mod tests {
                 | Route::RevokeToken { .. }
                 | Route::SignCertificate
                 | Route::PushFlows { .. }
-                | Route::Flows => {}
+                | Route::Flows
+                | Route::Traffic
+                | Route::Console { .. } => {}
             }
         }
         all
@@ -1203,6 +1246,8 @@ mod tests {
             ("POST", "/v1/ca/certificates"),
             ("POST", "/v1/networks/east/flows"),
             ("GET", "/v1/flows"),
+            ("GET", "/v1/traffic"),
+            ("GET", "/ui/app.js"),
         ];
         let routes = every_route();
         assert_eq!(requests.len(), routes.len());
@@ -1241,8 +1286,8 @@ mod tests {
     #[test]
     fn every_caller_against_every_route() {
         let routes = every_route();
-        let open = [0, 1, 2];
-        let reads = [4, 5, 8, 11, 12, 22];
+        let open = [0, 1, 2, 24];
+        let reads = [4, 5, 8, 11, 12, 22, 23];
         let member = |role| {
             Caller::Member(Subject {
                 network: "east".into(),

@@ -8,11 +8,13 @@
 //! and the proxy never waits for an observer.
 
 use crate::access_log::Entry;
+use crate::proxy::Proxy;
+use crate::traffic::verdict;
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use trellis_api::flow::{Flow, FlowBatch, Verdict};
+use trellis_api::flow::{Flow, FlowBatch, NodeReport, TargetHealth, Verdict};
 
 /// Flows held for the next batch, at most.
 const QUEUE: usize = 10_000;
@@ -21,6 +23,9 @@ const BATCH: usize = 1_000;
 /// How often batches go out: a refusal reaches observers within this and
 /// one long-poll round trip.
 const EVERY: Duration = Duration::from_millis(200);
+/// How often the node's counters and health go with a batch: the console's
+/// measured split follows a weight change within this and its own refresh.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
 
 pub struct FlowQueue {
     node: String,
@@ -32,6 +37,8 @@ pub struct FlowQueue {
     window: AtomicU64,
     queue: Mutex<VecDeque<Flow>>,
     dropped: AtomicU64,
+    /// When this process began counting (Unix milliseconds).
+    started_ms: u64,
 }
 
 const COUNT_BITS: u32 = 24;
@@ -45,6 +52,7 @@ impl FlowQueue {
             window: AtomicU64::new(0),
             queue: Mutex::new(VecDeque::new()),
             dropped: AtomicU64::new(0),
+            started_ms: trellis_api::flow::ago_ms(Duration::ZERO),
         }
     }
 
@@ -127,22 +135,12 @@ impl FlowQueue {
         FlowBatch {
             items: queue.drain(..n).collect(),
             dropped: self.dropped.swap(0, Ordering::Relaxed),
+            report: None,
         }
     }
 
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
-    }
-}
-
-/// What the entry says happened: refused by auth, answered by Trellis
-/// itself, or forwarded (no allocation: most entries are allowed and over
-/// the budget).
-fn verdict(entry: &Entry) -> Verdict {
-    match (&entry.auth, entry.error) {
-        (Some(a), _) if a.starts_with("deny") => Verdict::Denied,
-        (_, Some(_)) => Verdict::Error,
-        _ => Verdict::Allowed,
     }
 }
 
@@ -156,18 +154,51 @@ fn reason(entry: &Entry, verdict: Verdict) -> String {
     }
 }
 
-/// Sends the queue's batches to the control plane through `client` until
-/// the task is dropped. A batch the control plane does not take is lost
-/// (and counted by the control plane as nothing): flows are for now.
-pub async fn upload(queue: std::sync::Arc<FlowQueue>, client: trellis_api::client::Client) {
+/// What the node counted and checked, for the console.
+fn report(queue: &FlowQueue, proxy: &Proxy) -> NodeReport {
+    let config = proxy.config();
+    let mut health = Vec::new();
+    for (name, group) in &config.groups {
+        for t in &group.targets {
+            health.push(TargetHealth {
+                target_group: name.to_string(),
+                target: t.addr.to_string(),
+                health: t.health().as_str().to_string(),
+            });
+        }
+    }
+    NodeReport {
+        node: queue.node.clone(),
+        started_ms: queue.started_ms,
+        revision: config.revision(),
+        requests: proxy.metrics.requests.read(),
+        health,
+    }
+}
+
+/// Sends the queue's batches to the control plane through `client`, with
+/// `proxy`'s report every [`REPORT_EVERY`], until the task is dropped. A
+/// batch the control plane does not take is lost (and counted by the
+/// control plane as nothing): flows are for now, and the next report
+/// carries the counters whole.
+pub async fn upload(
+    queue: std::sync::Arc<FlowQueue>,
+    client: trellis_api::client::Client,
+    proxy: std::sync::Arc<Proxy>,
+) {
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut last_report: Option<tokio::time::Instant> = None;
     loop {
         tick.tick().await;
         loop {
-            let batch = queue.take();
-            if batch.items.is_empty() && batch.dropped == 0 {
+            let mut batch = queue.take();
+            if last_report.is_none_or(|at| at.elapsed() >= REPORT_EVERY) {
+                batch.report = Some(report(&queue, &proxy));
+                last_report = Some(tokio::time::Instant::now());
+            }
+            if batch.items.is_empty() && batch.dropped == 0 && batch.report.is_none() {
                 break;
             }
             let full = batch.items.len() == BATCH;

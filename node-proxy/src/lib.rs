@@ -43,6 +43,7 @@ pub mod split;
 pub mod targets;
 mod tcp;
 pub mod tls;
+pub mod traffic;
 pub mod tunnel;
 pub mod upstream;
 pub mod workload;

@@ -4,6 +4,7 @@
 //! from the live config, counts other parts keep).
 
 use crate::config::Config;
+use crate::traffic::{Exposed, RequestCounts};
 use arc_swap::ArcSwap;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, MetricEncoder, NoLabelSet};
@@ -14,14 +15,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::sync::{Arc, Mutex};
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RequestLabels {
-    pub service: Arc<str>,
-    pub listener: Arc<str>,
-    pub target_group: Arc<str>,
-    pub code: u16,
-}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServiceLabels {
@@ -55,7 +48,7 @@ pub struct Metrics {
     /// certificate), hence the lock, taken only to add and to scrape.
     registry: Mutex<Registry>,
     pub auth: Family<AuthLabels, Counter>,
-    pub requests: Family<RequestLabels, Counter>,
+    pub requests: Arc<RequestCounts>,
     pub duration: Family<ServiceLabels, Histogram>,
     pub active: Family<ProtocolLabels, Gauge>,
     pub connections: Family<ProtocolLabels, Counter>,
@@ -75,7 +68,8 @@ impl Default for Metrics {
     fn default() -> Metrics {
         let mut root = Registry::default();
         let registry = root.sub_registry_with_prefix("trellis_proxy");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Arc::new(RequestCounts::default());
+        registry.register_collector(Box::new(Exposed(requests.clone())));
         let duration = Family::<ServiceLabels, Histogram>::new_with_constructor(
             latency_buckets as fn() -> Histogram,
         );
@@ -89,11 +83,6 @@ impl Default for Metrics {
             "auth_decisions",
             "Requests to SIGV4 services, by service and outcome (allow, or the refusal's code)",
             auth.clone(),
-        );
-        registry.register(
-            "requests",
-            "HTTP requests answered, by service, listener, target group and status",
-            requests.clone(),
         );
         registry.register(
             "request_duration_seconds",

@@ -4,7 +4,7 @@
 
 use crate::access_log::{Entry, now_rfc3339};
 use crate::config::Listener;
-use crate::metrics::{RequestLabels, ServiceLabels};
+use crate::metrics::ServiceLabels;
 use crate::proxy::{Conn, Proxy};
 use crate::refusal::Refusal;
 use crate::targets::{Lease, random};
@@ -92,13 +92,7 @@ impl Record {
         self.entry.duration_ms = elapsed.as_secs_f64() * 1000.0;
         let m = &proxy.metrics;
         m.requests
-            .get_or_create(&RequestLabels {
-                service: self.entry.service.clone(),
-                listener: self.entry.listener.clone(),
-                target_group: self.entry.target_group.clone(),
-                code: self.entry.status,
-            })
-            .inc();
+            .count(&self.entry, crate::traffic::verdict(&self.entry));
         m.duration
             .get_or_create(&ServiceLabels {
                 service: self.entry.service.clone(),

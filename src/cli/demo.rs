@@ -137,9 +137,17 @@ pub async fn run(args: Args) -> Result<()> {
         pins: PathBuf::from(format!("/sys/fs/bpf/trellis-demo-{}", std::process::id())),
         nft_table: format!("trellis_demo_{}", std::process::id()),
     };
-    // Listening from here on: a Ctrl-C is never lost between two waits.
-    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-        .context("listening for Ctrl-C")?;
+    // Listening from here on: a Ctrl-C (or a TERM, as scripts and service
+    // managers stop things) is never lost between two waits.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut terminate = signal(SignalKind::terminate()).context("listening for TERM")?;
+    let mut stopped = async move || {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    };
     tokio::select! {
         r = walk(&args, &mut stack) => if let Err(e) = r {
             // The logs the error points at outlive the demo.
@@ -147,14 +155,14 @@ pub async fn run(args: Args) -> Result<()> {
             eprintln!("the demo failed; its logs are kept in {}", stack.dir.display());
             return Err(e);
         },
-        _ = interrupt.recv() => {
+        () = stopped() => {
             println!("\ninterrupted: stopping what the demo started");
             return Ok(());
         }
     }
     if args.keep_running {
         println!("\nEverything stays up until Ctrl-C.");
-        interrupt.recv().await;
+        stopped().await;
         println!("stopping what the demo started");
     }
     Ok(())
@@ -461,6 +469,14 @@ async fn walk(args: &Args, stack: &mut Stack) -> Result<()> {
         "  curl -H \"authorization: Bearer $(cat {})\" http://127.0.0.1:{}/config",
         stack.dir.join("node").join("admin-token").display(),
         admin.port()
+    );
+    bold("See it");
+    println!("  trellis observe --service hello --follow          # every node's flows, live");
+    println!("  trellis observe --verdict denied --last 20        # why requests were refused");
+    println!(
+        "  console: {server}/ui/  (sign in with the token in {}; the certificate is from {})",
+        token_file.display(),
+        ca_file.display()
     );
     if !args.keep_running {
         println!("  (run `trellis demo --keep-running` to keep all of it up)");

@@ -157,7 +157,6 @@ pub async fn run(args: Args) -> Result<()> {
         .map(|q| -> trellis_node::access_log::Sink { Arc::new(move |entry| q.offer(entry)) });
     let access_log = AccessLog::open(&args.access_log, sink)
         .with_context(|| format!("opening the access log {}", args.access_log))?;
-    let uploading = flows.map(|q| tokio::spawn(trellis_node::flows::upload(q, client.clone())));
     let config = Config {
         network: args.network,
         data_dir: args.data_dir,
@@ -173,7 +172,16 @@ pub async fn run(args: Args) -> Result<()> {
         trim: crate::release_free_memory,
     };
     let mut successor = super::reload::Successor::new()?;
-    let app = App::start(config, Member { identity, client }).await?;
+    let app = App::start(
+        config,
+        Member {
+            identity,
+            client: client.clone(),
+        },
+    )
+    .await?;
+    let uploading =
+        flows.map(|q| tokio::spawn(trellis_node::flows::upload(q, client, app.proxy().clone())));
     // Scripts and tests learn the ports from these lines.
     for addr in app.dns_addrs() {
         println!("trellis node dns listening on {addr}");

@@ -526,6 +526,34 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// `cmd` in the node's namespace, outside the redirected cgroup,
+    /// stdout piped.
+    pub fn spawn_in_node(&self, cmd: &str) -> Owned {
+        Owned::new(
+            self.in_node(None, cmd)
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    /// Runs `f` on a thread of its own that has entered the node's network
+    /// namespace (namespaces are per thread), so its sockets reach what
+    /// listens there: the control plane, a ChromeDriver.
+    pub fn in_namespace<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.ns);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path).expect("the node's namespace");
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("entering the node's namespace");
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
     pub fn spawn_client(&self, args: &[&str]) -> Owned {
         self.spawn_script("client.py", args)
     }
@@ -638,9 +666,12 @@ impl Drop for Env {
             }
         }
         let _ = sh(&format!("umount {}", self.cg_mount.display()));
+        // Whatever else a test started there (a browser and its helpers):
+        // a deleted namespace does not end its processes.
         let _ = sh(&format!(
-            "ip netns del {}; ip netns del {}",
-            self.ns, self.tns
+            "for ns in {n} {t}; do ip netns pids $ns | xargs -r kill -9; done; ip netns del {n}; ip netns del {t}",
+            n = self.ns,
+            t = self.tns
         ));
         let _ = std::fs::remove_dir_all(&self.run);
     }

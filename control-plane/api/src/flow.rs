@@ -43,7 +43,7 @@ pub struct Flow {
     pub duration_ms: f64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Verdict {
     /// Forwarded (whatever the target answered).
@@ -215,6 +215,51 @@ pub struct FlowBatch {
     /// Flows the node dropped (queue full) since its last batch.
     #[serde(default)]
     pub dropped: u64,
+    /// The node's counters and health, about once a second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<NodeReport>,
+}
+
+/// What a node counted and checked, as its Prometheus metrics say it: the
+/// console's rates, splits and health come from these, whole, not from
+/// the sampled flows.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    pub node: String,
+    /// When the node process started (Unix milliseconds): counters begin
+    /// at zero with each process.
+    pub started_ms: u64,
+    /// The snapshot revision the node runs.
+    pub revision: u64,
+    /// `trellis_proxy_requests_total`, every series, since `started_ms`.
+    pub requests: Vec<RequestCount>,
+    /// `trellis_target_healthy`, every target of every group the node
+    /// reaches.
+    pub health: Vec<TargetHealth>,
+}
+
+/// One series of `trellis_proxy_requests_total`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestCount {
+    pub service: String,
+    pub listener: String,
+    pub rule: String,
+    pub target_group: String,
+    pub code: u16,
+    pub verdict: Verdict,
+    pub count: u64,
+}
+
+/// A target's health as one node's checks see it: `healthy`,
+/// `unhealthy` or `unknown` (not checked yet).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetHealth {
+    pub target_group: String,
+    pub target: String,
+    pub health: String,
 }
 
 /// How long ago `d` was, as Unix milliseconds.
