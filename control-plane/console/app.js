@@ -180,11 +180,27 @@ function measured(service, listener, rule) {
   return (t && t.splits.find((s) => s.listener === listener && s.rule === rule)) || null;
 }
 
-// Every (listener, rule, action) of a service, the default action as rule "default".
+// A match's place when a listener orders by specificity (as
+// RuleMatch::specificity does): greater first.
+function specificity(m) {
+  const p = m.path || {};
+  const [kind, len] = p.exact !== undefined ? [3, p.exact.length] : p.prefix !== undefined ? [2, p.prefix.length]
+    : p.regex !== undefined ? [1, 0] : [0, 0];
+  return [kind, len, m.method ? 1 : 0, (m.headers || []).length, (m.query || []).length];
+}
+
+function bySpecificity(a, b) {
+  const [x, y] = [specificity(a.match), specificity(b.match)];
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return y[i] - x[i];
+  return a.priority - b.priority;
+}
+
+// Every (listener, rule, action) of a service in the order they are tried,
+// the default action last as rule "default".
 function rulesOf(service) {
   const out = [];
   for (const l of service.spec.listeners || []) {
-    const rules = [...(l.rules || [])].sort((a, b) => a.priority - b.priority);
+    const rules = [...(l.rules || [])].sort(l.ruleOrder === 'Specificity' ? bySpecificity : (a, b) => a.priority - b.priority);
     for (const r of rules) out.push({ listener: l, name: r.name, priority: r.priority, match: r.match, action: r.action });
     out.push({ listener: l, name: 'default', priority: null, match: null, action: l.defaultAction });
   }
@@ -198,10 +214,16 @@ function matchText(m) {
   if (m.host) parts.push('host ' + m.host);
   if (m.path && m.path.exact !== undefined) parts.push('path = ' + m.path.exact);
   if (m.path && m.path.prefix !== undefined) parts.push('path ' + m.path.prefix + '*');
+  if (m.path && m.path.regex !== undefined) parts.push('path ~ ' + m.path.regex);
   for (const hd of m.headers || []) {
+    if (hd.present !== undefined) { parts.push((hd.present ? 'with ' : 'without ') + hd.name); continue; }
     const [op, v] = hd.exact !== undefined ? ['=', hd.exact] : hd.prefix !== undefined ? ['^=', hd.prefix]
       : hd.contains !== undefined ? ['*=', hd.contains] : ['~', hd.regex];
     parts.push(hd.name + ' ' + op + ' ' + v);
+  }
+  for (const q of m.query || []) {
+    if (q.present !== undefined) parts.push((q.present ? '?' : 'no ?') + q.name);
+    else parts.push('?' + q.name + (q.exact !== undefined ? ' = ' + q.exact : ' ~ ' + q.regex));
   }
   return parts.join(', ') || 'anything';
 }

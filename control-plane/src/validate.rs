@@ -306,6 +306,7 @@ impl Validator<'_> {
                 if m.path.is_some()
                     || m.method.is_some()
                     || !m.headers.is_empty()
+                    || !m.query.is_empty()
                     || m.host.is_none()
                 {
                     self.problem(
@@ -343,16 +344,16 @@ impl Validator<'_> {
     }
 
     fn rule_match(&mut self, m: &RuleMatch, path: &str) {
-        if m.path.is_none() && m.method.is_none() && m.headers.is_empty() && m.host.is_none() {
+        if m.is_empty() {
             self.problem(
                 path,
-                "a match needs at least one of path, method, headers, host",
+                "a match needs at least one of path, method, headers, query, host",
             );
         }
         if let Some(p) = &m.path {
             let pp = format!("{path}.path");
-            match (&p.exact, &p.prefix) {
-                (Some(v), None) | (None, Some(v)) => {
+            match (&p.exact, &p.prefix, &p.regex) {
+                (Some(v), None, None) | (None, Some(v), None) => {
                     if !v.starts_with('/') || v.len() > 2048 {
                         self.problem(
                             pp,
@@ -360,7 +361,12 @@ impl Validator<'_> {
                         );
                     }
                 }
-                _ => self.problem(pp, "set exactly one of exact, prefix"),
+                (None, None, Some(_)) => {
+                    if let Some(Err(why)) = p.compiled_regex() {
+                        self.problem(format!("{pp}.regex"), format!("invalid regex: {why}"));
+                    }
+                }
+                _ => self.problem(pp, "set exactly one of exact, prefix, regex"),
             }
         }
         if let Some(method) = &m.method {
@@ -391,15 +397,51 @@ impl Validator<'_> {
             let set = [&h.exact, &h.prefix, &h.contains, &h.regex]
                 .iter()
                 .filter(|v| v.is_some())
-                .count();
+                .count()
+                + usize::from(h.present.is_some());
             if set != 1 {
                 self.problem(
                     hp.clone(),
-                    "set exactly one of exact, prefix, contains, regex",
+                    "set exactly one of exact, prefix, contains, regex, present",
                 );
             }
             if let Some(Err(why)) = h.compiled_regex() {
                 self.problem(format!("{hp}.regex"), format!("invalid regex: {why}"));
+            }
+        }
+        if m.query.len() > MAX_HEADER_MATCHES {
+            self.problem(
+                format!("{path}.query"),
+                format!(
+                    "{} query matches, at most {MAX_HEADER_MATCHES} allowed",
+                    m.query.len()
+                ),
+            );
+        }
+        let mut names = BTreeSet::new();
+        for (i, q) in m.query.iter().enumerate() {
+            let qp = format!("{path}.query[{i}]");
+            if q.name.is_empty() || q.name.len() > 256 {
+                self.problem(
+                    format!("{qp}.name"),
+                    "a query parameter name is 1 to 256 bytes",
+                );
+            } else if !names.insert(q.name.as_str()) {
+                // Two conditions on one parameter read as "and" by some and
+                // "or" by others: refused rather than guessed.
+                self.problem(
+                    format!("{qp}.name"),
+                    format!("parameter \"{}\" has a condition already", q.name),
+                );
+            }
+            let set = usize::from(q.exact.is_some())
+                + usize::from(q.regex.is_some())
+                + usize::from(q.present.is_some());
+            if set != 1 {
+                self.problem(qp.clone(), "set exactly one of exact, regex, present");
+            }
+            if let Some(Err(why)) = q.compiled_regex() {
+                self.problem(format!("{qp}.regex"), format!("invalid regex: {why}"));
             }
         }
         if let Some(host) = &m.host {

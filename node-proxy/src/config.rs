@@ -55,7 +55,7 @@ pub struct Listener {
     pub service: Arc<str>,
     pub name: Arc<str>,
     pub protocol: ListenerProtocol,
-    /// In priority order.
+    /// In the order they are tried (the listener's `ruleOrder`).
     pub rules: Vec<Rule>,
     pub default: Action,
     pub timeouts: TimeLimits,
@@ -80,7 +80,7 @@ pub static DEFAULT_RULE: std::sync::LazyLock<Arc<str>> =
     std::sync::LazyLock::new(|| Arc::from("default"));
 
 impl Listener {
-    /// The first rule, by priority, whose conditions all hold; else the
+    /// The first rule, in order, whose conditions all hold; else the
     /// default action.
     pub fn route(&self, req: &impl RequestView) -> (&Arc<str>, &Action) {
         self.rules
@@ -193,9 +193,8 @@ impl Config {
             let guard =
                 Guard::compile((svc.auth_type, svc.auth_policy.as_ref()), network).map(Arc::new);
             for l in &svc.listeners {
-                let mut rules: Vec<_> = l.rules.iter().collect();
-                rules.sort_by_key(|r| r.priority);
-                let rules = rules
+                let rules = l
+                    .ordered_rules()
                     .into_iter()
                     .filter_map(|r| match Matcher::compile(&r.matches) {
                         Ok(matcher) => Some(Rule {

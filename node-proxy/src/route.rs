@@ -2,19 +2,27 @@
 //! per snapshot; a request matches when every condition it has holds:
 //!
 //! - path: `exact` is the whole path (no query string), `prefix` a string
-//!   prefix of it; case-sensitive unless `caseSensitive: false`.
+//!   prefix of it, `regex` a regular expression the whole path matches;
+//!   case-sensitive unless `caseSensitive: false`.
 //! - method: exact, case-sensitive (RFC 9110 methods are).
 //! - headers: the name is case-insensitive; the value matches `exact`,
 //!   `prefix`, `contains` or `regex` (whole value), case-insensitively unless
 //!   `caseSensitive: true`. Any one of several values of the header may
-//!   match; a missing header matches nothing.
+//!   match; a missing header matches nothing. `present: true` holds when
+//!   the header is sent at all, `present: false` when it is not.
+//! - query: the parameter's name (case-sensitive) and its percent-decoded
+//!   value, `exact` or whole-value `regex` (case-sensitive), or `present`.
+//!   A parameter sent more than once must satisfy the condition with every
+//!   value (so a second value cannot route a request one way while the
+//!   target reads another); a value that does not decode to UTF-8 satisfies
+//!   no value condition.
 //! - host: the request's host (Host or :authority, port removed) equal to
 //!   the rule's, ignoring case; `*.example.com` matches any name below
 //!   example.com, not example.com itself.
 
 use http::{HeaderMap, HeaderName, Method, Uri};
 use regex::Regex;
-use trellis_api::resource::{HeaderMatch, PathMatch, RuleMatch};
+use trellis_api::resource::{HeaderMatch, PathMatch, QueryMatch, RuleMatch};
 
 /// What a rule looks at in a request: hyper's parsed request (HTTP/2, and
 /// the HTTP/1 requests `h1` hands over), or the HTTP/1 path's own head.
@@ -25,9 +33,13 @@ pub trait RequestView {
     /// The host as sent (absolute URI or `:authority`, else Host), maybe
     /// with a port.
     fn raw_host(&self) -> Option<&str>;
+    /// The query string as sent (without the `?`), if any.
+    fn query(&self) -> Option<&str>;
     /// Whether any value of header `name` that is text (visible ASCII, as
     /// `HeaderValue::to_str` takes it) satisfies `f`.
     fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&str) -> bool) -> bool;
+    /// Whether header `name` is sent, whatever its value.
+    fn has_header(&self, name: &HeaderName) -> bool;
 
     /// The host without port.
     fn host(&self) -> Option<&str> {
@@ -62,11 +74,19 @@ impl RequestView for RequestParts<'_> {
             .or_else(|| self.headers.get(http::header::HOST)?.to_str().ok())
     }
 
+    fn query(&self) -> Option<&str> {
+        self.uri.query()
+    }
+
     fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&str) -> bool) -> bool {
         self.headers
             .get_all(name)
             .iter()
             .any(|v| v.to_str().is_ok_and(&mut *f))
+    }
+
+    fn has_header(&self, name: &HeaderName) -> bool {
+        self.headers.contains_key(name)
     }
 }
 
@@ -97,10 +117,48 @@ struct PathCond {
 }
 
 #[derive(Debug)]
+enum Test {
+    Value(Text),
+    Present,
+    Absent,
+}
+
+#[derive(Debug)]
 struct HeaderCond {
     name: HeaderName,
-    text: Text,
+    test: Test,
     case_sensitive: bool,
+}
+
+#[derive(Debug)]
+struct QueryCond {
+    name: String,
+    test: Test,
+}
+
+impl QueryCond {
+    fn holds(&self, query: Option<&str>) -> bool {
+        let mut values = query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+            .filter(|(name, _)| decode(name).as_deref() == Some(self.name.as_str()))
+            .map(|(_, value)| decode(value))
+            .peekable();
+        match &self.test {
+            Test::Present => values.peek().is_some(),
+            Test::Absent => values.peek().is_none(),
+            Test::Value(text) => {
+                values.peek().is_some() && values.all(|v| v.is_some_and(|v| text.matches(&v)))
+            }
+        }
+    }
+}
+
+/// Percent-decoded text, or None if it is not UTF-8 then.
+fn decode(s: &str) -> Option<std::borrow::Cow<'_, str>> {
+    percent_encoding::percent_decode_str(s).decode_utf8().ok()
 }
 
 #[derive(Debug)]
@@ -115,6 +173,7 @@ pub struct Matcher {
     path: Option<PathCond>,
     method: Option<Method>,
     headers: Vec<HeaderCond>,
+    query: Vec<QueryCond>,
     host: Option<HostCond>,
 }
 
@@ -142,6 +201,7 @@ impl Matcher {
                 .map(|s| Method::from_bytes(s.as_bytes()).map_err(|e| MatchError(e.to_string())))
                 .transpose()?,
             headers: m.headers.iter().map(header).collect::<Result<_, _>>()?,
+            query: m.query.iter().map(query).collect::<Result<_, _>>()?,
             host: m.host.as_deref().map(|h| {
                 let h = h.trim_end_matches('.').to_ascii_lowercase();
                 match h.strip_prefix('*') {
@@ -180,23 +240,31 @@ impl Matcher {
                 return false;
             }
         }
-        self.headers.iter().all(|h| {
-            req.any_value(&h.name, &mut |v| {
+        let headers = self.headers.iter().all(|h| match &h.test {
+            Test::Present => req.has_header(&h.name),
+            Test::Absent => !req.has_header(&h.name),
+            Test::Value(text) => req.any_value(&h.name, &mut |v| {
                 if h.case_sensitive {
-                    h.text.matches(v)
+                    text.matches(v)
                 } else {
-                    h.text.matches(&v.to_ascii_lowercase())
+                    text.matches(&v.to_ascii_lowercase())
                 }
-            })
-        })
+            }),
+        });
+        headers && self.query.iter().all(|q| q.holds(req.query()))
     }
 }
 
 fn path(p: &PathMatch) -> Result<PathCond, MatchError> {
-    let text = match (&p.exact, &p.prefix) {
-        (Some(e), _) => Text::Exact(fold(e, p.case_sensitive)),
-        (None, Some(pre)) => Text::Prefix(fold(pre, p.case_sensitive)),
-        (None, None) => return Err(MatchError("path match without exact or prefix".into())),
+    let text = match (&p.exact, &p.prefix, p.compiled_regex()) {
+        (Some(e), _, _) => Text::Exact(fold(e, p.case_sensitive)),
+        (None, Some(pre), _) => Text::Prefix(fold(pre, p.case_sensitive)),
+        (None, None, Some(r)) => Text::Regex(r.map_err(MatchError)?),
+        (None, None, None) => {
+            return Err(MatchError(
+                "path match without exact, prefix or regex".into(),
+            ));
+        }
     };
     Ok(PathCond {
         text,
@@ -207,14 +275,16 @@ fn path(p: &PathMatch) -> Result<PathCond, MatchError> {
 fn header(h: &HeaderMatch) -> Result<HeaderCond, MatchError> {
     let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|e| MatchError(e.to_string()))?;
     let cs = h.case_sensitive;
-    let text = if let Some(v) = &h.exact {
-        Text::Exact(fold(v, cs))
+    let test = if let Some(v) = &h.exact {
+        Test::Value(Text::Exact(fold(v, cs)))
     } else if let Some(v) = &h.prefix {
-        Text::Prefix(fold(v, cs))
+        Test::Value(Text::Prefix(fold(v, cs)))
     } else if let Some(v) = &h.contains {
-        Text::Contains(fold(v, cs))
+        Test::Value(Text::Contains(fold(v, cs)))
     } else if let Some(compiled) = h.compiled_regex() {
-        Text::Regex(compiled.map_err(MatchError)?)
+        Test::Value(Text::Regex(compiled.map_err(MatchError)?))
+    } else if let Some(present) = h.present {
+        if present { Test::Present } else { Test::Absent }
     } else {
         return Err(MatchError(format!(
             "header match {} has no condition",
@@ -223,8 +293,27 @@ fn header(h: &HeaderMatch) -> Result<HeaderCond, MatchError> {
     };
     Ok(HeaderCond {
         name,
-        text,
+        test,
         case_sensitive: cs,
+    })
+}
+
+fn query(q: &QueryMatch) -> Result<QueryCond, MatchError> {
+    let test = if let Some(v) = &q.exact {
+        Test::Value(Text::Exact(v.clone()))
+    } else if let Some(compiled) = q.compiled_regex() {
+        Test::Value(Text::Regex(compiled.map_err(MatchError)?))
+    } else if let Some(present) = q.present {
+        if present { Test::Present } else { Test::Absent }
+    } else {
+        return Err(MatchError(format!(
+            "query match {} has no condition",
+            q.name
+        )));
+    };
+    Ok(QueryCond {
+        name: q.name.clone(),
+        test,
     })
 }
 
@@ -391,6 +480,140 @@ mod tests {
             ),
             // no conditions: matches everything
             (json!({}), ("PATCH", "/anything", vec![]), true),
+            // path regex: the whole path, case as configured
+            (
+                json!({"path": {"regex": "/v[0-9]+/items"}}),
+                ("GET", "/v12/items?x=1", vec![]),
+                true,
+            ),
+            (
+                json!({"path": {"regex": "/v[0-9]+/items"}}),
+                ("GET", "/v12/items/3", vec![]),
+                false,
+            ),
+            (
+                json!({"path": {"regex": "/v[0-9]+/items"}}),
+                ("GET", "/V1/ITEMS", vec![]),
+                false,
+            ),
+            (
+                json!({"path": {"regex": "/v[0-9]+/items", "caseSensitive": false}}),
+                ("GET", "/V1/ITEMS", vec![]),
+                true,
+            ),
+            // header present / absent, whatever the value
+            (
+                json!({"headers": [{"name": "x-debug", "present": true}]}),
+                ("GET", "/", vec![("x-debug", "")]),
+                true,
+            ),
+            (
+                json!({"headers": [{"name": "x-debug", "present": true}]}),
+                ("GET", "/", vec![]),
+                false,
+            ),
+            (
+                json!({"headers": [{"name": "x-debug", "present": false}]}),
+                ("GET", "/", vec![("x-other", "1")]),
+                true,
+            ),
+            (
+                json!({"headers": [{"name": "X-Debug", "present": false}]}),
+                ("GET", "/", vec![("x-debug", "1")]),
+                false,
+            ),
+            // query: exact on the decoded value, names case-sensitive
+            (
+                json!({"query": [{"name": "animal", "exact": "whale"}]}),
+                ("GET", "/?animal=whale", vec![]),
+                true,
+            ),
+            (
+                json!({"query": [{"name": "animal", "exact": "whale"}]}),
+                ("GET", "/?Animal=whale", vec![]),
+                false,
+            ),
+            (
+                json!({"query": [{"name": "animal", "exact": "Whale"}]}),
+                ("GET", "/?animal=whale", vec![]),
+                false,
+            ),
+            (
+                json!({"query": [{"name": "q", "exact": "a b/c"}]}),
+                ("GET", "/?x=1&q=a%20b%2Fc", vec![]),
+                true,
+            ),
+            (
+                json!({"query": [{"name": "animal", "exact": "whale"}]}),
+                ("GET", "/whale", vec![]),
+                false,
+            ),
+            // a repeated parameter: every value must match
+            (
+                json!({"query": [{"name": "animal", "exact": "whale"}]}),
+                ("GET", "/?animal=whale&animal=dolphin", vec![]),
+                false,
+            ),
+            (
+                json!({"query": [{"name": "animal", "exact": "whale"}]}),
+                ("GET", "/?animal=whale&animal=whale", vec![]),
+                true,
+            ),
+            // regex on the whole value; present; absent; no value at all
+            (
+                json!({"query": [{"name": "v", "regex": "[0-9]+"}]}),
+                ("GET", "/?v=42", vec![]),
+                true,
+            ),
+            (
+                json!({"query": [{"name": "v", "regex": "[0-9]+"}]}),
+                ("GET", "/?v=42a", vec![]),
+                false,
+            ),
+            (
+                json!({"query": [{"name": "debug", "present": true}]}),
+                ("GET", "/?debug", vec![]),
+                true,
+            ),
+            (
+                json!({"query": [{"name": "debug", "present": false}]}),
+                ("GET", "/?debugx=1", vec![]),
+                true,
+            ),
+            (
+                json!({"query": [{"name": "debug", "present": false}]}),
+                ("GET", "/?a=1&debug=0", vec![]),
+                false,
+            ),
+            // a value that does not decode to UTF-8 matches no value
+            (
+                json!({"query": [{"name": "q", "regex": ".*"}]}),
+                ("GET", "/?q=%FF", vec![]),
+                false,
+            ),
+            // every kind at once
+            (
+                json!({"path": {"prefix": "/api"}, "method": "GET", "host": "shop.example",
+                       "headers": [{"name": "x-canary", "present": true}],
+                       "query": [{"name": "v", "exact": "2"}]}),
+                (
+                    "GET",
+                    "/api/x?v=2",
+                    vec![("host", "shop.example"), ("x-canary", "1")],
+                ),
+                true,
+            ),
+            (
+                json!({"path": {"prefix": "/api"}, "method": "GET", "host": "shop.example",
+                       "headers": [{"name": "x-canary", "present": true}],
+                       "query": [{"name": "v", "exact": "2"}]}),
+                (
+                    "GET",
+                    "/api/x?v=3",
+                    vec![("host", "shop.example"), ("x-canary", "1")],
+                ),
+                false,
+            ),
         ];
         for (cond, (method, uri, headers), expected) in cases {
             let m = rule(cond.clone());
@@ -405,6 +628,269 @@ mod tests {
                 expected,
                 "{cond} against {method} {uri} {headers:?}"
             );
+        }
+    }
+
+    /// The rule's conditions read the plainest way, per request, with no
+    /// compilation: what `Matcher` must agree with.
+    mod reference {
+        use trellis_api::resource::RuleMatch;
+
+        pub struct Req<'a> {
+            pub method: &'a str,
+            pub path: &'a str,
+            pub query: Option<&'a str>,
+            pub headers: &'a [(&'a str, &'a str)],
+        }
+
+        fn decode(s: &str) -> Option<String> {
+            let b = s.as_bytes();
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%' && i + 2 < b.len() {
+                    let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok();
+                    match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                        Some(v) => {
+                            out.push(v);
+                            i += 3;
+                            continue;
+                        }
+                        None => out.push(b'%'),
+                    }
+                } else {
+                    out.push(b[i]);
+                }
+                i += 1;
+            }
+            String::from_utf8(out).ok()
+        }
+
+        fn whole(re: &str, value: &str, case_sensitive: bool) -> bool {
+            regex::RegexBuilder::new(&format!("^(?:{re})$"))
+                .case_insensitive(!case_sensitive)
+                .build()
+                .unwrap()
+                .is_match(value)
+        }
+
+        pub fn matches(m: &RuleMatch, r: &Req<'_>) -> bool {
+            if m.method.as_deref().is_some_and(|x| x != r.method) {
+                return false;
+            }
+            if let Some(p) = &m.path {
+                let fold = |s: &str| {
+                    if p.case_sensitive {
+                        s.to_string()
+                    } else {
+                        s.to_lowercase()
+                    }
+                };
+                let ok = if let Some(e) = &p.exact {
+                    fold(r.path) == fold(e)
+                } else if let Some(pre) = &p.prefix {
+                    fold(r.path).starts_with(&fold(pre))
+                } else {
+                    whole(p.regex.as_deref().unwrap(), r.path, p.case_sensitive)
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            for h in &m.headers {
+                let values: Vec<&str> = r
+                    .headers
+                    .iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(&h.name))
+                    .map(|(_, v)| *v)
+                    .collect();
+                let fold = |s: &str| {
+                    if h.case_sensitive {
+                        s.to_string()
+                    } else {
+                        s.to_lowercase()
+                    }
+                };
+                let ok = match h.present {
+                    Some(true) => !values.is_empty(),
+                    Some(false) => values.is_empty(),
+                    None => values.iter().any(|v| {
+                        let v = fold(v);
+                        if let Some(e) = &h.exact {
+                            v == fold(e)
+                        } else if let Some(x) = &h.prefix {
+                            v.starts_with(&fold(x))
+                        } else if let Some(x) = &h.contains {
+                            v.contains(&fold(x))
+                        } else {
+                            whole(h.regex.as_deref().unwrap(), &v, h.case_sensitive)
+                        }
+                    }),
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            for q in &m.query {
+                let values: Vec<Option<String>> = r
+                    .query
+                    .unwrap_or("")
+                    .split('&')
+                    .filter(|p| !p.is_empty())
+                    .filter_map(|p| {
+                        let (n, v) = p.split_once('=').unwrap_or((p, ""));
+                        (decode(n).as_deref() == Some(q.name.as_str())).then(|| decode(v))
+                    })
+                    .collect();
+                let ok = match q.present {
+                    Some(true) => !values.is_empty(),
+                    Some(false) => values.is_empty(),
+                    None => {
+                        !values.is_empty()
+                            && values.iter().all(|v| match v {
+                                None => false,
+                                Some(v) => match &q.exact {
+                                    Some(e) => v == e,
+                                    None => whole(q.regex.as_deref().unwrap(), v, true),
+                                },
+                            })
+                    }
+                };
+                if !ok {
+                    return false;
+                }
+            }
+            true
+        }
+    }
+
+    mod agreement {
+        use super::reference::{self, Req};
+        use super::*;
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        fn path_cond() -> impl Strategy<Value = Option<Value>> {
+            prop_oneof![
+                Just(None),
+                (
+                    prop::sample::select(vec!["exact", "prefix", "regex"]),
+                    prop::sample::select(vec!["/a", "/a/b", "/A", "/b", "/a.*", "/[ab]+"]),
+                    any::<bool>()
+                )
+                    .prop_map(|(k, v, cs)| Some(json!({k: v, "caseSensitive": cs}))),
+            ]
+        }
+
+        fn header_cond() -> impl Strategy<Value = Value> {
+            (
+                prop::sample::select(vec!["x-a", "X-B"]),
+                prop::sample::select(vec![
+                    "exact", "prefix", "contains", "regex", "present", "absent",
+                ]),
+                prop::sample::select(vec!["1", "12", "a", "A", "[0-9]+"]),
+                any::<bool>(),
+            )
+                .prop_map(|(name, kind, v, cs)| match kind {
+                    "present" => json!({"name": name, "present": true}),
+                    "absent" => json!({"name": name, "present": false}),
+                    k => json!({"name": name, k: v, "caseSensitive": cs}),
+                })
+        }
+
+        fn query_cond(name: &'static str) -> impl Strategy<Value = Option<Value>> {
+            prop_oneof![
+                Just(None),
+                (
+                    prop::sample::select(vec!["exact", "regex", "present", "absent"]),
+                    prop::sample::select(vec!["1", "a", "A", "a b", "[0-9]+"])
+                )
+                    .prop_map(move |(kind, v)| Some(match kind {
+                        "present" => json!({"name": name, "present": true}),
+                        "absent" => json!({"name": name, "present": false}),
+                        k => json!({"name": name, k: v}),
+                    })),
+            ]
+        }
+
+        fn rule() -> impl Strategy<Value = RuleMatch> {
+            (
+                path_cond(),
+                prop::option::of(prop::sample::select(vec!["GET", "POST"])),
+                prop::collection::vec(header_cond(), 0..3),
+                query_cond("q"),
+                query_cond("r"),
+            )
+                .prop_map(|(path, method, headers, q, r)| {
+                    let mut m = json!({"headers": headers});
+                    if let Some(p) = path {
+                        m["path"] = p;
+                    }
+                    if let Some(x) = method {
+                        m["method"] = json!(x);
+                    }
+                    m["query"] = json!([q, r].into_iter().flatten().collect::<Vec<_>>());
+                    serde_json::from_value(m).unwrap()
+                })
+        }
+
+        type Request = (
+            &'static str,
+            &'static str,
+            Vec<(&'static str, &'static str)>,
+            Vec<(&'static str, &'static str)>,
+        );
+
+        fn request() -> impl Strategy<Value = Request> {
+            (
+                prop::sample::select(vec!["GET", "POST"]),
+                prop::sample::select(vec!["/a", "/a/b", "/A/B", "/b", "/ab", "/"]),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec!["q", "r", "Q", "%71"]),
+                        prop::sample::select(vec!["1", "a", "A", "%31", "", "a%20b", "%ff"]),
+                    ),
+                    0..4,
+                ),
+                prop::collection::vec(
+                    (
+                        prop::sample::select(vec!["x-a", "X-A", "x-b"]),
+                        prop::sample::select(vec!["1", "12", "a", "A", "B1"]),
+                    ),
+                    0..4,
+                ),
+            )
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(2048))]
+
+            /// The compiled matcher, through hyper's request and through
+            /// the HTTP/1.1 path's own head, says what the reference says.
+            #[test]
+            fn the_matcher_agrees_with_the_reference(m in rule(), (method, path, query, headers) in request()) {
+                let query_text: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let query_text = query_text.join("&");
+                let target = if query.is_empty() { path.to_string() } else { format!("{path}?{query_text}") };
+                let want = reference::matches(&m, &Req {
+                    method,
+                    path,
+                    query: (!query.is_empty()).then_some(query_text.as_str()),
+                    headers: &headers,
+                });
+                let matcher = Matcher::compile(&m).unwrap();
+                let (hm, hu, hh) = super::request(method, &target, &headers);
+                let parts = RequestParts { method: &hm, uri: &hu, headers: &hh };
+                prop_assert_eq!(matcher.matches(&parts), want, "hyper's view of {} {}", method, target);
+                let mut head = format!("{method} {target} HTTP/1.1\r\nhost: x\r\n");
+                for (k, v) in &headers {
+                    head.push_str(&format!("{k}: {v}\r\n"));
+                }
+                head.push_str("\r\n");
+                let mut slots = crate::h1::head::uninit();
+                let (h1, _) = crate::h1::head::Request::parse(head.as_bytes(), &mut slots).unwrap();
+                prop_assert_eq!(matcher.matches(&h1), want, "the HTTP/1.1 view of {} {}", method, target);
+            }
         }
     }
 }

@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 
 def conn(url):
     u = urlparse(url)
-    return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10), u.path or '/'
+    target = (u.path or '/') + ('?' + u.query if u.query else '')
+    return http.client.HTTPConnection(u.hostname, u.port or 80, timeout=10), target
 
 cmd = sys.argv[1]
 if cmd == 'count':

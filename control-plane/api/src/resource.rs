@@ -473,9 +473,47 @@ pub struct Listener {
     /// HTTPS listeners: the certificates the node proxy terminates TLS with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerTls>,
+    /// The order rules are tried in (docs/routing.md "Rule order").
+    #[serde(default, skip_serializing_if = "RuleOrder::is_default")]
+    pub rule_order: RuleOrder,
+}
+
+/// How a listener orders its rules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub enum RuleOrder {
+    /// By `priority`, lowest first: VPC Lattice's order.
+    #[default]
+    Priority,
+    /// Most specific match first, as the Gateway API orders an HTTPRoute's
+    /// matches: an exact path, then the longest prefix, then a regular
+    /// expression; then a method; then more header matches; then more
+    /// query matches; `priority` breaks ties.
+    Specificity,
+}
+
+impl RuleOrder {
+    fn is_default(&self) -> bool {
+        *self == RuleOrder::Priority
+    }
 }
 
 impl Listener {
+    /// Its rules in the order they are tried (its [`RuleOrder`]).
+    pub fn ordered_rules(&self) -> Vec<&Rule> {
+        let mut rules: Vec<&Rule> = self.rules.iter().collect();
+        match self.rule_order {
+            RuleOrder::Priority => rules.sort_by_key(|r| r.priority),
+            RuleOrder::Specificity => rules.sort_by(|a, b| {
+                b.matches
+                    .specificity()
+                    .cmp(&a.matches.specificity())
+                    .then(a.priority.cmp(&b.priority))
+            }),
+        }
+        rules
+    }
+
     /// Its certificates (HTTPS listeners), in declared order.
     pub fn certificates(&self) -> &[TlsCertificate] {
         self.tls.as_ref().map_or(&[], |t| &t.certificates)
@@ -685,9 +723,85 @@ pub struct RuleMatch {
     pub method: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<HeaderMatch>,
+    /// Query parameters of the request target.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query: Vec<QueryMatch>,
     /// A host name, or `*.example.com` for any name below example.com.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+}
+
+impl RuleMatch {
+    /// Whether it has no condition at all.
+    pub fn is_empty(&self) -> bool {
+        self.path.is_none()
+            && self.method.is_none()
+            && self.headers.is_empty()
+            && self.query.is_empty()
+            && self.host.is_none()
+    }
+
+    /// Its place in [`RuleOrder::Specificity`]: greater is tried first.
+    pub fn specificity(&self) -> (u8, usize, bool, usize, usize) {
+        let (kind, length) = match &self.path {
+            Some(PathMatch { exact: Some(e), .. }) => (3, e.len()),
+            Some(PathMatch {
+                prefix: Some(p), ..
+            }) => (2, p.len()),
+            Some(PathMatch { regex: Some(_), .. }) => (1, 0),
+            _ => (0, 0),
+        };
+        (
+            kind,
+            length,
+            self.method.is_some(),
+            self.headers.len(),
+            self.query.len(),
+        )
+    }
+}
+
+/// A query parameter condition: the parameter `name` (case-sensitive)
+/// with a value `exact` or matching `regex` (the whole value,
+/// percent-decoded), or `present` (true) or absent (false). A parameter
+/// the request repeats must satisfy the condition with every value.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QueryMatch {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
+}
+
+impl QueryMatch {
+    /// The `regex` condition compiled as it is matched (whole value,
+    /// case-sensitive, within [`MAX_REGEX_BYTES`]).
+    pub fn compiled_regex(&self) -> Option<Result<regex::Regex, String>> {
+        self.regex.as_deref().map(|r| compile_regex(r, true))
+    }
+}
+
+/// `r` compiled to match a whole value, within [`MAX_REGEX_BYTES`]; the
+/// one compilation the validator (which reports the error) and the node
+/// (which matches) share.
+fn compile_regex(r: &str, case_sensitive: bool) -> Result<regex::Regex, String> {
+    regex::RegexBuilder::new(&format!("^(?:{r})$"))
+        .case_insensitive(!case_sensitive)
+        .size_limit(MAX_REGEX_BYTES)
+        .build()
+        .map_err(|e| {
+            // regex's message ends with the reason on its own line.
+            e.to_string()
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        })
 }
 
 fn yes() -> bool {
@@ -701,6 +815,9 @@ pub struct PathMatch {
     pub exact: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prefix: Option<String>,
+    /// A regular expression the whole path must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
     #[serde(default = "yes")]
     pub case_sensitive: bool,
 }
@@ -717,6 +834,9 @@ pub struct HeaderMatch {
     pub contains: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
+    /// `true`: the header is sent (any value); `false`: it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub present: Option<bool>,
     #[serde(default)]
     pub case_sensitive: bool,
 }
@@ -730,22 +850,19 @@ impl HeaderMatch {
     /// [`MAX_REGEX_BYTES`]. The one compilation both the validator (which
     /// reports the error) and the node (which matches) use.
     pub fn compiled_regex(&self) -> Option<Result<regex::Regex, String>> {
-        let r = self.regex.as_ref()?;
-        Some(
-            regex::RegexBuilder::new(&format!("^(?:{r})$"))
-                .case_insensitive(!self.case_sensitive)
-                .size_limit(MAX_REGEX_BYTES)
-                .build()
-                .map_err(|e| {
-                    // regex's message ends with the reason on its own line.
-                    e.to_string()
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .trim()
-                        .to_string()
-                }),
-        )
+        self.regex
+            .as_deref()
+            .map(|r| compile_regex(r, self.case_sensitive))
+    }
+}
+
+impl PathMatch {
+    /// The `regex` condition compiled as it is matched (the whole path,
+    /// case-insensitively unless `caseSensitive`).
+    pub fn compiled_regex(&self) -> Option<Result<regex::Regex, String>> {
+        self.regex
+            .as_deref()
+            .map(|r| compile_regex(r, self.case_sensitive))
     }
 }
 
@@ -1080,6 +1197,67 @@ impl WorkloadSelector {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Both orders over the same rules: Lattice's priorities as written;
+    /// the Gateway API's specificity (exact path, longest prefix, regex,
+    /// then method, header count, query count; priority breaks ties).
+    #[test]
+    fn rules_are_tried_in_the_listeners_order() {
+        let h = json!([{"name": "a", "exact": "1"}, {"name": "b", "present": true}]);
+        let mut rules = json!([
+            {"name": "any-get", "priority": 1, "match": {"method": "GET"}},
+            {"name": "prefix-short", "priority": 2, "match": {"path": {"prefix": "/a"}}},
+            {"name": "prefix-long", "priority": 3, "match": {"path": {"prefix": "/a/b"}}},
+            {"name": "exact", "priority": 4, "match": {"path": {"exact": "/a/b"}}},
+            {"name": "regex", "priority": 5, "match": {"path": {"regex": "/a.*"}}},
+            {"name": "long-get", "priority": 6, "match": {"path": {"prefix": "/a/b"}, "method": "GET"}},
+            {"name": "headers", "priority": 7, "match": {"path": {"prefix": "/a/b"}, "method": "GET", "headers": h}},
+            {"name": "query", "priority": 8, "match": {"path": {"prefix": "/a/b"}, "method": "GET", "headers": h,
+                                                      "query": [{"name": "v", "exact": "2"}]}},
+            {"name": "tie", "priority": 9, "match": {"path": {"prefix": "/a/c"}}},
+        ]);
+        for r in rules.as_array_mut().unwrap() {
+            r["action"] = json!({"fixedResponse": {"statusCode": 200}});
+        }
+        let listener = |order: &str| -> Listener {
+            serde_json::from_value(json!({
+                "name": "web", "protocol": "HTTP", "ruleOrder": order, "rules": rules,
+                "defaultAction": {"fixedResponse": {"statusCode": 404}},
+            }))
+            .unwrap()
+        };
+        let names = |l: Listener| -> Vec<String> {
+            l.ordered_rules().iter().map(|r| r.name.clone()).collect()
+        };
+        assert_eq!(
+            names(listener("Priority")),
+            [
+                "any-get",
+                "prefix-short",
+                "prefix-long",
+                "exact",
+                "regex",
+                "long-get",
+                "headers",
+                "query",
+                "tie"
+            ]
+        );
+        assert_eq!(
+            names(listener("Specificity")),
+            [
+                "exact",
+                "query",
+                "headers",
+                "long-get",
+                "prefix-long",
+                "tie",
+                "prefix-short",
+                "regex",
+                "any-get"
+            ]
+        );
+    }
 
     #[test]
     fn decodes_with_defaults_filled_in() {

@@ -116,7 +116,7 @@ fn envelope_and_decoding() {
         (
             "unknown field",
             service(&format!("{FORWARD_BLUE}      colour: red\n")),
-            &["t.yaml:11:7: spec.listeners[0].colour: unknown field `colour`, expected one of `name`, `protocol`, `port`, `defaultAction`, `rules`, `timeouts`, `pathNormalization`, `tls`"],
+            &["t.yaml:11:7: spec.listeners[0].colour: unknown field `colour`, expected one of `name`, `protocol`, `port`, `defaultAction`, `rules`, `timeouts`, `pathNormalization`, `tls`, `ruleOrder`"],
         ),
         (
             "wrong type",
@@ -225,7 +225,7 @@ fn rules_and_actions() {
             )),
             &[
                 "t.yaml:13:11: spec.listeners[0].rules[0].priority: 101 is out of range 1..=100",
-                "t.yaml:14:11: spec.listeners[0].rules[0].match: a match needs at least one of path, method, headers, host",
+                "t.yaml:14:11: spec.listeners[0].rules[0].match: a match needs at least one of path, method, headers, query, host",
                 "t.yaml:18:19: spec.listeners[0].rules[1].match.path: \"v2\" must start with / and be at most 2048 bytes",
                 "t.yaml:18:38: spec.listeners[0].rules[1].match.method: \"get\" is not an HTTP method such as GET",
             ],
@@ -245,9 +245,39 @@ fn rules_and_actions() {
 "
             )),
             &[
-                "t.yaml:16:17: spec.listeners[0].rules[0].match.headers[0]: set exactly one of exact, prefix, contains, regex",
+                "t.yaml:16:17: spec.listeners[0].rules[0].match.headers[0]: set exactly one of exact, prefix, contains, regex, present",
                 "t.yaml:17:18: spec.listeners[0].rules[0].match.headers[1].name: \"bad header\" is not a valid header name",
                 "t.yaml:18:30: spec.listeners[0].rules[0].match.headers[2].regex: invalid regex: error: unclosed group",
+            ],
+        ),
+        (
+            "path regex, header presence and query matches",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: a
+          priority: 1
+          match:
+            path: {{regex: \"/v[0-9\", prefix: /v}}
+            headers: [{{name: x-debug, present: true, exact: \"1\"}}]
+            query:
+              - {{name: q, exact: a, regex: b}}
+              - {{name: q, present: true}}
+              - {{name: \"\", regex: \"(\"}}
+          action: {{forward: [{{targetGroup: blue}}]}}
+        - name: b
+          priority: 2
+          match: {{path: {{regex: \"/v[0-9\"}}}}
+          action: {{forward: [{{targetGroup: blue}}]}}
+"
+            )),
+            &[
+                "t.yaml:15:13: spec.listeners[0].rules[0].match.path: set exactly one of exact, prefix, regex",
+                "t.yaml:16:23: spec.listeners[0].rules[0].match.headers[0]: set exactly one of exact, prefix, contains, regex, present",
+                "t.yaml:18:17: spec.listeners[0].rules[0].match.query[0]: set exactly one of exact, regex, present",
+                "t.yaml:19:18: spec.listeners[0].rules[0].match.query[1].name: parameter \"q\" has a condition already",
+                "t.yaml:20:18: spec.listeners[0].rules[0].match.query[2].name: a query parameter name is 1 to 256 bytes",
+                "t.yaml:20:28: spec.listeners[0].rules[0].match.query[2].regex: invalid regex: error: unclosed group",
+                "t.yaml:24:26: spec.listeners[0].rules[1].match.path.regex: invalid regex: error: unclosed character class",
             ],
         ),
         (
@@ -656,7 +686,7 @@ spec:
             )),
             &[
                 "t.yaml:10:7: spec.listeners[0].port: port must be 1..=65535",
-                "t.yaml:13:42: spec.listeners[0].rules[0].match.path: set exactly one of exact, prefix",
+                "t.yaml:13:42: spec.listeners[0].rules[0].match.path: set exactly one of exact, prefix, regex",
                 "t.yaml:14:12: spec.listeners[0].rules[1].name: rule \"a\" is declared twice",
             ],
         ),

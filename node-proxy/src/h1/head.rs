@@ -150,11 +150,21 @@ impl RequestView for Request<'_, '_> {
             .and_then(|h| text(h.value))
     }
 
+    fn query(&self) -> Option<&str> {
+        self.target.split_once('?').map(|(_, q)| q)
+    }
+
     fn any_value(&self, name: &HeaderName, f: &mut dyn FnMut(&str) -> bool) -> bool {
         self.headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case(name.as_str()))
             .any(|h| text(h.value).is_some_and(&mut *f))
+    }
+
+    fn has_header(&self, name: &HeaderName) -> bool {
+        self.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name.as_str()))
     }
 }
 
