@@ -17,14 +17,25 @@ work=$(mktemp -d /tmp/trellis-proxy-bench.XXXXXX)
 pins=/sys/fs/bpf/trellis-bench-$$
 node_pid=
 observers=()
+# The harness SIGKILLs what is left 3 s after its TERM: the datapath is
+# detached first, while the node drains, so nothing stays attached to the
+# cgroup root redirecting the VIP to a dead port.
 cleanup() {
   for p in "${observers[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null || true; done
-  [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null
+  [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null
   "$bin" node --network bench --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
+  [ -n "$node_pid" ] && wait "$node_pid" 2>/dev/null
   kill "${CP_PID:-}" 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
+# What an earlier run could not remove (it was SIGKILLed): its pins still
+# redirect the VIP, to a proxy that is gone.
+for old in /sys/fs/bpf/trellis-bench-*; do
+  [ -e "$old" ] || continue
+  kill -0 "${old##*-}" 2>/dev/null && continue
+  "$bin" node --network bench --cleanup --bpf-pin-dir "$old" >/dev/null 2>&1 || true
+done
 trap 'exit 0' TERM INT
 source "$(dirname "$0")/lib.sh"
 start_control_plane "$work"
