@@ -38,6 +38,8 @@ mod refusal;
 #[cfg(test)]
 mod request_tests;
 pub mod route;
+#[cfg(test)]
+mod route_tests;
 pub mod socket;
 pub mod split;
 pub mod targets;
