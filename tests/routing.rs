@@ -1,6 +1,7 @@
-//! Gateway-API-style matches through the real proxy (as root, in the node
-//! test's namespaces): path regex, query parameters, header presence, and a
-//! listener ordering its rules by specificity rather than priority.
+//! Gateway-API-style routing through the real proxy (as root, in the node
+//! test's namespaces): path regex, query parameters, header presence, a
+//! listener ordering its rules by specificity rather than priority,
+//! redirects, and header changes on requests and responses.
 
 mod harness;
 
@@ -55,12 +56,30 @@ spec:
           priority: 4
           match: {{headers: [{{name: x-debug, present: true}}]}}
           action: {{forward: [{{targetGroup: green}}]}}
+        - name: moved
+          priority: 5
+          match: {{path: {{prefix: /old}}}}
+          action: {{redirect: {{path: /new, statusCode: 301}}}}
+        - name: secure
+          priority: 6
+          match: {{path: {{prefix: /login}}}}
+          action: {{redirect: {{scheme: https, hostname: login.example.com}}}}
+        - name: tagged
+          priority: 7
+          match: {{path: {{prefix: /tagged}}}}
+          action:
+            forward: [{{targetGroup: green}}]
+            requestHeaders:
+              remove: [x-drop]
+              set: [{{name: x-env, value: canary}}]
+            responseHeaders:
+              add: [{{name: x-served-by, value: rule-tagged}}]
 "#
     )
 }
 
 #[test]
-fn gateway_style_matches_and_specificity_route_through_the_proxy() {
+fn gateway_style_matches_filters_and_specificity_through_the_proxy() {
     let Some(mut env) = Env::new("routing") else {
         return;
     };
@@ -97,6 +116,36 @@ fn gateway_style_matches_and_specificity_route_through_the_proxy() {
             "Specificity: {path} {headers:?}"
         );
     }
+    // Redirects: the query kept, the port the scheme's own.
+    let redirected = env.curl(&[
+        "-o /dev/null -w '%{http_code} %{redirect_url}'",
+        &format!("'http://{vip}/old/page?x=1'"),
+    ]);
+    assert_eq!(redirected, format!("301 http://{vip}/new?x=1"));
+    let redirected = env.curl(&[
+        "-o /dev/null -w '%{http_code} %{redirect_url}'",
+        &format!("'http://{vip}/login?next=/cart'"),
+    ]);
+    assert_eq!(redirected, "302 https://login.example.com/login?next=/cart");
+    // Header changes on the way in and out (hyper's side makes them: the
+    // HTTP/1.1 path hands such requests over).
+    let r = env.client(&[
+        "count",
+        &format!("'http://{vip}/tagged'"),
+        "1",
+        "x-env=prod",
+        "x-drop=1",
+    ]);
+    let seen = &r["last"]["headers"];
+    assert_eq!(seen["x-env"], "canary", "{seen}");
+    assert!(seen.get("x-drop").is_none(), "{seen}");
+    let head = env.curl(&["-D - -o /dev/null", &format!("'http://{vip}/tagged'")]);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("x-served-by: rule-tagged"),
+        "{head}"
+    );
+
     // By priority, `items` comes first and takes every /items request.
     env.apply(&catalog("Priority"));
     let t = std::time::Instant::now();

@@ -306,6 +306,12 @@ function ruleView(s, r) {
   if (r.action && r.action.fixedResponse) {
     return h('div', { class: 'rule' }, head, h('p', { class: 'muted' }, 'answers ' + r.action.fixedResponse.statusCode));
   }
+  if (r.action && r.action.redirect) {
+    const d = r.action.redirect;
+    const to = (d.scheme ? d.scheme + '://' : '') + (d.hostname || '') + (d.port ? ':' + d.port : '') + (d.path || '');
+    return h('div', { class: 'rule' }, head,
+      h('p', { class: 'muted' }, 'redirects (' + (d.statusCode || 302) + ') to ', h('code', {}, to || 'the same URL')));
+  }
   const forward = (r.action && r.action.forward) || [];
   const sum = forward.reduce((a, f) => a + (f.weight ?? 1), 0);
   const m = measured(s.metadata.name, r.listener.name, r.name);

@@ -16,6 +16,8 @@ pub const MAX_PRIORITY: u32 = 100;
 pub const MAX_WEIGHT: u32 = 999;
 pub const MAX_FORWARD_TARGET_GROUPS: usize = 10;
 pub const MAX_HEADER_MATCHES: usize = 5;
+/// Header changes in one `requestHeaders` or `responseHeaders`.
+pub const MAX_HEADER_CHANGES: usize = 16;
 pub const MAX_TARGETS: usize = 1000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -456,9 +458,25 @@ impl Validator<'_> {
     }
 
     fn action(&mut self, protocol: ListenerProtocol, a: &Action, path: &str) {
-        match (&a.forward, &a.fixed_response) {
-            (Some(fwd), None) => self.forward(protocol, fwd, &format!("{path}.forward")),
-            (None, Some(fixed)) => {
+        for (field, m) in [
+            ("requestHeaders", &a.request_headers),
+            ("responseHeaders", &a.response_headers),
+        ] {
+            let Some(m) = m else { continue };
+            let mp = format!("{path}.{field}");
+            if a.forward.is_none() || !protocol.is_http() {
+                self.problem(
+                    &mp,
+                    "header changes go with forward, on HTTP and HTTPS listeners",
+                );
+                continue;
+            }
+            self.header_modifier(m, &mp, field == "requestHeaders");
+        }
+        match (&a.forward, &a.fixed_response, &a.redirect) {
+            (None, None, Some(r)) => self.redirect(protocol, r, &format!("{path}.redirect")),
+            (Some(fwd), None, None) => self.forward(protocol, fwd, &format!("{path}.forward")),
+            (None, Some(fixed), None) => {
                 if !protocol.is_http() {
                     self.problem(
                         format!("{path}.fixedResponse"),
@@ -471,7 +489,122 @@ impl Validator<'_> {
                     );
                 }
             }
-            _ => self.problem(path, "set exactly one of forward, fixedResponse"),
+            _ => self.problem(path, "set exactly one of forward, fixedResponse, redirect"),
+        }
+    }
+
+    fn redirect(&mut self, protocol: ListenerProtocol, r: &Redirect, path: &str) {
+        if !protocol.is_http() {
+            self.problem(path, "redirects need an HTTP or HTTPS listener");
+            return;
+        }
+        if !matches!(r.status_code, 301 | 302 | 303 | 307 | 308) {
+            self.problem(
+                format!("{path}.statusCode"),
+                format!("{} is not 301, 302, 303, 307 or 308", r.status_code),
+            );
+        }
+        if let Some(scheme) = &r.scheme {
+            if scheme != "http" && scheme != "https" {
+                self.problem(
+                    format!("{path}.scheme"),
+                    format!("\"{scheme}\" is not http or https"),
+                );
+            }
+        }
+        if let Some(host) = &r.hostname {
+            if host.parse::<IpAddr>().is_err() {
+                if let Err(why) = domain_name(host) {
+                    self.problem(
+                        format!("{path}.hostname"),
+                        format!("\"{host}\" is not a host name: {why}"),
+                    );
+                }
+            }
+        }
+        if r.port == Some(0) {
+            self.problem(format!("{path}.port"), "port must be 1..=65535");
+        }
+        if let Some(p) = &r.path {
+            if !p.starts_with('/') || p.len() > 2048 || p.contains(['?', '#']) || !is_visible(p) {
+                self.problem(
+                    format!("{path}.path"),
+                    format!("\"{p}\" must start with /, be visible ASCII without ? or #, at most 2048 bytes"),
+                );
+            }
+        }
+    }
+
+    fn header_modifier(&mut self, m: &HeaderModifier, path: &str, request: bool) {
+        let n = m.remove.len() + m.set.len() + m.add.len();
+        if n == 0 || n > MAX_HEADER_CHANGES {
+            self.problem(path, format!("1..={MAX_HEADER_CHANGES} header changes"));
+        }
+        let mut names = BTreeSet::new();
+        let named = m
+            .remove
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (format!("{path}.remove[{i}]"), name, None))
+            .chain(
+                m.set
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (format!("{path}.set[{i}].name"), &h.name, Some(&h.value))),
+            )
+            .chain(
+                m.add
+                    .iter()
+                    .enumerate()
+                    .map(|(i, h)| (format!("{path}.add[{i}].name"), &h.name, Some(&h.value))),
+            );
+        for (at, name, value) in named {
+            let lower = name.to_ascii_lowercase();
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                self.problem(at, format!("\"{name}\" is not a valid header name"));
+                continue;
+            }
+            // Trellis's own headers and the message's framing are the
+            // proxy's: a rule changing them would forge what targets trust
+            // or desynchronise the connection.
+            let reserved = ["x-trellis-", "x-amzn-lattice-"]
+                .iter()
+                .any(|p| lower.starts_with(p));
+            let framing = [
+                "host",
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "upgrade",
+                "keep-alive",
+                "te",
+                "trailer",
+                "proxy-connection",
+            ]
+            .contains(&lower.as_str());
+            if reserved || framing {
+                self.problem(
+                    at,
+                    format!(
+                        "{} header {name} is the proxy's to set",
+                        if request { "request" } else { "response" }
+                    ),
+                );
+                continue;
+            }
+            if !names.insert(lower) {
+                // remove-then-set of one name reads two ways.
+                self.problem(at, format!("header {name} is changed twice"));
+                continue;
+            }
+            if let Some(v) = value {
+                if v.len() > 4096 || http::HeaderValue::from_str(v).is_err() {
+                    self.problem(
+                        at.replace(".name", ".value"),
+                        "a header value is visible ASCII, at most 4096 bytes",
+                    );
+                }
+            }
         }
     }
 
@@ -743,6 +876,10 @@ pub fn dns_label(s: &str) -> Result<(), &'static str> {
 }
 
 /// A fully qualified name of at least two labels, with an optional trailing dot.
+fn is_visible(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_graphic())
+}
+
 pub fn domain_name(s: &str) -> Result<(), &'static str> {
     let s = s.strip_suffix('.').unwrap_or(s);
     if s.len() > 253 {

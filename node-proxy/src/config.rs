@@ -6,6 +6,7 @@
 
 use crate::auth::{Guard, Keys};
 use crate::canonical::PathRules;
+use crate::filters::{Edits, Redirect};
 use crate::route::{Matcher, RequestParts, RequestView};
 use crate::split::Split;
 use crate::targets::{Group, Health, Target};
@@ -22,16 +23,22 @@ use trellis_api::snapshot::Snapshot;
 
 #[derive(Debug)]
 pub enum Action {
-    Forward(Split),
+    /// To a target group of the split, with the action's header changes.
+    Forward(Split, Edits),
     Fixed(StatusCode),
+    Redirect(Redirect),
     /// A forward whose weights are all 0, or a bad status: nothing to do.
     Unroutable,
 }
 
 impl Action {
-    fn compile(a: &ActionSpec) -> Action {
+    /// `a` on a listener of `protocol` on `port`.
+    fn compile(a: &ActionSpec, protocol: ListenerProtocol, port: u16) -> Action {
         if let Some(f) = &a.fixed_response {
             return StatusCode::from_u16(f.status_code).map_or(Action::Unroutable, Action::Fixed);
+        }
+        if let Some(r) = &a.redirect {
+            return Action::Redirect(Redirect::compile(r, protocol, port));
         }
         let choices: Vec<(&str, u32)> = a
             .forward
@@ -39,7 +46,8 @@ impl Action {
             .flatten()
             .map(|w| (w.target_group.as_str(), w.weight))
             .collect();
-        Split::new(&choices).map_or(Action::Unroutable, Action::Forward)
+        let edits = Edits::compile(a.request_headers.as_ref(), a.response_headers.as_ref());
+        Split::new(&choices).map_or(Action::Unroutable, |split| Action::Forward(split, edits))
     }
 }
 
@@ -200,7 +208,7 @@ impl Config {
                         Ok(matcher) => Some(Rule {
                             name: Arc::from(r.name.as_str()),
                             matcher,
-                            action: Action::compile(&r.action),
+                            action: Action::compile(&r.action, l.protocol, l.effective_port()),
                         }),
                         Err(e) => {
                             tracing::warn!(service = %service, listener = l.name, rule = r.name, error = %e, "rule skipped");
@@ -222,7 +230,7 @@ impl Config {
                     name: Arc::from(l.name.as_str()),
                     protocol: l.protocol,
                     rules,
-                    default: Action::compile(&l.default_action),
+                    default: Action::compile(&l.default_action, l.protocol, port),
                     timeouts,
                     paths: (&l.path_normalization).into(),
                     lattice_compat: svc.lattice_compat,

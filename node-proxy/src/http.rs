@@ -129,17 +129,34 @@ pub async fn handle(
         headers: req.headers(),
     });
     rec.entry.rule = rule.clone();
-    let split = match action {
+    let (split, edits) = match action {
         Action::Fixed(status) => {
             let mut r = Response::new(empty());
             *r.status_mut() = *status;
+            return Ok(finish(&proxy, rec, r, None, None));
+        }
+        Action::Redirect(redirect) => {
+            let parts = RequestParts {
+                method: req.method(),
+                uri: req.uri(),
+                headers: req.headers(),
+            };
+            let host = crate::route::RequestView::host(&parts);
+            let location = redirect.location(host, req.uri().path(), req.uri().query());
+            let Some(location) = location.and_then(|l| http::HeaderValue::from_str(&l).ok()) else {
+                let detail = "no host to redirect to";
+                return Ok(refuse(&proxy, rec, Refusal::BadRequest, detail));
+            };
+            let mut r = Response::new(empty());
+            *r.status_mut() = redirect.status;
+            r.headers_mut().insert(http::header::LOCATION, location);
             return Ok(finish(&proxy, rec, r, None, None));
         }
         Action::Unroutable => {
             let detail = "the rule forwards nowhere";
             return Ok(refuse(&proxy, rec, Refusal::NoTargetGroup, detail));
         }
-        Action::Forward(split) => split,
+        Action::Forward(split, edits) => (split, edits),
     };
     let group_name = split.pick().clone();
     rec.entry.target_group = group_name.clone();
@@ -155,6 +172,11 @@ pub async fn handle(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+    // The rule's changes first: the proxy's own headers come after, and
+    // the control plane refused rules that name them.
+    if let Some(e) = &edits.request {
+        e.apply(&mut parts.headers);
+    }
     let region = &config.snapshot.region;
     let set = &mut |name, value: &str| headers::set(&mut parts.headers, name, value);
     connection_headers(&conn, &listener, &config.network, region, set);
@@ -171,7 +193,12 @@ pub async fn handle(
         let resp =
             through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
         return Ok(match resp {
-            Ok(resp) => finish(&proxy, rec, resp, None, None),
+            Ok(mut resp) => {
+                if let Some(e) = &edits.response {
+                    e.apply(resp.headers_mut());
+                }
+                finish(&proxy, rec, resp, None, None)
+            }
             Err(e) => refuse(&proxy, rec, e.refusal(), &e.to_string()),
         });
     }
@@ -184,6 +211,9 @@ pub async fn handle(
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
+    if let Some(e) = &edits.response {
+        e.apply(resp.headers_mut());
+    }
     if switching {
         if let Some(client_upgrade) = client_upgrade {
             let target_upgrade = hyper::upgrade::on(&mut resp);

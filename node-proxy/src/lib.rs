@@ -20,6 +20,7 @@ pub mod app;
 pub mod auth;
 pub mod canonical;
 pub mod config;
+pub mod filters;
 pub mod flows;
 mod forward;
 pub mod gateway;

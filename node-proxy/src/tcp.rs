@@ -107,7 +107,7 @@ pub async fn forward(
         }
     }
     let no_group = Some(Refusal::NoTargetGroup.code());
-    let Action::Forward(split) = routed.action else {
+    let Action::Forward(split, _) = routed.action else {
         return log(rec, no_group);
     };
     let name = split.pick().clone();

@@ -873,6 +873,59 @@ pub struct Action {
     pub forward: Option<Vec<WeightedTargetGroup>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fixed_response: Option<FixedResponse>,
+    /// Answer with a redirect (the Gateway API's RequestRedirect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<Redirect>,
+    /// With `forward`: headers changed on the request to the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifier>,
+    /// With `forward`: headers changed on the response to the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifier>,
+}
+
+/// Header changes, applied in this order: `remove`, `set` (replaces every
+/// value), `add` (appends a value).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderModifier {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderPair>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderPair>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderPair {
+    pub name: String,
+    pub value: String,
+}
+
+/// Where a redirect sends the client: each part given replaces the
+/// request's (the query is kept).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Redirect {
+    /// `http` or `https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The whole path of the new location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// 301, 302, 303, 307 or 308.
+    #[serde(default = "found")]
+    pub status_code: u16,
+}
+
+fn found() -> u16 {
+    302
 }
 
 fn one() -> u32 {

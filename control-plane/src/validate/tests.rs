@@ -319,7 +319,44 @@ fn rules_and_actions() {
         (
             "forward and fixed response together",
             service("      defaultAction: {forward: [{targetGroup: blue}], fixedResponse: {statusCode: 700}}\n"),
-            &["t.yaml:10:7: spec.listeners[0].defaultAction: set exactly one of forward, fixedResponse"],
+            &["t.yaml:10:7: spec.listeners[0].defaultAction: set exactly one of forward, fixedResponse, redirect"],
+        ),
+        (
+            "redirects and header changes",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: a
+          priority: 1
+          match: {{path: {{prefix: /old}}}}
+          action: {{redirect: {{scheme: ftp, hostname: \"-x\", port: 0, path: old, statusCode: 200}}}}
+        - name: b
+          priority: 2
+          match: {{path: {{prefix: /b}}}}
+          action:
+            forward: [{{targetGroup: blue}}]
+            requestHeaders:
+              set: [{{name: x-trellis-identity, value: admin}}, {{name: x-env, value: a}}]
+              remove: [host, x-env]
+            responseHeaders: {{add: [{{name: \"bad name\", value: x}}, {{name: x-ctl, value: \"a\\u0001\"}}]}}
+        - name: c
+          priority: 3
+          match: {{path: {{prefix: /c}}}}
+          action: {{fixedResponse: {{statusCode: 404}}, responseHeaders: {{remove: [x-a]}}}}
+"
+            )),
+            &[
+                "t.yaml:15:80: spec.listeners[0].rules[0].action.redirect.statusCode: 200 is not 301, 302, 303, 307 or 308",
+                "t.yaml:15:31: spec.listeners[0].rules[0].action.redirect.scheme: \"ftp\" is not http or https",
+                "t.yaml:15:44: spec.listeners[0].rules[0].action.redirect.hostname: \"-x\" is not a host name: needs at least two labels, e.g. checkout.example.com",
+                "t.yaml:15:60: spec.listeners[0].rules[0].action.redirect.port: port must be 1..=65535",
+                "t.yaml:15:69: spec.listeners[0].rules[0].action.redirect.path: \"old\" must start with /, be visible ASCII without ? or #, at most 2048 bytes",
+                "t.yaml:23:24: spec.listeners[0].rules[1].action.requestHeaders.remove[0]: request header host is the proxy's to set",
+                "t.yaml:22:22: spec.listeners[0].rules[1].action.requestHeaders.set[0].name: request header x-trellis-identity is the proxy's to set",
+                "t.yaml:22:64: spec.listeners[0].rules[1].action.requestHeaders.set[1].name: header x-env is changed twice",
+                "t.yaml:24:38: spec.listeners[0].rules[1].action.responseHeaders.add[0].name: \"bad name\" is not a valid header name",
+                "t.yaml:24:81: spec.listeners[0].rules[1].action.responseHeaders.add[1].value: a header value is visible ASCII, at most 4096 bytes",
+                "t.yaml:28:54: spec.listeners[0].rules[2].action.responseHeaders: header changes go with forward, on HTTP and HTTPS listeners",
+            ],
         ),
         (
             "fixed response status out of range",

@@ -312,9 +312,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             self.fixed = Some((listener.clone(), bytes));
         }
         let (rule, action) = listener.route(&req);
-        let Action::Forward(split) = action else {
+        // Header changes and redirects are hyper's side's to make.
+        let Action::Forward(split, edits) = action else {
             return Err(NoPlan::HandOver("action"));
         };
+        if !edits.is_empty() {
+            return Err(NoPlan::HandOver("action"));
+        }
         if !split
             .groups()
             .iter()
