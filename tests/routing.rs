@@ -1,7 +1,7 @@
 //! Gateway-API-style routing through the real proxy (as root, in the node
 //! test's namespaces): path regex, query parameters, header presence, a
 //! listener ordering its rules by specificity rather than priority,
-//! redirects, and header changes on requests and responses.
+//! redirects, rewrites, and header changes on requests and responses.
 
 mod harness;
 
@@ -59,7 +59,7 @@ spec:
         - name: moved
           priority: 5
           match: {{path: {{prefix: /old}}}}
-          action: {{redirect: {{path: /new, statusCode: 301}}}}
+          action: {{redirect: {{path: {{full: /new}}, statusCode: 301}}}}
         - name: secure
           priority: 6
           match: {{path: {{prefix: /login}}}}
@@ -74,6 +74,12 @@ spec:
               set: [{{name: x-env, value: canary}}]
             responseHeaders:
               add: [{{name: x-served-by, value: rule-tagged}}]
+        - name: api-v1
+          priority: 8
+          match: {{path: {{prefix: /api/v1}}}}
+          action:
+            forward: [{{targetGroup: green}}]
+            rewrite: {{hostname: internal.example, path: {{prefix: /v2}}}}
 "#
     )
 }
@@ -145,6 +151,12 @@ fn gateway_style_matches_filters_and_specificity_through_the_proxy() {
             .contains("x-served-by: rule-tagged"),
         "{head}"
     );
+
+    // A rewrite: the target is sent another host and, in place of the
+    // matched prefix, another path; the query is kept.
+    let r = env.client(&["count", &format!("'http://{vip}/api/v1/users?id=7'"), "1"]);
+    assert_eq!(r["last"]["path"], "/v2/users?id=7", "{r}");
+    assert_eq!(r["last"]["headers"]["host"], "internal.example", "{r}");
 
     // By priority, `items` comes first and takes every /items request.
     env.apply(&catalog("Priority"));

@@ -308,7 +308,8 @@ function ruleView(s, r) {
   }
   if (r.action && r.action.redirect) {
     const d = r.action.redirect;
-    const to = (d.scheme ? d.scheme + '://' : '') + (d.hostname || '') + (d.port ? ':' + d.port : '') + (d.path || '');
+    const path = d.path ? (d.path.full !== undefined ? d.path.full : d.path.prefix + '…') : '';
+    const to = (d.scheme ? d.scheme + '://' : '') + (d.hostname || '') + (d.port ? ':' + d.port : '') + path;
     return h('div', { class: 'rule' }, head,
       h('p', { class: 'muted' }, 'redirects (' + (d.statusCode || 302) + ') to ', h('code', {}, to || 'the same URL')));
   }

@@ -287,6 +287,7 @@ impl Validator<'_> {
             l.protocol,
             &l.default_action,
             &format!("{path}.defaultAction"),
+            None,
         );
         if !l.protocol.is_http() && l.path_normalization != PathNormalization::default() {
             self.problem(
@@ -341,7 +342,8 @@ impl Validator<'_> {
                 );
             }
             self.rule_match(&r.matches, &format!("{rp}.match"));
-            self.action(l.protocol, &r.action, &format!("{rp}.action"));
+            let prefix = r.matches.path.as_ref().and_then(|p| p.prefix.as_deref());
+            self.action(l.protocol, &r.action, &format!("{rp}.action"), prefix);
         }
     }
 
@@ -457,7 +459,38 @@ impl Validator<'_> {
         }
     }
 
-    fn action(&mut self, protocol: ListenerProtocol, a: &Action, path: &str) {
+    /// `matched` is the path prefix the rule matches, if it does.
+    fn action(
+        &mut self,
+        protocol: ListenerProtocol,
+        a: &Action,
+        path: &str,
+        matched: Option<&str>,
+    ) {
+        if let Some(rw) = &a.rewrite {
+            let rp = format!("{path}.rewrite");
+            if a.forward.is_none() || !protocol.is_http() {
+                self.problem(
+                    &rp,
+                    "a rewrite goes with forward, on HTTP and HTTPS listeners",
+                );
+            } else {
+                if let Some(host) = &rw.hostname {
+                    if host.parse::<IpAddr>().is_err() && domain_name(host).is_err() {
+                        self.problem(
+                            format!("{rp}.hostname"),
+                            format!("\"{host}\" is not a host name or address"),
+                        );
+                    }
+                }
+                if let Some(p) = &rw.path {
+                    self.path_replace(p, &format!("{rp}.path"), matched);
+                }
+                if rw.hostname.is_none() && rw.path.is_none() {
+                    self.problem(rp, "a rewrite needs hostname or path");
+                }
+            }
+        }
         for (field, m) in [
             ("requestHeaders", &a.request_headers),
             ("responseHeaders", &a.response_headers),
@@ -474,7 +507,9 @@ impl Validator<'_> {
             self.header_modifier(m, &mp, field == "requestHeaders");
         }
         match (&a.forward, &a.fixed_response, &a.redirect) {
-            (None, None, Some(r)) => self.redirect(protocol, r, &format!("{path}.redirect")),
+            (None, None, Some(r)) => {
+                self.redirect(protocol, r, &format!("{path}.redirect"), matched)
+            }
             (Some(fwd), None, None) => self.forward(protocol, fwd, &format!("{path}.forward")),
             (None, Some(fixed), None) => {
                 if !protocol.is_http() {
@@ -493,7 +528,42 @@ impl Validator<'_> {
         }
     }
 
-    fn redirect(&mut self, protocol: ListenerProtocol, r: &Redirect, path: &str) {
+    fn path_replace(&mut self, p: &PathReplace, path: &str, matched: Option<&str>) {
+        let value = match (&p.full, &p.prefix) {
+            (Some(v), None) => v,
+            (None, Some(v)) => {
+                if matched.is_none() {
+                    self.problem(
+                        format!("{path}.prefix"),
+                        "replacing the matched prefix needs a rule matching a path prefix",
+                    );
+                }
+                v
+            }
+            _ => {
+                self.problem(path, "set exactly one of full, prefix");
+                return;
+            }
+        };
+        if !value.starts_with('/')
+            || value.len() > 2048
+            || value.contains(['?', '#'])
+            || !is_visible(value)
+        {
+            self.problem(
+                path,
+                format!("\"{value}\" must start with /, be visible ASCII without ? or #, at most 2048 bytes"),
+            );
+        }
+    }
+
+    fn redirect(
+        &mut self,
+        protocol: ListenerProtocol,
+        r: &Redirect,
+        path: &str,
+        matched: Option<&str>,
+    ) {
         if !protocol.is_http() {
             self.problem(path, "redirects need an HTTP or HTTPS listener");
             return;
@@ -526,12 +596,7 @@ impl Validator<'_> {
             self.problem(format!("{path}.port"), "port must be 1..=65535");
         }
         if let Some(p) = &r.path {
-            if !p.starts_with('/') || p.len() > 2048 || p.contains(['?', '#']) || !is_visible(p) {
-                self.problem(
-                    format!("{path}.path"),
-                    format!("\"{p}\" must start with /, be visible ASCII without ? or #, at most 2048 bytes"),
-                );
-            }
+            self.path_replace(p, &format!("{path}.path"), matched);
         }
     }
 

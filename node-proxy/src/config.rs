@@ -32,13 +32,19 @@ pub enum Action {
 }
 
 impl Action {
-    /// `a` on a listener of `protocol` on `port`.
-    fn compile(a: &ActionSpec, protocol: ListenerProtocol, port: u16) -> Action {
+    /// `a` on a listener of `protocol` on `port`, for a rule whose path
+    /// prefix condition is `matched` bytes long, if it has one.
+    fn compile(
+        a: &ActionSpec,
+        protocol: ListenerProtocol,
+        port: u16,
+        matched: Option<usize>,
+    ) -> Action {
         if let Some(f) = &a.fixed_response {
             return StatusCode::from_u16(f.status_code).map_or(Action::Unroutable, Action::Fixed);
         }
         if let Some(r) = &a.redirect {
-            return Action::Redirect(Redirect::compile(r, protocol, port));
+            return Action::Redirect(Redirect::compile(r, protocol, port, matched));
         }
         let choices: Vec<(&str, u32)> = a
             .forward
@@ -46,7 +52,12 @@ impl Action {
             .flatten()
             .map(|w| (w.target_group.as_str(), w.weight))
             .collect();
-        let edits = Edits::compile(a.request_headers.as_ref(), a.response_headers.as_ref());
+        let edits = Edits::compile(
+            a.request_headers.as_ref(),
+            a.response_headers.as_ref(),
+            a.rewrite.as_ref(),
+            matched,
+        );
         Split::new(&choices).map_or(Action::Unroutable, |split| Action::Forward(split, edits))
     }
 }
@@ -208,7 +219,16 @@ impl Config {
                         Ok(matcher) => Some(Rule {
                             name: Arc::from(r.name.as_str()),
                             matcher,
-                            action: Action::compile(&r.action, l.protocol, l.effective_port()),
+                            action: Action::compile(
+                                &r.action,
+                                l.protocol,
+                                l.effective_port(),
+                                r.matches
+                                    .path
+                                    .as_ref()
+                                    .and_then(|p| p.prefix.as_ref())
+                                    .map(String::len),
+                            ),
                         }),
                         Err(e) => {
                             tracing::warn!(service = %service, listener = l.name, rule = r.name, error = %e, "rule skipped");
@@ -230,7 +250,7 @@ impl Config {
                     name: Arc::from(l.name.as_str()),
                     protocol: l.protocol,
                     rules,
-                    default: Action::compile(&l.default_action, l.protocol, port),
+                    default: Action::compile(&l.default_action, l.protocol, port, None),
                     timeouts,
                     paths: (&l.path_normalization).into(),
                     lattice_compat: svc.lattice_compat,

@@ -5,7 +5,9 @@
 //! headers refused there).
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use trellis_api::resource::{HeaderModifier, ListenerProtocol, Redirect as RedirectSpec};
+use trellis_api::resource::{
+    HeaderModifier, ListenerProtocol, PathReplace, Redirect as RedirectSpec, Rewrite as RewriteSpec,
+};
 
 /// Header changes: `remove`, then `set` (every value replaced), then `add`.
 #[derive(Debug, Default)]
@@ -52,23 +54,90 @@ impl HeaderEdits {
     }
 }
 
-/// The header changes of a forwarding action.
+/// A new path: the whole of it, or in place of the `matched` bytes the
+/// rule's prefix condition matched (a string prefix, as the condition is).
+#[derive(Debug)]
+pub enum PathRewrite {
+    Full(String),
+    Prefix { matched: usize, with: String },
+}
+
+impl PathRewrite {
+    /// `p` for a rule whose path condition is a prefix of `matched` bytes.
+    pub fn compile(p: &PathReplace, matched: Option<usize>) -> Option<PathRewrite> {
+        match (&p.full, &p.prefix, matched) {
+            (Some(full), _, _) => Some(PathRewrite::Full(full.clone())),
+            (None, Some(with), Some(matched)) => Some(PathRewrite::Prefix {
+                matched,
+                with: with.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The new path for `path` (which the rule matched).
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathRewrite::Full(p) => p.clone(),
+            PathRewrite::Prefix { matched, with } => {
+                let rest = path.get(*matched..).unwrap_or_default();
+                // "/v2/" + "/items" reads as "/v2/items", "/" + "" as "/".
+                let mut out = with.trim_end_matches('/').to_string();
+                if !rest.is_empty() && !rest.starts_with('/') && with.ends_with('/') {
+                    out.push('/');
+                }
+                out.push_str(rest);
+                if out.is_empty() {
+                    out.push('/');
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The host and path a target is sent.
+#[derive(Debug)]
+pub struct Rewrite {
+    pub host: Option<HeaderValue>,
+    pub path: Option<PathRewrite>,
+}
+
+/// What a forwarding action changes besides the target.
 #[derive(Debug, Default)]
 pub struct Edits {
     pub request: Option<HeaderEdits>,
     pub response: Option<HeaderEdits>,
+    pub rewrite: Option<Rewrite>,
 }
 
 impl Edits {
-    pub fn compile(request: Option<&HeaderModifier>, response: Option<&HeaderModifier>) -> Edits {
+    /// An action's changes; `matched` is the length of the rule's path
+    /// prefix condition, if it has one.
+    pub fn compile(
+        request: Option<&HeaderModifier>,
+        response: Option<&HeaderModifier>,
+        rewrite: Option<&RewriteSpec>,
+        matched: Option<usize>,
+    ) -> Edits {
         Edits {
             request: request.map(HeaderEdits::compile),
             response: response.map(HeaderEdits::compile),
+            rewrite: rewrite.map(|r| Rewrite {
+                host: r
+                    .hostname
+                    .as_deref()
+                    .and_then(|h| HeaderValue::from_str(h).ok()),
+                path: r
+                    .path
+                    .as_ref()
+                    .and_then(|p| PathRewrite::compile(p, matched)),
+            }),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.request.is_none() && self.response.is_none()
+        self.request.is_none() && self.response.is_none() && self.rewrite.is_none()
     }
 }
 
@@ -82,7 +151,7 @@ pub struct Redirect {
     host: Option<String>,
     port: Option<u16>,
     listener_port: u16,
-    path: Option<String>,
+    path: Option<PathRewrite>,
     pub status: StatusCode,
 }
 
@@ -91,7 +160,12 @@ fn default_port(scheme: &str) -> u16 {
 }
 
 impl Redirect {
-    pub fn compile(r: &RedirectSpec, protocol: ListenerProtocol, listener_port: u16) -> Redirect {
+    pub fn compile(
+        r: &RedirectSpec,
+        protocol: ListenerProtocol,
+        listener_port: u16,
+        matched: Option<usize>,
+    ) -> Redirect {
         let (scheme, scheme_given) = match r.scheme.as_deref() {
             Some("https") => ("https", true),
             Some(_) => ("http", true),
@@ -104,7 +178,10 @@ impl Redirect {
             host: r.hostname.clone(),
             port: r.port,
             listener_port,
-            path: r.path.clone(),
+            path: r
+                .path
+                .as_ref()
+                .and_then(|p| PathRewrite::compile(p, matched)),
             status: StatusCode::from_u16(r.status_code).unwrap_or(StatusCode::FOUND),
         }
     }
@@ -129,7 +206,10 @@ impl Redirect {
         if port != default_port(self.scheme) {
             out.push_str(&format!(":{port}"));
         }
-        out.push_str(self.path.as_deref().unwrap_or(path));
+        match &self.path {
+            Some(p) => out.push_str(&p.apply(path)),
+            None => out.push_str(path),
+        }
         if let Some(q) = query {
             out.push('?');
             out.push_str(q);
@@ -144,7 +224,12 @@ mod tests {
     use serde_json::json;
 
     fn redirect(spec: serde_json::Value, protocol: ListenerProtocol, port: u16) -> Redirect {
-        Redirect::compile(&serde_json::from_value(spec).unwrap(), protocol, port)
+        Redirect::compile(
+            &serde_json::from_value(spec).unwrap(),
+            protocol,
+            port,
+            Some(4),
+        )
     }
 
     #[test]
@@ -199,13 +284,23 @@ mod tests {
                 "https://b.example:8443/x",
             ),
             (
-                json!({"path": "/new", "statusCode": 301}),
+                json!({"path": {"full": "/new"}, "statusCode": 301}),
                 Https,
                 443,
                 "a.example",
                 "/old",
                 Some("v=2"),
                 "https://a.example/new?v=2",
+            ),
+            // In place of the rule's 4-byte prefix (`/old`).
+            (
+                json!({"path": {"prefix": "/new"}}),
+                Http,
+                80,
+                "a.example",
+                "/old/x",
+                None,
+                "http://a.example/new/x",
             ),
             (
                 json!({"port": 80}),
@@ -245,6 +340,25 @@ mod tests {
             Some("http://b.example/")
         );
         assert_eq!(redirect(json!({"statusCode": 308}), Http, 80).status, 308);
+    }
+
+    #[test]
+    fn prefixes_are_replaced_as_the_gateway_api_does() {
+        let prefix = |matched: &str, with: &str, path: &str| {
+            PathRewrite::Prefix {
+                matched: matched.len(),
+                with: with.into(),
+            }
+            .apply(path)
+        };
+        assert_eq!(prefix("/foo", "/xyz", "/foo/bar"), "/xyz/bar");
+        assert_eq!(prefix("/foo", "/xyz", "/foo"), "/xyz");
+        assert_eq!(prefix("/foo", "/", "/foo/bar"), "/bar");
+        assert_eq!(prefix("/foo", "/", "/foo"), "/");
+        assert_eq!(prefix("/foo/", "/xyz/", "/foo/bar"), "/xyz/bar");
+        assert_eq!(prefix("/foo/", "/xyz", "/foo/bar"), "/xyzbar");
+        assert_eq!(prefix("/foo", "/xyz/", "/foobar"), "/xyz/bar");
+        assert_eq!(PathRewrite::Full("/a".into()).apply("/b/c"), "/a");
     }
 
     #[test]

@@ -177,6 +177,10 @@ pub async fn handle(
     if let Some(e) = &edits.request {
         e.apply(&mut parts.headers);
     }
+    // After routing and auth, which read the request as the client sent it.
+    if let Some(rw) = &edits.rewrite {
+        rewrite(rw, &mut parts);
+    }
     let region = &config.snapshot.region;
     let set = &mut |name, value: &str| headers::set(&mut parts.headers, name, value);
     connection_headers(&conn, &listener, &config.network, region, set);
@@ -239,6 +243,26 @@ pub async fn handle(
         None,
         Some(lease),
     ))
+}
+
+/// The host and path the target is sent, as the rule's rewrite says; the
+/// query is kept.
+fn rewrite(rw: &crate::filters::Rewrite, parts: &mut http::request::Parts) {
+    if let Some(host) = &rw.host {
+        parts.headers.insert(http::header::HOST, host.clone());
+    }
+    if let Some(p) = &rw.path {
+        let path = p.apply(parts.uri.path());
+        let target = match parts.uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path,
+        };
+        let mut uri = parts.uri.clone().into_parts();
+        uri.path_and_query = target.parse().ok();
+        if let Ok(u) = http::Uri::from_parts(uri) {
+            parts.uri = u;
+        }
+    }
 }
 
 /// A switched (WebSocket) connection: bytes both ways until either side

@@ -882,6 +882,31 @@ pub struct Action {
     /// With `forward`: headers changed on the response to the client.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_headers: Option<HeaderModifier>,
+    /// With `forward`: the host and path the target is sent (the Gateway
+    /// API's URLRewrite).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
+}
+
+/// A new path: `full`, the whole of it; or `prefix`, in place of the path
+/// prefix the rule matched (rules with a `path.prefix` match only).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PathReplace {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub full: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Rewrite {
+    /// The `Host` the target is sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathReplace>,
 }
 
 /// Header changes, applied in this order: `remove`, `set` (replaces every
@@ -916,9 +941,8 @@ pub struct Redirect {
     pub hostname: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
-    /// The whole path of the new location.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
+    pub path: Option<PathReplace>,
     /// 301, 302, 303, 307 or 308.
     #[serde(default = "found")]
     pub status_code: u16,

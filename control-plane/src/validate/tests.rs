@@ -322,13 +322,13 @@ fn rules_and_actions() {
             &["t.yaml:10:7: spec.listeners[0].defaultAction: set exactly one of forward, fixedResponse, redirect"],
         ),
         (
-            "redirects and header changes",
+            "redirects, rewrites and header changes",
             service(&format!(
                 "{FORWARD_BLUE}      rules:
         - name: a
           priority: 1
           match: {{path: {{prefix: /old}}}}
-          action: {{redirect: {{scheme: ftp, hostname: \"-x\", port: 0, path: old, statusCode: 200}}}}
+          action: {{redirect: {{scheme: ftp, hostname: \"-x\", port: 0, path: {{full: old}}, statusCode: 200}}}}
         - name: b
           priority: 2
           match: {{path: {{prefix: /b}}}}
@@ -342,10 +342,18 @@ fn rules_and_actions() {
           priority: 3
           match: {{path: {{prefix: /c}}}}
           action: {{fixedResponse: {{statusCode: 404}}, responseHeaders: {{remove: [x-a]}}}}
+        - name: d
+          priority: 4
+          match: {{path: {{exact: /d}}}}
+          action: {{forward: [{{targetGroup: blue}}], rewrite: {{path: {{prefix: /e}}}}}}
+        - name: e
+          priority: 5
+          match: {{path: {{prefix: /e}}}}
+          action: {{forward: [{{targetGroup: blue}}], rewrite: {{hostname: \"a b\", path: {{full: /x, prefix: /y}}}}}}
 "
             )),
             &[
-                "t.yaml:15:80: spec.listeners[0].rules[0].action.redirect.statusCode: 200 is not 301, 302, 303, 307 or 308",
+                "t.yaml:15:88: spec.listeners[0].rules[0].action.redirect.statusCode: 200 is not 301, 302, 303, 307 or 308",
                 "t.yaml:15:31: spec.listeners[0].rules[0].action.redirect.scheme: \"ftp\" is not http or https",
                 "t.yaml:15:44: spec.listeners[0].rules[0].action.redirect.hostname: \"-x\" is not a host name: needs at least two labels, e.g. checkout.example.com",
                 "t.yaml:15:60: spec.listeners[0].rules[0].action.redirect.port: port must be 1..=65535",
@@ -356,6 +364,9 @@ fn rules_and_actions() {
                 "t.yaml:24:38: spec.listeners[0].rules[1].action.responseHeaders.add[0].name: \"bad name\" is not a valid header name",
                 "t.yaml:24:81: spec.listeners[0].rules[1].action.responseHeaders.add[1].value: a header value is visible ASCII, at most 4096 bytes",
                 "t.yaml:28:54: spec.listeners[0].rules[2].action.responseHeaders: header changes go with forward, on HTTP and HTTPS listeners",
+                "t.yaml:32:69: spec.listeners[0].rules[3].action.rewrite.path.prefix: replacing the matched prefix needs a rule matching a path prefix",
+                "t.yaml:36:62: spec.listeners[0].rules[4].action.rewrite.hostname: \"a b\" is not a host name or address",
+                "t.yaml:36:79: spec.listeners[0].rules[4].action.rewrite.path: set exactly one of full, prefix",
             ],
         ),
         (
