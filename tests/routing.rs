@@ -1,7 +1,7 @@
 //! Gateway-API-style routing through the real proxy (as root, in the node
 //! test's namespaces): path regex, query parameters, header presence, a
 //! listener ordering its rules by specificity rather than priority,
-//! redirects, rewrites, and header changes on requests and responses.
+//! redirects, rewrites, header changes on requests and responses, CORS.
 
 mod harness;
 
@@ -80,6 +80,12 @@ spec:
           action:
             forward: [{{targetGroup: green}}]
             rewrite: {{hostname: internal.example, path: {{prefix: /v2}}}}
+        - name: shared
+          priority: 9
+          match: {{path: {{prefix: /shared}}}}
+          action:
+            forward: [{{targetGroup: green}}]
+            cors: {{allowOrigins: ["https://app.example.com"], allowMethods: [GET, PUT], maxAgeSeconds: 60}}
 "#
     )
 }
@@ -157,6 +163,43 @@ fn gateway_style_matches_filters_and_specificity_through_the_proxy() {
     let r = env.client(&["count", &format!("'http://{vip}/api/v1/users?id=7'"), "1"]);
     assert_eq!(r["last"]["path"], "/v2/users?id=7", "{r}");
     assert_eq!(r["last"]["headers"]["host"], "internal.example", "{r}");
+
+    // CORS: the proxy answers the preflight (the target never sees it) and
+    // marks an allowed origin's response; another origin gets no grant.
+    let url = format!("'http://{vip}/shared/doc'");
+    let pre = env
+        .curl(&[
+            "-X OPTIONS -D - -o /dev/null",
+            "-H 'Origin: https://app.example.com' -H 'Access-Control-Request-Method: PUT'",
+            &url,
+        ])
+        .to_ascii_lowercase();
+    assert!(pre.starts_with("http/1.1 204"), "{pre}");
+    assert!(
+        pre.contains("access-control-allow-origin: https://app.example.com"),
+        "{pre}"
+    );
+    assert!(
+        pre.contains("access-control-allow-methods: get, put"),
+        "{pre}"
+    );
+    assert!(pre.contains("access-control-max-age: 60"), "{pre}");
+    let allowed = env
+        .curl(&[
+            "-D - -o /dev/null -H 'Origin: https://app.example.com'",
+            &url,
+        ])
+        .to_ascii_lowercase();
+    assert!(allowed.starts_with("http/1.1 200"), "{allowed}");
+    assert!(
+        allowed.contains("access-control-allow-origin: https://app.example.com"),
+        "{allowed}"
+    );
+    let other = env
+        .curl(&["-D - -o /dev/null -H 'Origin: https://evil.example'", &url])
+        .to_ascii_lowercase();
+    assert!(other.starts_with("http/1.1 200"), "{other}");
+    assert!(!other.contains("access-control-allow-origin"), "{other}");
 
     // By priority, `items` comes first and takes every /items request.
     env.apply(&catalog("Priority"));

@@ -467,6 +467,14 @@ impl Validator<'_> {
         path: &str,
         matched: Option<&str>,
     ) {
+        if let Some(c) = &a.cors {
+            let cp = format!("{path}.cors");
+            if a.forward.is_none() || !protocol.is_http() {
+                self.problem(&cp, "cors goes with forward, on HTTP and HTTPS listeners");
+            } else {
+                self.cors(c, &cp);
+            }
+        }
         if let Some(rw) = &a.rewrite {
             let rp = format!("{path}.rewrite");
             if a.forward.is_none() || !protocol.is_http() {
@@ -525,6 +533,69 @@ impl Validator<'_> {
                 }
             }
             _ => self.problem(path, "set exactly one of forward, fixedResponse, redirect"),
+        }
+    }
+
+    fn cors(&mut self, c: &Cors, path: &str) {
+        if c.allow_origins.is_empty() || c.allow_origins.len() > MAX_HEADER_CHANGES {
+            self.problem(
+                format!("{path}.allowOrigins"),
+                format!("1..={MAX_HEADER_CHANGES} origins"),
+            );
+        }
+        for (i, o) in c.allow_origins.iter().enumerate() {
+            if o == "*" {
+                if c.allow_credentials {
+                    // Browsers refuse credentials with `*`: say so now.
+                    self.problem(
+                        format!("{path}.allowOrigins[{i}]"),
+                        "\"*\" cannot go with allowCredentials: name the origins",
+                    );
+                }
+                continue;
+            }
+            let host = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"))
+                .map(|rest| {
+                    rest.rsplit_once(':').map_or(rest, |(h, port)| {
+                        if port.parse::<u16>().is_ok() { h } else { rest }
+                    })
+                });
+            let ok = host.is_some_and(|h| {
+                let name = h.strip_prefix("*.").unwrap_or(h);
+                name.parse::<IpAddr>().is_ok() || domain_name(name).is_ok() || name == "localhost"
+            });
+            if !ok {
+                self.problem(
+                    format!("{path}.allowOrigins[{i}]"),
+                    format!("\"{o}\" is not *, nor scheme://host[:port] with an optional *. before the host"),
+                );
+            }
+        }
+        for (i, m) in c.allow_methods.iter().enumerate() {
+            if m != "*" && (m.is_empty() || !m.bytes().all(|b| b.is_ascii_uppercase())) {
+                self.problem(
+                    format!("{path}.allowMethods[{i}]"),
+                    format!("\"{m}\" is not an HTTP method such as GET"),
+                );
+            }
+        }
+        for (field, list) in [
+            ("allowHeaders", &c.allow_headers),
+            ("exposeHeaders", &c.expose_headers),
+        ] {
+            for (i, h) in list.iter().enumerate() {
+                if h != "*" && http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                    self.problem(
+                        format!("{path}.{field}[{i}]"),
+                        format!("\"{h}\" is not a valid header name"),
+                    );
+                }
+            }
+        }
+        if c.max_age_seconds.is_some_and(|s| s > 86_400) {
+            self.problem(format!("{path}.maxAgeSeconds"), "at most 86400 (a day)");
         }
     }
 

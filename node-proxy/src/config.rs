@@ -24,7 +24,7 @@ use trellis_api::snapshot::Snapshot;
 #[derive(Debug)]
 pub enum Action {
     /// To a target group of the split, with the action's header changes.
-    Forward(Split, Edits),
+    Forward(Split, Box<Edits>),
     Fixed(StatusCode),
     Redirect(Redirect),
     /// A forward whose weights are all 0, or a bad status: nothing to do.
@@ -56,9 +56,12 @@ impl Action {
             a.request_headers.as_ref(),
             a.response_headers.as_ref(),
             a.rewrite.as_ref(),
+            a.cors.as_ref(),
             matched,
         );
-        Split::new(&choices).map_or(Action::Unroutable, |split| Action::Forward(split, edits))
+        Split::new(&choices).map_or(Action::Unroutable, |split| {
+            Action::Forward(split, Box::new(edits))
+        })
     }
 }
 

@@ -6,7 +6,8 @@
 
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use trellis_api::resource::{
-    HeaderModifier, ListenerProtocol, PathReplace, Redirect as RedirectSpec, Rewrite as RewriteSpec,
+    Cors as CorsSpec, HeaderModifier, ListenerProtocol, PathReplace, Redirect as RedirectSpec,
+    Rewrite as RewriteSpec,
 };
 
 /// Header changes: `remove`, then `set` (every value replaced), then `add`.
@@ -103,12 +104,184 @@ pub struct Rewrite {
     pub path: Option<PathRewrite>,
 }
 
+/// An allowed origin: exact, or `scheme://*.suffix[:port]`.
+#[derive(Debug)]
+enum Origin {
+    Any,
+    Exact(String),
+    Below {
+        head: String,
+        suffix: String,
+        port: String,
+    },
+}
+
+impl Origin {
+    fn parse(s: &str) -> Origin {
+        let s = s.to_ascii_lowercase();
+        if s == "*" {
+            return Origin::Any;
+        }
+        match s.split_once("://*.") {
+            Some((scheme, rest)) => {
+                let (host, port) = match rest.rsplit_once(':') {
+                    Some((h, p)) if p.parse::<u16>().is_ok() => (h, format!(":{p}")),
+                    _ => (rest, String::new()),
+                };
+                Origin::Below {
+                    head: format!("{scheme}://"),
+                    suffix: format!(".{host}"),
+                    port,
+                }
+            }
+            None => Origin::Exact(s),
+        }
+    }
+
+    /// `origin` is lowercased.
+    fn allows(&self, origin: &str) -> bool {
+        match self {
+            Origin::Any => true,
+            Origin::Exact(o) => o == origin,
+            Origin::Below { head, suffix, port } => origin
+                .strip_prefix(head.as_str())
+                .and_then(|rest| rest.strip_suffix(port.as_str()))
+                .is_some_and(|host| {
+                    host.len() > suffix.len()
+                        && host.ends_with(suffix.as_str())
+                        && !host.contains(':')
+                }),
+        }
+    }
+}
+
+/// Cross-origin requests: preflights answered by the proxy, allowed
+/// origins' responses marked.
+#[derive(Debug)]
+pub struct Cors {
+    origins: Vec<Origin>,
+    /// `*` in the methods or headers: the preflight's request echoed.
+    methods: Option<HeaderValue>,
+    headers: Option<HeaderValue>,
+    expose: Option<HeaderValue>,
+    max_age: Option<HeaderValue>,
+    credentials: bool,
+}
+
+fn joined(list: &[String]) -> Option<HeaderValue> {
+    if list.is_empty() || list.iter().any(|v| v == "*") {
+        return None;
+    }
+    HeaderValue::from_str(&list.join(", ")).ok()
+}
+
+pub(crate) const ALLOW_ORIGIN: &str = "access-control-allow-origin";
+
+impl Cors {
+    pub fn compile(c: &CorsSpec) -> Cors {
+        Cors {
+            origins: c.allow_origins.iter().map(|o| Origin::parse(o)).collect(),
+            methods: joined(&c.allow_methods).or_else(|| {
+                c.allow_methods
+                    .is_empty()
+                    .then(|| HeaderValue::from_static("GET, HEAD, POST"))
+            }),
+            headers: joined(&c.allow_headers),
+            expose: joined(&c.expose_headers),
+            max_age: c.max_age_seconds.map(HeaderValue::from),
+            credentials: c.allow_credentials,
+        }
+    }
+
+    fn allowed(&self, origin: &HeaderValue) -> bool {
+        origin.to_str().is_ok_and(|o| {
+            self.origins
+                .iter()
+                .any(|p| p.allows(&o.to_ascii_lowercase()))
+        })
+    }
+
+    /// What `Access-Control-Allow-Origin` says to `origin`.
+    fn allow_origin(&self, origin: &HeaderValue) -> HeaderValue {
+        let any = self.origins.iter().any(|o| matches!(o, Origin::Any));
+        if any && !self.credentials {
+            HeaderValue::from_static("*")
+        } else {
+            origin.clone()
+        }
+    }
+
+    /// Whether `req` is a preflight (OPTIONS with an `Origin` and an
+    /// `Access-Control-Request-Method`): the proxy answers those.
+    pub fn is_preflight(method: &http::Method, req: &HeaderMap) -> bool {
+        method == http::Method::OPTIONS
+            && req.contains_key(http::header::ORIGIN)
+            && req.contains_key("access-control-request-method")
+    }
+
+    /// The headers of the proxy's answer (204) to a preflight `req`: the
+    /// grants when its origin is allowed, none when not (the browser then
+    /// refuses the call).
+    pub fn preflight(&self, req: &HeaderMap) -> HeaderMap {
+        let mut out = HeaderMap::new();
+        out.insert(http::header::VARY, HeaderValue::from_static("Origin"));
+        let Some(origin) = req.get(http::header::ORIGIN).filter(|o| self.allowed(o)) else {
+            return out;
+        };
+        out.insert(ALLOW_ORIGIN, self.allow_origin(origin));
+        let echo = |name: &str| req.get(name).cloned();
+        if let Some(m) = self
+            .methods
+            .clone()
+            .or_else(|| echo("access-control-request-method"))
+        {
+            out.insert("access-control-allow-methods", m);
+        }
+        if let Some(h) = self
+            .headers
+            .clone()
+            .or_else(|| echo("access-control-request-headers"))
+        {
+            out.insert("access-control-allow-headers", h);
+        }
+        if let Some(age) = &self.max_age {
+            out.insert("access-control-max-age", age.clone());
+        }
+        if self.credentials {
+            out.insert(
+                "access-control-allow-credentials",
+                HeaderValue::from_static("true"),
+            );
+        }
+        out
+    }
+
+    /// Marks the response to an actual request from `origin`, if allowed.
+    pub fn mark(&self, origin: Option<&HeaderValue>, resp: &mut HeaderMap) {
+        resp.append(http::header::VARY, HeaderValue::from_static("Origin"));
+        let Some(origin) = origin.filter(|o| self.allowed(o)) else {
+            return;
+        };
+        resp.insert(ALLOW_ORIGIN, self.allow_origin(origin));
+        if let Some(e) = &self.expose {
+            resp.insert("access-control-expose-headers", e.clone());
+        }
+        if self.credentials {
+            resp.insert(
+                "access-control-allow-credentials",
+                HeaderValue::from_static("true"),
+            );
+        }
+    }
+}
+
 /// What a forwarding action changes besides the target.
 #[derive(Debug, Default)]
 pub struct Edits {
     pub request: Option<HeaderEdits>,
     pub response: Option<HeaderEdits>,
     pub rewrite: Option<Rewrite>,
+    pub cors: Option<Cors>,
 }
 
 impl Edits {
@@ -118,11 +291,13 @@ impl Edits {
         request: Option<&HeaderModifier>,
         response: Option<&HeaderModifier>,
         rewrite: Option<&RewriteSpec>,
+        cors: Option<&CorsSpec>,
         matched: Option<usize>,
     ) -> Edits {
         Edits {
             request: request.map(HeaderEdits::compile),
             response: response.map(HeaderEdits::compile),
+            cors: cors.map(Cors::compile),
             rewrite: rewrite.map(|r| Rewrite {
                 host: r
                     .hostname
@@ -137,7 +312,10 @@ impl Edits {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.request.is_none() && self.response.is_none() && self.rewrite.is_none()
+        self.request.is_none()
+            && self.response.is_none()
+            && self.rewrite.is_none()
+            && self.cors.is_none()
     }
 }
 
@@ -215,170 +393,5 @@ impl Redirect {
             out.push_str(q);
         }
         Some(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    fn redirect(spec: serde_json::Value, protocol: ListenerProtocol, port: u16) -> Redirect {
-        Redirect::compile(
-            &serde_json::from_value(spec).unwrap(),
-            protocol,
-            port,
-            Some(4),
-        )
-    }
-
-    #[test]
-    fn locations_keep_what_the_redirect_does_not_replace() {
-        use ListenerProtocol::{Http, Https};
-        let cases = [
-            // (redirect, listener, request host, path, query, location)
-            (
-                json!({}),
-                Http,
-                80,
-                "a.example",
-                "/x",
-                Some("q=1"),
-                "http://a.example/x?q=1",
-            ),
-            (
-                json!({"scheme": "https"}),
-                Http,
-                80,
-                "a.example",
-                "/x",
-                None,
-                "https://a.example/x",
-            ),
-            // A scheme given: that scheme's port, not the listener's.
-            (
-                json!({"scheme": "https"}),
-                Http,
-                8080,
-                "a.example",
-                "/",
-                None,
-                "https://a.example/",
-            ),
-            (
-                json!({}),
-                Http,
-                8080,
-                "a.example",
-                "/",
-                None,
-                "http://a.example:8080/",
-            ),
-            (
-                json!({"hostname": "b.example", "port": 8443, "scheme": "https"}),
-                Http,
-                80,
-                "a.example",
-                "/x",
-                None,
-                "https://b.example:8443/x",
-            ),
-            (
-                json!({"path": {"full": "/new"}, "statusCode": 301}),
-                Https,
-                443,
-                "a.example",
-                "/old",
-                Some("v=2"),
-                "https://a.example/new?v=2",
-            ),
-            // In place of the rule's 4-byte prefix (`/old`).
-            (
-                json!({"path": {"prefix": "/new"}}),
-                Http,
-                80,
-                "a.example",
-                "/old/x",
-                None,
-                "http://a.example/new/x",
-            ),
-            (
-                json!({"port": 80}),
-                Https,
-                443,
-                "a.example",
-                "/",
-                None,
-                "https://a.example:80/",
-            ),
-            (
-                json!({}),
-                Http,
-                80,
-                "fd00::1",
-                "/",
-                None,
-                "http://[fd00::1]/",
-            ),
-        ];
-        for (spec, protocol, port, host, path, query, want) in cases {
-            let r = redirect(spec.clone(), protocol, port);
-            assert_eq!(
-                r.location(Some(host), path, query).as_deref(),
-                Some(want),
-                "{spec}"
-            );
-        }
-        assert_eq!(
-            redirect(json!({}), Http, 80).location(None, "/", None),
-            None
-        );
-        assert_eq!(
-            redirect(json!({"hostname": "b.example"}), Http, 80)
-                .location(None, "/", None)
-                .as_deref(),
-            Some("http://b.example/")
-        );
-        assert_eq!(redirect(json!({"statusCode": 308}), Http, 80).status, 308);
-    }
-
-    #[test]
-    fn prefixes_are_replaced_as_the_gateway_api_does() {
-        let prefix = |matched: &str, with: &str, path: &str| {
-            PathRewrite::Prefix {
-                matched: matched.len(),
-                with: with.into(),
-            }
-            .apply(path)
-        };
-        assert_eq!(prefix("/foo", "/xyz", "/foo/bar"), "/xyz/bar");
-        assert_eq!(prefix("/foo", "/xyz", "/foo"), "/xyz");
-        assert_eq!(prefix("/foo", "/", "/foo/bar"), "/bar");
-        assert_eq!(prefix("/foo", "/", "/foo"), "/");
-        assert_eq!(prefix("/foo/", "/xyz/", "/foo/bar"), "/xyz/bar");
-        assert_eq!(prefix("/foo/", "/xyz", "/foo/bar"), "/xyzbar");
-        assert_eq!(prefix("/foo", "/xyz/", "/foobar"), "/xyz/bar");
-        assert_eq!(PathRewrite::Full("/a".into()).apply("/b/c"), "/a");
-    }
-
-    #[test]
-    fn header_edits_remove_then_set_then_add() {
-        let edits = HeaderEdits::compile(
-            &serde_json::from_value(json!({
-                "remove": ["x-drop"],
-                "set": [{"name": "x-env", "value": "canary"}],
-                "add": [{"name": "x-tag", "value": "b"}],
-            }))
-            .unwrap(),
-        );
-        let mut h = HeaderMap::new();
-        h.insert("x-drop", HeaderValue::from_static("1"));
-        h.append("x-env", HeaderValue::from_static("prod"));
-        h.append("x-env", HeaderValue::from_static("dev"));
-        h.insert("x-tag", HeaderValue::from_static("a"));
-        edits.apply(&mut h);
-        assert!(h.get("x-drop").is_none());
-        assert_eq!(h.get_all("x-env").iter().collect::<Vec<_>>(), ["canary"]);
-        assert_eq!(h.get_all("x-tag").iter().collect::<Vec<_>>(), ["a", "b"]);
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::canonical::{self, Target};
 use crate::config::Action;
+use crate::filters::{Cors, Edits};
 use crate::forward::{through_gateway, to_target};
 use crate::guard::{Denied, guard_request};
 use crate::headers::{self, connection_headers, request_headers};
@@ -92,6 +93,24 @@ pub async fn handle(
     }
 
     headers::strip_reserved(req.headers_mut());
+    // A browser's CORS preflight carries no credentials: the proxy answers
+    // it before auth, from the rule's `cors` (nothing reaches a target).
+    if Cors::is_preflight(req.method(), req.headers()) {
+        let (rule, action) = listener.route(&RequestParts {
+            method: req.method(),
+            uri: req.uri(),
+            headers: req.headers(),
+        });
+        if let Action::Forward(_, edits) = action
+            && let Some(cors) = &edits.cors
+        {
+            rec.entry.rule = rule.clone();
+            let mut r = Response::new(empty());
+            *r.status_mut() = StatusCode::NO_CONTENT;
+            *r.headers_mut() = cors.preflight(req.headers());
+            return Ok(finish(&proxy, rec, r, None, None));
+        }
+    }
     // Auth comes first: no byte of a refused request reaches a target.
     let mut caller = None;
     if let Some(guard) = &listener.guard {
@@ -170,6 +189,10 @@ pub async fn handle(
         && req.version() == Version::HTTP_11
         && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let origin = edits
+        .cors
+        .as_ref()
+        .and_then(|_| req.headers().get(http::header::ORIGIN).cloned());
     let (mut parts, body) = req.into_parts();
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     // The rule's changes first: the proxy's own headers come after, and
@@ -198,9 +221,7 @@ pub async fn handle(
             through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
         return Ok(match resp {
             Ok(mut resp) => {
-                if let Some(e) = &edits.response {
-                    e.apply(resp.headers_mut());
-                }
+                respond(edits, origin.as_ref(), resp.headers_mut());
                 finish(&proxy, rec, resp, None, None)
             }
             Err(e) => refuse(&proxy, rec, e.refusal(), &e.to_string()),
@@ -215,9 +236,7 @@ pub async fn handle(
     };
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
     headers::strip_hop_by_hop(resp.headers_mut(), switching && upgrade);
-    if let Some(e) = &edits.response {
-        e.apply(resp.headers_mut());
-    }
+    respond(edits, origin.as_ref(), resp.headers_mut());
     if switching {
         if let Some(client_upgrade) = client_upgrade {
             let target_upgrade = hyper::upgrade::on(&mut resp);
@@ -243,6 +262,17 @@ pub async fn handle(
         None,
         Some(lease),
     ))
+}
+
+/// The rule's changes to a target's response: its header changes, then
+/// the CORS grant for the request's `origin`.
+fn respond(edits: &Edits, origin: Option<&HeaderValue>, headers: &mut http::HeaderMap) {
+    if let Some(e) = &edits.response {
+        e.apply(headers);
+    }
+    if let Some(c) = &edits.cors {
+        c.mark(origin, headers);
+    }
 }
 
 /// The host and path the target is sent, as the rule's rewrite says; the

@@ -21,6 +21,8 @@ pub mod auth;
 pub mod canonical;
 pub mod config;
 pub mod filters;
+#[cfg(test)]
+mod filters_tests;
 pub mod flows;
 mod forward;
 pub mod gateway;

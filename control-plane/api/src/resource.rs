@@ -886,6 +886,29 @@ pub struct Action {
     /// API's URLRewrite).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<Rewrite>,
+    /// With `forward`: cross-origin requests from browsers, answered and
+    /// marked by the proxy (the Gateway API's CORS filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<Cors>,
+}
+
+/// Which other origins' pages may call the service, and how.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Cors {
+    /// `https://app.example.com`, `https://*.example.com` (any name below),
+    /// or `*` (any origin).
+    pub allow_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age_seconds: Option<u32>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub allow_credentials: bool,
 }
 
 /// A new path: `full`, the whole of it; or `prefix`, in place of the path

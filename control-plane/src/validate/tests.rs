@@ -370,6 +370,31 @@ fn rules_and_actions() {
             ],
         ),
         (
+            "cors",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: a
+          priority: 1
+          match: {{path: {{prefix: /a}}}}
+          action:
+            forward: [{{targetGroup: blue}}]
+            cors: {{allowOrigins: [\"*\", \"ftp://x.example\"], allowMethods: [get], allowHeaders: [\"bad header\"], maxAgeSeconds: 100000, allowCredentials: true}}
+        - name: b
+          priority: 2
+          match: {{path: {{prefix: /b}}}}
+          action: {{fixedResponse: {{statusCode: 404}}, cors: {{allowOrigins: [\"https://a.example\"]}}}}
+"
+            )),
+            &[
+                "t.yaml:17:35: spec.listeners[0].rules[0].action.cors.allowOrigins[0]: \"*\" cannot go with allowCredentials: name the origins",
+                "t.yaml:17:40: spec.listeners[0].rules[0].action.cors.allowOrigins[1]: \"ftp://x.example\" is not *, nor scheme://host[:port] with an optional *. before the host",
+                "t.yaml:17:75: spec.listeners[0].rules[0].action.cors.allowMethods[0]: \"get\" is not an HTTP method such as GET",
+                "t.yaml:17:96: spec.listeners[0].rules[0].action.cors.allowHeaders[0]: \"bad header\" is not a valid header name",
+                "t.yaml:17:111: spec.listeners[0].rules[0].action.cors.maxAgeSeconds: at most 86400 (a day)",
+                "t.yaml:21:54: spec.listeners[0].rules[1].action.cors: cors goes with forward, on HTTP and HTTPS listeners",
+            ],
+        ),
+        (
             "fixed response status out of range",
             service("      defaultAction: {fixedResponse: {statusCode: 700}}\n"),
             &["t.yaml:10:39: spec.listeners[0].defaultAction.fixedResponse.statusCode: 700 is out of range 200..=599"],
