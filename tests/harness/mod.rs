@@ -123,14 +123,21 @@ pub fn must(cmd: &str) -> String {
 
 /// False (after saying SKIPPED) when not root; panics under CI=true.
 pub fn root(test: &str) -> bool {
-    if String::from_utf8_lossy(&sh("id -u").stdout).trim() == "0" {
+    let root = String::from_utf8_lossy(&sh("id -u").stdout).trim() == "0";
+    needs(test, "root", root)
+}
+
+/// `have`, or SKIPPED with what `test` needs (and a failure under
+/// CI=true: privileged tests never silently pass).
+pub fn needs(test: &str, what: &str, have: bool) -> bool {
+    if have {
         return true;
     }
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
-        "test {test} needs root, and CI=true: failing instead of skipping"
+        "test {test} needs {what}, and CI=true: failing instead of skipping"
     );
-    eprintln!("SKIPPED: test {test} needs root");
+    eprintln!("SKIPPED: test {test} needs {what}");
     false
 }
 
