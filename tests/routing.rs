@@ -1,7 +1,8 @@
 //! Gateway-API-style routing through the real proxy (as root, in the node
 //! test's namespaces): path regex, query parameters, header presence, a
 //! listener ordering its rules by specificity rather than priority,
-//! redirects, rewrites, header changes on requests and responses, CORS.
+//! redirects, rewrites, header changes on requests and responses, CORS,
+//! and Trellis's refusals as gRPC statuses for gRPC clients.
 
 mod harness;
 
@@ -28,6 +29,21 @@ apiVersion: trellis.dev/v1alpha1
 kind: TargetGroup
 metadata: {{name: green}}
 spec: {{network: east, healthCheck: {{enabled: false}}, targets: [{{address: {TARGET_IP}, port: 8082}}]}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {{name: nowhere}}
+spec: {{network: east, healthCheck: {{enabled: false}}, targets: [{{address: {TARGET_IP}, port: 8099}}]}}
+---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: orders-grpc}}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction: {{forward: [{{targetGroup: nowhere}}]}}
 ---
 apiVersion: trellis.dev/v1alpha1
 kind: Service
@@ -200,6 +216,24 @@ fn gateway_style_matches_filters_and_specificity_through_the_proxy() {
         .to_ascii_lowercase();
     assert!(other.starts_with("http/1.1 200"), "{other}");
     assert!(!other.contains("access-control-allow-origin"), "{other}");
+
+    // A gRPC call Trellis cannot deliver (nothing listens on the target)
+    // is answered as gRPC clients read it: 200, trailers-only,
+    // grpc-status 14 (UNAVAILABLE); a plain request gets the HTTP status.
+    let grpc = env.vip("orders-grpc");
+    let url = format!("'http://{grpc}/shop.Orders/Get'");
+    let head = env
+        .curl(&[
+            "--http2-prior-knowledge -D - -o /dev/null -d ''",
+            "-H 'content-type: application/grpc' -H 'te: trailers'",
+            &url,
+        ])
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/2 200"), "{head}");
+    assert!(head.contains("grpc-status: 14"), "{head}");
+    assert!(head.contains("grpc-message: connect-failed"), "{head}");
+    let plain = env.curl(&["-o /dev/null -w '%{http_code}'", &url]);
+    assert_eq!(plain, "502");
 
     // By priority, `items` comes first and takes every /items request.
     env.apply(&catalog("Priority"));

@@ -32,6 +32,21 @@ pub async fn handle(
     conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    // gRPC clients read Trellis's refusals as gRPC statuses.
+    let grpc = crate::refusal::is_grpc(req.headers());
+    let resp = answer(proxy, conn, req).await?;
+    Ok(if grpc {
+        crate::refusal::for_grpc(resp)
+    } else {
+        resp
+    })
+}
+
+async fn answer(
+    proxy: Arc<Proxy>,
+    conn: Arc<Conn>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let mut req = req.map(BodyExt::boxed_unsync);
     let start = Instant::now();
     let config = proxy.config();

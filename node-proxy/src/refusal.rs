@@ -31,6 +31,42 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
+    const ALL: [Refusal; 14] = [
+        Refusal::NoService,
+        Refusal::NoTargetGroup,
+        Refusal::NoHealthyTarget,
+        Refusal::ConnectFailed,
+        Refusal::TargetTls,
+        Refusal::UpstreamFailed,
+        Refusal::UpstreamTimeout,
+        Refusal::TargetDrained,
+        Refusal::AuthDenied,
+        Refusal::BodyTooLarge,
+        Refusal::BadRequest,
+        Refusal::RequestTimeout,
+        Refusal::TunnelRefused,
+        Refusal::GatewayUnreachable,
+    ];
+
+    /// The gRPC status a gRPC client is given for it (the codes of
+    /// grpc/doc/statuscodes.md).
+    fn grpc_status(self) -> &'static str {
+        match self {
+            Refusal::UpstreamTimeout | Refusal::RequestTimeout => "4", // DEADLINE_EXCEEDED
+            Refusal::AuthDenied | Refusal::TunnelRefused => "7",       // PERMISSION_DENIED
+            Refusal::BodyTooLarge => "8",                              // RESOURCE_EXHAUSTED
+            Refusal::BadRequest => "13",                               // INTERNAL (HTTP 400)
+            Refusal::NoService
+            | Refusal::NoTargetGroup
+            | Refusal::NoHealthyTarget
+            | Refusal::ConnectFailed
+            | Refusal::TargetTls
+            | Refusal::UpstreamFailed
+            | Refusal::TargetDrained
+            | Refusal::GatewayUnreachable => "14", // UNAVAILABLE
+        }
+    }
+
     pub(crate) fn status(self) -> StatusCode {
         match self {
             Refusal::NoService
@@ -100,5 +136,89 @@ impl Refusal {
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(body.as_bytes());
         (out, body.len())
+    }
+}
+
+/// Whether a request is gRPC: its client reads Trellis's refusals as gRPC
+/// statuses, not HTTP ones.
+pub(crate) fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// A refusal of Trellis's (it carries `x-trellis-error`) as a gRPC client
+/// reads one: HTTP 200 and no body, `grpc-status` and `grpc-message` in the
+/// headers (a trailers-only response), the HTTP status in
+/// `x-trellis-status`. Anything else goes as it is.
+pub(crate) fn for_grpc(resp: Response<Body>) -> Response<Body> {
+    let Some(refusal) = resp
+        .headers()
+        .get("x-trellis-error")
+        .and_then(|v| Refusal::ALL.into_iter().find(|r| v == r.code()))
+    else {
+        return resp;
+    };
+    let (mut parts, _) = resp.into_parts();
+    parts
+        .headers
+        .insert("x-trellis-status", HeaderValue::from(parts.status.as_u16()));
+    parts.status = StatusCode::OK;
+    parts.headers.remove(http::header::CONTENT_LENGTH);
+    parts.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    parts.headers.insert(
+        "grpc-status",
+        HeaderValue::from_static(refusal.grpc_status()),
+    );
+    parts
+        .headers
+        .insert("grpc-message", HeaderValue::from_static(refusal.code()));
+    Response::from_parts(parts, crate::upstream::empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_clients_get_grpc_statuses_for_refusals_only() {
+        let resp = for_grpc(Refusal::NoHealthyTarget.response("nothing healthy"));
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "14");
+        assert_eq!(resp.headers()["grpc-message"], "no-healthy-target");
+        assert_eq!(resp.headers()["x-trellis-status"], "503");
+        assert_eq!(resp.headers()["content-type"], "application/grpc");
+        for (r, code) in [
+            (Refusal::AuthDenied, "7"),
+            (Refusal::UpstreamTimeout, "4"),
+            (Refusal::BodyTooLarge, "8"),
+        ] {
+            assert_eq!(for_grpc(r.response("x")).headers()["grpc-status"], code);
+        }
+        // Every refusal has a status, and reads back from its code.
+        for r in Refusal::ALL {
+            assert!(!r.grpc_status().is_empty());
+            assert!(
+                for_grpc(r.response("x"))
+                    .headers()
+                    .contains_key("grpc-status")
+            );
+        }
+        // A target's own answer is the target's.
+        let mut own = Response::new(crate::upstream::empty());
+        *own.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        let own = for_grpc(own);
+        assert_eq!(own.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!own.headers().contains_key("grpc-status"));
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "content-type",
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&h));
     }
 }
