@@ -28,7 +28,7 @@ require_free_tcp "$BLUE_PORT" "$GREEN_PORT"
 bench_setup observers
 observers=()
 stop_observers() {
-  for p in "${observers[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null || true; done
+  for p in "${observers[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   for p in "${observers[@]}"; do wait "$p" 2>/dev/null || true; done
   observers=()
 }

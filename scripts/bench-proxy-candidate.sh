@@ -18,15 +18,18 @@ pins=/sys/fs/bpf/trellis-bench-$$
 node_pid=
 observers=()
 # The harness SIGKILLs what is left 3 s after its TERM: the datapath is
-# detached first, while the node drains, so nothing stays attached to the
-# cgroup root redirecting the VIP to a dead port.
+# detached and the work directory removed first, while the node drains, so
+# nothing stays attached to the cgroup root redirecting the VIP to a dead
+# port, and no directory (with its CA key and token) is left behind.
 cleanup() {
-  for p in "${observers[@]}"; do kill -CONT "$p" 2>/dev/null; kill "$p" 2>/dev/null || true; done
-  [ -n "$node_pid" ] && kill -TERM "$node_pid" 2>/dev/null
+  for p in "${observers[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
+  # Under `set -e`: every step may fail (its process already gone) and
+  # must not end the cleanup.
+  [ -z "$node_pid" ] || kill -TERM "$node_pid" 2>/dev/null || true
   "$bin" node --network bench --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
-  [ -n "$node_pid" ] && wait "$node_pid" 2>/dev/null
   kill "${CP_PID:-}" 2>/dev/null || true
   rm -rf "$work"
+  [ -z "$node_pid" ] || wait "$node_pid" 2>/dev/null || true
 }
 trap cleanup EXIT
 # What an earlier run could not remove (it was SIGKILLed): its pins still

@@ -230,7 +230,9 @@ impl Traffic {
             }
             // Splits: each service from the first report that ran its
             // latest change.
-            let from = now.checked_sub(SPLIT_WINDOW).unwrap_or(now);
+            let from = now
+                .checked_sub(SPLIT_WINDOW)
+                .unwrap_or_else(|| series.samples.front().map_or(newest.at, |s| s.at));
             let mut bases: HashMap<&str, Option<(&Sample, Index)>> = HashMap::new();
             for c in newest.counts.iter().filter(|c| at_caller(c)) {
                 if c.verdict != Verdict::Allowed || c.target_group.is_empty() {
