@@ -102,6 +102,17 @@ fn weighted_rules_through_the_ebpf_redirect_from_the_snat_address() {
     let share = green as f64 / 100.0;
     assert!((share - 10.0).abs() <= 1.5, "green got {share}%");
 
+    // A dual-stack client reaches the v4 VIP through an IPv6 socket
+    // (::ffff:VIP; the kernel runs no connect4 for it) and sees the VIP as
+    // its peer.
+    let mapped = env.client(&["mapped", &vip, "80", "/"]);
+    assert_eq!(mapped["status"], 200, "{mapped}");
+    assert!(
+        ["blue", "green"].contains(&mapped["name"].as_str().unwrap_or_default()),
+        "{mapped}"
+    );
+    assert_eq!(mapped["peer"], format!("::ffff:{vip}"), "{mapped}");
+
     // What the target saw: the node's SNAT address, the proxy's headers,
     // none of the forged ones.
     let last = &r["last"];

@@ -36,6 +36,13 @@ static __always_inline int trellis_connect(struct bpf_sock_addr *ctx, const stru
 	case TRELLIS_REDIRECT:
 		if (family == AF_INET) {
 			ctx->user_ip4 = cfg->proxy4;
+		} else if (key->family == AF_INET) {
+			/* A v4 VIP through an IPv6 socket (::ffff:a.b.c.d): the
+			 * proxy's v4 address, mapped the same way. */
+			ctx->user_ip6[0] = 0;
+			ctx->user_ip6[1] = 0;
+			ctx->user_ip6[2] = bpf_htonl(0xffff);
+			ctx->user_ip6[3] = cfg->proxy4;
 		} else {
 			ctx->user_ip6[0] = cfg->proxy6[0];
 			ctx->user_ip6[1] = cfg->proxy6[1];
@@ -63,6 +70,12 @@ int trellis_connect4(struct bpf_sock_addr *ctx)
 	return trellis_connect(ctx, &key, AF_INET);
 }
 
+/* Whether an IPv6 address is an IPv4 one mapped (::ffff:a.b.c.d). */
+static __always_inline int trellis_v4_mapped(const __u32 *a)
+{
+	return a[0] == 0 && a[1] == 0 && a[2] == bpf_htonl(0xffff);
+}
+
 SEC("cgroup/connect6")
 int trellis_connect6(struct bpf_sock_addr *ctx)
 {
@@ -72,6 +85,13 @@ int trellis_connect6(struct bpf_sock_addr *ctx)
 		.family = AF_INET6,
 	};
 
+	/* Dual-stack clients (gRPC core, Java, ...) reach v4 VIPs through
+	 * IPv6 sockets, and the kernel runs no connect4 for those. */
+	if (trellis_v4_mapped(key.addr)) {
+		key.addr[0] = key.addr[3];
+		key.addr[1] = key.addr[2] = key.addr[3] = 0;
+		key.family = AF_INET;
+	}
 	return trellis_connect(ctx, &key, AF_INET6);
 }
 
@@ -92,7 +112,14 @@ int trellis_getpeername6(struct bpf_sock_addr *ctx)
 {
 	struct trellis_orig *o = bpf_map_lookup_elem(&trellis_cookie, &(__u64){ bpf_get_socket_cookie(ctx) });
 
-	if (o && o->family == AF_INET6) {
+	if (o && o->family == AF_INET) {
+		/* A v4 VIP reached through an IPv6 socket: mapped back. */
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = o->addr[0];
+		ctx->user_port = o->port;
+	} else if (o && o->family == AF_INET6) {
 		ctx->user_ip6[0] = o->addr[0];
 		ctx->user_ip6[1] = o->addr[1];
 		ctx->user_ip6[2] = o->addr[2];
@@ -113,6 +140,10 @@ int trellis_sockops(struct bpf_sock_ops *skops)
 
 	if (skops->family == AF_INET) {
 		peer.addr[0] = skops->local_ip4;
+	} else if (skops->family == AF_INET6 && trellis_v4_mapped(skops->local_ip6)) {
+		/* A mapped client is a v4 peer to the proxy's v4 listener. */
+		peer.family = AF_INET;
+		peer.addr[0] = skops->local_ip6[3];
 	} else if (skops->family == AF_INET6) {
 		peer.addr[0] = skops->local_ip6[0];
 		peer.addr[1] = skops->local_ip6[1];

@@ -11,6 +11,9 @@
 #       "body"} (the body parsed as JSON when it is)
 #   slow HOST PORT [BYTES]           sends BYTES (default half a request head)
 #       and waits; prints how long until the proxy closed the connection
+#   mapped VIP PORT PATH             one GET through an IPv6 socket to ::ffff:VIP, as
+#       dual-stack clients (gRPC core, Java) connect; prints {"status", "name",
+#       "peer"} (peer: what getpeername says)
 #   tls-hold URL CAFILE FLAG OUT     one TLS connection: a GET, prints "held",
 #       waits for the file FLAG to exist, a second GET on the same connection;
 #       writes {"first": {...}, "second": {...}} to OUT, each with status,
@@ -138,3 +141,20 @@ elif cmd == 'tls-hold':
     with open(out + '.tmp', 'w') as f:
         json.dump({'first': first, 'second': second}, f)
     os.rename(out + '.tmp', out)
+elif cmd == 'mapped':
+    host, port, path = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(('::ffff:' + host, port))
+    peer = s.getpeername()[0]
+    s.sendall(('GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n' % (path, host)).encode())
+    data = b''
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b'\r\n\r\n')
+    status = int(head.split(b' ')[1])
+    name = json.loads(body).get('name') if status == 200 else None
+    print(json.dumps({'status': status, 'name': name, 'peer': peer}))
