@@ -9,7 +9,7 @@
 mod harness;
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use harness::node::{Env, TARGET_IP};
+use harness::node::{Env, shop_network};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -22,33 +22,12 @@ const FOLLOWS_WITHIN: Duration = Duration::from_secs(5);
 const SIZES: [(u32, u32); 2] = [(1280, 800), (390, 844)];
 
 fn sample(blue: u32, green: u32) -> String {
+    let base = shop_network(
+        &[("blue", 8081), ("green", 8082)],
+        "{intervalSeconds: 1, timeoutSeconds: 1, path: /health, healthyThreshold: 2}",
+    );
     format!(
-        r#"apiVersion: trellis.dev/v1alpha1
-kind: Network
-metadata: {{name: east}}
-spec: {{description: the test's node}}
----
-apiVersion: trellis.dev/v1alpha1
-kind: ServiceNetwork
-metadata: {{name: shop}}
-spec: {{networks: [east]}}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {{name: blue}}
-spec:
-  network: east
-  healthCheck: {{intervalSeconds: 1, timeoutSeconds: 1, path: /health, healthyThreshold: 2}}
-  targets: [{{address: {ip}, port: 8081}}]
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {{name: green}}
-spec:
-  network: east
-  healthCheck: {{intervalSeconds: 1, timeoutSeconds: 1, path: /health, healthyThreshold: 2}}
-  targets: [{{address: {ip}, port: 8082}}]
----
+        r#"{base}---
 apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: {{name: checkout}}
@@ -85,8 +64,7 @@ spec:
     - name: web
       protocol: HTTP
       defaultAction: {{forward: [{{targetGroup: blue}}]}}
-"#,
-        ip = TARGET_IP
+"#
     )
 }
 

@@ -6,35 +6,15 @@
 
 mod harness;
 
-use harness::node::{Env, TARGET_IP};
+use harness::node::{Env, shop_network};
 
 fn catalog(order: &str) -> String {
+    let base = shop_network(
+        &[("blue", 8081), ("green", 8082), ("nowhere", 8099)],
+        "{enabled: false}",
+    );
     format!(
-        r#"apiVersion: trellis.dev/v1alpha1
-kind: Network
-metadata: {{name: east}}
-spec: {{}}
----
-apiVersion: trellis.dev/v1alpha1
-kind: ServiceNetwork
-metadata: {{name: shop}}
-spec: {{networks: [east]}}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {{name: blue}}
-spec: {{network: east, healthCheck: {{enabled: false}}, targets: [{{address: {TARGET_IP}, port: 8081}}]}}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {{name: green}}
-spec: {{network: east, healthCheck: {{enabled: false}}, targets: [{{address: {TARGET_IP}, port: 8082}}]}}
----
-apiVersion: trellis.dev/v1alpha1
-kind: TargetGroup
-metadata: {{name: nowhere}}
-spec: {{network: east, healthCheck: {{enabled: false}}, targets: [{{address: {TARGET_IP}, port: 8099}}]}}
----
+        r#"{base}---
 apiVersion: trellis.dev/v1alpha1
 kind: Service
 metadata: {{name: orders-grpc}}

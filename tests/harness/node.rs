@@ -39,6 +39,23 @@ pub struct Container {
 /// listen here so that containers reach them.
 pub const BRIDGE_IP: &str = "10.88.0.1";
 
+/// Network `east`, service network `shop` over it, and one target group
+/// per (name, port) of `groups` with its target at [`TARGET_IP`] and
+/// `health_check` (a YAML flow mapping): what a test's services build on.
+pub fn shop_network(groups: &[(&str, u16)], health_check: &str) -> String {
+    let mut yaml = String::from(
+        "apiVersion: trellis.dev/v1alpha1\nkind: Network\nmetadata: {name: east}\nspec: {}\n\
+         ---\napiVersion: trellis.dev/v1alpha1\nkind: ServiceNetwork\nmetadata: {name: shop}\nspec: {networks: [east]}\n",
+    );
+    for (name, port) in groups {
+        yaml.push_str(&format!(
+            "---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: {name}}}\n\
+             spec: {{network: east, healthCheck: {health_check}, targets: [{{address: {TARGET_IP}, port: {port}}}]}}\n"
+        ));
+    }
+    yaml
+}
+
 pub struct Env {
     pub ns: String,
     tns: String,
