@@ -6,7 +6,7 @@
 
 mod harness;
 
-use harness::node::{Env, shop_network};
+use harness::node::{Env, TARGET_IP, shop_network};
 
 fn catalog(order: &str) -> String {
     let base = shop_network(
@@ -226,4 +226,225 @@ fn gateway_style_matches_filters_and_specificity_through_the_proxy() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(to(&env, "/v12/items", &[]), "green");
+}
+
+/// Target groups on ports of their own (each test target counts what
+/// reaches it), and a service whose rules mirror, retry, time out and
+/// forward to a group with outlier detection.
+fn resilient() -> String {
+    let base = shop_network(
+        &[
+            ("blue", 8081),
+            ("shadow", 8083),
+            ("flaky", 8086),
+            ("sleepy", 8090),
+        ],
+        "{enabled: false}",
+    );
+    let two = |name: &str, a: u16, b: u16, extra: &str| {
+        format!(
+            "---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: {name}}}\n\
+             spec: {{network: east, healthCheck: {{enabled: false}}{extra}, targets: \
+             [{{address: {TARGET_IP}, port: {a}}}, {{address: {TARGET_IP}, port: {b}}}]}}\n"
+        )
+    };
+    let outlier = ", outlierDetection: {consecutiveFailures: 3, baseEjectionSeconds: 2}";
+    format!(
+        r#"{base}{pool}{mixed}---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: resilient}}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: web
+      protocol: HTTP
+      defaultAction: {{forward: [{{targetGroup: blue}}]}}
+      rules:
+        - name: all
+          priority: 1
+          match: {{path: {{prefix: /all}}}}
+          action: {{forward: [{{targetGroup: blue}}], mirrors: [{{targetGroup: shadow}}]}}
+        - name: half
+          priority: 2
+          match: {{path: {{prefix: /half}}}}
+          action: {{forward: [{{targetGroup: blue}}], mirrors: [{{targetGroup: shadow, percent: 50}}]}}
+        - name: flaky
+          priority: 3
+          match: {{path: {{prefix: /flaky}}}}
+          action:
+            forward: [{{targetGroup: flaky}}]
+            retry: {{attempts: 3, on: [5xx], backoffMs: 1, budgetPercent: 20}}
+        - name: mixed
+          priority: 4
+          match: {{path: {{prefix: /mixed}}}}
+          action:
+            forward: [{{targetGroup: mixed}}]
+            retry: {{attempts: 1, on: [gatewayError], backoffMs: 1, budgetPercent: 100}}
+        - name: pool
+          priority: 5
+          match: {{path: {{prefix: /pool}}}}
+          action: {{forward: [{{targetGroup: pool}}]}}
+        - name: slow
+          priority: 6
+          match: {{path: {{prefix: /sleep}}}}
+          action:
+            forward: [{{targetGroup: sleepy}}]
+            timeouts: {{requestMs: 2000, perTryMs: 300}}
+            retry: {{attempts: 1, on: [timeout], backoffMs: 1}}
+"#,
+        pool = two("pool", 8084, 8085, outlier),
+        mixed = two("mixed", 8087, 8088, ""),
+    )
+}
+
+#[test]
+fn mirrors_retries_timeouts_and_outlier_ejection_through_the_proxy() {
+    let Some(mut env) = Env::new("resilience") else {
+        return;
+    };
+    env.start_backends(&[
+        "http:8081:blue",
+        "http:8083:shadow",
+        "http:8084:pool-a",
+        "http:8085:pool-b",
+        "http:8086:flaky",
+        "http:8087:mixed-bad",
+        "http:8088:mixed-good",
+        "http:8090:sleepy",
+    ]);
+    for port in [8086, 8087] {
+        std::fs::write(env.run.join(format!("fail-{port}")), "").unwrap();
+    }
+    env.apply(&resilient());
+    env.start_node(&[]);
+    let vip = env.vip("resilient");
+    let count = |env: &Env, path: &str, n: u32| -> serde_json::Value {
+        env.client(&["count", &format!("'http://{vip}{path}'"), &n.to_string()])
+    };
+    let metric = |env: &Env, name: &str| -> f64 {
+        let (_, text) = env.admin_get("/metrics");
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+
+    // Mirrors: every copy reaches the shadow, marked, body and all; the
+    // client sees only the primary's answers.
+    let r = count(&env, "/all/a", 20);
+    assert_eq!(r["names"], serde_json::json!({"blue": 20}), "{r}");
+    let file = env.run.join("body");
+    std::fs::write(&file, vec![b'x'; 100_000]).unwrap();
+    let posted = env.curl(&[
+        "-o /dev/null -w '%{http_code}'",
+        &format!("--data-binary @{}", file.display()),
+        &format!("'http://{vip}/all/upload'"),
+    ]);
+    assert_eq!(posted, "200");
+    let t = std::time::Instant::now();
+    let shadow = loop {
+        let c = env.backend_counts(8083);
+        if c["mirrored"] == 21 || t.elapsed() > std::time::Duration::from_secs(5) {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(shadow["mirrored"], 21, "{shadow}");
+    assert_eq!(shadow["count"], 21, "only marked copies: {shadow}");
+    assert_eq!(
+        shadow["lastMirrored"],
+        serde_json::json!({"path": "/all/upload", "method": "POST", "body": 100_000}),
+    );
+    // Half of them, at random.
+    let r = count(&env, "/half", 200);
+    assert_eq!(r["names"], serde_json::json!({"blue": 200}), "{r}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let halved = env.backend_counts(8083)["mirrored"].as_u64().unwrap() - 21;
+    assert!(
+        (70..=130).contains(&halved),
+        "{halved} of 200 copied at 50%"
+    );
+    let answered =
+        "trellis_proxy_mirrored_requests_total{target_group=\"shadow\",outcome=\"answered\"}";
+    assert_eq!(metric(&env, answered), (21 + halved) as f64);
+
+    // Retries: a request the bad target fails is answered by the good one.
+    let r = count(&env, "/mixed", 20);
+    assert_eq!(r["names"], serde_json::json!({"mixed-good": 20}), "{r}");
+    // A target failing everything: retries stay within 20% of the load
+    // (and the floor), where 3 retries each would have quadrupled it.
+    let r = count(&env, "/flaky", 100);
+    assert_eq!(r["statuses"], serde_json::json!({"503": 100}), "{r}");
+    let reached = env.backend_counts(8086)["count"].as_u64().unwrap();
+    assert!(
+        (110..=123).contains(&reached),
+        "{reached} requests reached the failing target for 100 sent"
+    );
+    // A request with a body is never sent twice.
+    let posted = env.curl(&[
+        "-o /dev/null -w '%{http_code}' -d 'x=1'",
+        &format!("'http://{vip}/flaky'"),
+    ]);
+    assert_eq!(posted, "503");
+    assert_eq!(env.backend_counts(8086)["count"], reached + 1);
+
+    // Per-try timeouts: two tries of 300 ms, then 504 well before the
+    // target's 1 s.
+    let t = std::time::Instant::now();
+    let slow = env.curl(&[
+        "-o /dev/null -w '%{http_code}'",
+        &format!("'http://{vip}/sleep/1000'"),
+    ]);
+    let took = t.elapsed();
+    assert_eq!(slow, "504");
+    assert!(took < std::time::Duration::from_millis(950), "{took:?}");
+    assert_eq!(env.backend_counts(8090)["count"], 2);
+
+    // Outlier ejection: pool-b fails three in a row and is out; all goes
+    // to pool-a until its two seconds are over.
+    assert_eq!(
+        count(&env, "/pool", 4)["names"],
+        serde_json::json!({"pool-a": 2, "pool-b": 2})
+    );
+    std::fs::write(env.run.join("fail-8085"), "").unwrap();
+    let r = count(&env, "/pool", 20);
+    assert_eq!(
+        r["statuses"],
+        serde_json::json!({"200": 17, "503": 3}),
+        "{r}"
+    );
+    assert_eq!(metric(&env, "trellis_proxy_ejections_total{"), 1.0);
+    assert_eq!(
+        metric(
+            &env,
+            &format!(
+                "trellis_target_ejected{{target_group=\"pool\",target=\"{}:8085\"}}",
+                TARGET_IP
+            )
+        ),
+        1.0
+    );
+    // As the node reports it, in the target group's status.
+    let t = std::time::Instant::now();
+    loop {
+        let yaml = env.trellis("get targetgroup pool -o yaml");
+        if yaml.contains("ejected") {
+            assert!(yaml.contains(":8085"), "{yaml}");
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(5),
+            "never reported ejected: {yaml}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::fs::remove_file(env.run.join("fail-8085")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = count(&env, "/pool", 4);
+    assert_eq!(
+        r["names"],
+        serde_json::json!({"pool-a": 2, "pool-b": 2}),
+        "back: {r}"
+    );
 }

@@ -900,9 +900,12 @@ async fn run(
         }
         Route::List { kind } => Ok(raw_json(StatusCode::OK, cp.list(kind))),
         Route::Get { kind, name } => {
-            let obj = cp
+            let mut obj = cp
                 .get(kind, &name)
                 .ok_or_else(|| HttpError::NotFound(format!("{kind} \"{name}\" does not exist")))?;
+            if kind == Kind::TargetGroup {
+                obj.status.targets = cp.traffic.targets(&name);
+            }
             Ok(json_response(StatusCode::OK, &obj))
         }
         Route::Put { kind, name } => {

@@ -180,7 +180,8 @@ fn find<'a, T: Keyed>(items: &'a [T], name: &str) -> Option<&'a T> {
     items.get(i)
 }
 
-/// The target groups `service` forwards to, in any listener or rule.
+/// The target groups `service` forwards or mirrors to, in any listener or
+/// rule.
 pub(crate) fn forwards_to(service: &ServiceSpec) -> impl Iterator<Item = &str> {
     forwarded(&service.listeners)
 }
@@ -189,8 +190,7 @@ fn forwarded(listeners: &[Listener]) -> impl Iterator<Item = &str> {
     listeners
         .iter()
         .flat_map(|l| std::iter::once(&l.default_action).chain(l.rules.iter().map(|r| &r.action)))
-        .flat_map(|a| a.forward.iter().flatten())
-        .map(|w| w.target_group.as_str())
+        .flat_map(|a| a.target_groups())
 }
 
 /// What a network is sent of the identities: their keys where it sees a

@@ -502,11 +502,7 @@ impl State {
                         let actions = std::iter::once((None, &l.default_action))
                             .chain(l.rules.iter().map(|r| (Some(&r.name), &r.action)));
                         for (rule, action) in actions {
-                            let uses = action
-                                .forward
-                                .iter()
-                                .flatten()
-                                .any(|w| w.target_group == name);
+                            let uses = action.target_groups().any(|g| g == name);
                             if uses {
                                 let place = match rule {
                                     Some(r) => format!("listener {}, rule {r}", l.name),

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use trellis_api::flow::{NodeReport, RequestCount, TargetHealth, Verdict};
+use trellis_api::resource::TargetStatus;
 
 /// Rates are over this much of the newest reports.
 pub const RATE_WINDOW: Duration = Duration::from_secs(10);
@@ -44,6 +45,15 @@ impl NodeSeries {
         self.samples
             .iter()
             .find(|s| s.at >= from && s.revision >= revision)
+    }
+}
+
+/// How a node sees a target, in a word.
+fn health_word(h: &TargetHealth) -> String {
+    if h.ejected {
+        "ejected".into()
+    } else {
+        h.health.clone()
     }
 }
 
@@ -111,7 +121,8 @@ pub struct Split {
 pub struct HealthView {
     pub target_group: String,
     pub target: String,
-    /// `network/node` -> `healthy`, `unhealthy` or `unknown`.
+    /// `network/node` -> `healthy`, `unhealthy` or `unknown` as its
+    /// checks say, or `ejected` while its passive health keeps it out.
     pub by_node: BTreeMap<String, String>,
 }
 
@@ -160,6 +171,24 @@ impl Traffic {
         series.health = report.health;
     }
 
+    /// The targets of `group` as the nodes reporting now see them, for
+    /// `trellis get targetgroup`.
+    pub fn targets(&self, group: &str) -> Vec<TargetStatus> {
+        let nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: BTreeMap<&str, TargetStatus> = BTreeMap::new();
+        for ((network, node), series) in nodes.iter() {
+            for h in series.health.iter().filter(|h| h.target_group == group) {
+                let t = out.entry(&h.target).or_insert_with(|| TargetStatus {
+                    target: h.target.clone(),
+                    ..TargetStatus::default()
+                });
+                t.by_node
+                    .insert(format!("{network}/{node}"), health_word(h));
+            }
+        }
+        out.into_values().collect()
+    }
+
     /// The view now; `changed_at(service)` is the revision that last
     /// changed a service (its splits count from there).
     pub fn view(&self, changed_at: impl Fn(&str) -> Option<u64>) -> TrafficView {
@@ -195,7 +224,7 @@ impl Traffic {
                 health
                     .entry((h.target_group.clone(), h.target.clone()))
                     .or_default()
-                    .insert(format!("{network}/{node}"), h.health.clone());
+                    .insert(format!("{network}/{node}"), health_word(h));
             }
             // Rates: newest against the oldest report in the window.
             let old = match newest.at.checked_sub(RATE_WINDOW) {
@@ -358,6 +387,7 @@ mod tests {
                 target_group: "blue".into(),
                 target: "10.0.0.1:80".into(),
                 health: "healthy".into(),
+                ejected: false,
             }],
         }
     }

@@ -467,6 +467,7 @@ impl Validator<'_> {
         path: &str,
         matched: Option<&str>,
     ) {
+        self.route_policy(protocol, a, path);
         if let Some(c) = &a.cors {
             let cp = format!("{path}.cors");
             if a.forward.is_none() || !protocol.is_http() {
@@ -821,6 +822,9 @@ impl Validator<'_> {
                 format!("{} is out of range 0..=3600", s.drain_seconds),
             );
         }
+        if let Some(o) = &s.outlier_detection {
+            self.outlier_detection(o);
+        }
         let hc = &s.health_check;
         let ranges = [
             ("intervalSeconds", hc.interval_seconds, 1, 300),
@@ -1070,5 +1074,6 @@ fn status_matcher(s: &str) -> Result<(), String> {
 }
 
 mod limits;
+mod resilience;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -7,6 +7,7 @@
 use crate::auth::{Guard, Keys};
 use crate::canonical::PathRules;
 use crate::filters::{Edits, Redirect};
+use crate::resilience::RoutePolicy;
 use crate::route::{Matcher, RequestParts, RequestView};
 use crate::split::Split;
 use crate::targets::{Group, Health, Target};
@@ -23,12 +24,27 @@ use trellis_api::snapshot::Snapshot;
 
 #[derive(Debug)]
 pub enum Action {
-    /// To a target group of the split, with the action's header changes.
-    Forward(Split, Box<Edits>),
+    /// To a target group of the split, with the action's changes and
+    /// policies.
+    Forward(Split, Box<Forwarding>),
     Fixed(StatusCode),
     Redirect(Redirect),
     /// A forward whose weights are all 0, or a bad status: nothing to do.
     Unroutable,
+}
+
+/// What a forwarding action does besides choosing the group.
+#[derive(Debug)]
+pub struct Forwarding {
+    pub edits: Edits,
+    pub policy: RoutePolicy,
+}
+
+impl Forwarding {
+    /// Nothing but the choice of a group: the HTTP/1.1 path's to carry.
+    pub fn is_plain(&self) -> bool {
+        self.edits.is_empty() && self.policy.is_empty()
+    }
 }
 
 impl Action {
@@ -59,8 +75,9 @@ impl Action {
             a.cors.as_ref(),
             matched,
         );
+        let policy = RoutePolicy::compile(a);
         Split::new(&choices).map_or(Action::Unroutable, |split| {
-            Action::Forward(split, Box::new(edits))
+            Action::Forward(split, Box::new(Forwarding { edits, policy }))
         })
     }
 }

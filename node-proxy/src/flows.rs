@@ -158,12 +158,14 @@ fn reason(entry: &Entry, verdict: Verdict) -> String {
 fn report(queue: &FlowQueue, proxy: &Proxy) -> NodeReport {
     let config = proxy.config();
     let mut health = Vec::new();
+    let now = crate::targets::now_ms();
     for (name, group) in &config.groups {
         for t in &group.targets {
             health.push(TargetHealth {
                 target_group: name.to_string(),
                 target: t.addr.to_string(),
                 health: t.health().as_str().to_string(),
+                ejected: t.ejected_at(now),
             });
         }
     }

@@ -8,6 +8,7 @@ use crate::headers;
 use crate::proxy::Proxy;
 use crate::record::Record;
 use crate::refusal::Refusal;
+use crate::resilience::RetryPolicy;
 use crate::targets::{Group, Lease, Target};
 use crate::tunnel::TunnelError;
 use crate::upstream::{Body, HttpClient, TargetClient, empty, error_chain, tls_failed};
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use trellis_api::resilience::RetryOn;
 
 /// Methods a retry cannot make happen twice (RFC 9110 9.2.2).
 pub(crate) fn idempotent(m: &str) -> bool {
@@ -102,9 +104,12 @@ impl From<&ForwardError> for Refusal {
 /// The one way every path reaches a target of `group` (of this network):
 /// [`Attempts::next`] gives a target picked by health and load, leased (its
 /// in-flight count held for as long as the caller keeps the lease); after a
-/// failed try, [`Attempts::retry`] says whether to try another: only after
-/// a connect failure, when the request may be sent again (`retryable`:
-/// nothing of it went out) and the group has another target, once.
+/// failed try, [`Attempts::retry`] says whether to try another. Without a
+/// route's retry policy: only after a connect failure, when the request may
+/// be sent again (`retryable`: nothing of it went out) and the group has
+/// another target, once. With one: on the policy's conditions (statuses
+/// too, [`Attempts::retry_status`]), up to its attempts, within its budget,
+/// after [`Attempts::backoff`]; on another target when there is one.
 ///
 /// The caller's loop, the same on every path:
 /// `loop { let (t, lease) = a.next()?; match try(t) { Ok(x) => break, Err(e) => a.retry(proxy, e)? } }`
@@ -112,15 +117,62 @@ pub(crate) struct Attempts<'g> {
     group: &'g Group,
     retryable: bool,
     tried: Option<SocketAddr>,
+    policy: Option<&'g RetryPolicy>,
+    retries: u32,
 }
 
 impl<'g> Attempts<'g> {
     pub(crate) fn new(group: &'g Group, retryable: bool) -> Attempts<'g> {
+        Attempts::with(group, retryable, None)
+    }
+
+    pub(crate) fn with(
+        group: &'g Group,
+        retryable: bool,
+        policy: Option<&'g RetryPolicy>,
+    ) -> Attempts<'g> {
+        if let Some(p) = policy {
+            p.budget.request();
+        }
         Attempts {
             group,
             retryable,
             tried: None,
+            policy,
+            retries: 0,
         }
+    }
+
+    /// Under a policy: whether another try is due for `what` (the budget
+    /// counts it when it is).
+    fn policy_allows(&self, what: Option<RetryOn>, status: Option<u16>) -> bool {
+        let Some(p) = self.policy else { return false };
+        let wanted =
+            what.is_some_and(|w| p.retries_on(w)) || status.is_some_and(|s| p.retries_status(s));
+        self.retryable && wanted && self.retries < p.attempts() && p.budget.admit()
+    }
+
+    /// Under a policy: whether a target's `status` from `addr` is to be
+    /// tried again (the caller drops the response).
+    pub(crate) fn retry_status(&mut self, proxy: &Proxy, addr: SocketAddr, status: u16) -> bool {
+        if !self.policy_allows(None, Some(status)) {
+            return false;
+        }
+        tracing::debug!(target = %addr, status, "retrying on the route's policy");
+        self.count(proxy, addr);
+        true
+    }
+
+    fn count(&mut self, proxy: &Proxy, addr: SocketAddr) {
+        proxy.metrics.retries.inc();
+        self.retries += 1;
+        self.tried = Some(addr);
+    }
+
+    /// The wait before the retry just allowed: none without a policy.
+    pub(crate) fn backoff(&self) -> Duration {
+        self.policy
+            .map_or(Duration::ZERO, |p| p.backoff(self.retries))
     }
 
     /// The next target to try, leased.
@@ -135,33 +187,86 @@ impl<'g> Attempts<'g> {
     /// After a failed try: `Ok` when another target is to be tried, else
     /// the failure.
     pub(crate) fn retry(&mut self, proxy: &Proxy, e: ForwardError) -> Result<(), ForwardError> {
-        match e {
-            ForwardError::Connect { addr, source }
-                if self.retryable && self.tried.is_none() && self.group.targets.len() > 1 =>
-            {
-                tracing::debug!(target = %addr, error = %source, "connect failed; retrying on another target");
-                proxy.metrics.retries.inc();
-                self.tried = Some(addr);
-                Ok(())
+        let (addr, what) = match &e {
+            ForwardError::Connect { addr, .. } => (*addr, RetryOn::ConnectFailure),
+            ForwardError::Stale { addr } | ForwardError::Failed { addr, .. } => {
+                (*addr, RetryOn::Reset)
             }
-            e => Err(e),
+            ForwardError::Timeout { addr, .. } => (*addr, RetryOn::Timeout),
+            _ => return Err(e),
+        };
+        let again = match self.policy {
+            Some(_) => self.policy_allows(Some(what), None),
+            None => {
+                what == RetryOn::ConnectFailure
+                    && self.retryable
+                    && self.tried.is_none()
+                    && self.group.targets.len() > 1
+            }
+        };
+        if !again {
+            return Err(e);
+        }
+        tracing::debug!(target = %addr, error = %e, "retrying on another target");
+        self.count(proxy, addr);
+        Ok(())
+    }
+}
+
+/// One try's outcome on `target`, for the group's passive health: `ok`
+/// when it answered, and not with a 5xx.
+pub(crate) fn observe(proxy: &Proxy, group: &Group, target: &Target, ok: bool) {
+    if group.observe(target, ok) {
+        proxy.metrics.ejected(&group.name);
+        tracing::warn!(target_group = %group.name, target = %target.addr, "target ejected: it failed too often in a row");
+    }
+}
+
+/// Whether a failed try says something about the target itself (rather
+/// than the client or the settings).
+pub(crate) fn target_failed(e: &ForwardError) -> bool {
+    matches!(
+        e,
+        ForwardError::Connect { .. }
+            | ForwardError::Timeout { .. }
+            | ForwardError::Stale { .. }
+            | ForwardError::Failed { .. }
+    )
+}
+
+/// A request's time limits on its way to a target: the whole of it, and
+/// each try; and the route's retry policy, if any.
+pub(crate) struct Limits<'a> {
+    pub total: Duration,
+    pub per_try: Option<Duration>,
+    pub retry: Option<&'a RetryPolicy>,
+}
+
+impl Limits<'_> {
+    /// A listener's limit alone, no retry policy.
+    pub(crate) fn listener(total: Duration) -> Limits<'static> {
+        Limits {
+            total,
+            per_try: None,
+            retry: None,
         }
     }
 }
 
 /// Sends a request to a target of `group` (of this network) with hyper's
-/// pooled clients: a connect failure of an idempotent request without a
-/// body is retried once on another target ([`with_retry`]). The target's
-/// in-flight count is held by the lease.
+/// pooled clients, tried again as [`Attempts`] says (an idempotent request
+/// without a body only), within `limits`. The target's in-flight count is
+/// held by the lease.
 pub(crate) async fn to_target(
     proxy: &Proxy,
     (http1, http2_client, connect_timeout): (&HttpClient, &HttpClient, Duration),
     group: &Group,
     mut parts: http::request::Parts,
     body: Body,
-    timeout: Duration,
+    limits: Limits<'_>,
     rec: &mut Record,
 ) -> Result<(Lease, Response<Incoming>), ForwardError> {
+    let deadline = tokio::time::Instant::now() + limits.total;
     let path_and_query = parts
         .uri
         .path_and_query()
@@ -202,7 +307,7 @@ pub(crate) async fn to_target(
         }
     };
     let mut body = Some(body);
-    let mut attempts = Attempts::new(group, retryable);
+    let mut attempts = Attempts::with(group, retryable, limits.retry);
     let sent = loop {
         let (target, lease) = match attempts.next() {
             Ok(next) => next,
@@ -232,12 +337,29 @@ pub(crate) async fn to_target(
         } else {
             std::mem::take(&mut parts.headers)
         };
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let timeout = limits.per_try.map_or(left, |t| t.min(left));
         let sent = tokio::select! {
             r = tokio::time::timeout(timeout, client.request(upstream)) => r,
             _ = target.drained() => break Err(ForwardError::Drained { addr }),
         };
         let failed = match sent {
-            Ok(Ok(resp)) => break Ok((lease, resp)),
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                observe(proxy, group, target, status < 500);
+                if !attempts.retry_status(proxy, addr, status) {
+                    break Ok((lease, resp));
+                }
+                drop(resp);
+                drop(lease);
+                if !backoff(&attempts, deadline).await {
+                    break Err(ForwardError::Timeout {
+                        addr,
+                        after: limits.total,
+                    });
+                }
+                continue;
+            }
             Ok(Err(e))
                 if malformed
                     .as_ref()
@@ -261,12 +383,35 @@ pub(crate) async fn to_target(
                 after: timeout,
             },
         };
+        if target_failed(&failed) {
+            observe(proxy, group, target, false);
+        }
         if let Err(e) = attempts.retry(proxy, failed) {
             break Err(e);
+        }
+        drop(lease);
+        if !backoff(&attempts, deadline).await {
+            break Err(ForwardError::Timeout {
+                addr,
+                after: limits.total,
+            });
         }
     };
     rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
     sent
+}
+
+/// Waits out the backoff before a retry; `false` when the request's
+/// deadline comes first (or leaves no time for another try).
+async fn backoff(attempts: &Attempts<'_>, deadline: tokio::time::Instant) -> bool {
+    let wait = attempts.backoff();
+    if tokio::time::Instant::now() + wait >= deadline {
+        return false;
+    }
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    true
 }
 
 /// Sends a request for `group` of `network` through one of its gateways,

@@ -233,7 +233,7 @@ pub async fn handle_tunnelled(
         group,
         parts,
         body,
-        peer.request_timeout,
+        crate::forward::Limits::listener(peer.request_timeout),
         &mut rec,
     )
     .await;
@@ -267,8 +267,12 @@ async fn connect_target(
         };
         rec.entry.target = target.addr.to_string();
         match upstream.connect(target.addr, peer.connect_timeout).await {
-            Ok(s) => break Ok((lease, s)),
+            Ok(s) => {
+                crate::forward::observe(proxy, group, target, true);
+                break Ok((lease, s));
+            }
             Err(source) => {
+                crate::forward::observe(proxy, group, target, false);
                 let addr = target.addr;
                 if let Err(e) = attempts.retry(proxy, ForwardError::Connect { addr, source }) {
                     break Err(e);

@@ -7,7 +7,7 @@
 use crate::canonical::{self, Target};
 use crate::config::Action;
 use crate::filters::{Cors, Edits};
-use crate::forward::{through_gateway, to_target};
+use crate::forward::{Limits, through_gateway, to_target};
 use crate::guard::{Denied, guard_request};
 use crate::headers::{self, connection_headers, request_headers};
 use crate::proxy::{Conn, Proxy};
@@ -116,8 +116,8 @@ async fn answer(
             uri: req.uri(),
             headers: req.headers(),
         });
-        if let Action::Forward(_, edits) = action
-            && let Some(cors) = &edits.cors
+        if let Action::Forward(_, fwd) = action
+            && let Some(cors) = &fwd.edits.cors
         {
             rec.entry.rule = rule.clone();
             let mut r = Response::new(empty());
@@ -163,7 +163,7 @@ async fn answer(
         headers: req.headers(),
     });
     rec.entry.rule = rule.clone();
-    let (split, edits) = match action {
+    let (split, fwd) = match action {
         Action::Fixed(status) => {
             let mut r = Response::new(empty());
             *r.status_mut() = *status;
@@ -190,8 +190,9 @@ async fn answer(
             let detail = "the rule forwards nowhere";
             return Ok(refuse(&proxy, rec, Refusal::NoTargetGroup, detail));
         }
-        Action::Forward(split, edits) => (split, edits),
+        Action::Forward(split, fwd) => (split, fwd),
     };
+    let edits = &fwd.edits;
     let group_name = split.pick().clone();
     rec.entry.target_group = group_name.clone();
     let Some(group) = config.groups.get(&group_name).cloned() else {
@@ -230,7 +231,19 @@ async fn answer(
         caller.as_ref().map(|(p, via)| (&**p, *via)),
         set,
     );
-    let timeout = listener.timeouts.request;
+    let timeout = fwd.policy.request.unwrap_or(listener.timeouts.request);
+    let body = match &*fwd.policy.mirrors {
+        [] => body,
+        mirrors => crate::mirror::start(
+            &proxy,
+            &config,
+            &listener,
+            mirrors,
+            &parts,
+            conn.client,
+            body,
+        ),
+    };
     if let Some(network) = &group.remote {
         let resp =
             through_gateway(&proxy, network, &group_name, parts, body, timeout, &mut rec).await;
@@ -244,7 +257,12 @@ async fn answer(
     }
     let connect_timeout = listener.timeouts.connect;
     let clients = (&listener.http1, &listener.http2, connect_timeout);
-    let sent = to_target(&proxy, clients, &group, parts, body, timeout, &mut rec).await;
+    let limits = Limits {
+        total: timeout,
+        per_try: fwd.policy.per_try,
+        retry: fwd.policy.retry.as_ref(),
+    };
+    let sent = to_target(&proxy, clients, &group, parts, body, limits, &mut rec).await;
     let (lease, mut resp) = match sent {
         Ok(ok) => ok,
         Err(e) => return Ok(refuse(&proxy, rec, e.refusal(), &e.to_string())),

@@ -34,12 +34,14 @@ mod http;
 #[cfg(test)]
 mod http_tests;
 pub mod metrics;
+mod mirror;
 mod pool;
 pub mod proxy;
 mod record;
 mod refusal;
 #[cfg(test)]
 mod request_tests;
+pub mod resilience;
 pub mod route;
 #[cfg(test)]
 mod route_tests;

@@ -32,6 +32,19 @@ pub struct ReasonLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    pub target_group: Arc<str>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    pub target_group: Arc<str>,
+    /// `answered` (any status), `failed` (no answer), `skipped` (too many
+    /// copies in flight).
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AuthLabels {
     pub service: Arc<str>,
     /// `allow`, or why not: an AWS-style code (`InvalidSignatureException`,
@@ -55,6 +68,8 @@ pub struct Metrics {
     pub refused: Family<ReasonLabels, Counter>,
     pub retries: Counter,
     pub handovers: Family<ReasonLabels, Counter>,
+    pub ejections: Family<GroupLabels, Counter>,
+    pub mirrored: Family<MirrorLabels, Counter>,
 }
 
 fn latency_buckets() -> Histogram {
@@ -106,8 +121,20 @@ impl Default for Metrics {
         );
         registry.register(
             "retries",
-            "Requests sent again: on another target after a connect failure, or on a new connection when a kept one was closed",
+            "Requests sent again: after a connect failure, on a new connection when a kept one was closed, or on a route's retry policy",
             retries.clone(),
+        );
+        let ejections = Family::<GroupLabels, Counter>::default();
+        registry.register(
+            "ejections",
+            "Targets ejected by passive health (outlier detection), by target group",
+            ejections.clone(),
+        );
+        let mirrored = Family::<MirrorLabels, Counter>::default();
+        registry.register(
+            "mirrored_requests",
+            "Copies of requests sent to a rule's mirrors, by target group and outcome",
+            mirrored.clone(),
         );
         registry.register(
             "http_handovers",
@@ -124,6 +151,8 @@ impl Default for Metrics {
             refused,
             retries,
             handovers,
+            ejections,
+            mirrored,
         }
     }
 }
@@ -139,6 +168,21 @@ impl Metrics {
                 authn,
             })
             .inc();
+    }
+
+    pub fn ejected(&self, group: &Arc<str>) {
+        let labels = GroupLabels {
+            target_group: group.clone(),
+        };
+        self.ejections.get_or_create(&labels).inc();
+    }
+
+    pub fn mirrored(&self, group: &Arc<str>, outcome: &'static str) {
+        let labels = MirrorLabels {
+            target_group: group.clone(),
+            outcome,
+        };
+        self.mirrored.get_or_create(&labels).inc();
     }
 
     /// Adds a metric read at each scrape.
@@ -177,6 +221,33 @@ impl Metrics {
                                 ("target", t.addr.to_string()),
                             ];
                             (labels, v)
+                        })
+                    })
+                    .collect()
+            },
+        ));
+        let ejected = config.clone();
+        self.register_live(Live::gauge(
+            "trellis_target_ejected",
+            "Whether passive health keeps a target out now (1) or not (0), for groups with outlier detection",
+            move || {
+                let config = ejected.load();
+                let now = crate::targets::now_ms();
+                let mut groups: Vec<_> = config
+                    .groups
+                    .values()
+                    .filter(|g| g.outlier.is_some())
+                    .collect();
+                groups.sort_by(|a, b| a.name.cmp(&b.name));
+                groups
+                    .iter()
+                    .flat_map(|g| {
+                        g.targets.iter().map(move |t| {
+                            let labels = vec![
+                                ("target_group", g.name.to_string()),
+                                ("target", t.addr.to_string()),
+                            ];
+                            (labels, if t.ejected_at(now) { 1.0 } else { 0.0 })
                         })
                     })
                     .collect()

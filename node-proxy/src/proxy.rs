@@ -40,6 +40,8 @@ pub struct Proxy {
     pub(crate) next_conn: AtomicU64,
     /// TLS handshakes in flight on HTTPS listeners.
     pub(crate) handshakes: Arc<Semaphore>,
+    /// Mirrored copies in flight ([`crate::resilience::MAX_MIRRORS_IN_FLIGHT`]).
+    pub(crate) mirrors: Arc<Semaphore>,
     /// Streams that outlive their request (TCP, TLS passthrough, upgraded
     /// connections): a drain waits for them, up to its limit.
     pub(crate) streams: TaskTracker,
@@ -107,6 +109,7 @@ impl Proxy {
             tunnels: OnceLock::new(),
             next_conn: AtomicU64::new(1),
             handshakes: Arc::new(Semaphore::new(MAX_HANDSHAKES)),
+            mirrors: Arc::new(Semaphore::new(crate::resilience::MAX_MIRRORS_IN_FLIGHT)),
             streams: TaskTracker::new(),
             carried: Mutex::default(),
             workloads: OnceLock::new(),

@@ -6,14 +6,18 @@
 //! Eligible, in order: healthy targets; else targets not checked yet; else,
 //! when the group fails open (the default, as VPC Lattice does), every
 //! target. A target removed from its group is in no tier: it gets nothing
-//! new while its in-flight requests finish (`drain`).
+//! new while its in-flight requests finish (`drain`). With outlier
+//! detection, a target ejected for failing in a row is in neither of the
+//! first two tiers until its ejection is over.
 
 use crate::upstream::TargetTls;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+use trellis_api::resilience::OutlierDetection;
 use trellis_api::resource::{HealthCheck, LoadBalancing, ProtocolVersion, TargetProtocol};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +56,23 @@ pub struct Target {
     /// whatever still runs on it is cut.
     drained: CancellationToken,
     removed: AtomicBool,
+    outlier: Outlier,
+}
+
+/// A target's passive health: its failures in a row, until when it is
+/// ejected (ms on [`now_ms`]'s clock; 0: never), and how often it was.
+#[derive(Debug, Default)]
+struct Outlier {
+    failures: AtomicU32,
+    ejected_until: AtomicU64,
+    ejections: AtomicU32,
+}
+
+/// Milliseconds since the process started: the clock ejections run on.
+pub fn now_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    // Never 0, which means "never ejected".
+    START.elapsed().as_millis() as u64 + 1
 }
 
 impl Target {
@@ -62,6 +83,7 @@ impl Target {
             in_flight: AtomicUsize::new(0),
             drained: CancellationToken::new(),
             removed: AtomicBool::new(false),
+            outlier: Outlier::default(),
         }
     }
 
@@ -75,6 +97,11 @@ impl Target {
 
     pub fn set_health(&self, h: Health) {
         self.health.store(h as u8, Ordering::Relaxed);
+    }
+
+    /// Whether passive health keeps it out at `now` (see [`now_ms`]).
+    pub fn ejected_at(&self, now: u64) -> bool {
+        now < self.outlier.ejected_until.load(Ordering::Relaxed)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -145,6 +172,8 @@ pub struct Group {
     /// HTTPS groups of this network: TLS to the targets. `Err` holds why
     /// the settings could not be loaded; such a group is never reached.
     pub tls: Result<Option<Arc<TargetTls>>, Arc<str>>,
+    /// Passive health, when the group asks for it.
+    pub outlier: Option<OutlierDetection>,
     next: AtomicUsize,
 }
 
@@ -165,6 +194,7 @@ impl Group {
             targets,
             remote: None,
             tls: Ok(None),
+            outlier: spec.outlier_detection.clone(),
             next: AtomicUsize::new(0),
         }
     }
@@ -190,9 +220,12 @@ impl Group {
     /// A target for the next request, other than `not` if another is
     /// eligible (a retry goes elsewhere). `None`: nothing eligible.
     pub fn pick(&self, not: Option<SocketAddr>) -> Option<&Arc<Target>> {
+        // The clock is read only for groups with passive health.
+        let now = self.outlier.as_ref().map(|_| now_ms());
+        let in_ = |t: &Target| !now.is_some_and(|now| t.ejected_at(now));
         let tiers: [&dyn Fn(&Target) -> bool; 3] = [
-            &|t| t.health() == Health::Healthy,
-            &|t| t.health() == Health::Unknown,
+            &|t| t.health() == Health::Healthy && in_(t),
+            &|t| t.health() == Health::Unknown && in_(t),
             &|_| self.fail_open,
         ];
         for eligible in tiers {
@@ -216,7 +249,57 @@ impl Group {
         }
         // Only the excluded target is eligible: better it than nothing.
         not.and_then(|addr| self.targets.iter().find(|t| t.addr == addr))
-            .filter(|t| t.health() != Health::Unhealthy || self.fail_open)
+            .filter(|t| (t.health() != Health::Unhealthy && in_(t)) || self.fail_open)
+    }
+
+    /// One answer from `target` (`ok`: not a 5xx, and an answer at all),
+    /// for passive health. `true` when this ejected the target.
+    pub fn observe(&self, target: &Target, ok: bool) -> bool {
+        match &self.outlier {
+            Some(o) => self.observe_at(o, target, ok, now_ms()),
+            None => false,
+        }
+    }
+
+    fn observe_at(&self, o: &OutlierDetection, target: &Target, ok: bool, now: u64) -> bool {
+        let state = &target.outlier;
+        let base = o.base_ejection().as_millis() as u64;
+        if ok {
+            state.failures.store(0, Ordering::Relaxed);
+            // A base ejection's time served well since it came back: the
+            // next ejection is short again.
+            let until = state.ejected_until.load(Ordering::Relaxed);
+            if until != 0 && now >= until + base {
+                state.ejections.store(0, Ordering::Relaxed);
+            }
+            return false;
+        }
+        let failures = state.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if failures < o.consecutive_failures || target.ejected_at(now) {
+            return false;
+        }
+        let out = self.targets.iter().filter(|t| t.ejected_at(now)).count();
+        let allowed = usize::try_from(o.max_ejected_percent).unwrap_or(0) * self.targets.len();
+        if (out + 1) * 100 > allowed {
+            return false;
+        }
+        let before = state.ejected_until.load(Ordering::Relaxed);
+        let times = u64::from(state.ejections.load(Ordering::Relaxed) + 1).min(10);
+        // One caller ejects it, however many saw the failure that did.
+        let ejected = state
+            .ejected_until
+            .compare_exchange(
+                before,
+                now + base * times,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok();
+        if ejected {
+            state.ejections.fetch_add(1, Ordering::Relaxed);
+            state.failures.store(0, Ordering::Relaxed);
+        }
+        ejected
     }
 }
 
@@ -317,6 +400,73 @@ mod tests {
         let to_busy = picks(&g, 400).iter().filter(|t| **t == 1).count();
         assert!(to_busy < 150, "{to_busy} of 400 to the busy target");
         assert_eq!(g.targets[0].in_flight(), 10);
+    }
+
+    #[test]
+    fn failing_targets_are_ejected_for_longer_each_time_within_the_share() {
+        let mut g = group(
+            &[Health::Healthy, Health::Healthy, Health::Healthy],
+            false,
+            LoadBalancing::RoundRobin,
+        );
+        let o = OutlierDetection {
+            consecutive_failures: 3,
+            base_ejection_seconds: 10,
+            max_ejected_percent: 34,
+        };
+        g.outlier = Some(o.clone());
+        let (a, b) = (&g.targets[0], &g.targets[1]);
+        let t0 = now_ms();
+        // A success in between starts the count again.
+        for ok in [false, false, true, false, false] {
+            assert!(!g.observe_at(&o, a, ok, t0));
+        }
+        assert!(g.observe_at(&o, a, false, t0), "third failure in a row");
+        assert!(a.ejected_at(t0) && a.ejected_at(t0 + 9_999) && !a.ejected_at(t0 + 10_000));
+        // One of three is 33%: a second ejection would pass 34%.
+        for _ in 0..5 {
+            assert!(!g.observe_at(&o, b, false, t0));
+        }
+        assert!(!b.ejected_at(t0));
+        // Back, failing again at once: twice as long.
+        let t1 = t0 + 10_000;
+        for _ in 0..2 {
+            assert!(!g.observe_at(&o, a, false, t1));
+        }
+        assert!(g.observe_at(&o, a, false, t1));
+        assert!(a.ejected_at(t1 + 19_999) && !a.ejected_at(t1 + 20_000));
+        // Served well for a base interval after coming back: forgiven.
+        let t2 = t1 + 30_000;
+        assert!(!g.observe_at(&o, a, true, t2));
+        for _ in 0..2 {
+            g.observe_at(&o, a, false, t2);
+        }
+        assert!(g.observe_at(&o, a, false, t2));
+        assert!(!a.ejected_at(t2 + 10_000));
+    }
+
+    #[test]
+    fn an_ejected_target_gets_nothing_unless_the_group_fails_open() {
+        let mut g = group(
+            &[Health::Healthy, Health::Healthy],
+            false,
+            LoadBalancing::RoundRobin,
+        );
+        let o = OutlierDetection {
+            consecutive_failures: 1,
+            base_ejection_seconds: 60,
+            max_ejected_percent: 100,
+        };
+        g.outlier = Some(o);
+        assert!(g.observe(&g.targets[0], false));
+        assert_eq!(picks(&g, 4), [2, 2, 2, 2]);
+        assert!(g.observe(&g.targets[1], false));
+        assert_eq!(picks(&g, 1), [0], "every target ejected, failing closed");
+        g.fail_open = true;
+        assert_eq!(picks(&g, 2), [1, 2]);
+        // A group without passive health never ejects.
+        let plain = group(&[Health::Healthy], false, LoadBalancing::RoundRobin);
+        assert!(!plain.observe(&plain.targets[0], false));
     }
 
     #[tokio::test(start_paused = true)]

@@ -159,13 +159,19 @@ pub async fn forward(
         rec.entry.target = addr.to_string();
         let failed = match upstream.connect(addr, connect_timeout).await {
             Ok(mut s) => match s.write_all(&routed.replay).await {
-                Ok(()) => break (lease, s),
+                Ok(()) => {
+                    crate::forward::observe(proxy, &group, target, true);
+                    break (lease, s);
+                }
                 Err(source) => {
                     tracing::debug!(target = %addr, error = %source, "target closed at once");
                     return log(rec, Some(Refusal::ConnectFailed.code()));
                 }
             },
-            Err(source) => ForwardError::Connect { addr, source },
+            Err(source) => {
+                crate::forward::observe(proxy, &group, target, false);
+                ForwardError::Connect { addr, source }
+            }
         };
         if let Err(e) = attempts.retry(proxy, failed) {
             tracing::debug!(error = %e, "connect failed");

@@ -531,6 +531,20 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// What the test target on `port` counted (tests/node/backend.py's
+    /// `/__count`), asked from outside the redirected cgroup.
+    pub fn backend_counts(&self, port: u16) -> serde_json::Value {
+        let out = self
+            .in_node(
+                None,
+                &format!("curl -s -m 5 http://{TARGET_IP}:{port}/__count"),
+            )
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("port {port} counts: {e}: {out:?}"))
+    }
+
     /// curl in the redirected cgroup; its stdout.
     pub fn curl(&self, args: &[&str]) -> String {
         let out = self

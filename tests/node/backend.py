@@ -1,13 +1,18 @@
 # Test targets: one process serving several ports, each named (blue, green,
 # ...): http:PORT:NAME, https:PORT:NAME (certificate <run>/NAME.pem and .key),
 # tcp:PORT:NAME (an echo). GET /health answers 500 while <run>/unhealthy-<port> exists; any
-# other request is answered with JSON saying who answered and what arrived.
+# other request is answered with JSON saying who answered and what arrived, with
+# status 503 while <run>/fail-<port> exists, after a pause for /sleep/MS paths.
+# GET /__count says how many requests the port took, how many were marked
+# mirrored, and the last mirrored one's path and body length.
 # A request with "Upgrade: websocket" is echoed back frame by frame.
-import base64, hashlib, json, os, socket, struct, sys, threading
+import base64, hashlib, json, os, socket, struct, sys, threading, time
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
 
 run = sys.argv[1]
 host = sys.argv[2]
+
+counts, counts_lock = {}, threading.Lock()
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
@@ -28,16 +33,34 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.flush()
             return
+        if self.path == '/__count':
+            with counts_lock:
+                out = json.dumps(counts.get(port, {'count': 0, 'mirrored': 0})).encode()
+            self.send_response(200)
+            self.send_header('content-length', str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
         if self.headers.get('upgrade', '').lower() == 'websocket':
             return self.websocket()
         n = int(self.headers.get('content-length') or 0)
         body = self.rfile.read(n) if n else b''
+        mirrored = self.headers.get('x-trellis-mirrored') == 'true'
+        with counts_lock:
+            c = counts.setdefault(port, {'count': 0, 'mirrored': 0})
+            c['count'] += 1
+            if mirrored:
+                c['mirrored'] += 1
+                c['lastMirrored'] = {'path': self.path, 'method': self.command, 'body': len(body)}
+        if self.path.startswith('/sleep/'):
+            time.sleep(int(self.path.split('/')[2]) / 1000)
         out = json.dumps({
             'name': self.server.name, 'port': port,
             'peer': self.client_address[0], 'method': self.command, 'path': self.path,
             'headers': {k.lower(): v for k, v in self.headers.items()}, 'body': len(body),
         }).encode()
-        self.send_response(200)
+        failing = os.path.exists(os.path.join(run, 'fail-%d' % port))
+        self.send_response(503 if failing else 200)
         self.send_header('content-type', 'application/json')
         self.send_header('content-length', str(len(out)))
         self.end_headers()

@@ -253,13 +253,16 @@ pub struct RequestCount {
 }
 
 /// A target's health as one node's checks see it: `healthy`,
-/// `unhealthy` or `unknown` (not checked yet).
+/// `unhealthy` or `unknown` (not checked yet); and whether the node's
+/// passive health (outlier detection) keeps it out now.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetHealth {
     pub target_group: String,
     pub target: String,
     pub health: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ejected: bool,
 }
 
 /// How long ago `d` was, as Unix milliseconds.

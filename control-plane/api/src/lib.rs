@@ -26,6 +26,7 @@ pub mod manifest;
 pub mod persist;
 pub mod pki;
 pub mod policy;
+pub mod resilience;
 pub mod resource;
 pub mod secret;
 pub mod snapshot;

@@ -266,6 +266,21 @@ pub struct Status {
     /// HTTPS listeners' certificates as of the read: never stored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<crate::tls::CertificateInfo>,
+    /// A target group's targets as the nodes reporting to this control
+    /// plane see them, as of the read: never stored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<TargetStatus>,
+}
+
+/// One target as the nodes see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    /// `address:port`.
+    pub target: String,
+    /// `network/node` -> `healthy`, `unhealthy` or `unknown` as the node's
+    /// checks say, or `ejected` while its passive health keeps it out.
+    pub by_node: BTreeMap<String, String>,
 }
 
 /// A stored resource: the declared resource plus the control plane's status.
@@ -890,6 +905,28 @@ pub struct Action {
     /// marked by the proxy (the Gateway API's CORS filter).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors: Option<Cors>,
+    /// With `forward`: copies of the requests, sent elsewhere.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<crate::resilience::Mirror>,
+    /// With `forward`: the route's time limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<crate::resilience::RouteTimeouts>,
+    /// With `forward`: when a failed try is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::resilience::Retry>,
+}
+
+impl Action {
+    /// Every target group the action sends requests to: those it forwards
+    /// to, then its mirrors.
+    pub fn target_groups(&self) -> impl Iterator<Item = &str> {
+        let forwarded = self
+            .forward
+            .iter()
+            .flatten()
+            .map(|w| w.target_group.as_str());
+        forwarded.chain(self.mirrors.iter().map(|m| m.target_group.as_str()))
+    }
 }
 
 /// Which other origins' pages may call the service, and how.
@@ -1061,6 +1098,9 @@ pub struct TargetGroupSpec {
     /// HTTPS groups: how targets are verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TargetTls>,
+    /// Passive health: targets failing in a row are ejected for a while.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outlier_detection: Option<crate::resilience::OutlierDetection>,
     #[serde(default)]
     pub targets: Vec<Target>,
 }

@@ -123,7 +123,7 @@ impl Validator<'_> {
         }
     }
 
-    fn too_many(&mut self, path: &str, n: usize, max: usize) {
+    pub(super) fn too_many(&mut self, path: &str, n: usize, max: usize) {
         self.problem(path, format!("{n} entries, at most {max} allowed"));
     }
 

@@ -395,6 +395,53 @@ fn rules_and_actions() {
             ],
         ),
         (
+            "mirrors, timeouts, retries",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: a
+          priority: 1
+          match: {{path: {{prefix: /a}}}}
+          action:
+            forward: [{{targetGroup: blue}}]
+            mirrors: [{{targetGroup: blue}}, {{targetGroup: pool}}, {{targetGroup: gone, percent: 101}}]
+            timeouts: {{requestMs: 100, perTryMs: 200}}
+            retry: {{attempts: 9, on: [], codes: [200], backoffMs: 0, budgetPercent: 150}}
+        - name: b
+          priority: 2
+          match: {{path: {{prefix: /b}}}}
+          action: {{fixedResponse: {{statusCode: 404}}, mirrors: [{{targetGroup: blue}}], timeouts: {{}}, retry: {{}}}}
+"
+            )),
+            &[
+                "t.yaml:17:24: spec.listeners[0].rules[0].action.mirrors[0].targetGroup: the rule forwards to \"blue\" already; a mirror goes elsewhere",
+                "t.yaml:17:45: spec.listeners[0].rules[0].action.mirrors[1].targetGroup: target group \"pool\" speaks TCP; only HTTP requests are mirrored",
+                "t.yaml:17:85: spec.listeners[0].rules[0].action.mirrors[2].percent: 101 is out of range 0..=100",
+                "t.yaml:17:66: spec.listeners[0].rules[0].action.mirrors[2].targetGroup: TargetGroup \"gone\" does not exist",
+                "t.yaml:18:40: spec.listeners[0].rules[0].action.timeouts.perTryMs: 200 is longer than requestMs (100): no try could use it",
+                "t.yaml:19:21: spec.listeners[0].rules[0].action.retry.attempts: 9 is out of range 1..=5",
+                "t.yaml:19:50: spec.listeners[0].rules[0].action.retry.codes[0]: 200 is out of range 400..=599",
+                "t.yaml:19:56: spec.listeners[0].rules[0].action.retry.backoffMs: 0 is out of range 1..=10000",
+                "t.yaml:19:70: spec.listeners[0].rules[0].action.retry.budgetPercent: 150 is out of range 0..=100",
+                "t.yaml:23:54: spec.listeners[0].rules[1].action.mirrors: mirrors go with forward, on HTTP and HTTPS listeners",
+                "t.yaml:23:86: spec.listeners[0].rules[1].action.timeouts: timeouts go with forward, on HTTP and HTTPS listeners",
+                "t.yaml:23:100: spec.listeners[0].rules[1].action.retry: a retry goes with forward, on HTTP and HTTPS listeners",
+            ],
+        ),
+        (
+            "outlier detection out of range",
+            "apiVersion: trellis.dev/v1alpha1
+kind: TargetGroup
+metadata: {name: green}
+spec: {network: east, outlierDetection: {consecutiveFailures: 0, baseEjectionSeconds: 7200, maxEjectedPercent: 101}}
+"
+            .to_string(),
+            &[
+                "t.yaml:4:42: spec.outlierDetection.consecutiveFailures: 0 is out of range 1..=1000",
+                "t.yaml:4:66: spec.outlierDetection.baseEjectionSeconds: 7200 is out of range 1..=3600",
+                "t.yaml:4:93: spec.outlierDetection.maxEjectedPercent: 101 is out of range 0..=100",
+            ],
+        ),
+        (
             "fixed response status out of range",
             service("      defaultAction: {fixedResponse: {statusCode: 700}}\n"),
             &["t.yaml:10:39: spec.listeners[0].defaultAction.fixedResponse.statusCode: 700 is out of range 200..=599"],

@@ -58,6 +58,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                     fresh = true;
                 }
                 Err(e) => {
+                    if crate::forward::target_failed(&e) && !matches!(e, ForwardError::Stale { .. })
+                    {
+                        crate::forward::observe(self.proxy, &group, target, false);
+                    }
                     if let Err(e) = attempts.retry(self.proxy, e) {
                         return self.refuse_plan(plan, t, e).await;
                     }
@@ -175,6 +179,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 .await;
         };
         let (status, body) = (resp.status, resp.body(plan.head_request));
+        crate::forward::observe(self.proxy, &plan.group, lease.target(), status < 500);
         let body = match body {
             Some(b) if status != 101 => b,
             _ => {

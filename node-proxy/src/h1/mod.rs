@@ -312,11 +312,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
             self.fixed = Some((listener.clone(), bytes));
         }
         let (rule, action) = listener.route(&req);
-        // Header changes and redirects are hyper's side's to make.
-        let Action::Forward(split, edits) = action else {
+        // Header changes, redirects, retries and mirrors are hyper's side's
+        // to make.
+        let Action::Forward(split, forwarding) = action else {
             return Err(NoPlan::HandOver("action"));
         };
-        if !edits.is_empty() {
+        if !forwarding.is_plain() {
             return Err(NoPlan::HandOver("action"));
         }
         if !split
