@@ -27,6 +27,9 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 # The web console is tested in a real headless Chromium through ChromeDriver.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+# gRPC routing is tested with grpcio clients and servers (a real gRPC core),
+# run by Debian's python3 (the one python3-grpcio installs into).
+/usr/bin/python3 -c 'import grpc' >/dev/null 2>&1 || need+=(python3-grpcio)
 
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then

@@ -448,3 +448,81 @@ fn mirrors_retries_timeouts_and_outlier_ejection_through_the_proxy() {
         "back: {r}"
     );
 }
+
+#[test]
+fn grpc_calls_are_routed_by_service_and_method() {
+    let Some(mut env) = Env::new("grpc-route") else {
+        return;
+    };
+    env.start_backends(&["grpc:9101:get", "grpc:9102:orders"]);
+    let group = |name: &str, port: u16, extra: &str| {
+        format!(
+            "---\napiVersion: trellis.dev/v1alpha1\nkind: TargetGroup\nmetadata: {{name: {name}}}\n\
+             spec: {{network: east, protocolVersion: GRPC{extra}, targets: [{{address: {TARGET_IP}, port: {port}}}]}}\n"
+        )
+    };
+    let off = ", healthCheck: {enabled: false}";
+    let checked =
+        ", failOpen: false, healthCheck: {protocol: TCP, intervalSeconds: 1, timeoutSeconds: 1}";
+    env.apply(&format!(
+        r#"{base}{get}{any}{dead}---
+apiVersion: trellis.dev/v1alpha1
+kind: Service
+metadata: {{name: orders}}
+spec:
+  serviceNetworks: [shop]
+  listeners:
+    - name: grpc
+      protocol: HTTP
+      defaultAction: {{fixedResponse: {{statusCode: 404}}}}
+      rules:
+        - name: get
+          priority: 1
+          match: {{grpc: {{service: shop.Orders, method: Get}}}}
+          action: {{forward: [{{targetGroup: orders-get}}]}}
+        - name: orders
+          priority: 2
+          match: {{grpc: {{service: shop.Orders}}}}
+          action: {{forward: [{{targetGroup: orders-any}}]}}
+        - name: carts
+          priority: 3
+          match: {{grpc: {{type: RegularExpression, service: "shop\\.Carts(V2)?"}}}}
+          action: {{forward: [{{targetGroup: dead}}]}}
+"#,
+        base = shop_network(&[], ""),
+        get = group("orders-get", 9101, off),
+        any = group("orders-any", 9102, off),
+        dead = group("dead", 9199, checked),
+    ));
+    env.start_node(&[]);
+    let vip = env.vip("orders");
+    let at = format!("{vip}:80");
+    // A real gRPC core client (grpcio) on one HTTP/2 channel.
+    let r = env.client(&[
+        "grpc",
+        &at,
+        "/shop.Orders/Get",
+        "/shop.Orders/List",
+        "/shop.Orders/GetAll",
+    ]);
+    let names: Vec<&str> = (0..3)
+        .map(|i| r[i]["reply"]["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["get", "orders", "orders"], "{r}");
+    assert_eq!(r[0]["reply"]["method"], "/shop.Orders/Get");
+    // No healthy target behind the method's rule: UNAVAILABLE, with why.
+    let t = std::time::Instant::now();
+    loop {
+        let r = env.client(&["grpc", &at, "/shop.CartsV2/Get", "/shop.Carts/Put"]);
+        assert_eq!(r[0]["code"], "UNAVAILABLE", "{r}");
+        assert_eq!(r[1]["code"], "UNAVAILABLE", "{r}");
+        if r[0]["details"] == "no-healthy-target" {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(6),
+            "never no-healthy-target: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}

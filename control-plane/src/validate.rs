@@ -307,6 +307,7 @@ impl Validator<'_> {
             for (i, r) in l.rules.iter().enumerate() {
                 let m = &r.matches;
                 if m.path.is_some()
+                    || m.grpc.is_some()
                     || m.method.is_some()
                     || !m.headers.is_empty()
                     || !m.query.is_empty()
@@ -351,8 +352,11 @@ impl Validator<'_> {
         if m.is_empty() {
             self.problem(
                 path,
-                "a match needs at least one of path, method, headers, query, host",
+                "a match needs at least one of path, grpc, method, headers, query, host",
             );
+        }
+        if let Some(g) = &m.grpc {
+            self.grpc_match(g, m.path.is_some(), &format!("{path}.grpc"));
         }
         if let Some(p) = &m.path {
             let pp = format!("{path}.path");

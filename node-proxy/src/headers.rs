@@ -6,7 +6,7 @@
 use crate::auth::policy::Principal;
 use crate::config::Listener;
 use crate::proxy::Conn;
-use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, UPGRADE};
+use http::header::{CONNECTION, HeaderMap, HeaderName, HeaderValue, TE, UPGRADE};
 
 /// Hop-by-hop headers that never cross the proxy, whatever `Connection` says.
 pub const HOP_BY_HOP: [&str; 9] = [
@@ -59,8 +59,19 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 }
 
 /// Removes hop-by-hop headers, including those `Connection` names. With
-/// `upgrade`, `Connection: upgrade` and `Upgrade` are kept.
+/// `upgrade`, `Connection: upgrade` and `Upgrade` are kept. `TE: trailers`
+/// is kept (alone): it is the one TE value HTTP/2 allows, and gRPC
+/// servers refuse a call without it.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let trailers = headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let token = t.split(';').next().unwrap_or_default();
+            token.trim().eq_ignore_ascii_case("trailers")
+        });
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -80,6 +91,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     } else {
         headers.remove(UPGRADE);
+    }
+    if trailers {
+        headers.insert(TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -206,7 +220,19 @@ mod tests {
         ]);
         assert!(!is_upgrade(&h));
         strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["accept"]);
+        assert_eq!(
+            h.keys().map(|k| k.as_str()).collect::<Vec<_>>(),
+            ["accept", "te"]
+        );
+        assert_eq!(h["te"], "trailers");
+        // Only `trailers` of what TE asks, even when Connection names it.
+        let mut h = map(&[("connection", "te"), ("te", "gzip, trailers;q=1")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["te"], "trailers");
+        let mut h = map(&[("te", "gzip, deflate")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(h.is_empty());
 
         let mut ws = map(&[
             ("connection", "Upgrade"),

@@ -194,7 +194,7 @@ fn fold(s: &str, case_sensitive: bool) -> String {
 impl Matcher {
     pub fn compile(m: &RuleMatch) -> Result<Matcher, MatchError> {
         Ok(Matcher {
-            path: m.path.as_ref().map(path).transpose()?,
+            path: m.path_condition().as_deref().map(path).transpose()?,
             method: m
                 .method
                 .as_deref()

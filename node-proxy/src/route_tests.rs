@@ -162,6 +162,63 @@ fn conditions_match_as_documented() {
             ("GET", "/admin/x", vec![]),
             false,
         ),
+        // gRPC service and method: exact names (dots are dots), or regexes
+        // each matching the whole name
+        (
+            json!({"grpc": {"service": "shop.Orders", "method": "Get"}}),
+            ("POST", "/shop.Orders/Get", vec![]),
+            true,
+        ),
+        (
+            json!({"grpc": {"service": "shop.Orders", "method": "Get"}}),
+            ("POST", "/shop.Orders/GetAll", vec![]),
+            false,
+        ),
+        (
+            json!({"grpc": {"service": "shop.Orders", "method": "Get"}}),
+            ("POST", "/shop.orders/Get", vec![]),
+            false,
+        ),
+        (
+            json!({"grpc": {"service": "shop.Orders"}}),
+            ("POST", "/shop.Orders/List", vec![]),
+            true,
+        ),
+        (
+            json!({"grpc": {"service": "shop.Orders"}}),
+            ("POST", "/shop.OrdersX/List", vec![]),
+            false,
+        ),
+        (
+            json!({"grpc": {"method": "Get"}}),
+            ("POST", "/any.Service/Get", vec![]),
+            true,
+        ),
+        (
+            json!({"grpc": {"method": "Get"}}),
+            ("POST", "/a/b/Get", vec![]),
+            false,
+        ),
+        (
+            json!({"grpc": {"service": "shop.x"}}),
+            ("POST", "/shopAx/Get", vec![]),
+            false,
+        ),
+        (
+            json!({"grpc": {"type": "RegularExpression", "service": "shop\\.(Orders|Carts)", "method": "Get.*"}}),
+            ("POST", "/shop.Carts/GetOne", vec![]),
+            true,
+        ),
+        (
+            json!({"grpc": {"type": "RegularExpression", "service": "shop\\.(Orders|Carts)", "method": "Get.*"}}),
+            ("POST", "/shop.Carts/List", vec![]),
+            false,
+        ),
+        (
+            json!({"grpc": {"type": "RegularExpression", "service": "shop\\.(Orders|Carts)", "method": "Get.*"}}),
+            ("POST", "/x/shop.Carts/Get", vec![]),
+            false,
+        ),
         // no conditions: matches everything
         (json!({}), ("PATCH", "/anything", vec![]), true),
         // path regex: the whole path, case as configured

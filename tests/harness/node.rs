@@ -56,6 +56,13 @@ pub fn shop_network(groups: &[(&str, u16)], health_check: &str) -> String {
     yaml
 }
 
+/// The Python to run a test script with: Debian's when it needs gRPC
+/// (setup.sh installs python3-grpcio, which only Debian's python3 sees;
+/// the `python3` on PATH may be another, such as pyenv's).
+fn python(grpc: bool) -> &'static str {
+    if grpc { "/usr/bin/python3" } else { "python3" }
+}
+
 pub struct Env {
     pub ns: String,
     tns: String,
@@ -306,7 +313,7 @@ impl Env {
                 "netns",
                 "exec",
                 &self.tns,
-                "python3",
+                python(specs.iter().any(|s| s.starts_with("grpc:"))),
                 &format!("{HERE}/backend.py"),
             ])
             .arg(&self.run)
@@ -516,19 +523,29 @@ impl Env {
 
     /// Runs tests/node/client.py in the redirected cgroup; parses its JSON.
     pub fn client(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.client_raw(args);
-        serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("client said {out:?}: {e}"))
+        let out = self.client_output(args);
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            let err = String::from_utf8_lossy(&out.stderr);
+            panic!("client said {text:?} ({e}), and on stderr: {err}")
+        })
     }
 
     pub fn client_raw(&self, args: &[&str]) -> String {
-        let out = self
-            .in_node(
-                Some(&self.client_cg),
-                &format!("python3 {HERE}/client.py {}", args.join(" ")),
-            )
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).to_string()
+        String::from_utf8_lossy(&self.client_output(args).stdout).to_string()
+    }
+
+    fn client_output(&self, args: &[&str]) -> std::process::Output {
+        self.in_node(
+            Some(&self.client_cg),
+            &format!(
+                "{} {HERE}/client.py {}",
+                python(args.first() == Some(&"grpc")),
+                args.join(" ")
+            ),
+        )
+        .output()
+        .unwrap()
     }
 
     /// What the test target on `port` counted (tests/node/backend.py's

@@ -1,6 +1,7 @@
 # Test targets: one process serving several ports, each named (blue, green,
 # ...): http:PORT:NAME, https:PORT:NAME (certificate <run>/NAME.pem and .key),
-# tcp:PORT:NAME (an echo). GET /health answers 500 while <run>/unhealthy-<port> exists; any
+# tcp:PORT:NAME (an echo), grpc:PORT:NAME (gRPC over h2c: any unary method
+# answers JSON bytes with its name, the method's path and the metadata). GET /health answers 500 while <run>/unhealthy-<port> exists; any
 # other request is answered with JSON saying who answered and what arrived, with
 # status 503 while <run>/fail-<port> exists, after a pause for /sleep/MS paths.
 # GET /__count says how many requests the port took, how many were marked
@@ -121,10 +122,29 @@ def echo(port):
         c, peer = s.accept()
         threading.Thread(target=one, args=(c, peer), daemon=True).start()
 
+def grpc_serve(port, name):
+    import grpc
+    from concurrent import futures
+    class Any(grpc.GenericRpcHandler):
+        def service(self, details):
+            def unary(request, context):
+                meta = {k: v for k, v in context.invocation_metadata()}
+                return json.dumps({'name': name, 'method': details.method, 'metadata': meta}).encode()
+            return grpc.unary_unary_rpc_method_handler(unary)
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+    srv.add_generic_rpc_handlers((Any(),))
+    srv.add_insecure_port('%s:%d' % (host, port))
+    srv.start()
+    srv.wait_for_termination()
+
 for spec in sys.argv[3:]:
     kind, port, name = spec.split(':')
-    target = echo if kind == 'tcp' else serve
-    args = (int(port),) if kind == 'tcp' else (int(port), name, kind == 'https')
+    if kind == 'tcp':
+        target, args = echo, (int(port),)
+    elif kind == 'grpc':
+        target, args = grpc_serve, (int(port), name)
+    else:
+        target, args = serve, (int(port), name, kind == 'https')
     threading.Thread(target=target, args=args, daemon=True).start()
 print('ready', flush=True)
 threading.Event().wait()

@@ -14,6 +14,9 @@
 #   mapped VIP PORT PATH             one GET through an IPv6 socket to ::ffff:VIP, as
 #       dual-stack clients (gRPC core, Java) connect; prints {"status", "name",
 #       "peer"} (peer: what getpeername says)
+#   grpc HOST:PORT METHOD...          one unary call per method path
+#       (/package.Service/Method) with grpcio on one channel; prints a list of
+#       {"reply": <the target's JSON>} or {"code": "UNAVAILABLE", "details": ...}
 #   tls-hold URL CAFILE FLAG OUT     one TLS connection: a GET, prints "held",
 #       waits for the file FLAG to exist, a second GET on the same connection;
 #       writes {"first": {...}, "second": {...}} to OUT, each with status,
@@ -49,6 +52,17 @@ if cmd == 'count':
             c.close()
             c, path = conn(url)
     print(json.dumps({'names': names, 'errors': errors, 'statuses': statuses, 'last': last}))
+elif cmd == 'grpc':
+    import grpc
+    out = []
+    with grpc.insecure_channel(sys.argv[2]) as ch:
+        for method in sys.argv[3:]:
+            call = ch.unary_unary(method)
+            try:
+                out.append({'reply': json.loads(call(b'hello', timeout=10))})
+            except grpc.RpcError as e:
+                out.append({'code': e.code().name, 'details': e.details()})
+    print(json.dumps(out))
 elif cmd == 'load':
     url, seconds = sys.argv[2], float(sys.argv[3])
     end = time.time() + seconds

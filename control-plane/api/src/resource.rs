@@ -744,12 +744,75 @@ pub struct RuleMatch {
     /// A host name, or `*.example.com` for any name below example.com.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The gRPC service and method (`/package.Service/Method`): a path
+    /// condition in gRPC's words, so not with `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcMatch>,
+}
+
+/// A gRPC call's service and method, the Gateway API's GRPCRoute match.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcMatch {
+    /// `package.Service`; any when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// `Method`; any when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, rename = "type")]
+    pub kind: GrpcMatchType,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GrpcMatchType {
+    #[default]
+    Exact,
+    /// `service` and `method` are regular expressions, each matching the
+    /// whole name.
+    RegularExpression,
+}
+
+impl GrpcMatch {
+    /// The path condition it stands for: `/S/M` exactly, `/S/` as a prefix,
+    /// or a regular expression.
+    pub fn path(&self) -> PathMatch {
+        let exact = self.kind == GrpcMatchType::Exact;
+        let part = |p: Option<&str>| match p {
+            Some(p) if exact => regex::escape(p),
+            Some(p) => format!("(?:{p})"),
+            None => "[^/]+".to_string(),
+        };
+        let (s, m) = (self.service.as_deref(), self.method.as_deref());
+        let mut path = PathMatch {
+            exact: None,
+            prefix: None,
+            regex: None,
+            case_sensitive: true,
+        };
+        match (s, m) {
+            (Some(s), Some(m)) if exact => path.exact = Some(format!("/{s}/{m}")),
+            (Some(s), None) if exact => path.prefix = Some(format!("/{s}/")),
+            _ => path.regex = Some(format!("/{}/{}", part(s), part(m))),
+        }
+        path
+    }
 }
 
 impl RuleMatch {
+    /// The path condition: `path`, or the one `grpc` stands for.
+    pub fn path_condition(&self) -> Option<std::borrow::Cow<'_, PathMatch>> {
+        match (&self.path, &self.grpc) {
+            (Some(p), _) => Some(std::borrow::Cow::Borrowed(p)),
+            (None, Some(g)) => Some(std::borrow::Cow::Owned(g.path())),
+            (None, None) => None,
+        }
+    }
+
     /// Whether it has no condition at all.
     pub fn is_empty(&self) -> bool {
         self.path.is_none()
+            && self.grpc.is_none()
             && self.method.is_none()
             && self.headers.is_empty()
             && self.query.is_empty()
@@ -758,7 +821,8 @@ impl RuleMatch {
 
     /// Its place in [`RuleOrder::Specificity`]: greater is tried first.
     pub fn specificity(&self) -> (u8, usize, bool, usize, usize) {
-        let (kind, length) = match &self.path {
+        let path = self.path_condition();
+        let (kind, length) = match path.as_deref() {
             Some(PathMatch { exact: Some(e), .. }) => (3, e.len()),
             Some(PathMatch {
                 prefix: Some(p), ..

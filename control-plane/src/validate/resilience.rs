@@ -1,10 +1,14 @@
-//! Checks of what a route does on failure and what it copies: mirrors,
-//! per-route timeouts, retries; and a target group's outlier detection.
+//! Checks of what the Gateway API brought to rules besides the Lattice
+//! ones: gRPC matches; what a route does on failure and what it copies
+//! (mirrors, per-route timeouts, retries); a target group's outlier
+//! detection.
 
 use super::Validator;
 use trellis_api::Kind;
 use trellis_api::resilience::{OutlierDetection, Retry};
-use trellis_api::resource::{Action, ListenerProtocol, Spec, TargetProtocol};
+use trellis_api::resource::{
+    Action, GrpcMatch, GrpcMatchType, ListenerProtocol, Spec, TargetProtocol,
+};
 
 pub const MAX_MIRRORS: usize = 4;
 pub const MAX_RETRIES: u32 = 5;
@@ -157,6 +161,51 @@ impl Validator<'_> {
                     format!("spec.outlierDetection.{field}"),
                     format!("{value} is out of range {lo}..={hi}"),
                 );
+            }
+        }
+    }
+
+    pub(super) fn grpc_match(&mut self, g: &GrpcMatch, with_path: bool, path: &str) {
+        if with_path {
+            self.problem(path, "grpc is a path condition: not with path");
+        }
+        if g.service.is_none() && g.method.is_none() {
+            self.problem(path, "set service, method or both");
+        }
+        for (field, value, dots) in [("service", &g.service, true), ("method", &g.method, false)] {
+            let Some(v) = value else { continue };
+            let fp = format!("{path}.{field}");
+            match g.kind {
+                GrpcMatchType::Exact => {
+                    // protobuf names: letters, digits, `_`; a service is
+                    // qualified by its package with dots.
+                    let ok = !v.is_empty()
+                        && v.len() <= 1024
+                        && !v.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+                        && !v.ends_with('.')
+                        && !v.contains("..")
+                        && v.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || (dots && c == '.'));
+                    if !ok {
+                        let what = if dots {
+                            "a gRPC service such as shop.v1.Orders"
+                        } else {
+                            "a gRPC method such as GetOrder"
+                        };
+                        self.problem(fp, format!("\"{v}\" is not {what}"));
+                    }
+                }
+                GrpcMatchType::RegularExpression => {
+                    // Each on its own, so the error names its field.
+                    let alone = GrpcMatch {
+                        service: dots.then(|| v.clone()),
+                        method: (!dots).then(|| v.clone()),
+                        kind: g.kind,
+                    };
+                    if let Some(Err(why)) = alone.path().compiled_regex() {
+                        self.problem(fp, format!("invalid regex: {why}"));
+                    }
+                }
             }
         }
     }

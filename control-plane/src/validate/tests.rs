@@ -225,7 +225,7 @@ fn rules_and_actions() {
             )),
             &[
                 "t.yaml:13:11: spec.listeners[0].rules[0].priority: 101 is out of range 1..=100",
-                "t.yaml:14:11: spec.listeners[0].rules[0].match: a match needs at least one of path, method, headers, query, host",
+                "t.yaml:14:11: spec.listeners[0].rules[0].match: a match needs at least one of path, grpc, method, headers, query, host",
                 "t.yaml:18:19: spec.listeners[0].rules[1].match.path: \"v2\" must start with / and be at most 2048 bytes",
                 "t.yaml:18:38: spec.listeners[0].rules[1].match.method: \"get\" is not an HTTP method such as GET",
             ],
@@ -425,6 +425,32 @@ fn rules_and_actions() {
                 "t.yaml:23:54: spec.listeners[0].rules[1].action.mirrors: mirrors go with forward, on HTTP and HTTPS listeners",
                 "t.yaml:23:86: spec.listeners[0].rules[1].action.timeouts: timeouts go with forward, on HTTP and HTTPS listeners",
                 "t.yaml:23:100: spec.listeners[0].rules[1].action.retry: a retry goes with forward, on HTTP and HTTPS listeners",
+            ],
+        ),
+        (
+            "grpc matches",
+            service(&format!(
+                "{FORWARD_BLUE}      rules:
+        - name: a
+          priority: 1
+          match: {{grpc: {{service: \"shop..x\", method: \"Get.One\"}}, path: {{prefix: /a}}}}
+          action: {{forward: [{{targetGroup: blue}}]}}
+        - name: b
+          priority: 2
+          match: {{grpc: {{type: RegularExpression, service: \"shop.(\", method: \"Get.*\"}}}}
+          action: {{forward: [{{targetGroup: blue}}]}}
+        - name: c
+          priority: 3
+          match: {{grpc: {{}}}}
+          action: {{forward: [{{targetGroup: blue}}]}}
+"
+            )),
+            &[
+                "t.yaml:14:19: spec.listeners[0].rules[0].match.grpc: grpc is a path condition: not with path",
+                "t.yaml:14:26: spec.listeners[0].rules[0].match.grpc.service: \"shop..x\" is not a gRPC service such as shop.v1.Orders",
+                "t.yaml:14:46: spec.listeners[0].rules[0].match.grpc.method: \"Get.One\" is not a gRPC method such as GetOrder",
+                "t.yaml:18:51: spec.listeners[0].rules[1].match.grpc.service: invalid regex: error: unclosed group",
+                "t.yaml:22:19: spec.listeners[0].rules[2].match.grpc: set service, method or both",
             ],
         ),
         (
