@@ -1,6 +1,7 @@
 //! `trellis`: one binary for every Trellis role and the operator CLI.
 
 mod cli;
+mod import;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -41,6 +42,9 @@ enum Command {
     Get(cli::resources::GetArgs),
     /// Delete one resource (refused while others reference it).
     Delete(cli::resources::DeleteArgs),
+    /// Other systems' routes as Trellis YAML: the Gateway API, VPC Lattice.
+    #[command(subcommand)]
+    Import(cli::import::Command),
     /// Every mutating API call: who, when, from where, what changed, outcome.
     Audit(cli::audit::Args),
     /// Follow the flows of every node: requests and connections, allowed
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
             Command::Get(args) => cli::resources::get(args).await,
             Command::Delete(args) => cli::resources::delete(args).await,
             Command::Audit(args) => cli::audit::run(args).await,
+            Command::Import(cmd) => cli::import::run(cmd).await,
             Command::Observe(args) => cli::observe::run(args).await,
             Command::Datapath(cmd) => cli::datapath::run(cmd),
             Command::Dns(args) => cli::dns::run(args).await,

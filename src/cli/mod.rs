@@ -7,6 +7,7 @@ pub mod datapath;
 pub mod demo;
 pub mod dns;
 pub mod identity;
+pub mod import;
 pub mod network;
 pub mod node;
 pub mod observe;

@@ -151,6 +151,12 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
         .apply(&values, false)
         .await
         .map_err(|e| report(&docs, e))?;
+    print_changes(&resp);
+    Ok(())
+}
+
+/// What an apply changed, a line per object, then the revision.
+pub(crate) fn print_changes(resp: &trellis_api::client::ApplyResponse) {
     for c in &resp.changes {
         let what = match c.action {
             ChangeAction::Created => "created",
@@ -160,7 +166,6 @@ pub async fn apply(args: ApplyArgs) -> Result<()> {
         println!("{}/{} {what}", c.kind.as_str().to_ascii_lowercase(), c.name);
     }
     println!("revision {}", resp.revision);
-    Ok(())
 }
 
 pub async fn diff(args: DiffArgs) -> Result<()> {

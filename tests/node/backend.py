@@ -3,7 +3,7 @@
 # tcp:PORT:NAME (an echo), grpc:PORT:NAME (gRPC over h2c: any unary method
 # answers JSON bytes with its name, the method's path and the metadata). GET /health answers 500 while <run>/unhealthy-<port> exists; any
 # other request is answered with JSON saying who answered and what arrived, with
-# status 503 while <run>/fail-<port> exists, after a pause for /sleep/MS paths.
+# status 503 while <run>/fail-<port> exists, after a pause for /sleep/.../MS paths.
 # GET /__count says how many requests the port took, how many were marked
 # mirrored, and the last mirrored one's path and body length.
 # A request with "Upgrade: websocket" is echoed back frame by frame.
@@ -14,6 +14,14 @@ run = sys.argv[1]
 host = sys.argv[2]
 
 counts, counts_lock = {}, threading.Lock()
+
+def headers(msg):
+    # Repeated fields joined with ", " as one value, names lower-cased.
+    out = {}
+    for k, v in msg.items():
+        k = k.lower()
+        out[k] = out[k] + ',' + v if k in out else v
+    return out
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = 'HTTP/1.1'
@@ -54,11 +62,11 @@ class Handler(BaseHTTPRequestHandler):
                 c['mirrored'] += 1
                 c['lastMirrored'] = {'path': self.path, 'method': self.command, 'body': len(body)}
         if self.path.startswith('/sleep/'):
-            time.sleep(int(self.path.split('/')[2]) / 1000)
+            time.sleep(int(self.path.split('?')[0].rsplit('/', 1)[1]) / 1000)
         out = json.dumps({
             'name': self.server.name, 'port': port,
             'peer': self.client_address[0], 'method': self.command, 'path': self.path,
-            'headers': {k.lower(): v for k, v in self.headers.items()}, 'body': len(body),
+            'headers': headers(self.headers), 'body': len(body),
         }).encode()
         failing = os.path.exists(os.path.join(run, 'fail-%d' % port))
         self.send_response(503 if failing else 200)

@@ -14,6 +14,9 @@
 #   mapped VIP PORT PATH             one GET through an IPv6 socket to ::ffff:VIP, as
 #       dual-stack clients (gRPC core, Java) connect; prints {"status", "name",
 #       "peer"} (peer: what getpeername says)
+#   request METHOD URL [HEADER=VALUE ...]  one request, redirects not followed;
+#       prints {"status", "headers" (lower-case names, repeats joined with ","),
+#       "body"} (the body parsed as JSON when it is)
 #   grpc HOST:PORT METHOD...          one unary call per method path
 #       (/package.Service/Method) with grpcio on one channel; prints a list of
 #       {"reply": <the target's JSON>} or {"code": "UNAVAILABLE", "details": ...}
@@ -52,6 +55,22 @@ if cmd == 'count':
             c.close()
             c, path = conn(url)
     print(json.dumps({'names': names, 'errors': errors, 'statuses': statuses, 'last': last}))
+elif cmd == 'request':
+    method, url = sys.argv[2], sys.argv[3]
+    headers = dict(h.split('=', 1) for h in sys.argv[4:])
+    c, path = conn(url)
+    c.request(method, path, headers=headers)
+    r = c.getresponse()
+    body = r.read().decode(errors='replace')
+    try:
+        body = json.loads(body)
+    except ValueError:
+        pass
+    got = {}
+    for k, v in r.getheaders():
+        k = k.lower()
+        got[k] = got[k] + ',' + v if k in got else v
+    print(json.dumps({'status': r.status, 'headers': got, 'body': body}))
 elif cmd == 'grpc':
     import grpc
     out = []
