@@ -10,7 +10,9 @@
 # TRELLIS_FLOWS (default true: flow records for `trellis observe`, as shipped),
 # TRELLIS_OBSERVERS (default 0: that many `trellis observe --follow` attached
 # for the whole run, the first of them stopped (SIGSTOP) once it has begun,
-# as a reader that never reads).
+# as a reader that never reads), TRELLIS_RULES (default 0: that many rules,
+# regexes among them, before the default action; every request misses all
+# of them, the most matching a request can cost).
 set -euo pipefail
 bin=${TRELLIS_BIN:-$(dirname "$0")/../target/release/trellis}
 work=$(mktemp -d /tmp/trellis-proxy-bench.XXXXXX)
@@ -45,7 +47,7 @@ start_control_plane "$work"
 weights=${BENCH_WEIGHTS:-90/10}
 {
   split_yaml "$BENCH_BLUE" "$BENCH_GREEN"
-  split_service "$weights"
+  split_service "$weights" "${TRELLIS_RULES:-0}"
 } >"$work/bench.yaml"
 "$bin" apply -f "$work/bench.yaml" >/dev/null
 "$bin" --log warn --worker-threads 1 node --network bench --data-dir "$work/node" \

@@ -156,8 +156,11 @@ spec: {network: bench, healthCheck: {enabled: false}, targets: [{address: ${2%:*
 YAML
 }
 
-# split_service WEIGHTS: service `checkout` in service network `bench` whose
-# HTTP listener splits between `blue` and `green` by WEIGHTS (`90/10`).
+# split_service WEIGHTS [RULES]: service `checkout` in service network `bench`
+# whose HTTP listener splits between `blue` and `green` by WEIGHTS (`90/10`),
+# after RULES rules (default 0, at most 100) that a plain `GET /` misses
+# every one of: a third path regexes, a third path prefixes with a header,
+# a third header regexes with a query parameter, all forwarding to `green`.
 split_service() {
   cat <<YAML
 ---
@@ -172,6 +175,17 @@ spec:
       defaultAction:
         forward: [{targetGroup: blue, weight: ${1%/*}}, {targetGroup: green, weight: ${1#*/}}]
 YAML
+  local rules=${2:-0} i
+  [ "$rules" -gt 0 ] || return 0
+  echo "      rules:"
+  for i in $(seq 1 "$rules"); do
+    case $((i % 3)) in
+      0) match="{path: {regex: \"/api/v[0-9]+/item-$i/.*\"}}" ;;
+      1) match="{path: {prefix: /svc-$i/}, headers: [{name: x-tenant, exact: t$i}]}" ;;
+      2) match="{headers: [{name: x-build, regex: \"b-$i-[a-f0-9]+\"}], query: [{name: v, exact: \"$i\"}]}" ;;
+    esac
+    echo "        - {name: r$i, priority: $i, match: $match, action: {forward: [{targetGroup: green}]}}"
+  done
 }
 
 # etcd_cluster DIR [ETCD_FLAGS...]: three etcd members (Debian's etcd-server)

@@ -171,6 +171,9 @@ enum HostCond {
 #[derive(Debug, Default)]
 pub struct Matcher {
     path: Option<PathCond>,
+    /// gRPC names by regular expressions: (service, method), each matched
+    /// against its own segment of `/Service/Method`.
+    grpc: Option<(Option<Regex>, Option<Regex>)>,
     method: Option<Method>,
     headers: Vec<HeaderCond>,
     query: Vec<QueryCond>,
@@ -195,6 +198,12 @@ impl Matcher {
     pub fn compile(m: &RuleMatch) -> Result<Matcher, MatchError> {
         Ok(Matcher {
             path: m.path_condition().as_deref().map(path).transpose()?,
+            grpc: m
+                .grpc
+                .as_ref()
+                .and_then(|g| g.compiled())
+                .transpose()
+                .map_err(MatchError)?,
             method: m
                 .method
                 .as_deref()
@@ -226,6 +235,19 @@ impl Matcher {
                 p.text.matches(&path.to_ascii_lowercase())
             };
             if !ok {
+                return false;
+            }
+        }
+        if let Some((service, method)) = &self.grpc {
+            let named = req.path().strip_prefix('/').and_then(|p| p.split_once('/'));
+            let Some((s, m)) =
+                named.filter(|(s, m)| !s.is_empty() && !m.is_empty() && !m.contains('/'))
+            else {
+                return false;
+            };
+            if !service.as_ref().is_none_or(|r| r.is_match(s))
+                || !method.as_ref().is_none_or(|r| r.is_match(m))
+            {
                 return false;
             }
         }

@@ -438,6 +438,28 @@ mod reference {
                 return false;
             }
         }
+        if let Some(g) = &m.grpc {
+            // `/Service/Method`, as gRPC names a call.
+            let exact = g.kind == trellis_api::resource::GrpcMatchType::Exact;
+            let ok = match (r.path.strip_prefix('/'), &g.service, &g.method) {
+                (None, _, _) => false,
+                (Some(rest), Some(s), None) if exact => rest.starts_with(&format!("{s}/")),
+                (Some(rest), s, m) => match rest.split('/').collect::<Vec<_>>()[..] {
+                    [service, method] if !service.is_empty() && !method.is_empty() => {
+                        let fits = |want: &Option<String>, got: &str| match want {
+                            None => true,
+                            Some(w) if exact => w == got,
+                            Some(w) => whole(w, got, true),
+                        };
+                        fits(s, service) && fits(m, method)
+                    }
+                    _ => false,
+                },
+            };
+            if !ok {
+                return false;
+            }
+        }
         for h in &m.headers {
             let values: Vec<&str> = r
                 .headers
@@ -516,6 +538,16 @@ mod agreement {
         prop_oneof![
             Just(None),
             (
+                prop::option::of(prop::sample::select(vec!["a.B", "a", "a.*", "B"])),
+                prop::option::of(prop::sample::select(vec!["Get", "b", "G.t", "[ab]"])),
+                prop::sample::select(vec!["Exact", "RegularExpression"]),
+            )
+                .prop_filter("a service or a method", |(s, m, _)| s.is_some()
+                    || m.is_some())
+                .prop_map(|(s, m, t)| Some(
+                    json!({"grpc": {"service": s, "method": m, "type": t}})
+                )),
+            (
                 prop::sample::select(vec!["exact", "prefix", "regex"]),
                 prop::sample::select(vec!["/a", "/a/b", "/A", "/b", "/a.*", "/[ab]+"]),
                 any::<bool>()
@@ -565,8 +597,10 @@ mod agreement {
         )
             .prop_map(|(path, method, headers, q, r)| {
                 let mut m = json!({"headers": headers});
-                if let Some(p) = path {
-                    m["path"] = p;
+                match path {
+                    Some(g) if g.get("grpc").is_some() => m["grpc"] = g["grpc"].clone(),
+                    Some(p) => m["path"] = p,
+                    None => {}
                 }
                 if let Some(x) = method {
                     m["method"] = json!(x);
@@ -586,7 +620,19 @@ mod agreement {
     fn request() -> impl Strategy<Value = Request> {
         (
             prop::sample::select(vec!["GET", "POST"]),
-            prop::sample::select(vec!["/a", "/a/b", "/A/B", "/b", "/ab", "/"]),
+            prop::sample::select(vec![
+                "/a",
+                "/a/b",
+                "/A/B",
+                "/b",
+                "/ab",
+                "/",
+                "/a.B/Get",
+                "/a.B/Get/x",
+                "/aXB/Get",
+                "/a.B/",
+                "/a/b/c",
+            ]),
             prop::collection::vec(
                 (
                     prop::sample::select(vec!["q", "r", "Q", "%71"]),

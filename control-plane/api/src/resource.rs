@@ -774,28 +774,40 @@ pub enum GrpcMatchType {
 }
 
 impl GrpcMatch {
-    /// The path condition it stands for: `/S/M` exactly, `/S/` as a prefix,
-    /// or a regular expression.
-    pub fn path(&self) -> PathMatch {
-        let exact = self.kind == GrpcMatchType::Exact;
-        let part = |p: Option<&str>| match p {
-            Some(p) if exact => regex::escape(p),
-            Some(p) => format!("(?:{p})"),
-            None => "[^/]+".to_string(),
-        };
-        let (s, m) = (self.service.as_deref(), self.method.as_deref());
+    /// The path condition exact names stand for: `/S/M` exactly, `/S/` as a
+    /// prefix, or `/[^/]+/M`. `None` for regular expressions, which match
+    /// each name on its own ([`GrpcMatch::compiled`]): one regex over the
+    /// path would let a service's `.*` run into the method.
+    pub fn path(&self) -> Option<PathMatch> {
+        if self.kind != GrpcMatchType::Exact {
+            return None;
+        }
         let mut path = PathMatch {
             exact: None,
             prefix: None,
             regex: None,
             case_sensitive: true,
         };
-        match (s, m) {
-            (Some(s), Some(m)) if exact => path.exact = Some(format!("/{s}/{m}")),
-            (Some(s), None) if exact => path.prefix = Some(format!("/{s}/")),
-            _ => path.regex = Some(format!("/{}/{}", part(s), part(m))),
+        match (self.service.as_deref(), self.method.as_deref()) {
+            (Some(s), Some(m)) => path.exact = Some(format!("/{s}/{m}")),
+            (Some(s), None) => path.prefix = Some(format!("/{s}/")),
+            (None, m) => {
+                let m = m.map_or_else(|| "[^/]+".to_string(), regex::escape);
+                path.regex = Some(format!("/[^/]+/{m}"));
+            }
         }
-        path
+        Some(path)
+    }
+
+    /// Regular expressions: the service's and the method's, each matching
+    /// the whole name, compiled as the node matches them.
+    #[allow(clippy::type_complexity)]
+    pub fn compiled(&self) -> Option<Result<(Option<regex::Regex>, Option<regex::Regex>), String>> {
+        if self.kind != GrpcMatchType::RegularExpression {
+            return None;
+        }
+        let one = |p: &Option<String>| p.as_deref().map(|p| compile_regex(p, true)).transpose();
+        Some(one(&self.service).and_then(|s| Ok((s, one(&self.method)?))))
     }
 }
 
@@ -804,7 +816,7 @@ impl RuleMatch {
     pub fn path_condition(&self) -> Option<std::borrow::Cow<'_, PathMatch>> {
         match (&self.path, &self.grpc) {
             (Some(p), _) => Some(std::borrow::Cow::Borrowed(p)),
-            (None, Some(g)) => Some(std::borrow::Cow::Owned(g.path())),
+            (None, Some(g)) => g.path().map(std::borrow::Cow::Owned),
             (None, None) => None,
         }
     }
@@ -822,7 +834,13 @@ impl RuleMatch {
     /// Its place in [`RuleOrder::Specificity`]: greater is tried first.
     pub fn specificity(&self) -> (u8, usize, bool, usize, usize) {
         let path = self.path_condition();
+        let grpc_regex = self
+            .grpc
+            .as_ref()
+            .is_some_and(|g| g.kind == GrpcMatchType::RegularExpression);
         let (kind, length) = match path.as_deref() {
+            // A regular expression, as a path regex ranks.
+            None if grpc_regex => (1, 0),
             Some(PathMatch { exact: Some(e), .. }) => (3, e.len()),
             Some(PathMatch {
                 prefix: Some(p), ..

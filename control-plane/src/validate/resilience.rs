@@ -202,7 +202,7 @@ impl Validator<'_> {
                         method: (!dots).then(|| v.clone()),
                         kind: g.kind,
                     };
-                    if let Some(Err(why)) = alone.path().compiled_regex() {
+                    if let Some(Err(why)) = alone.compiled() {
                         self.problem(fp, format!("invalid regex: {why}"));
                     }
                 }
