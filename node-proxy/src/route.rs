@@ -95,7 +95,7 @@ enum Text {
     Exact(String),
     Prefix(String),
     Contains(String),
-    Regex(Regex),
+    Regex(Regex, Prefilter),
 }
 
 impl Text {
@@ -105,7 +105,61 @@ impl Text {
             Text::Exact(s) => value == s,
             Text::Prefix(s) => value.starts_with(s.as_str()),
             Text::Contains(s) => value.contains(s.as_str()),
-            Text::Regex(r) => r.is_match(value),
+            Text::Regex(r, pre) => pre.admits(value) && r.is_match(value),
+        }
+    }
+
+    /// A compiled regex; `case_sensitive` as it was compiled (values are
+    /// lowercased before an insensitive one sees them).
+    fn regex(r: Result<Regex, String>, case_sensitive: bool) -> Result<Text, MatchError> {
+        let r = r.map_err(MatchError)?;
+        let pre = Prefilter::of(r.as_str(), case_sensitive);
+        Ok(Text::Regex(r, pre))
+    }
+}
+
+/// The literals every match of an (anchored) regex begins with, when it has
+/// few: a value starting with none of them is refused without running the
+/// regex. A route table of many path regexes mostly fails this way, for
+/// the price of a `starts_with` each (docs/benchmarks.md, "Route tables").
+#[derive(Debug)]
+struct Prefilter(Option<Box<[Box<[u8]>]>>);
+
+impl Prefilter {
+    /// Literals beyond this many are not worth checking one by one.
+    const MAX: usize = 8;
+
+    fn of(pattern: &str, case_sensitive: bool) -> Prefilter {
+        use regex_syntax::hir::literal::{ExtractKind, Extractor};
+        // Parsed as it was compiled: an insensitive regex's literals come
+        // in every case, the lowercased value's among them.
+        let mut parser = regex_syntax::ParserBuilder::new()
+            .case_insensitive(!case_sensitive)
+            .build();
+        let Ok(hir) = parser.parse(pattern) else {
+            return Prefilter(None);
+        };
+        let seq = Extractor::new().kind(ExtractKind::Prefix).extract(&hir);
+        let Some(literals) = seq.literals() else {
+            return Prefilter(None);
+        };
+        if literals.is_empty() || literals.iter().any(|l| l.is_empty()) {
+            return Prefilter(None);
+        }
+        if literals.len() <= Prefilter::MAX {
+            return Prefilter(Some(literals.iter().map(|l| l.as_bytes().into()).collect()));
+        }
+        // Many (`/v[0-9]`): what they all begin with.
+        match seq.longest_common_prefix() {
+            Some(common) if !common.is_empty() => Prefilter(Some(Box::new([common.into()]))),
+            _ => Prefilter(None),
+        }
+    }
+
+    fn admits(&self, value: &str) -> bool {
+        match &self.0 {
+            None => true,
+            Some(literals) => literals.iter().any(|l| value.as_bytes().starts_with(l)),
         }
     }
 }
@@ -281,7 +335,7 @@ fn path(p: &PathMatch) -> Result<PathCond, MatchError> {
     let text = match (&p.exact, &p.prefix, p.compiled_regex()) {
         (Some(e), _, _) => Text::Exact(fold(e, p.case_sensitive)),
         (None, Some(pre), _) => Text::Prefix(fold(pre, p.case_sensitive)),
-        (None, None, Some(r)) => Text::Regex(r.map_err(MatchError)?),
+        (None, None, Some(r)) => Text::regex(r, p.case_sensitive)?,
         (None, None, None) => {
             return Err(MatchError(
                 "path match without exact, prefix or regex".into(),
@@ -304,7 +358,7 @@ fn header(h: &HeaderMatch) -> Result<HeaderCond, MatchError> {
     } else if let Some(v) = &h.contains {
         Test::Value(Text::Contains(fold(v, cs)))
     } else if let Some(compiled) = h.compiled_regex() {
-        Test::Value(Text::Regex(compiled.map_err(MatchError)?))
+        Test::Value(Text::regex(compiled, cs)?)
     } else if let Some(present) = h.present {
         if present { Test::Present } else { Test::Absent }
     } else {
@@ -324,7 +378,7 @@ fn query(q: &QueryMatch) -> Result<QueryCond, MatchError> {
     let test = if let Some(v) = &q.exact {
         Test::Value(Text::Exact(v.clone()))
     } else if let Some(compiled) = q.compiled_regex() {
-        Test::Value(Text::Regex(compiled.map_err(MatchError)?))
+        Test::Value(Text::regex(compiled, true)?)
     } else if let Some(present) = q.present {
         if present { Test::Present } else { Test::Absent }
     } else {
@@ -337,4 +391,25 @@ fn query(q: &QueryMatch) -> Result<QueryCond, MatchError> {
         name: q.name.clone(),
         test,
     })
+}
+
+#[cfg(test)]
+mod prefilter_tests {
+    use super::Prefilter;
+
+    #[test]
+    fn literals_every_match_begins_with() {
+        let p = Prefilter::of("^(?:/api/v[0-9]+/item-3/.*)$", true);
+        assert!(p.admits("/api/v2/item-3/x") && !p.admits("/") && !p.admits("/API/v2"));
+        let p = Prefilter::of("^(?:/(a|b)/x)$", true);
+        assert!(p.admits("/a/x") && p.admits("/b/x") && !p.admits("/b/") && !p.admits("/c/x"));
+        // Insensitive: the lowercased value passes.
+        let p = Prefilter::of("^(?:/API/.*)$", false);
+        assert!(p.admits("/api/x"));
+        // Nothing every match begins with: no filter.
+        for open in ["^(?:.*x)$", "^(?:[a-z]+/x)$", "^(?:[a-z]*)$"] {
+            let p = Prefilter::of(open, true);
+            assert!(p.admits("/zzz"), "{open}");
+        }
+    }
 }

@@ -27,6 +27,9 @@ pub struct Request<'h, 'b> {
     /// The request target as sent, with the query; the path forwards only
     /// canonical ones (`crate::canonical::is_canonical`).
     pub target: &'b str,
+    /// The target's path (without the query), found once: a route table
+    /// reads it once per rule.
+    path: &'b str,
     pub headers: &'h [Header<'b>],
 }
 
@@ -63,6 +66,7 @@ impl<'h, 'b> Request<'h, 'b> {
             Request {
                 method,
                 target,
+                path: target.split_once('?').map_or(target, |(p, _)| p),
                 headers,
             },
             len,
@@ -140,7 +144,7 @@ impl RequestView for Request<'_, '_> {
     }
 
     fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or(self.target)
+        self.path
     }
 
     fn raw_host(&self) -> Option<&str> {
