@@ -42,9 +42,7 @@ openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key
   -CAcreateserial -days 2 -extfile "$WORK/san.ext" -out "$WORK/server.pem" 2>/dev/null
 cat "$WORK/server.pem" "$WORK/server.key" >"$WORK/server.combined.pem"
 
-nginx_backend "$WORK/backend" "$BLUE_PORT:blue" "$GREEN_PORT:green"
-start_bg backend "$WORK/backend.log" $(pin "$LOAD_CPU") nginx -p "$WORK/backend" -c nginx.conf -g 'daemon off;'
-wait_tcp 127.0.0.1 "$BLUE_PORT"
+split_backends
 
 mkdir -p "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<CONF

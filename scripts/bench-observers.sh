@@ -34,9 +34,7 @@ stop_observers() {
 }
 trap 'stop_observers; bench_cleanup' EXIT
 
-nginx_backend "$WORK/backend" "$BLUE_PORT:blue" "$GREEN_PORT:green"
-start_bg backend "$WORK/backend.log" $(pin "$LOAD_CPU") nginx -p "$WORK/backend" -c nginx.conf -g 'daemon off;'
-wait_tcp 127.0.0.1 "$BLUE_PORT"
+split_backends
 start_control_plane "$WORK"
 {
   split_yaml "127.0.0.1:$BLUE_PORT" "127.0.0.1:$GREEN_PORT"
@@ -44,14 +42,7 @@ start_control_plane "$WORK"
 } >"$WORK/bench.yaml"
 "$bin" apply -f "$WORK/bench.yaml" >/dev/null
 URL="http://$("$bin" get service checkout -o json | jq -r .status.vip)/"
-start_bg node "$WORK/node.log" $(pin "$PROXY_CPU") "$bin" --log warn --worker-threads 1 node \
-  --network bench --data-dir "$WORK/node" --bpf-pin-dir "$pins" --datapath ebpf \
-  --admin-listen 127.0.0.1:0 --access-log off --flows true --drain-seconds 1 \
-  --join-token "$("$bin" network join-token bench)"
-for _ in $(seq 100); do
-  [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' "$URL")" = 200 ] && break
-  sleep 0.1
-done
+bench_node "$URL"
 
 attach() {
   for _ in 1 2 3 4 5; do

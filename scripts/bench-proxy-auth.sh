@@ -45,9 +45,7 @@ WL_CG=$CG2/trellis-bench-wl-$$
 mkdir "$WL_CG"
 trap 'bench_cleanup; rmdir "$WL_CG" 2>/dev/null; true' EXIT
 
-nginx_backend "$WORK/backend" "$BLUE_PORT:blue" "$GREEN_PORT:green"
-start_bg backend "$WORK/backend.log" $(pin "$LOAD_CPU") nginx -p "$WORK/backend" -c nginx.conf -g 'daemon off;'
-wait_tcp 127.0.0.1 "$BLUE_PORT"
+split_backends
 
 start_control_plane "$WORK"
 service() { # name authType extra-spec

@@ -30,9 +30,7 @@ BLUE_PORT=${BLUE_PORT:-18081} GREEN_PORT=${GREEN_PORT:-18082}
 require_free_tcp "$BLUE_PORT" "$GREEN_PORT"
 bench_setup rules
 
-nginx_backend "$WORK/backend" "$BLUE_PORT:blue" "$GREEN_PORT:green"
-start_bg backend "$WORK/backend.log" $(pin "$LOAD_CPU") nginx -p "$WORK/backend" -c nginx.conf -g 'daemon off;'
-wait_tcp 127.0.0.1 "$BLUE_PORT"
+split_backends
 start_control_plane "$WORK"
 table() {
   {
@@ -45,14 +43,7 @@ table() {
 }
 table 1
 URL="http://$("$bin" get service checkout -o json | jq -r .status.vip)/"
-start_bg node "$WORK/node.log" $(pin "$PROXY_CPU") "$bin" --log warn --worker-threads 1 node \
-  --network bench --data-dir "$WORK/node" --bpf-pin-dir "$pins" --datapath ebpf \
-  --admin-listen 127.0.0.1:0 --access-log off --flows true --drain-seconds 1 \
-  --join-token "$("$bin" network join-token bench)"
-for _ in $(seq 100); do
-  [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' "$URL")" = 200 ] && break
-  sleep 0.1
-done
+bench_node "$URL"
 
 declare -A RPS P50 P99 ERR CPU
 for ((round = 1; round <= ROUNDS; round++)); do

@@ -130,6 +130,29 @@ bench_cleanup() {
   rm -rf "$WORK"
 }
 
+# split_backends: the shared harness's nginx backend on LOAD_CPU, answering
+# `blue` on BLUE_PORT and `green` on GREEN_PORT (needs WORK and its lib).
+split_backends() {
+  nginx_backend "$WORK/backend" "$BLUE_PORT:blue" "$GREEN_PORT:green"
+  start_bg backend "$WORK/backend.log" $(pin "$LOAD_CPU") nginx -p "$WORK/backend" -c nginx.conf -g 'daemon off;'
+  wait_tcp 127.0.0.1 "$BLUE_PORT"
+}
+
+# bench_node URL: `trellis node` of network `bench` alone on PROXY_CPU (one
+# worker, eBPF datapath pinned at $pins, access log off, flows on as
+# shipped), returning once URL answers 200 through it.
+bench_node() {
+  start_bg node "$WORK/node.log" $(pin "$PROXY_CPU") "$bin" --log warn --worker-threads 1 node \
+    --network bench --data-dir "$WORK/node" --bpf-pin-dir "$pins" --datapath ebpf \
+    --admin-listen 127.0.0.1:0 --access-log off --flows true --drain-seconds 1 \
+    --join-token "$("$bin" network join-token bench)"
+  for _ in $(seq 100); do
+    [ "$(curl -s -m 1 -o /dev/null -w '%{http_code}' "$1")" = 200 ] && return 0
+    sleep 0.1
+  done
+  die "the node never answered $1"
+}
+
 # split_yaml BLUE GREEN: network and service network `bench`, and target
 # groups `blue` and `green` (health checks off) on host:port BLUE and GREEN.
 split_yaml() {

@@ -215,7 +215,9 @@ impl Proxy {
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         if let h1::Served::HandOver(io) = h1::serve(self, &conn, io, stop).await {
-            self.serve_hyper(l, conn, io, watcher).await;
+            // Boxed: hyper's connection state is allocated for the
+            // connections handed to it, not reserved in every one's task.
+            Box::pin(self.serve_hyper(l, conn, io, watcher)).await;
         }
     }
 

@@ -12,8 +12,11 @@ use tokio::net::TcpStream;
 
 /// Idle connections older than this are closed (hyper-util's pool: 90 s).
 const IDLE_FOR: Duration = Duration::from_secs(90);
-/// Idle connections kept per target; beyond, the oldest are closed.
-const PER_TARGET: usize = 256;
+/// Idle connections kept per target; beyond, the oldest are closed. Idle
+/// client connections give theirs back here (`h1`), so this bounds what a
+/// node holds open to a target however many clients sit idle (nginx's
+/// `keepalive` is per worker and often 32-128).
+const PER_TARGET: usize = 64;
 
 #[derive(Default)]
 pub struct Pool {

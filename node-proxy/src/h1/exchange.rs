@@ -138,19 +138,23 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 Ok(Err(e)) => return Err(failed(e.to_string())),
                 Ok(Ok(_)) => {}
             }
-            let mut headers = head::uninit();
-            let len = match head::Response::parse(&self.rbuf, &mut headers) {
-                Ok(None) if self.rbuf.len() < MAX_HEADER_BYTES => continue,
-                Ok(None) => return Err(failed("response head too large".into())),
-                Err(e) => return Err(failed(format!("malformed response head: {e}"))),
-                // 1xx: the client gets it, then the final response follows.
-                // (Nothing is sent again once a response began: `out` is free.)
-                Ok(Some((resp, len))) if matches!(resp.status, 100 | 102..=199) => {
-                    self.out.clear();
-                    resp.write(&mut self.out, false);
-                    len
+            // Scoped: the parse slots never live across the await below.
+            let len = {
+                let mut headers = head::uninit();
+                match head::Response::parse(&self.rbuf, &mut headers) {
+                    Ok(None) if self.rbuf.len() < MAX_HEADER_BYTES => continue,
+                    Ok(None) => return Err(failed("response head too large".into())),
+                    Err(e) => return Err(failed(format!("malformed response head: {e}"))),
+                    // 1xx: the client gets it, then the final response
+                    // follows. (Nothing is sent again once a response began:
+                    // `out` is free.)
+                    Ok(Some((resp, len))) if matches!(resp.status, 100 | 102..=199) => {
+                        self.out.clear();
+                        resp.write(&mut self.out, false);
+                        len
+                    }
+                    Ok(Some(_)) => return Ok(stream),
                 }
-                Ok(Some(_)) => return Ok(stream),
             };
             self.rbuf.advance(len);
             if send(&mut self.io, &self.out, t).await.is_err() {
@@ -170,30 +174,44 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         stop: &CancellationToken,
     ) -> Step {
         let t = &listener.timeouts;
-        let mut headers = head::uninit();
         let addr = lease.target().addr;
-        let Ok(Some((resp, len))) = head::Response::parse(&self.rbuf, &mut headers) else {
-            let why = "no response head".into();
-            return self
-                .refuse_plan(plan, t, ForwardError::Failed { addr, why })
-                .await;
+        // The head is parsed and written out in this block: its parse slots
+        // (a few KB) never live across an await, so the request's future
+        // does not carry them.
+        let head = {
+            let mut headers = head::uninit();
+            match head::Response::parse(&self.rbuf, &mut headers) {
+                Ok(Some((resp, len))) => {
+                    let (status, body) = (resp.status, resp.body(plan.head_request));
+                    match body {
+                        Some(body) if status != 101 => {
+                            let keep = resp.keep_alive && body != Body::UntilClose;
+                            let close =
+                                plan.close || body == Body::UntilClose || stop.is_cancelled();
+                            self.out.clear();
+                            resp.write(&mut self.out, close);
+                            self.rbuf.advance(len);
+                            Ok((status, body, keep, close))
+                        }
+                        _ => Err((Some(status), "a response this proxy cannot frame")),
+                    }
+                }
+                _ => Err((None, "no response head")),
+            }
         };
-        let (status, body) = (resp.status, resp.body(plan.head_request));
-        crate::forward::observe(self.proxy, &plan.group, lease.target(), status < 500);
-        let body = match body {
-            Some(b) if status != 101 => b,
-            _ => {
-                let why = "a response this proxy cannot frame".into();
+        let (status, body, keep, close) = match head {
+            Ok(head) => head,
+            Err((status, why)) => {
+                if let Some(status) = status {
+                    crate::forward::observe(self.proxy, &plan.group, lease.target(), status < 500);
+                }
+                let why = why.into();
                 return self
                     .refuse_plan(plan, t, ForwardError::Failed { addr, why })
                     .await;
             }
         };
-        let keep = resp.keep_alive && body != Body::UntilClose;
-        let close = plan.close || body == Body::UntilClose || stop.is_cancelled();
-        self.out.clear();
-        resp.write(&mut self.out, close);
-        self.rbuf.advance(len);
+        crate::forward::observe(self.proxy, &plan.group, lease.target(), status < 500);
         plan.rec.entry.status = status;
 
         let mut relayed = Relayed {

@@ -43,6 +43,9 @@ use trellis_api::resource::{ProtocolVersion, TargetProtocol, TimeLimits};
 const READ_CHUNK: usize = 16 * 1024;
 /// Target connections a client connection keeps between its requests.
 const HELD: usize = 4;
+/// A client connection idle this long gives back what only a request
+/// needs: its buffers, and its target connections to the node's pool.
+const SHED_AFTER: Duration = Duration::from_secs(1);
 /// A closing client gets this long to take our FIN.
 const SHUTDOWN: Duration = Duration::from_secs(1);
 /// How long a connection idle at a drain waits for its next request.
@@ -69,11 +72,24 @@ where
         rbuf: BytesMut::new(),
         held: Vec::new(),
         fixed: None,
+        shed: false,
     };
     let mut stopped = std::pin::pin!(stop.cancelled());
     let step = loop {
-        match s.exchange(stop, stopped.as_mut()).await {
-            Step::Next => {}
+        // Busy: requests one after another. Their state (parse slots, a
+        // forward's timers, the record) is boxed once per busy spell, so an
+        // idle connection's task carries only what waiting needs.
+        match Box::pin(s.busy(stop, stopped.as_mut())).await {
+            // Idle, its buffers and target connections given back: the
+            // next bytes are awaited with the small state, then busy again.
+            Step::Idle => {
+                let Some(timeouts) = proxy.config().listener(conn.dst.0).map(|l| l.timeouts) else {
+                    break Step::HandOver("no-service");
+                };
+                if let Some(step) = s.read_head(&timeouts, stopped.as_mut()).await {
+                    break step;
+                }
+            }
             step => break step,
         }
     };
@@ -96,6 +112,8 @@ where
 
 enum Step {
     Next,
+    /// Idle long enough to have shed what it held.
+    Idle,
     Close,
     /// Why, a metric label.
     HandOver(&'static str),
@@ -115,6 +133,9 @@ struct Session<'a, I> {
     /// The headers every request of this connection gets, for the listener
     /// they were made for (a new snapshot brings a new listener).
     fixed: Option<(Arc<Listener>, Vec<u8>)>,
+    /// Idle since it gave its buffers and target connections back: reads
+    /// start small again.
+    shed: bool,
 }
 
 /// Why the HTTP/1.1 path does not take a request.
@@ -156,6 +177,20 @@ struct Plan {
 }
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
+    /// Exchanges until the connection ends, is handed over, or idles.
+    async fn busy(
+        &mut self,
+        stop: &CancellationToken,
+        mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
+    ) -> Step {
+        loop {
+            match self.exchange(stop, stopped.as_mut()).await {
+                Step::Next => {}
+                step => return step,
+            }
+        }
+    }
+
     async fn exchange(
         &mut self,
         stop: &CancellationToken,
@@ -231,7 +266,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         t: &TimeLimits,
         mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Option<Step> {
-        let mut deadline = tokio::time::Instant::now() + t.header_read;
+        let started = tokio::time::Instant::now();
+        let mut deadline = started + t.header_read;
         let mut draining = false;
         loop {
             if !self.buf.is_empty() {
@@ -248,8 +284,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 }
             }
             let idle = self.buf.is_empty();
-            self.buf.reserve(READ_CHUNK);
-            let read = timeout_at(deadline, self.io.read_buf(&mut self.buf));
+            if !self.shed {
+                self.buf.reserve(READ_CHUNK);
+            }
+            // One timer: the head's deadline, or sooner the moment an idle
+            // connection sheds what it holds.
+            let shed_at = (idle && !self.shed && !draining)
+                .then(|| started + SHED_AFTER)
+                .filter(|at| *at < deadline);
+            let read = timeout_at(shed_at.unwrap_or(deadline), self.io.read_buf(&mut self.buf));
             let read = if idle && !draining {
                 tokio::select! {
                     r = read => r,
@@ -268,10 +311,28 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                 read.await
             };
             match read {
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(n)) if n > 0 => self.shed = false,
+                Err(_) if shed_at.is_some() => {
+                    self.shed();
+                    return Some(Step::Idle);
+                }
                 _ => return Some(Step::Close),
             }
         }
+    }
+
+    /// An idle connection keeps the socket and this small state: its
+    /// buffers go (the next read starts with a few bytes' room, then grows
+    /// to a chunk) and its target connections go to the node's pool for
+    /// whichever client connection needs one next.
+    fn shed(&mut self) {
+        for (addr, stream) in self.held.drain(..) {
+            self.proxy.pool.put(addr, stream);
+        }
+        self.buf = BytesMut::new();
+        self.rbuf = BytesMut::new();
+        self.out = Vec::new();
+        self.shed = true;
     }
 
     /// Routes the head in `buf` and writes the target's head into `out`;

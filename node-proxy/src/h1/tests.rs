@@ -372,3 +372,64 @@ async fn the_first_unusual_request_hands_the_connection_to_hyper() {
 fn the_empty_payload_hash_is_sha256_of_nothing() {
     assert_eq!(crate::auth::sigv4::sha256_hex(b""), super::EMPTY_SHA256);
 }
+
+#[tokio::test]
+async fn an_idle_client_gives_its_target_connection_to_the_next() {
+    let (addr, seen) = target().await;
+    let proxy = proxy(addr);
+    let (mut first, _) = connect(&proxy).await;
+    let mut buf = Vec::new();
+    first
+        .write_all(b"GET /len HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        response(&mut first, &mut buf)
+            .await
+            .0
+            .starts_with("HTTP/1.1 200")
+    );
+    // Idle past SHED_AFTER: its target connection goes to the pool...
+    tokio::time::sleep(super::SHED_AFTER + Duration::from_millis(300)).await;
+    let (mut second, _) = connect(&proxy).await;
+    let mut buf2 = Vec::new();
+    second
+        .write_all(b"GET /len HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        response(&mut second, &mut buf2)
+            .await
+            .0
+            .starts_with("HTTP/1.1 200")
+    );
+    // ...where another client connection's request found it.
+    let ports: Vec<u16> = seen.lock().unwrap().iter().map(|(p, _)| *p).collect();
+    assert_eq!(ports.len(), 2);
+    assert_eq!(ports[0], ports[1], "one target connection for both clients");
+    // The idle one, woken, is served as before (its buffers grow back).
+    first
+        .write_all(b"GET /len?again HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = response(&mut first, &mut buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(String::from_utf8_lossy(&body).contains("/len?again"));
+}
+
+/// What every idle client connection carries is the task waiting for its
+/// next bytes: a request's state is boxed per busy spell (docs/benchmarks.md,
+/// "Memory per idle connection"). A regression guard on that size.
+#[tokio::test]
+async fn an_idle_connection_task_stays_small() {
+    let (addr, _) = target().await;
+    let proxy = proxy(addr);
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+    let (server, peer) = l.accept().await.unwrap();
+    let conn = Conn::new(1, peer, OrigDstAddr(VIP.parse().unwrap()));
+    let stop = CancellationToken::new();
+    let serving = serve(&proxy, &conn, server, &stop);
+    let size = std::mem::size_of_val(&serving);
+    assert!(size <= 1024, "h1::serve's future is {size} bytes");
+}
