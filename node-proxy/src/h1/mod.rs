@@ -322,16 +322,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     }
 
     /// An idle connection keeps the socket and this small state: its
-    /// buffers go (the next read starts with a few bytes' room, then grows
-    /// to a chunk) and its target connections go to the node's pool for
-    /// whichever client connection needs one next.
+    /// buffers and the connection's header bytes go (the next read starts
+    /// with a few bytes' room, then grows to a chunk) and its target
+    /// connections go to the node's pool for whichever client connection
+    /// needs one next.
     fn shed(&mut self) {
-        for (addr, stream) in self.held.drain(..) {
+        for (addr, stream) in std::mem::take(&mut self.held) {
             self.proxy.pool.put(addr, stream);
         }
         self.buf = BytesMut::new();
         self.rbuf = BytesMut::new();
         self.out = Vec::new();
+        // Made again for the next request's listener.
+        self.fixed = None;
         self.shed = true;
     }
 
