@@ -91,7 +91,9 @@ async fn finish(mut values: Vec<Value>, notes: Notes, common: &Common) -> Result
         }
     }
     if values.is_empty() {
-        bail!("nothing to import");
+        bail!(
+            "nothing to import: the input holds no document of a kind this command reads (see `trellis import gateway-api --help` or `trellis import lattice --help`)"
+        );
     }
     if !common.apply {
         let docs: Vec<String> = values.iter().map(to_yaml).collect();

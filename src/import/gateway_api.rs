@@ -291,7 +291,7 @@ impl Importer<'_> {
                     self.unknown(doc, "spec.rules[0]", r, &["name", "backendRefs"]);
                 }
                 (
-                    self.forward(doc, "spec.rules[0]", &first, rk, &mut Map::new()),
+                    self.forward(doc, "spec.rules[0]", &first, rk, Map::new()),
                     Vec::new(),
                 )
             }
@@ -349,8 +349,7 @@ impl Importer<'_> {
             for (j, m) in matches.iter().enumerate() {
                 let mp = format!("{rp}.matches[{j}]");
                 for (variant, cond) in self.condition(doc, &mp, m, rk) {
-                    let mut action = Map::new();
-                    let action = self.action(doc, &rp, rule, rk, variant, &mut action);
+                    let action = self.action(doc, &rp, rule, rk, variant);
                     let suffix = match (matches.len(), variant) {
                         (1, Variant::Exact) => "-exact".to_string(),
                         (1, _) => String::new(),
@@ -487,14 +486,14 @@ impl Importer<'_> {
         rule: &Value,
         rk: RouteKind,
         variant: Variant,
-        action: &mut Map<String, Value>,
     ) -> Value {
+        let mut action = Map::new();
         for (k, f) in list(rule, "filters").iter().enumerate() {
             let fp = format!("{rp}.filters[{k}]");
-            self.filter(doc, &fp, f, rk, variant, action);
+            self.filter(doc, &fp, f, rk, variant, &mut action);
         }
         if action.contains_key("redirect") {
-            return Value::Object(action.clone());
+            return Value::Object(action);
         }
         if let Some(t) = rule.get("timeouts") {
             let tp = format!("{rp}.timeouts");
@@ -671,7 +670,7 @@ impl Importer<'_> {
         rp: &str,
         rule: &Value,
         rk: RouteKind,
-        action: &mut Map<String, Value>,
+        mut action: Map<String, Value>,
     ) -> Value {
         let mut forward = Vec::new();
         for (k, b) in list(rule, "backendRefs").iter().enumerate() {
@@ -691,7 +690,7 @@ impl Importer<'_> {
             return json!({"fixedResponse": {"statusCode": 500}});
         }
         action.insert("forward".into(), json!(forward));
-        Value::Object(action.clone())
+        Value::Object(action)
     }
 
     /// The target group a backendRef stands for, made when new.

@@ -193,18 +193,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
                             self.rbuf.advance(len);
                             Ok((status, body, keep, close))
                         }
-                        _ => Err((Some(status), "a response this proxy cannot frame")),
+                        _ => Err("a response this proxy cannot frame"),
                     }
                 }
-                _ => Err((None, "no response head")),
+                _ => Err("no response head"),
             }
         };
         let (status, body, keep, close) = match head {
             Ok(head) => head,
-            Err((status, why)) => {
-                if let Some(status) = status {
-                    crate::forward::observe(self.proxy, &plan.group, lease.target(), status < 500);
-                }
+            Err(why) => {
+                // No head, or one this proxy cannot frame: the target failed.
+                crate::forward::observe(self.proxy, &plan.group, lease.target(), false);
                 let why = why.into();
                 return self
                     .refuse_plan(plan, t, ForwardError::Failed { addr, why })
