@@ -12,23 +12,22 @@
 //! life, before anything of that request went anywhere. hyper's path stays
 //! the one place that answers the unusual; this one stays small.
 
+mod authorize;
 mod exchange;
 pub(crate) mod head;
 mod rewind;
 
 pub use rewind::Rewind;
 
-use crate::auth::{self, Guard, Inbound};
 use crate::config::{Action, Config, Listener};
 use crate::forward::idempotent;
-use crate::guard::{self, Decided, Denied};
+use crate::guard::Denied;
 use crate::headers::{connection_headers, request_headers};
 use crate::proxy::{Conn, MAX_HEADER_BYTES, Proxy};
 use crate::record::Record;
 use crate::refusal::Refusal;
 use crate::targets::Group;
 use bytes::{Buf, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -37,7 +36,7 @@ use tokio::net::TcpStream;
 use tokio::time::timeout_at;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use tracing::Instrument;
-use trellis_api::resource::{ProtocolVersion, TargetProtocol, TimeLimits};
+use trellis_api::resource::{ProtocolVersion, TargetProtocol};
 
 /// Room made for each read from a socket.
 const READ_CHUNK: usize = 16 * 1024;
@@ -59,11 +58,21 @@ pub enum Served<I> {
 
 /// Serves requests on `io` until the client closes, a timeout, `stop`, or
 /// a request for hyper.
-pub async fn serve<I>(proxy: &Arc<Proxy>, conn: &Conn, io: I, stop: &CancellationToken) -> Served<I>
+///
+/// Not an `async fn`: its future would hold the arguments and then the
+/// session made of them (an `async fn` keeps its arguments apart from the
+/// locals they move to); this block holds the session alone, in every idle
+/// connection's task.
+pub fn serve<'a, I>(
+    proxy: &'a Arc<Proxy>,
+    conn: &'a Conn,
+    io: I,
+    stop: &'a CancellationToken,
+) -> impl Future<Output = Served<I>> + 'a
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin + 'a,
 {
-    let mut s = Session {
+    let mut session = Session {
         proxy,
         conn,
         io,
@@ -74,38 +83,45 @@ where
         fixed: None,
         shed: false,
     };
-    let mut stopped = std::pin::pin!(stop.cancelled());
-    let step = loop {
-        // Busy: requests one after another. Their state (parse slots, a
-        // forward's timers, the record) is boxed once per busy spell, so an
-        // idle connection's task carries only what waiting needs.
-        match Box::pin(s.busy(stop, stopped.as_mut())).await {
-            // Idle, its buffers and target connections given back: the
-            // next bytes are awaited with the small state, then busy again.
-            Step::Idle => {
-                let Some(timeouts) = proxy.config().listener(conn.dst.0).map(|l| l.timeouts) else {
-                    break Step::HandOver("no-service");
-                };
-                if let Some(step) = s.read_head(&timeouts, stopped.as_mut()).await {
-                    break step;
+    async move {
+        let s = &mut session;
+        let mut stopped = std::pin::pin!(stop.cancelled());
+        let step = loop {
+            // Busy: requests one after another. Their state (parse slots, a
+            // forward's timers, the record) is boxed once per busy spell, so an
+            // idle connection's task carries only what waiting needs.
+            match Box::pin(s.busy(stop, stopped.as_mut())).await {
+                // Idle, its buffers and target connections given back: the
+                // next bytes are awaited with the small state, then busy again.
+                Step::Idle => {
+                    let Some(limit) = proxy
+                        .config()
+                        .listener(conn.dst.0)
+                        .map(|l| l.timeouts.header_read)
+                    else {
+                        break Step::HandOver("no-service");
+                    };
+                    if let Some(step) = s.read_head(limit, stopped.as_mut()).await {
+                        break step;
+                    }
                 }
+                step => break step,
             }
-            step => break step,
+        };
+        for (addr, stream) in s.held.drain(..) {
+            proxy.pool.put(addr, stream);
         }
-    };
-    for (addr, stream) in s.held.drain(..) {
-        proxy.pool.put(addr, stream);
-    }
-    match step {
-        Step::HandOver(reason) => {
-            let labels = crate::metrics::ReasonLabels { reason };
-            proxy.metrics.handovers.get_or_create(&labels).inc();
-            tracing::debug!(reason, "HTTP connection handed to hyper");
-            Served::HandOver(Rewind::new(s.buf.freeze(), s.io))
-        }
-        _ => {
-            let _ = tokio::time::timeout(SHUTDOWN, s.io.shutdown()).await;
-            Served::Closed
+        match step {
+            Step::HandOver(reason) => {
+                let labels = crate::metrics::ReasonLabels { reason };
+                proxy.metrics.handovers.get_or_create(&labels).inc();
+                tracing::debug!(reason, "HTTP connection handed to hyper");
+                Served::HandOver(Rewind::new(session.buf.freeze(), session.io))
+            }
+            _ => {
+                let _ = tokio::time::timeout(SHUTDOWN, session.io.shutdown()).await;
+                Served::Closed
+            }
         }
     }
 }
@@ -196,11 +212,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         stop: &CancellationToken,
         stopped: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Step {
-        let timeouts = match self.proxy.config().listener(self.conn.dst.0) {
-            Some(l) => l.timeouts,
+        let header_read = match self.proxy.config().listener(self.conn.dst.0) {
+            Some(l) => l.timeouts.header_read,
             None => return Step::HandOver("no-service"),
         };
-        if let Some(step) = self.read_head(&timeouts, stopped).await {
+        if let Some(step) = self.read_head(header_read, stopped).await {
             return step;
         }
         // The rest of the exchange is one request's: its log lines say so.
@@ -263,11 +279,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
     /// closed when it is over.
     async fn read_head(
         &mut self,
-        t: &TimeLimits,
+        header_read: Duration,
         mut stopped: Pin<&mut WaitForCancellationFuture<'_>>,
     ) -> Option<Step> {
         let started = tokio::time::Instant::now();
-        let mut deadline = started + t.header_read;
+        let mut deadline = started + header_read;
         let mut draining = false;
         loop {
             if !self.buf.is_empty() {
@@ -457,72 +473,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Session<'_, I> {
         Ok(plan)
     }
 }
-
-impl<I> Session<'_, I> {
-    /// A request to a service with auth, decided on this path: a request
-    /// whose signed body would have to be read first is hyper's (it buffers
-    /// it), so is one with a body whose hash is signed; the rest (an empty
-    /// body, or `UNSIGNED-PAYLOAD`) is decided from the head alone.
-    fn authorize<'g>(
-        &self,
-        config: &Config,
-        listener: &Listener,
-        guard: &'g Guard,
-        req: &head::Request<'_, '_>,
-        framing: &head::Framing,
-    ) -> Result<Decided<'g>, NoPlan> {
-        let mut headers = HeaderMap::with_capacity(req.headers.len());
-        for h in req.headers {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| "auth")?;
-            let value = HeaderValue::from_bytes(h.value).map_err(|_| "auth")?;
-            headers.append(name, value);
-        }
-        // Read as hyper's side reads it: without what clients may not send.
-        crate::headers::strip_reserved(&mut headers);
-        let signed_body = auth::needs_body_first(&headers)
-            || headers
-                .get("x-amz-content-sha256")
-                .is_some_and(|v| v.as_bytes() != b"UNSIGNED-PAYLOAD");
-        if signed_body && framing.content_length > 0 {
-            return Err(NoPlan::HandOver("auth-body"));
-        }
-        let method = Method::from_bytes(req.method.as_bytes()).map_err(|_| "auth")?;
-        // The target is canonical here: what was signed is what is read.
-        let (path, query) = match req.target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (req.target, None),
-        };
-        let inbound = Inbound {
-            method: &method,
-            path,
-            query,
-            signed_path: path,
-            signed_query: query,
-            headers: &headers,
-            authority: None,
-            // No body: its hash is known without reading anything.
-            body_sha256: (framing.content_length == 0).then_some(EMPTY_SHA256),
-        };
-        let refused = |d| {
-            let seen = self
-                .proxy
-                .access_log
-                .enabled()
-                .then(|| (req.method.to_string(), path.to_string()));
-            NoPlan::Denied(d, seen)
-        };
-        let decided =
-            guard::decide(config, listener, guard, self.conn, &inbound).map_err(refused)?;
-        if let Some(want) = &decided.body_hash {
-            guard::body_matches(want, b"").map_err(refused)?;
-        }
-        Ok(decided)
-    }
-}
-
-/// The SHA-256 of no bytes, in hex: the payload hash of a request without
-/// a body.
-const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// A group this path can reach: of this network, plain HTTP/1.1.
 fn plain_http1(g: &Group) -> bool {
