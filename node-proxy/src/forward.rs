@@ -438,7 +438,9 @@ pub(crate) async fn through_gateway(
     .map_err(|e| ForwardError::Tunnel(TunnelError::Request(e.to_string())))?;
     parts.version = Version::HTTP_2;
     let req = Request::from_parts(parts, body);
-    let sent = tokio::time::timeout(timeout, tunnels.send(network, req)).await;
+    // Boxed: a tunnel's send (6.4 KB of state) would otherwise be carried,
+    // and copied at every move, by every request's future.
+    let sent = tokio::time::timeout(timeout, Box::pin(tunnels.send(network, req))).await;
     rec.entry.upstream_ms = rec.start.elapsed().as_secs_f64() * 1000.0;
     match sent {
         Ok(Ok(resp)) => {
