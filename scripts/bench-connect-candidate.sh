@@ -12,6 +12,7 @@ bin=${TRELLIS_BIN:-$(dirname "$0")/../target/release/trellis}
 pins=/sys/fs/bpf/trellis-bench-connect-$$
 sleeper=
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   [ -z "$sleeper" ] || kill "$sleeper" 2>/dev/null || true
   "$bin" --log warn datapath cleanup --datapath ebpf --pin-dir "$pins" >/dev/null 2>&1 || true
   rm -rf "$pins" 2>/dev/null || true

@@ -13,8 +13,9 @@ build_release
 
 work=$(mktemp -d /tmp/trellis-bench.XXXXXX)
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+cleanup() { trap '' INT TERM; [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 services_yaml "$n" >"$work/big.yaml"
 echo "generated $(grep -c '^kind:' "$work/big.yaml") documents, $(du -h "$work/big.yaml" | cut -f1)" >&2

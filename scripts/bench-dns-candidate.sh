@@ -12,6 +12,7 @@ n=${BENCH_RECORDS:?}
 work=$(mktemp -d /tmp/trellis-dns-bench.XXXXXX)
 pids=()
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
   rm -rf "$work"

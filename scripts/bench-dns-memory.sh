@@ -12,8 +12,9 @@ source scripts/lib.sh
 build_release
 work=$(mktemp -d /tmp/trellis-dns-mem.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+cleanup() { trap '' INT TERM; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 start_control_plane "$work" --vip-pool-v4 169.254.0.0/16
 pids+=("$CP_PID")

@@ -20,11 +20,13 @@ latency=$PWD/target/release/examples/apply_latency
 work=$(mktemp -d /tmp/trellis-bench-etcd.XXXXXX)
 pids=()
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 etcd_cluster "$work" --max-txn-ops 100000 --max-request-bytes 67108864
 pids+=("${ETCD_PIDS[@]}")

@@ -18,8 +18,9 @@ source scripts/lib.sh
 build_release
 work=$(mktemp -d /tmp/trellis-bench-nets.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+cleanup() { trap '' INT TERM; for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 python3 - "$nets" "$n" >"$work/all.yaml" <<'PY'
 import sys

@@ -15,6 +15,7 @@ pins=/sys/fs/bpf/trellis-mem-$$
 node_pid=
 mounted=
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   [ -n "$node_pid" ] && kill "$node_pid" 2>/dev/null && wait "$node_pid" 2>/dev/null || true
   "$bin" node --network mem --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
   rmdir "$cg" 2>/dev/null || true

@@ -24,6 +24,7 @@ observers=()
 # nothing stays attached to the cgroup root redirecting the VIP to a dead
 # port, and no directory (with its CA key and token) is left behind.
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   for p in "${observers[@]}"; do kill -CONT "$p" 2>/dev/null || true; kill "$p" 2>/dev/null || true; done
   # Under `set -e`: every step may fail (its process already gone) and
   # must not end the cleanup.

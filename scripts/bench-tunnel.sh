@@ -34,6 +34,7 @@ WORK=$(mktemp -d /tmp/bench-tunnel.XXXXXX)
 pins_east=/sys/fs/bpf/trellis-bench-east-$$ pins_west=/sys/fs/bpf/trellis-bench-west-$$
 cg_root=/run/trellis/cgroup2
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   stop_all_bg
   for p in "$pins_east" "$pins_west"; do
     "$bin" node --network x --cleanup --bpf-pin-dir "$p" >/dev/null 2>&1 || true

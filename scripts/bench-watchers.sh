@@ -19,8 +19,9 @@ sim=$PWD/target/release/examples/watch_sim
 
 work=$(mktemp -d /tmp/trellis-bench-watch.XXXXXX)
 pid=""
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
+cleanup() { trap '' INT TERM; [ -n "$pid" ] && kill "$pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 services_yaml "$n" >"$work/big.yaml"
 # The change: one service's weights, 90/10 -> 50/50.

@@ -18,12 +18,14 @@ command -v prometheus >/dev/null 2>&1 || {
 work=$(mktemp -d /tmp/trellis-dashboard.XXXXXX)
 pids=()
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   # The demo stops what it started on TERM; Prometheus just stops.
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 "$bin" --log warn demo --keep-running > "$work/demo.out" 2>&1 &
 pids+=($!)

@@ -15,11 +15,13 @@ build_release
 work=$(mktemp -d /tmp/trellis-ha.XXXXXX)
 pids=()
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$work"
 }
-trap cleanup EXIT INT TERM
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 etcd_cluster "$work"
 pids+=("${ETCD_PIDS[@]}")

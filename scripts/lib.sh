@@ -124,6 +124,7 @@ bench_setup() {
   trap 'exit 130' INT TERM
 }
 bench_cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   stop_all_bg
   "$bin" node --network bench --cleanup --bpf-pin-dir "$pins" >/dev/null 2>&1 || true
   kill "${CP_PID:-}" 2>/dev/null || true
