@@ -12,6 +12,7 @@ use crate::resilience::RetryPolicy;
 use crate::targets::{Group, Lease, Target};
 use crate::tunnel::TunnelError;
 use crate::upstream::{Body, HttpClient, TargetClient, empty, error_chain, tls_failed};
+use http::uri::PathAndQuery;
 use http::{Request, Response, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::{Body as _, Incoming};
@@ -270,8 +271,8 @@ pub(crate) async fn to_target(
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let http2 = group.version != trellis_api::resource::ProtocolVersion::Http1;
     parts.version = if http2 {
         Version::HTTP_2
@@ -317,7 +318,13 @@ pub(crate) async fn to_target(
         if proxy.access_log.enabled() {
             rec.entry.target = addr.to_string();
         }
-        let uri = match Uri::try_from(format!("{}://{addr}{path_and_query}", client.scheme())) {
+        // From parts made once (the target's authority, the request's
+        // path): no string formatted and parsed again per request.
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(client.scheme());
+        uri.authority = Some(target.authority.clone());
+        uri.path_and_query = Some(path_and_query.clone());
+        let uri = match Uri::from_parts(uri) {
             Ok(uri) => uri,
             Err(e) => {
                 let why = e.to_string();

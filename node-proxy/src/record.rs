@@ -20,7 +20,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 fn request_id() -> String {
-    format!("{:016x}{:016x}", random() as u64, random() as u64)
+    // By hand, not `format!`: made for every request.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = (u128::from(random() as u64) << 64) | u128::from(random() as u64);
+    (0..32)
+        .rev()
+        .map(|i| char::from(HEX[(n >> (i * 4)) as usize & 15]))
+        .collect()
 }
 
 /// What the log line and the metrics need, filled in as the request goes.
@@ -176,5 +182,22 @@ impl Drop for Observed {
         if let Some(rec) = self.record.take() {
             rec.done(&self.proxy);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_32_hex_digits_and_differ() {
+        let (a, b) = (super::request_id(), super::request_id());
+        for id in [&a, &b] {
+            assert_eq!(id.len(), 32, "{id}");
+            assert!(
+                id.bytes()
+                    .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)),
+                "{id}"
+            );
+        }
+        assert_ne!(a, b);
     }
 }

@@ -50,6 +50,9 @@ impl Health {
 #[derive(Debug)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// `addr` as a URI's authority, made once (hyper's path needs one in
+    /// every request's URI).
+    pub authority: http::uri::Authority,
     health: AtomicU8,
     in_flight: AtomicUsize,
     /// Set when the target left its group and the drain time is over:
@@ -79,6 +82,8 @@ impl Target {
     pub fn new(addr: SocketAddr, health: Health) -> Target {
         Target {
             addr,
+            authority: http::uri::Authority::try_from(addr.to_string())
+                .expect("a socket address is an authority"),
             health: AtomicU8::new(health as u8),
             in_flight: AtomicUsize::new(0),
             drained: CancellationToken::new(),

@@ -27,7 +27,9 @@ struct Key {
 /// statuses seen, as with any Prometheus counter family).
 #[derive(Debug, Default)]
 pub struct RequestCounts {
-    table: RwLock<HashMap<Key, AtomicU64>>,
+    /// foldhash, not SipHash: looked up for every request, with keys
+    /// the config names (nothing a client chooses).
+    table: RwLock<HashMap<Key, AtomicU64, foldhash::fast::RandomState>>,
 }
 
 impl RequestCounts {

@@ -114,10 +114,10 @@ pub enum TargetClient<'a> {
 }
 
 impl TargetClient<'_> {
-    pub fn scheme(&self) -> &'static str {
+    pub fn scheme(&self) -> http::uri::Scheme {
         match self {
-            TargetClient::Plain(_) => "http",
-            TargetClient::Tls(_) => "https",
+            TargetClient::Plain(_) => http::uri::Scheme::HTTP,
+            TargetClient::Tls(_) => http::uri::Scheme::HTTPS,
         }
     }
 
