@@ -180,6 +180,9 @@ fn weighted_rules_through_the_ebpf_redirect_from_the_snat_address() {
     assert_eq!(line["target_group"], "green");
     assert_eq!(line["status"], 200);
     assert_eq!(line["source_network"], "east");
+    // Stamped when written (RFC 3339, UTC, milliseconds).
+    let time = line["time"].as_str().unwrap_or_default();
+    assert!(time.len() == 24 && time.ends_with('Z'), "{line}");
     assert!(log.lines().count() >= 10_521, "one line per request");
 }
 

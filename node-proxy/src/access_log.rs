@@ -124,11 +124,15 @@ impl AccessLog {
         self.tx.is_some() || self.sink.is_some()
     }
 
-    pub fn log(&self, entry: Entry) {
+    /// Offers `entry` to the sink and writes it, stamped with the time, to
+    /// the log: the time only when there is a log (the flows keep theirs,
+    /// and take one request in many).
+    pub fn log(&self, mut entry: Entry) {
         if let Some(sink) = &self.sink {
             sink(&entry);
         }
         if let Some(tx) = &self.tx {
+            entry.time = now_rfc3339();
             if let Err(TrySendError::Full(_)) = tx.try_send(entry) {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }

@@ -2,7 +2,7 @@
 //! the metrics get, filled in as it goes and closed once, when the response
 //! body ends (or the client goes away).
 
-use crate::access_log::{Entry, now_rfc3339};
+use crate::access_log::Entry;
 use crate::config::Listener;
 use crate::metrics::ServiceLabels;
 use crate::proxy::{Conn, Proxy};
@@ -87,7 +87,6 @@ impl Record {
         self.entry.error = error;
         self.entry.duration_ms = self.start.elapsed().as_secs_f64() * 1000.0;
         if proxy.access_log.enabled() {
-            self.entry.time = now_rfc3339();
             proxy.access_log.log(self.entry);
         }
     }
@@ -105,7 +104,6 @@ impl Record {
             })
             .observe(elapsed.as_secs_f64());
         if proxy.access_log.enabled() {
-            self.entry.time = now_rfc3339();
             proxy.access_log.log(self.entry);
         }
     }
