@@ -9,8 +9,9 @@ use crate::h1;
 use crate::metrics::{ProtocolLabels, ReasonLabels};
 use crate::proxy::{Conn, MAX_HEADER_BYTES, Proxy};
 use crate::socket::{self, OrigDstAddr};
+use crate::streams::Streams;
 use crate::tcp::Routed;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::Watcher;
 use std::net::SocketAddr;
@@ -248,25 +249,28 @@ impl Proxy {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        if let Err(e) = watcher.watch(self.http(l, conn, io)).await {
+        let streams = Streams::default();
+        let served = watcher.watch(self.http(l, conn, io, streams.clone()));
+        if let Err(e) = streams.drive(served).await {
             tracing::debug!(error = %e, "connection ended with an error");
         }
     }
 
     /// Serves HTTP/1.1 and HTTP/2 on `io` with hyper, with the listener's
-    /// limits.
+    /// limits; HTTP/2 streams go to `streams`, polled on this task.
     fn http<I>(
         self: &Arc<Self>,
         l: &Listener,
         conn: Arc<Conn>,
         io: I,
+        streams: Streams,
     ) -> impl hyper_util::server::graceful::GracefulConnection<
         Error = Box<dyn std::error::Error + Send + Sync>,
     > + use<I>
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let mut builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(streams);
         builder
             .http1()
             .timer(TokioTimer::new())
@@ -277,8 +281,8 @@ impl Proxy {
             .timer(TokioTimer::new())
             .max_header_list_size(MAX_HEADER_BYTES as u32);
         let proxy = self.clone();
-        // HTTP/2 streams run on their own tasks: each request's span is a
-        // child of the connection's all the same.
+        // HTTP/2 streams are polled apart from the connection's future:
+        // each request's span is a child of the connection's all the same.
         let conn_span = tracing::Span::current();
         let service = hyper::service::service_fn(move |req| {
             let span = tracing::debug_span!(parent: &conn_span, "request");

@@ -47,6 +47,7 @@ pub mod route;
 mod route_tests;
 pub mod socket;
 pub mod split;
+mod streams;
 pub mod targets;
 mod tcp;
 pub mod tls;
