@@ -2,9 +2,7 @@
 //! the way ../shared/bench stops them (TERM to the process group, KILL 3 s
 //! later): no pin under /sys/fs/bpf, no program on the cgroup, no work
 //! directory (they hold a CA key and an API token), no process. Each
-//! script is stopped at once, during its start-up, and once serving. And
-//! the cleanup every benchmark script shares runs to its end under a second
-//! Ctrl-C.
+//! script is stopped at once, during its start-up, and once serving.
 
 mod harness;
 
@@ -154,65 +152,4 @@ fn the_dns_candidate_leaves_no_directory_nor_process() {
         let left: Vec<String> = ours().into_iter().filter(|d| !before.contains(d)).collect();
         assert!(left.is_empty(), "{moment}: {left:?} left in /tmp");
     }
-}
-
-/// The scripts' shared cleanup (`bench_cleanup` in scripts/lib.sh) runs to
-/// its end under a second Ctrl-C: a double Ctrl-C used to run `exit`
-/// inside the EXIT trap and leave the proxies, the node's pins and the
-/// work directory. Here a process that ignores TERM keeps the cleanup
-/// busy (`stop_pid` gives it 3 s before KILL) while the second INT comes.
-#[test]
-fn a_second_ctrl_c_does_not_cut_the_shared_cleanup_short() {
-    let dir = tempfile::tempdir().unwrap();
-    let mark = dir.path().join("mark");
-    let script = format!(
-        r#"cd {root} && source ../shared/bench/lib.sh && source scripts/lib.sh
-bench_setup cleanup-test
-start_bg stubborn "$WORK/stubborn.log" bash -c 'trap "" TERM; while :; do sleep 0.1; done'
-echo "$WORK $PID_stubborn" >{mark}
-sleep 60"#,
-        root = env!("CARGO_MANIFEST_DIR"),
-        mark = mark.display()
-    );
-    let mut child = Command::new("bash")
-        .args(["-c", &script])
-        .env("TRELLIS_BIN", "/bin/true")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    wait_for("started", || {
-        std::fs::read_to_string(&mark).is_ok_and(|m| m.ends_with('\n'))
-    });
-    let marked = std::fs::read_to_string(&mark).unwrap();
-    let (work, stubborn) = marked.trim().split_once(' ').unwrap();
-    // Ctrl-C goes to the foreground group: the script and its sleep.
-    let group = format!("-{}", child.id());
-    let int = || Command::new("kill").args(["-INT", "--", &group]).status();
-    int().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(
-        Path::new(work).exists(),
-        "the cleanup is still stopping the stubborn process"
-    );
-    int().unwrap();
-    let t = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the script never ended"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let alive = Command::new("kill")
-        .args(["-0", stubborn])
-        .status()
-        .unwrap()
-        .success();
-    if alive {
-        let _ = Command::new("kill").args(["-KILL", stubborn]).status();
-    }
-    let left = Path::new(work).exists();
-    let _ = std::fs::remove_dir_all(work);
-    assert!(!alive, "a process the script started outlived it");
-    assert!(!left, "the work directory {work} was left");
 }
