@@ -38,7 +38,7 @@ holder=
 trap '[ -z "$holder" ] || kill "$holder" 2>/dev/null || true; bench_cleanup' EXIT
 
 split_backends
-mkdir -p "$WORK/nginx/tmp" "$WORK/haproxy"
+mkdir -p "$WORK/nginx/tmp"
 cat >"$WORK/nginx/nginx.conf" <<CONF
 user root; worker_processes 1; worker_rlimit_nofile 16384; pid nginx.pid; error_log nginx.err warn;
 events { worker_connections 16384; multi_accept on; }
@@ -56,30 +56,9 @@ http {
   }
 }
 CONF
-cat >"$WORK/haproxy/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 9000
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 300s
-  timeout server 300s
-  timeout http-keep-alive 300s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT
-  default_backend split
-backend split
-  balance roundrobin
-  http-reuse always
-  server blue 127.0.0.1:$BLUE_PORT weight 90
-  server green 127.0.0.1:$GREEN_PORT weight 10
-CONF
 start_bg nginx "$WORK/nginx.log" $(pin "$PROXY_CPU") nginx -p "$WORK/nginx/" -c nginx.conf -e nginx.err -g 'daemon off;'
-start_bg haproxy "$WORK/haproxy.log" $(pin "$PROXY_CPU") haproxy -db -f "$WORK/haproxy/haproxy.cfg"
 wait_tcp 127.0.0.1 "$NGINX_PORT"
-wait_tcp 127.0.0.1 "$HAPROXY_PORT"
+haproxy_split "" 300s
 start_control_plane "$WORK"
 # Idle connections kept 300 s, as the peers keep theirs (Trellis's default
 # closes an idle keep-alive connection after 10 s).

@@ -68,29 +68,7 @@ CONF
 start_bg nginx "$WORK/nginx.log" $(pin "$PROXY_CPU") nginx -p "$WORK/nginx" -c nginx.conf -g 'daemon off;'
 wait_tcp 127.0.0.1 "$NGINX_PORT" || die "nginx did not start: $(cat "$WORK/nginx/nginx.err")"
 
-cat >"$WORK/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-  ssl-default-bind-options ssl-min-ver TLSv1.2
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 60s
-  timeout server 60s
-  timeout http-keep-alive 60s
-  option http-keep-alive
-frontend fe
-  bind 127.0.0.1:$HAPROXY_PORT ssl crt $WORK/server.combined.pem
-  default_backend split
-backend split
-  balance roundrobin
-  http-reuse always
-  server blue  127.0.0.1:$BLUE_PORT  weight 90
-  server green 127.0.0.1:$GREEN_PORT weight 10
-CONF
-start_bg haproxy "$WORK/haproxy.log" $(pin "$PROXY_CPU") haproxy -db -f "$WORK/haproxy.cfg"
-wait_tcp 127.0.0.1 "$HAPROXY_PORT" || die "haproxy did not start: $(cat "$WORK/haproxy.log")"
+haproxy_split "ssl crt $WORK/server.combined.pem"
 
 start_control_plane "$WORK"
 {

@@ -139,6 +139,37 @@ split_backends() {
   wait_tcp 127.0.0.1 "$BLUE_PORT"
 }
 
+# haproxy_split BIND [TIMEOUT]: the HAProxy peer, nbthread 1 on PROXY_CPU,
+# listening on 127.0.0.1:HAPROXY_PORT (BIND: the rest of its bind line,
+# e.g. `proto h2` or `ssl crt FILE`), splitting 90/10 between BLUE_PORT and
+# GREEN_PORT with `http-reuse always`; TIMEOUT (default 60s) for clients,
+# servers and keep-alive. Returns once it listens (needs WORK and its lib).
+haproxy_split() {
+  cat >"$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 9000
+  ssl-default-bind-options ssl-min-ver TLSv1.2
+defaults
+  mode http
+  timeout connect 5s
+  timeout client ${2:-60s}
+  timeout server ${2:-60s}
+  timeout http-keep-alive ${2:-60s}
+  option http-keep-alive
+frontend fe
+  bind 127.0.0.1:$HAPROXY_PORT $1
+  default_backend split
+backend split
+  balance roundrobin
+  http-reuse always
+  server blue  127.0.0.1:$BLUE_PORT  weight 90
+  server green 127.0.0.1:$GREEN_PORT weight 10
+CONF
+  start_bg haproxy "$WORK/haproxy.log" $(pin "$PROXY_CPU") haproxy -db -f "$WORK/haproxy.cfg"
+  wait_tcp 127.0.0.1 "$HAPROXY_PORT" || die "haproxy did not start: $(cat "$WORK/haproxy.log")"
+}
+
 # bench_node URL: `trellis node` of network `bench` alone on PROXY_CPU (one
 # worker, eBPF datapath pinned at $pins, access log off, flows on as
 # shipped), returning once URL answers 200 through it.
