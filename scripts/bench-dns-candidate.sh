@@ -9,16 +9,19 @@ set -euo pipefail
 bin=${TRELLIS_BIN:-$(dirname "$0")/../target/release/trellis}
 n=${BENCH_RECORDS:?}
 [ "$n" -le 250 ] || { echo "bench-dns-candidate: at most 250 records (one /24 of VIPs)" >&2; exit 1; }
-work=$(mktemp -d /tmp/trellis-dns-bench.XXXXXX)
+work=
 pids=()
 cleanup() {
   trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
   kill "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
-  rm -rf "$work"
+  [ -z "$work" ] || rm -rf "$work"
 }
+# Trapped before the directory exists: a TERM right after mktemp used to
+# leave it.
 trap cleanup EXIT
 trap 'exit 143' INT TERM
+work=$(mktemp -d /tmp/trellis-dns-bench.XXXXXX)
 source "$(dirname "$0")/lib.sh"
 start_control_plane "$work"
 pids+=("$CP_PID")
